@@ -1,0 +1,67 @@
+// swift-tools-version:6.0
+// moe-dist: a distributed trainer for recurrent Mixture-of-Experts language models.
+//
+// Dependencies run one way:
+//   C shims (CMPI, COpenBLAS, CHDF5)
+//     -> Kernels, Collectives, Configuration, DataPipeline, HDF5
+//     -> Model (parameters, recurrent block, router, dispatcher, experts)
+//     -> Training (optimizer, schedule, loop, checkpoints, metrics)
+//     -> moe-dist (command-line interface)
+import PackageDescription
+
+// Hot loops run over unsafe pointers; release builds drop the bounds checks there.
+let fast: [SwiftSetting] = [.unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release))]
+
+let package = Package(
+    name: "moe-dist",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "moe-dist", targets: ["moe-dist"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+    ],
+    targets: [
+        // MARK: C shims over system libraries (found through pkg-config)
+        .systemLibrary(name: "CMPI", path: "Sources/CMPI", pkgConfig: "ompi",
+                       providers: [.apt(["libopenmpi-dev", "openmpi-bin"])]),
+        .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CHDF5", path: "Sources/CHDF5", pkgConfig: "hdf5",
+                       providers: [.apt(["libhdf5-dev"])]),
+
+        // MARK: Foundations: numeric kernels, communication, config, data, HDF5 files
+        .target(name: "Kernels", dependencies: ["COpenBLAS"], swiftSettings: fast),
+        .target(name: "Collectives", dependencies: ["CMPI"], swiftSettings: fast),
+        .target(name: "Configuration", dependencies: [.product(name: "Yams", package: "Yams")]),
+        .target(name: "DataPipeline", swiftSettings: fast),
+        .target(name: "HDF5", dependencies: ["CHDF5"]),
+
+        // MARK: The model: parameters, recurrent block, MoE layer with expert parallelism
+        .target(name: "Model", dependencies: ["Kernels", "Collectives", "Configuration"], swiftSettings: fast),
+
+        // MARK: Training: optimizer, schedule, loop, checkpoints, metrics history
+        .target(name: "Training",
+                dependencies: ["Model", "Kernels", "Collectives", "Configuration", "DataPipeline", "HDF5"],
+                swiftSettings: fast),
+
+        // MARK: Command-line interface
+        .executableTarget(name: "moe-dist",
+                          dependencies: ["Training", "Model", "Configuration", "DataPipeline", "Collectives", "HDF5",
+                                         .product(name: "ArgumentParser", package: "swift-argument-parser")],
+                          path: "Sources/MoEDistCLI", swiftSettings: fast),
+
+        // MARK: Tests
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .testTarget(name: "KernelsTests", dependencies: ["Kernels", "TestSupport"]),
+        .testTarget(name: "CollectivesTests", dependencies: ["Collectives", "TestSupport"]),
+        .testTarget(name: "ConfigurationTests", dependencies: ["Configuration", "TestSupport"]),
+        .testTarget(name: "DataPipelineTests", dependencies: ["DataPipeline", "TestSupport"]),
+        .testTarget(name: "HDF5Tests", dependencies: ["HDF5", "TestSupport"]),
+        .testTarget(name: "ModelTests", dependencies: ["Model", "Kernels", "Collectives", "Configuration", "TestSupport"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "Model", "Configuration", "DataPipeline", "HDF5", "TestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["TestSupport"]),
+    ],
+    swiftLanguageModes: [.v5]
+)

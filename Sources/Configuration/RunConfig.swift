@@ -1,0 +1,98 @@
+// The resolved configuration of a run: SPEC section 1, one struct per YAML section.
+// Field names are the YAML keys in lowerCamelCase (`moe.aux_loss_coef` -> `moe.auxLossCoef`).
+// Defaults are those of the reference run `recurrent_shared_moe_40e_top2_ff2048_wikitext103`.
+
+/// Whether a recurrent iteration reuses one set of weights (`shared`) or has its own (`indexed`).
+public enum Sharing: String, Codable, Sendable, CaseIterable { case shared, indexed }
+
+/// Expert (and dense FFN) non-linearity.
+public enum Activation: String, Codable, Sendable, CaseIterable { case gelu, swiglu }
+
+/// `model.*`
+public struct ModelConfig: Codable, Equatable, Sendable {
+    /// 0 until resolved: from the tokenizer, the token files, or the generated corpus.
+    public var vocabSize = 0
+    public var dModel = 512
+    public var nHeads = 8
+    public var seqLen = 256
+    /// Recurrent iterations R.
+    public var depth = 6
+    public var trunk: Sharing = .shared
+    public var depthEmbedding = true
+    public var tieEmbeddings = true
+    public var ropeBase = 10000.0
+    public var normEps = 1e-5
+    public init() {}
+    public var headDim: Int { dModel / nHeads }
+    /// Attention blocks stored: 1 (shared trunk) or R (indexed).
+    public var numBlocks: Int { trunk == .shared ? 1 : depth }
+}
+
+/// `moe.*`
+public struct MoELayerConfig: Codable, Equatable, Sendable {
+    /// E; 0 means a dense FFN of width `dFF`.
+    public var numExperts = 40
+    public var topK = 2
+    public var dFF = 2048
+    public var experts: Sharing = .shared
+    public var activation: Activation = .gelu
+    public var normalizeGates = true
+    /// 0 = dropless; c > 0 = capacity ceil(c*k*N/E) per expert.
+    public var capacityFactor = 0.0
+    public var auxLossCoef = 0.01
+    public var zLossCoef = 0.0
+    public init() {}
+    public var isDense: Bool { numExperts == 0 }
+}
+
+/// `train.*`
+public struct TrainConfig: Codable, Equatable, Sendable {
+    public var globalBatch = 32
+    public var microBatch = 8
+    public var lr = 3e-4
+    public var minLrRatio = 0.1
+    public var warmupSteps = 200
+    public var weightDecay = 0.1
+    public var beta1 = 0.9
+    public var beta2 = 0.95
+    public var eps = 1e-8
+    public var gradClip = 1.0
+    public var seed = 1234
+    /// Step budget; nil = none (then `maxTokens` must be set).
+    public var maxSteps: Int? = nil
+    /// Token budget; nil = none. Training ends at whichever budget ends first.
+    public var maxTokens: Int? = nil
+    public var evalInterval = 500
+    public var evalTokens = 13299
+    public var logInterval = 10
+    public var checkpointInterval = 500
+    public var keepCheckpoints = 3
+    public init() {}
+}
+
+/// `data.*`: paths; nil = the built-in generated corpus.
+public struct DataConfig: Codable, Equatable, Sendable {
+    public var train: String? = nil
+    public var valid: String? = nil
+    public var tokenizer: String? = nil
+    public init() {}
+}
+
+/// `parallel.*`
+public struct ParallelConfig: Codable, Equatable, Sendable {
+    /// Ranks sharing one copy of each pool's experts; nil = the world size.
+    public var expertParallel: Int? = nil
+    public init() {}
+}
+
+/// A whole run.
+public struct RunConfig: Codable, Equatable, Sendable {
+    /// Free-form run name (used for run directories and reports).
+    public var name = "recurrent_shared_moe_40e_top2_ff2048_wikitext103"
+    public var model = ModelConfig()
+    public var moe = MoELayerConfig()
+    public var train = TrainConfig()
+    public var data = DataConfig()
+    public var parallel = ParallelConfig()
+    public init() {}
+}

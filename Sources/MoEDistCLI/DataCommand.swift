@@ -1,0 +1,6 @@
+import ArgumentParser
+
+struct DataCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "data", abstract: "Prepare, encode, decode and inspect token files.")
+}
