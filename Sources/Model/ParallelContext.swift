@@ -1,0 +1,75 @@
+// The communicators a model runs with and which experts this rank owns.
+//
+// world        all ranks: trunk gradients, routing statistics (global micro-batch)
+// expertGroup  the ranks that share one copy of each pool's experts: token all-to-all
+// replicaGroup the ranks holding the same expert slice in different copies: expert gradients
+import Collectives
+
+public struct ParallelContext {
+    public let world: Communicator
+    public let expertGroup: Communicator
+    public let replicaGroup: Communicator
+    /// Experts owned by each rank of the expert group (contiguous slices).
+    public let expertSlices: [Range<Int>]
+
+    public init(world: Communicator, expertGroup: Communicator, replicaGroup: Communicator, expertSlices: [Range<Int>]) {
+        self.world = world; self.expertGroup = expertGroup; self.replicaGroup = replicaGroup
+        self.expertSlices = expertSlices
+    }
+
+    /// Experts held by this rank.
+    public var localExperts: Range<Int> { expertSlices[expertGroup.rank] }
+
+    /// Group rank that owns expert `e`.
+    public func owner(of e: Int) -> Int {
+        var lo = 0, hi = expertSlices.count - 1
+        while lo < hi {
+            let mid = (lo + hi + 1) / 2
+            if expertSlices[mid].lowerBound <= e { lo = mid } else { hi = mid - 1 }
+        }
+        return lo
+    }
+
+    /// Contiguous slices of `numExperts` over `groupSize` ranks; the first `E % G` ranks get one more.
+    public static func slices(numExperts E: Int, groupSize G: Int) -> [Range<Int>] {
+        var out: [Range<Int>] = []
+        var start = 0
+        for g in 0 ..< G {
+            let n = E / G + (g < E % G ? 1 : 0)
+            out.append(start ..< start + n)
+            start += n
+        }
+        return out
+    }
+
+    /// A world of one: every expert is local.
+    public static func single(numExperts: Int) -> ParallelContext {
+        let c = SingleProcessCommunicator()
+        return ParallelContext(world: c, expertGroup: c, replicaGroup: c,
+                               expertSlices: [0 ..< numExperts])
+    }
+
+    /// Splits `world` into expert groups of `expertParallel` consecutive ranks and the replica groups across them.
+    public static func make(world: Communicator, expertParallel G: Int, numExperts E: Int) -> ParallelContext {
+        let group = world.split(color: world.rank / G, key: world.rank)
+        let replica = world.split(color: world.rank % G, key: world.rank)
+        return ParallelContext(world: world, expertGroup: group, replicaGroup: replica,
+                               expertSlices: slices(numExperts: E, groupSize: G))
+    }
+}
+
+extension Communicator {
+    /// Personalised exchange of small non-negative counts: `send` holds `sendBlocks[j]` counts for rank j,
+    /// in rank order; returns the `recvBlocks[i]` counts from each rank i, in rank order. Carried by the
+    /// Float all-to-all-v: counts are token-assignment counts of one micro-batch, far below 2^24, so exact.
+    public func exchangeCounts(_ send: [Int], sendBlocks: [Int], recvBlocks: [Int]) -> [Int] {
+        let s = send.map { c -> Float in precondition(c < 1 << 24, "count \(c) too large to exchange exactly"); return Float(c) }
+        var r = [Float](repeating: 0, count: recvBlocks.reduce(0, +))
+        s.withUnsafeBufferPointer { sp in
+            r.withUnsafeMutableBufferPointer { rp in
+                allToAllV(send: sp, sendCounts: sendBlocks, recv: rp, recvCounts: recvBlocks)
+            }
+        }
+        return r.map { Int($0) }
+    }
+}
