@@ -1,0 +1,45 @@
+// Blas: the one door to OpenBLAS. Every matrix product in the project goes through `Blas.gemm`.
+import COpenBLAS
+
+/// Thin namespace over the CBLAS interface of OpenBLAS (row-major single precision only).
+public enum Blas {
+    /// Row-major C[M,N] = alpha * op(A)[M,K] · op(B)[K,N] + beta * C, through cblas_sgemm.
+    ///
+    /// `op(X)` is `Xᵀ` when the matching `trans` flag is set. Leading dimensions are row strides in
+    /// elements of the matrices *as stored* (so `A` stored `[K, lda]` when `transA`), which lets callers
+    /// address strided column blocks such as one attention head of a `[T, C]` buffer (`lda = C`).
+    /// With `beta == 0`, `C` is overwritten and its prior contents (even NaN) are ignored.
+    @inline(__always)
+    public static func gemm(transA: Bool, transB: Bool, M: Int, N: Int, K: Int, alpha: Float,
+                            A: UnsafePointer<Float>, lda: Int, B: UnsafePointer<Float>, ldb: Int,
+                            beta: Float, C: UnsafeMutablePointer<Float>, ldc: Int) {
+        // C[M,N]; A is [M,K] (or [K,M] if transA); B is [K,N] (or [N,K] if transB)
+        if M <= 0 || N <= 0 { return }
+        if K <= 0 {
+            // Empty inner dimension: the product is zero, so C = beta * C (cblas may reject lda = 0).
+            for i in 0 ..< M {
+                let row = C + i * ldc
+                if beta == 0 { for j in 0 ..< N { row[j] = 0 } } else { for j in 0 ..< N { row[j] *= beta } }
+            }
+            return
+        }
+        precondition(M <= Int(Int32.max) && N <= Int(Int32.max) && K <= Int(Int32.max), "gemm size exceeds 32-bit BLAS")
+        cblas_sgemm(CblasRowMajor,
+                    transA ? CblasTrans : CblasNoTrans,
+                    transB ? CblasTrans : CblasNoTrans,
+                    blasint(M), blasint(N), blasint(K), alpha,
+                    A, blasint(lda), B, blasint(ldb), beta, C, blasint(ldc))
+    }
+
+    /// The CPU kernel family OpenBLAS selected at load time (e.g. "Haswell"), from openblas_get_corename().
+    public static var coreName: String {
+        guard let p = openblas_get_corename() else { return "unknown" }
+        return String(cString: p)
+    }
+
+    /// OpenBLAS worker threads (openblas_get_num_threads / openblas_set_num_threads).
+    public static var numThreads: Int {
+        get { Int(openblas_get_num_threads()) }
+        set { openblas_set_num_threads(Int32(max(1, newValue))) }
+    }
+}
