@@ -8,7 +8,7 @@
 // change of the loss is large against Float rounding while a gradient that is
 // wrong in any direction still disagrees. Routing is
 // piecewise constant (top-k, capacity drops, f_e): a direction whose step flips
-// a routing decision is discontinuous, so up to `attempts` directions are tried
+// a routing decision is discontinuous, so several step sizes and directions are tried
 // and the smallest error is reported; a wrong gradient fails them all.
 import Configuration
 
@@ -29,8 +29,10 @@ public enum GradientCheck {
     }
 
     /// Runs the check on `model` with the given micro-batch; returns one row per parameter tensor (local slices).
+    /// Each tensor is tried with every step size in `epsilons` and `directions` directions, smallest error kept.
     public static func run(model: RecurrentMoEModel, inputs: [Int32], targets: [Int32], B: Int, T: Int,
-                           epsilon: Double = 1e-2, attempts: Int = 3, seed: UInt64 = 7) -> [GradientCheckRow] {
+                           epsilons: [Double] = [1e-2, 3e-3, 1e-3], directions: Int = 2,
+                           seed: UInt64 = 7) -> [GradientCheckRow] {
         let c = model.config
         let R = Double(c.model.depth)
         let scales = LossScales(ce: 1 / Double(B * T), aux: c.moe.auxLossCoef / R, z: c.moe.zLossCoef / R)
@@ -50,7 +52,7 @@ public enum GradientCheck {
         var rows: [GradientCheckRow] = []
         for p in store.infos where p.count > 0 {
             var best: GradientCheckRow? = nil
-            for _ in 0 ..< attempts {
+            for epsilon in epsilons { for _ in 0 ..< directions {
                 var v = (0 ..< p.count).map { _ in rng.nextNormal() }
                 let rnorm = v.reduce(0) { $0 + $1 * $1 }.squareRoot()
                 let gnorm = (0 ..< p.count).reduce(0.0) { $0 + Double(grads[p.offset + $1]) * Double(grads[p.offset + $1]) }.squareRoot()
@@ -74,6 +76,7 @@ public enum GradientCheck {
                 if best == nil || err < best!.relativeError { best = row }
                 if err < 1e-3 { break }
             }
+            if best!.relativeError < 1e-3 { break } }
             rows.append(best!)
         }
         return rows
