@@ -1,0 +1,30 @@
+// AdamW with bias correction (SPEC section 4), one flat loop over the
+// ParameterStore; weight decay only on tensors marked `decays`.
+import Foundation
+import Configuration
+import Model
+
+public struct AdamW: Sendable {
+    public let beta1: Double, beta2: Double, eps: Double, weightDecay: Double
+
+    public init(_ t: TrainConfig) { beta1 = t.beta1; beta2 = t.beta2; eps = t.eps; weightDecay = t.weightDecay }
+
+    /// Applies update number `t` (1-based, counts applied updates only) with learning rate `lr`,
+    /// using gradients multiplied by `gradScale` (the clipping factor).
+    public func update(_ s: ParameterStore, lr: Double, t: Int, gradScale: Float) {
+        let b1 = Float(beta1), b2 = Float(beta2)
+        let c1 = Float(1 - pow(beta1, Double(t))), c2 = Float(1 - pow(beta2, Double(t)))
+        let lrF = Float(lr), epsF = Float(eps)
+        for p in s.infos where p.count > 0 {
+            let wd = p.decays ? Float(weightDecay) : 0
+            let th = s.params + p.offset, g = s.grads + p.offset, m = s.expAvg + p.offset, v = s.expAvgSq + p.offset
+            for i in 0 ..< p.count {
+                let gi = g[i] * gradScale
+                m[i] = b1 * m[i] + (1 - b1) * gi
+                v[i] = b2 * v[i] + (1 - b2) * gi * gi
+                let mHat = m[i] / c1, vHat = v[i] / c2
+                th[i] -= lrF * (mHat / (vHat.squareRoot() + epsF) + wd * th[i])
+            }
+        }
+    }
+}

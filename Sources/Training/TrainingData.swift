@@ -1,0 +1,58 @@
+// Where a run's tokens come from: the token files named by data.train / data.valid,
+// or, with no data configured, moe-dist's own generated corpus.
+import Foundation
+import Configuration
+import DataPipeline
+
+/// A contiguous range of another token source.
+public final class TokenSlice: TokenSource {
+    public let base: TokenSource
+    public let range: Range<Int>
+    public init(_ base: TokenSource, _ range: Range<Int>) { self.base = base; self.range = range }
+    public var count: Int { range.count }
+    public var vocabSize: Int { base.vocabSize }
+    public func copyTokens(_ r: Range<Int>, into out: UnsafeMutablePointer<Int32>) {
+        base.copyTokens(r.lowerBound + range.lowerBound ..< r.upperBound + range.lowerBound, into: out)
+    }
+}
+
+public struct TrainingData {
+    public let train: TokenSource
+    public let valid: TokenSource?
+    public let vocabSize: Int
+    /// One line for the banner.
+    public let summary: String
+
+    /// Generated corpus size: enough for every preset's default budget at a few epochs at most.
+    public static let generatedTrainTokens = 1_000_000
+    public static let generatedValidTokens = 50_000
+    /// Vocabulary of the generated corpus when model.vocab_size is not set.
+    public static let generatedVocab = 256
+
+    /// Opens the configured token files, or generates the built-in corpus (train and a held-out tail
+    /// sampled from the same process) when data.train is not set.
+    public static func open(_ c: RunConfig) throws -> TrainingData {
+        if let path = c.data.train {
+            let train = try TokenFile(path: path)
+            let valid = try c.data.valid.map { try TokenFile(path: $0) }
+            if let v = valid, v.vocabSize != train.vocabSize {
+                throw TrainingError("data.valid: vocabulary size \(v.vocabSize) differs from data.train's \(train.vocabSize)")
+            }
+            return TrainingData(train: train, valid: valid, vocabSize: train.vocabSize,
+                                summary: "data: \(path) (\(train.count) tokens, vocab \(train.vocabSize))"
+                                    + (c.data.valid.map { ", valid \($0)" } ?? ""))
+        }
+        let V = c.model.vocabSize > 0 ? c.model.vocabSize : generatedVocab
+        let all = GeneratedCorpus.make(vocabSize: V, tokens: generatedTrainTokens + generatedValidTokens,
+                                       seed: UInt64(c.train.seed))
+        return TrainingData(train: TokenSlice(all, 0 ..< generatedTrainTokens),
+                            valid: TokenSlice(all, generatedTrainTokens ..< all.count), vocabSize: V,
+                            summary: "data: generated corpus (\(generatedTrainTokens) train + \(generatedValidTokens) valid tokens, vocab \(V))")
+    }
+}
+
+/// A failure of the training pipeline that names its cause.
+public struct TrainingError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}

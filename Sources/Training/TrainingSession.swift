@@ -1,0 +1,153 @@
+// A training run: the loop around Trainer.trainStep with evaluation, progress
+// lines, the human log and the metrics history. Only rank 0 prints and writes.
+import Foundation
+import Configuration
+import DataPipeline
+import Model
+
+public final class TrainingSession {
+    public let config: RunConfig
+    public let trainer: Trainer
+    public let data: TrainingData
+    public let runDirectory: String?
+    private let say: (String) -> Void
+    private var metrics: MetricsHistory?
+    private var logHandle: FileHandle?
+    private var isRoot: Bool { trainer.ctx.world.rank == 0 }
+
+    /// `say` receives progress lines on rank 0 (the CLI prints them).
+    public init(config: RunConfig, ctx: ParallelContext, data: TrainingData, runDirectory: String?,
+                say: @escaping (String) -> Void) throws {
+        self.config = config
+        self.data = data
+        self.runDirectory = runDirectory
+        self.say = say
+        trainer = try Trainer(config: config, ctx: ctx, train: data.train)
+    }
+
+    /// Prints a line on rank 0 and appends it to RUN_DIR/train.log.
+    public func log(_ line: String) {
+        guard isRoot else { return }
+        say(line)
+        logHandle?.write((line + "\n").data(using: .utf8)!)
+    }
+
+    private func openRunDirectory() throws {
+        guard isRoot, let dir = runDirectory else { return }
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try config.toYAML().write(toFile: dir + "/config.yaml", atomically: true, encoding: .utf8)
+        let logPath = dir + "/train.log"
+        if !FileManager.default.fileExists(atPath: logPath) { FileManager.default.createFile(atPath: logPath, contents: nil) }
+        logHandle = FileHandle(forWritingAtPath: logPath)
+        logHandle?.seekToEndOfFile()
+        metrics = try MetricsHistory(path: dir + "/metrics.h5", configJSON: config.toJSON(),
+                                     iterations: config.model.depth, numExperts: config.moe.numExperts)
+        try metrics?.truncate(afterStep: Int64(trainer.counters.step))
+    }
+
+    /// The start-up banner: configuration, sizes and layout.
+    public func banner() -> [String] {
+        let c = config, cost = ModelCost(c), ctx = trainer.ctx
+        var lines = ["moe-dist: \(c.name)", data.summary]
+        lines.append("world: \(ctx.world.size) rank(s), expert groups of \(ctx.expertGroup.size), "
+                     + "\(trainer.microSteps) micro-step(s) of \(c.train.microBatch) sequences per rank")
+        lines.append(String(format: "parameters: %@ total, %@ in experts, %@ active per token; model FLOPs/token %@",
+                            human(cost.totalParameters), human(cost.expertParameters), human(cost.activeParameters),
+                            human(Int(cost.flopsPerToken))))
+        lines.append("budget: \(trainer.totalSteps) steps of \(c.train.globalBatch * c.model.seqLen) tokens")
+        return lines
+    }
+
+    /// Trains to the step budget. Returns the reports of every step taken.
+    @discardableResult
+    public func run() throws -> [StepReport] {
+        try openRunDirectory()
+        defer { metrics?.close(); try? logHandle?.close() }
+        for line in banner() { log(line) }
+        let c = config
+        let R = c.model.depth, E = c.moe.numExperts
+        var reports: [StepReport] = []
+        var interval = IntervalStats(R: R, E: E)
+        let startedAt = Date()
+        let startStep = trainer.counters.step
+        while !trainer.isFinished {
+            let rep = trainer.trainStep()
+            reports.append(rep)
+            interval.add(rep)
+            if rep.skipped { log("step \(rep.step): non-finite loss or gradient (loss \(rep.loss), grad norm \(rep.gradNorm)); update skipped") }
+            let last = trainer.isFinished
+            if rep.step % c.train.logInterval == 0 || last {
+                let elapsed = Date().timeIntervalSince(startedAt)
+                let done = rep.step - startStep
+                let eta = done > 0 ? elapsed / Double(done) * Double(trainer.totalSteps - rep.step) : 0
+                let tps = Double(interval.tokens) / max(interval.time, 1e-9)
+                log(String(format: "step %d/%d | loss %.4f | ce %.4f | aux %.4f | lr %.2e | grad norm %.3f | %.0f tok/s | epoch %.3f | ETA %@",
+                           rep.step, trainer.totalSteps, rep.loss, rep.ce, rep.aux, rep.lr, rep.gradNorm, tps,
+                           trainer.loader.epochFraction, duration(eta)))
+                if isRoot {
+                    try metrics?.append(TrainRow(step: Int64(rep.step), tokens: Int64(rep.tokens), epoch: trainer.loader.epochFraction,
+                                                 loss: rep.loss, ce: rep.ce, aux: rep.aux, z: rep.z, lr: rep.lr,
+                                                 gradNorm: rep.gradNorm, tokensPerSec: tps,
+                                                 stepTime: interval.time / Double(max(interval.steps, 1)),
+                                                 nanEvents: Int64(trainer.counters.nanEvents)))
+                    if E > 0 {
+                        try metrics?.append(interval.expertRow(step: Int64(rep.step)))
+                    }
+                    try metrics?.flush()
+                }
+                interval = IntervalStats(R: R, E: E)
+            }
+            if let valid = data.valid, rep.step % c.train.evalInterval == 0 || last {
+                let ev = Evaluator.evaluate(model: trainer.model, tokens: valid, maxTokens: c.train.evalTokens,
+                                            batch: c.train.microBatch)
+                log(String(format: "eval step %d | loss %.4f | ppl %.3f | %d tokens scored", rep.step, ev.loss, ev.ppl, ev.scored))
+                if isRoot {
+                    try metrics?.append(EvalRow(step: Int64(rep.step), tokens: Int64(rep.tokens), epoch: trainer.loader.epochFraction,
+                                                loss: ev.loss, ppl: ev.ppl, scored: Int64(ev.scored)))
+                    try metrics?.flush()
+                }
+            }
+        }
+        return reports
+    }
+}
+
+/// Per-interval sums for the metrics history's /experts rows and throughput.
+struct IntervalStats {
+    let R: Int, E: Int
+    var steps = 0, tokens = 0, time = 0.0
+    var counts: [Int64], dropped: [Int64], probSum: [Double], routed: [Int64]
+    init(R: Int, E: Int) {
+        self.R = R; self.E = E
+        counts = .init(repeating: 0, count: R * E); dropped = .init(repeating: 0, count: R)
+        probSum = .init(repeating: 0, count: R * E); routed = .init(repeating: 0, count: R)
+    }
+    mutating func add(_ r: StepReport) {
+        steps += 1; time += r.stepTime
+        tokens += r.tokens - (r.tokens - (r.step > 0 ? r.tokens / r.step : 0))
+        for i in 0 ..< counts.count { counts[i] += r.counts[i]; probSum[i] += r.probSum[i] }
+        for i in 0 ..< R { dropped[i] += r.dropped[i]; routed[i] += r.routedTokens[i] }
+    }
+    func expertRow(step: Int64) -> ExpertRow {
+        var mean = [Float](repeating: 0, count: R * E)
+        for r in 0 ..< R where routed[r] > 0 {
+            for e in 0 ..< E { mean[r * E + e] = Float(probSum[r * E + e] / Double(routed[r])) }
+        }
+        return ExpertRow(step: step, counts: counts, dropped: dropped, probMean: mean)
+    }
+}
+
+func human(_ n: Int) -> String {
+    let x = Double(n)
+    if x >= 1e9 { return String(format: "%.2fG", x / 1e9) }
+    if x >= 1e6 { return String(format: "%.2fM", x / 1e6) }
+    if x >= 1e3 { return String(format: "%.1fk", x / 1e3) }
+    return "\(n)"
+}
+
+func duration(_ s: Double) -> String {
+    let t = Int(s.rounded())
+    if t >= 3600 { return "\(t / 3600)h\(String(format: "%02d", t % 3600 / 60))m" }
+    if t >= 60 { return "\(t / 60)m\(String(format: "%02d", t % 60))s" }
+    return "\(t)s"
+}
