@@ -39,7 +39,7 @@ private func refAttention(_ q: [Double], _ k: [Double], _ v: [Double], _ B: Int,
 }
 
 final class AttentionTests: XCTestCase {
-    let B = 2, T = 4, C = 6, H = 2   // dh = 3
+    let B = 2, T = 9, C = 6, H = 2   // dh = 3; T > 8 runs the SIMD8 path of the softmax-backward row dot
 
     func testForwardMatchesReference() {
         var rng = TestRNG(seed: 40)

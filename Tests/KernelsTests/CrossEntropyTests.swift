@@ -38,6 +38,11 @@ final class CrossEntropyTests: XCTestCase {
         assertClose(losses, ref, rtol: 1e-5, atol: 1e-5, "losses")
         assertClose(total, ref.reduce(0, +), rtol: 1e-5, atol: 1e-5, "sum")
         XCTAssertTrue(losses.allSatisfy { $0.isFinite })
+        // asking for the gradient does not change the losses
+        var d = [Float](repeating: 0, count: N * V), lossesWithGrad = [Float](repeating: 0, count: N)
+        let totalWithGrad = crossEntropyForwardBackward(&d, &lossesWithGrad, z, targets, N, V, gradScale: 1)
+        XCTAssertEqual(lossesWithGrad, losses)
+        XCTAssertEqual(totalWithGrad, total)
     }
 
     func testGradientFiniteDifference() {

@@ -149,6 +149,17 @@ final class RouterTests: XCTestCase {
         assertClose(dz, g, rtol: 1e-4, atol: 1e-5)
     }
 
+    /// NaN logits must still yield k distinct in-range expert indices (the dispatcher indexes with them).
+    func testNaNLogitsGiveValidIndices() {
+        let r = route([.nan, 1, .nan, 0, 2, 1, 0, 3], 2, 4, 3, normalize: true)
+        for t in 0 ..< 2 {
+            let idx = Array(r.top[(t * 3) ..< (t * 3 + 3)])
+            XCTAssertTrue(idx.allSatisfy { $0 >= 0 && $0 < 4 }, "row \(t): \(idx)")
+            XCTAssertEqual(Set(idx).count, 3, "row \(t): \(idx)")
+        }
+        XCTAssertEqual(Array(r.top[3 ..< 6]), [3, 0, 1], "a finite row is unaffected")
+    }
+
     func testSwitchAuxLossByHand() {
         // E = 4, f = [0.4, 0.3, 0.2, 0.1], Pbar = [0.25, 0.25, 0.3, 0.2]:
         // Σ f·Pbar = 0.4·0.25 + 0.3·0.25 + 0.2·0.3 + 0.1·0.2 = 0.1 + 0.075 + 0.06 + 0.02 = 0.255; aux = 4 · 0.255 = 1.02
