@@ -23,18 +23,26 @@ public func crossEntropyForwardBackward(_ dlogits: UnsafeMutablePointer<Float>?,
         }
         let x = logits + i * V
         let m = maxElement(x, V)
-        var sum: Float = 0
-        for j in 0 ..< V { sum += exp(x[j] - m) }
-        let logSum = log(sum)
-        let loss = logSum + m - x[target]
-        losses[i] = loss
-        total += Double(loss)
+        let xTarget = x[target]   // read before an in-place pass can overwrite it
+        var sum: Double = 0   // Double: V may be ~50k terms
         if let dlogits = dlogits {
+            // one exp per element: store e^(x − m) in the gradient row, then scale it into softmax · gradScale;
+            // each element is read before it is written, so dlogits may alias logits
             let d = dlogits + i * V
-            let scale = gradScale / sum
-            for j in 0 ..< V { d[j] = exp(x[j] - m) * scale }
+            for j in 0 ..< V {
+                let e = exp(x[j] - m)
+                d[j] = e
+                sum += Double(e)
+            }
+            let scale = Float(Double(gradScale) / sum)
+            for j in 0 ..< V { d[j] *= scale }
             d[target] -= gradScale
+        } else {
+            for j in 0 ..< V { sum += Double(exp(x[j] - m)) }
         }
+        let loss = Double(m - xTarget) + log(sum)   // logits subtracted first: no cancellation at large logits
+        losses[i] = Float(loss)
+        total += loss
     }
     return total
 }
