@@ -1,0 +1,71 @@
+// Process start-up shared by the commands that train or evaluate: BLAS threads,
+// the MPI world, the resolved and validated configuration, and error reporting
+// that ends every rank.
+import Foundation
+import ArgumentParser
+import Collectives
+import Configuration
+import Kernels
+import Model
+import Training
+
+enum Launch {
+    /// Unless OPENBLAS_NUM_THREADS is set, gives each rank cores / (ranks on this node) BLAS threads,
+    /// so ranks × threads = cores.
+    static func configureBLASThreads() {
+        let env = ProcessInfo.processInfo.environment
+        if env["OPENBLAS_NUM_THREADS"] != nil { return }
+        let local = max(LaunchEnvironment.current.localSize, 1)
+        Blas.numThreads = max(1, ProcessInfo.processInfo.activeProcessorCount / local)
+    }
+
+    /// Loads the configuration, fills in the vocabulary size from the data, and validates it for `worldSize`.
+    static func resolve(_ options: RunOptions, worldSize: Int) throws -> (RunConfig, TrainingData) {
+        var config = try options.load()
+        let data = try TrainingData.open(config)
+        if config.model.vocabSize != 0 && config.model.vocabSize != data.vocabSize && config.data.train != nil {
+            throw UserError("model.vocab_size: \(config.model.vocabSize) disagrees with data.train's vocabulary (\(data.vocabSize))")
+        }
+        config.model.vocabSize = data.vocabSize
+        try validate(config, worldSize: worldSize)
+        return (config, data)
+    }
+
+    /// Runs `body` on every rank of the world: MPI (or a world of one without mpirun), or N threads in this
+    /// process with `emulateRanks`. An error on any rank ends the whole job with a message naming the rank.
+    static func onEveryRank(emulateRanks: Int?, _ body: @escaping (Communicator) throws -> Void) throws {
+        configureBLASThreads()
+        if let n = emulateRanks {
+            guard n >= 1 else { throw UserError("--emulate-ranks: must be at least 1, got \(n)") }
+            try ThreadWorld.run(size: n) { comm in try body(comm) }
+            return
+        }
+        let world = MPICommunicator.world()
+        do {
+            try body(world)
+        } catch {
+            if world.size > 1 { world.abort(code: exitStatus(error), message: "\(error)") }
+            throw error
+        }
+        world.finalize()
+    }
+
+    static func exitStatus(_ error: Error) -> Int32 {
+        if let u = error as? UserError { return u.status }
+        if error is ConfigError { return 2 }
+        return 1
+    }
+}
+
+/// Prints `moe-dist: message` on standard error.
+func printError(_ message: String) {
+    FileHandle.standardError.write("moe-dist: \(message)\n".data(using: .utf8)!)
+}
+
+/// Runs a command body, turning thrown errors into one line on standard error and an exit status.
+func reportingErrors(_ body: () throws -> Void) throws {
+    do { try body() } catch let e as ExitCode { throw e } catch let e as CleanExit { throw e } catch {
+        printError("\(error)")
+        throw ExitCode(Launch.exitStatus(error))
+    }
+}

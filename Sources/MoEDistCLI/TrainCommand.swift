@@ -1,0 +1,50 @@
+import Foundation
+import ArgumentParser
+import Collectives
+import Configuration
+import Model
+import Training
+
+struct TrainCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "train",
+        abstract: "Train a model; under mpirun the experts are sharded over the ranks.",
+        discussion: """
+        Examples:
+          moe-dist train --config jobs/configs/tiny.yaml
+          moe-dist train --config jobs/configs/cpu-small.yaml moe.top_k=1 train.max_steps=500
+          mpirun -np 2 moe-dist train --config jobs/configs/cpu-small.yaml
+          moe-dist train --config jobs/configs/tiny.yaml --emulate-ranks 4   # 4 ranks as threads, one process
+
+        With no data.train the built-in generated corpus is used. The resolved configuration is printed
+        and written to RUN_DIR/config.yaml; progress goes to standard output and RUN_DIR/train.log,
+        metrics to RUN_DIR/metrics.h5.
+        """)
+
+    @OptionGroup var run: RunOptions
+
+    @Option(help: ArgumentHelp("Run directory (default: runs/<name>).", valueName: "dir"))
+    var runDir: String?
+
+    @Option(help: ArgumentHelp("Run N ranks as threads in this process: the exact expert-parallel code, one debugger.",
+                               valueName: "N"))
+    var emulateRanks: Int?
+
+    func run() throws {
+        try reportingErrors {
+            try Launch.onEveryRank(emulateRanks: emulateRanks) { world in
+                let (config, data) = try Launch.resolve(run, worldSize: world.size)
+                let ctx = ParallelContext.make(world: world, expertParallel: config.parallel.expertParallel ?? world.size,
+                                               numExperts: max(config.moe.numExperts, 1))
+                let dir = runDir ?? "runs/\(config.name)"
+                let session = try TrainingSession(config: config, ctx: ctx, data: data, runDirectory: dir) { line in
+                    print(line); fflush(stdout)
+                }
+                if world.rank == 0 {
+                    print("resolved configuration:\n" + config.toYAML())
+                }
+                try session.run()
+            }
+        }
+    }
+}
