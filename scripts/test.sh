@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: installs what is missing, builds, runs every test
+# (unit tests, gradient checks, CLI end-to-end tests, real mpirun runs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SETUP_BUILD=debug scripts/setup.sh
+swift build --build-tests 2>&1 | grep -Ev '^\[[0-9]+/[0-9]+\]' || true
+export MOE_DIST_BIN="$PWD/.build/debug/moe-dist"
+swift test --skip-build 2>&1 | tee /tmp/moe-dist-test.log | grep -Ev "^Test Case '.*' (started|passed)"
+# swift test's own exit status is what counts; tee hides it, so check it from the log.
+grep -Eq "Executed [0-9]+ tests?, with 0 failures" /tmp/moe-dist-test.log
