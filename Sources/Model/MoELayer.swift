@@ -55,9 +55,7 @@ final class MoEUseState {
     let kept = Buffer<Int32>()
     /// For each sent row (sorted by expert): the assignment t·k+j it carries.
     let rowAssignment = Buffer<Int32>()
-    var sendPerExpert: [Int] = []        // [E] kept rows this rank sends to each expert
-    var recvPerSourceExpert: [Int] = []  // [G·localE] rows received from each source for each local expert
-    var sendRows = 0, recvRows = 0
+    var plan = DispatchPlan()
     let yReturned = FloatBuffer()        // [sendRows, d] expert outputs, in send order
     let x = FloatBuffer(), h1 = FloatBuffer(), h3 = FloatBuffer(), act = FloatBuffer()  // expert-major
     var stats = RoutingStats()
@@ -70,19 +68,20 @@ final class MoELayer {
     let cfg: MoELayerConfig
     let d: Int
     let ctx: ParallelContext
+    let dispatcher: TokenDispatcher
     // Scratch shared by all uses (forward and backward run one use at a time).
-    private let sendBuf = FloatBuffer(), recvBuf = FloatBuffer(), yExpert = FloatBuffer()
+    private let sendBuf = FloatBuffer(), yExpert = FloatBuffer()
     private let dy = FloatBuffer(), dact = FloatBuffer(), dh1 = FloatBuffer(), dh3 = FloatBuffer()
     private let dgates = FloatBuffer(), dlogits = FloatBuffer()
 
     init(cfg: MoELayerConfig, dModel: Int, ctx: ParallelContext) {
         self.cfg = cfg; self.d = dModel; self.ctx = ctx
+        dispatcher = TokenDispatcher(ctx: ctx, width: dModel)
     }
 
     private var E: Int { cfg.numExperts }
     private var k: Int { cfg.topK }
     private var F: Int { cfg.dFF }
-    private var G: Int { ctx.expertGroup.size }
     private var localE: Int { ctx.localExperts.count }
 
     // MARK: forward
@@ -182,29 +181,20 @@ final class MoELayer {
             rowOf[row] = Int32(a)
             (send + row * d).update(from: u + (a / k) * d, count: d)
         }
-        s.sendPerExpert = perExpert
-        s.sendRows = sendRows
-
-        // counts: to group rank g, our counts for the experts g owns
-        let slices = ctx.expertSlices
-        let recvPer = ctx.expertGroup.exchangeCounts(perExpert, sendBlocks: slices.map { $0.count },
-                                                     recvBlocks: [Int](repeating: localE, count: G))
-        s.recvPerSourceExpert = recvPer
-        let recvRows = recvPer.reduce(0, +)
-        s.recvRows = recvRows
-        let recv = recvBuf.ensure(recvRows * d)
-        exchangeRows(send: send, sendRowsPerExpert: perExpert, recv: recv, recvPerSourceExpert: recvPer)
-
-        // 5. experts: source-major -> expert-major, one FFN call per local expert
+        let plan = dispatcher.plan(sendPerExpert: perExpert)
+        s.plan = plan
+        let recvRows = plan.recvRows
         let x = s.x.ensure(recvRows * d)
-        permute(recv, to: x, counts: recvPer, sourceMajorToExpertMajor: true, width: d)
+        dispatcher.dispatch(send, plan: plan, into: x)
+
+        // 5. experts: one FFN call per local expert on its contiguous rows
         let F = self.F
         let h1 = s.h1.ensure(recvRows * F), act = s.act.ensure(recvRows * F)
         let h3 = s.h3.ensure(cfg.activation == .swiglu ? recvRows * F : 1)
         let y = yExpert.ensure(recvRows * d)
         var off = 0
         for le in 0 ..< localE {
-            let n = (0 ..< G).reduce(0) { $0 + recvPer[$1 * localE + le] }
+            let n = plan.rowsPerLocalExpert[le]
             ExpertFFN.forward(y: y + off * d, h1: h1 + off * F, h3: cfg.activation == .swiglu ? h3 + off * F : h3,
                               act: act + off * F, x: x + off * d, w: pool.expert(le, d: d, F: F),
                               n: n, d: d, F: F, activation: cfg.activation)
@@ -212,9 +202,8 @@ final class MoELayer {
         }
 
         // 6. return and combine
-        permute(y, to: recv, counts: recvPer, sourceMajorToExpertMajor: false, width: d)
         let yBack = s.yReturned.ensure(sendRows * d)
-        exchangeRowsBack(send: recv, recvPerSourceExpert: recvPer, recv: yBack, sendRowsPerExpert: perExpert)
+        dispatcher.combine(y, plan: plan, into: yBack)
         out.update(repeating: 0, count: N * d)
         for row in 0 ..< sendRows {
             let a = Int(rowOf[row]), t = a / k
@@ -231,7 +220,8 @@ final class MoELayer {
                   pool: PoolWeights, grads: PoolWeights, state s: MoEUseState, N: Int) {
         let E = self.E, k = self.k, d = self.d, F = self.F
         let top = s.topIndex.pointer, gates = s.gates.pointer, rowOf = s.rowAssignment.pointer
-        let sendRows = s.sendRows, recvRows = s.recvRows
+        let plan = s.plan
+        let sendRows = plan.sendRows, recvRows = plan.recvRows
         let yBack = s.yReturned.pointer
 
         // 6'. combine: dgate = dout[t]·y, dy = g·dout[t]
@@ -245,12 +235,9 @@ final class MoELayer {
             for i in 0 ..< d { dot += o[i] * yr[i]; dyr[i] = gte * o[i] }
             dg[a] = dot
         }
-        // mirror of the return exchange: dy travels to the experts
-        let recvPer = s.recvPerSourceExpert
-        let recv = recvBuf.ensure(recvRows * d)
-        exchangeRows(send: dySend, sendRowsPerExpert: s.sendPerExpert, recv: recv, recvPerSourceExpert: recvPer)
+        // mirror of the combine: dy travels to the experts
         let dyE = dy.ensure(recvRows * d)
-        permute(recv, to: dyE, counts: recvPer, sourceMajorToExpertMajor: true, width: d)
+        dispatcher.dispatch(dySend, plan: plan, into: dyE)
 
         // 5'. experts backward (dx expert-major into yExpert scratch)
         let dxE = yExpert.ensure(recvRows * d)
@@ -258,7 +245,7 @@ final class MoELayer {
         let dH3 = dh3.ensure(cfg.activation == .swiglu ? recvRows * F : 1)
         var off = 0
         for le in 0 ..< localE {
-            let n = (0 ..< G).reduce(0) { $0 + recvPer[$1 * localE + le] }
+            let n = plan.rowsPerLocalExpert[le]
             ExpertFFN.backward(dx: dxE + off * d, dw: grads.expert(le, d: d, F: F), dy: dyE + off * d,
                                x: s.x.pointer + off * d, h1: s.h1.pointer + off * F,
                                h3: cfg.activation == .swiglu ? s.h3.pointer + off * F : s.h3.pointer,
@@ -269,9 +256,8 @@ final class MoELayer {
             off += n
         }
         // 4'. mirror of the dispatch: dx returns to the tokens' ranks
-        permute(dxE, to: recv, counts: recvPer, sourceMajorToExpertMajor: false, width: d)
         let dxBack = sendBuf.ensure(sendRows * d)
-        exchangeRowsBack(send: recv, recvPerSourceExpert: recvPer, recv: dxBack, sendRowsPerExpert: s.sendPerExpert)
+        dispatcher.combine(dxE, plan: plan, into: dxBack)
         for row in 0 ..< sendRows {
             let t = Int(rowOf[row]) / k
             let dst = du + t * d, src = dxBack + row * d
@@ -286,42 +272,5 @@ final class MoELayer {
                            auxGrad: ag.baseAddress, zGrad: s.zGrad)
         }
         matmulBackward(du, grads.router!, dz, u, pool.router!, N, d, E)
-    }
-
-    // MARK: exchanges
-
-    /// Sends rows grouped by expert to the experts' owners; receives, per source, rows grouped by local expert.
-    private func exchangeRows(send: UnsafeMutablePointer<Float>, sendRowsPerExpert: [Int],
-                              recv: UnsafeMutablePointer<Float>, recvPerSourceExpert: [Int]) {
-        let sendCounts = ctx.expertSlices.map { sl in sl.reduce(0) { $0 + sendRowsPerExpert[$1] } * d }
-        let recvCounts = (0 ..< G).map { s in (0 ..< localE).reduce(0) { $0 + recvPerSourceExpert[s * localE + $1] } * d }
-        ctx.expertGroup.allToAllV(send: UnsafeBufferPointer(start: send, count: sendCounts.reduce(0, +)), sendCounts: sendCounts,
-                                  recv: UnsafeMutableBufferPointer(start: recv, count: recvCounts.reduce(0, +)), recvCounts: recvCounts)
-    }
-
-    /// The mirror of `exchangeRows`.
-    private func exchangeRowsBack(send: UnsafeMutablePointer<Float>, recvPerSourceExpert: [Int],
-                                  recv: UnsafeMutablePointer<Float>, sendRowsPerExpert: [Int]) {
-        let back = (0 ..< G).map { s in (0 ..< localE).reduce(0) { $0 + recvPerSourceExpert[s * localE + $1] } * d }
-        let forth = ctx.expertSlices.map { sl in sl.reduce(0) { $0 + sendRowsPerExpert[$1] } * d }
-        ctx.expertGroup.allToAllV(send: UnsafeBufferPointer(start: send, count: back.reduce(0, +)), sendCounts: back,
-                                  recv: UnsafeMutableBufferPointer(start: recv, count: forth.reduce(0, +)), recvCounts: forth)
-    }
-
-    /// Reorders blocks of rows between [source][local expert] and [local expert][source] order.
-    private func permute(_ src: UnsafeMutablePointer<Float>, to dst: UnsafeMutablePointer<Float>, counts: [Int],
-                         sourceMajorToExpertMajor: Bool, width: Int) {
-        let G = self.G, L = localE
-        var sourceMajorOffset = [Int](repeating: 0, count: G * L)
-        var expertMajorOffset = [Int](repeating: 0, count: G * L)
-        var acc = 0
-        for s in 0 ..< G { for le in 0 ..< L { sourceMajorOffset[s * L + le] = acc; acc += counts[s * L + le] } }
-        acc = 0
-        for le in 0 ..< L { for s in 0 ..< G { expertMajorOffset[s * L + le] = acc; acc += counts[s * L + le] } }
-        for i in 0 ..< G * L where counts[i] > 0 {
-            let (from, to) = sourceMajorToExpertMajor ? (sourceMajorOffset[i], expertMajorOffset[i])
-                                                      : (expertMajorOffset[i], sourceMajorOffset[i])
-            (dst + to * width).update(from: src + from * width, count: counts[i] * width)
-        }
     }
 }
