@@ -13,9 +13,10 @@ public final class MPICommunicator: Communicator {
     public let handle: MPI_Comm
     private let ownsHandle: Bool
 
-    /// Elements per MPI call when a reduction or broadcast is split into
-    /// pieces (MPI counts are C `int`).
-    static var chunkElements = Int(Int32.max)
+    /// Most elements (bytes for `broadcast`) per MPI call: longer reductions
+    /// and broadcasts are cut into pieces, since MPI counts are C `int`.
+    /// `Int32.max` unless lowered to test the cutting (set it on every rank).
+    nonisolated(unsafe) public static var maxElementsPerCall = Int(Int32.max)
 
     /// `MPI_COMM_WORLD`, starting MPI on first use (see `MPI.initialize()`).
     /// Without `mpirun` this is a world of one. If MPI cannot start, the
@@ -68,7 +69,7 @@ public final class MPICommunicator: Communicator {
         chunked(buffer, "MPI_Allreduce(max, double)") { moe_mpi_allreduce_max_double(handle, $0, $1) }
     }
 
-    /// Runs `call` on consecutive pieces of at most `chunkElements` elements.
+    /// Runs `call` on consecutive pieces of at most `maxElementsPerCall` elements.
     /// Element-wise reductions give the same result whatever the pieces; every
     /// rank has the same count, so every rank makes the same calls.
     private func chunked<T>(_ buffer: UnsafeMutableBufferPointer<T>, _ what: String,
@@ -81,7 +82,7 @@ public final class MPICommunicator: Communicator {
         }
         var start = 0
         while start < buffer.count {
-            let n = min(MPICommunicator.chunkElements, buffer.count - start)
+            let n = min(MPICommunicator.maxElementsPerCall, buffer.count - start)
             mustSucceed(call(base + start, Int32(n)), what)
             start += n
         }
@@ -141,7 +142,7 @@ public final class MPICommunicator: Communicator {
         guard let base = buffer.baseAddress, buffer.count > 0 else { return barrier() }
         var start = 0
         while start < buffer.count {
-            let n = min(MPICommunicator.chunkElements, buffer.count - start)
+            let n = min(MPICommunicator.maxElementsPerCall, buffer.count - start)
             mustSucceed(moe_mpi_bcast_bytes(handle, base + start, Int32(n), Int32(root)), "MPI_Bcast")
             start += n
         }

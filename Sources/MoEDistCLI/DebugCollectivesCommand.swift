@@ -19,7 +19,12 @@ struct DebugCollectivesCommand: ParsableCommand {
     @Option(help: "Run on N in-process ranks (threads) instead of MPI.")
     var emulateRanks: Int?
 
+    @Option(help: ArgumentHelp("Cut MPI reductions and broadcasts into calls of at most N elements (tests the cutting).",
+                               visibility: .hidden))
+    var maxElementsPerCall: Int?
+
     func validate() throws {
+        if let n = maxElementsPerCall, n < 1 { throw ValidationError("--max-elements-per-call must be at least 1, got \(n)") }
         if let n = emulateRanks, n < 1 { throw ValidationError("--emulate-ranks must be at least 1, got \(n)") }
     }
 
@@ -39,6 +44,7 @@ struct DebugCollectivesCommand: ParsableCommand {
             }
             return
         }
+        if let n = maxElementsPerCall { MPICommunicator.maxElementsPerCall = n }
         let comm = MPICommunicator.world()
         let start = MPI.wtime()
         do {
