@@ -1,2 +1,0 @@
-import XCTest
-final class CollectivesTestsPlaceholder: XCTestCase { func testModuleBuilds() {} }
