@@ -53,14 +53,17 @@ public class H5Object {
     /// Names of this object's attributes, in creation/name order as HDF5 lists them.
     public func attributeNames() throws -> [String] {
         try requireOpen("list attributes")
-        let n = H5Aget_num_attrs(id)
+        // H5Aget_num_attrs wants an object, not a file id: open "." (the root group for a file).
+        let oid = try check(H5Oopen(id, ".", moe_h5_p_default()), "list attributes")
+        defer { H5Oclose(oid) }
+        let n = H5Aget_num_attrs(oid)
         if n < 0 { throw fail("list attributes") }
         var names: [String] = []
         for i in 0 ..< Int(n) {
-            let len = H5Aget_name_by_idx(id, ".", H5_INDEX_NAME, H5_ITER_INC, hsize_t(i), nil, 0, moe_h5_p_default())
+            let len = H5Aget_name_by_idx(oid, ".", H5_INDEX_NAME, H5_ITER_INC, hsize_t(i), nil, 0, moe_h5_p_default())
             if len < 0 { throw fail("list attributes") }
             var buf = [CChar](repeating: 0, count: Int(len) + 1)
-            _ = H5Aget_name_by_idx(id, ".", H5_INDEX_NAME, H5_ITER_INC, hsize_t(i), &buf, buf.count, moe_h5_p_default())
+            _ = H5Aget_name_by_idx(oid, ".", H5_INDEX_NAME, H5_ITER_INC, hsize_t(i), &buf, buf.count, moe_h5_p_default())
             names.append(String(cString: buf))
         }
         return names
