@@ -1,0 +1,51 @@
+// Runs python3 + h5py as an independent reader of the files the wrapper writes.
+import Foundation
+import XCTest
+
+enum Python {
+    /// Runs `python3 -c script args...`; returns stdout. Skips the test when python3 or
+    /// h5py is missing; fails (throws) when the script fails.
+    static func run(_ script: String, _ args: [String] = [], file: StaticString = #filePath, line: UInt = #line) throws -> String {
+        try requireH5py()
+        let (status, out, err) = try exec(["-c", script] + args)
+        if status != 0 {
+            XCTFail("python3 failed (\(status)):\n\(err)", file: file, line: line)
+            throw XCTSkip("python script failed")
+        }
+        return out
+    }
+
+    private static var h5pyAvailable: Bool?
+
+    static func requireH5py() throws {
+        if h5pyAvailable == nil {
+            h5pyAvailable = (try? exec(["-c", "import h5py, numpy"]))?.0 == 0
+        }
+        if h5pyAvailable != true {
+            throw XCTSkip("python3 with h5py and numpy is not available; install them (pip install h5py) to run the h5py cross-checks")
+        }
+    }
+
+    private static func exec(_ args: [String]) throws -> (Int32, String, String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["python3"] + args
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile()
+        let e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+    }
+}
+
+/// A fresh temporary directory, removed at the end of the test.
+func temporaryDirectory(_ test: XCTestCase) throws -> String {
+    let dir = FileManager.default.temporaryDirectory
+        .appendingPathComponent("moe-hdf5-tests-\(UUID().uuidString)").path
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    test.addTeardownBlock { try? FileManager.default.removeItem(atPath: dir) }
+    return dir
+}
