@@ -13,10 +13,7 @@ enum Launch {
     /// Unless OPENBLAS_NUM_THREADS is set, gives each rank cores / (ranks on this node) BLAS threads,
     /// so ranks × threads = cores.
     static func configureBLASThreads() {
-        let env = ProcessInfo.processInfo.environment
-        if env["OPENBLAS_NUM_THREADS"] != nil { return }
-        let local = max(LaunchEnvironment.current.localSize, 1)
-        Blas.numThreads = max(1, ProcessInfo.processInfo.activeProcessorCount / local)
+        if let n = LaunchEnvironment.current.blasThreads() { Blas.numThreads = n }
     }
 
     /// Loads the configuration, fills in the vocabulary size from the data, and validates it for `worldSize`.
@@ -47,7 +44,6 @@ enum Launch {
             if world.size > 1 { world.abort(code: exitStatus(error), message: "\(error)") }
             throw error
         }
-        world.finalize()
     }
 
     static func exitStatus(_ error: Error) -> Int32 {

@@ -34,7 +34,7 @@ struct TrainCommand: ParsableCommand {
         try reportingErrors {
             try Launch.onEveryRank(emulateRanks: emulateRanks) { world in
                 let (config, data) = try Launch.resolve(run, worldSize: world.size)
-                let ctx = ParallelContext.make(world: world, expertParallel: config.parallel.expertParallel ?? world.size,
+                let ctx = try ParallelContext.make(world: world, expertParallel: config.parallel.expertParallel ?? world.size,
                                                numExperts: max(config.moe.numExperts, 1))
                 let dir = runDir ?? "runs/\(config.name)"
                 let session = try TrainingSession(config: config, ctx: ctx, data: data, runDirectory: dir) { line in

@@ -20,28 +20,6 @@ public struct ParallelContext {
     /// Experts held by this rank.
     public var localExperts: Range<Int> { expertSlices[expertGroup.rank] }
 
-    /// Group rank that owns expert `e`.
-    public func owner(of e: Int) -> Int {
-        var lo = 0, hi = expertSlices.count - 1
-        while lo < hi {
-            let mid = (lo + hi + 1) / 2
-            if expertSlices[mid].lowerBound <= e { lo = mid } else { hi = mid - 1 }
-        }
-        return lo
-    }
-
-    /// Contiguous slices of `numExperts` over `groupSize` ranks; the first `E % G` ranks get one more.
-    public static func slices(numExperts E: Int, groupSize G: Int) -> [Range<Int>] {
-        var out: [Range<Int>] = []
-        var start = 0
-        for g in 0 ..< G {
-            let n = E / G + (g < E % G ? 1 : 0)
-            out.append(start ..< start + n)
-            start += n
-        }
-        return out
-    }
-
     /// A world of one: every expert is local.
     public static func single(numExperts: Int) -> ParallelContext {
         let c = SingleProcessCommunicator()
@@ -49,12 +27,13 @@ public struct ParallelContext {
                                expertSlices: [0 ..< numExperts])
     }
 
-    /// Splits `world` into expert groups of `expertParallel` consecutive ranks and the replica groups across them.
-    public static func make(world: Communicator, expertParallel G: Int, numExperts E: Int) -> ParallelContext {
-        let group = world.split(color: world.rank / G, key: world.rank)
-        let replica = world.split(color: world.rank % G, key: world.rank)
-        return ParallelContext(world: world, expertGroup: group, replicaGroup: replica,
-                               expertSlices: slices(numExperts: E, groupSize: G))
+    /// Splits `world` into expert groups of `expertParallel` consecutive ranks and the replica groups
+    /// across them (collective). Throws when the layout is impossible, naming parallel.expert_parallel.
+    public static func make(world: Communicator, expertParallel G: Int, numExperts E: Int) throws -> ParallelContext {
+        let layout = try ExpertParallelLayout(worldSize: world.size, rank: world.rank, expertParallel: G, numExperts: E)
+        let comms = layout.communicators(from: world)
+        return ParallelContext(world: world, expertGroup: comms.expertGroup, replicaGroup: comms.replicaGroup,
+                               expertSlices: (0 ..< G).map { layout.experts(ofGroupRank: $0) })
     }
 }
 
