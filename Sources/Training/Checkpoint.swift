@@ -1,0 +1,233 @@
+// Checkpoint files (SPEC section 6): one HDF5 file per checkpoint, whatever the
+// world size, loadable at any world size.
+//
+//   root attributes  format "moe-dist/checkpoint", version 1, step, tokens, world_size, config (JSON)
+//   /params/<path>, /optim/exp_avg/<path>, /optim/exp_avg_sq/<path>   float32, global shapes
+//   /state           attributes: updates, nan_events, loader (JSON of the data loader position)
+//
+// Every dataset is chunked with HDF5's Fletcher-32 checksum (expert tensors one
+// expert per chunk), so `verify` detects damaged contents.
+//
+// Writing takes turns instead of gathering: rank 0 creates the file under a
+// temporary name with the trunk tensors and empty expert datasets; then each rank
+// of the first expert group in turn opens it and writes the rows of its own
+// experts; then rank 0 renames it to its final name. Serial HDF5 allows one
+// writer at a time, and no rank ever holds more than its own experts (a gather to
+// rank 0 would need all experts' parameters and moments there: ~1 GB for the
+// seed reference). The cost is G sequential open/close turns.
+import Foundation
+import Configuration
+import Collectives
+import HDF5
+import Model
+
+public struct CheckpointState: Sendable {
+    public var config: RunConfig
+    public var counters: TrainerCounters
+    public var loaderJSON: String
+    public var worldSize: Int
+}
+
+public enum Checkpoint {
+    public static let format = "moe-dist/checkpoint"
+    public static let version: Int64 = 1
+
+    /// `RUN_DIR/checkpoints/step-<8 digits>.h5`
+    public static func path(runDirectory: String, step: Int) -> String {
+        runDirectory + "/checkpoints/" + String(format: "step-%08d.h5", step)
+    }
+
+    /// The temporary name a checkpoint has while it is written (hidden, not ending in .h5).
+    static func partialPath(_ path: String) -> String {
+        let url = URL(fileURLWithPath: path)
+        return url.deletingLastPathComponent().appendingPathComponent("." + url.lastPathComponent + ".partial").path
+    }
+
+    // MARK: write
+
+    /// Writes a checkpoint of `trainer` to `path` (collective: every rank calls it).
+    public static func save(_ trainer: Trainer, to path: String) throws {
+        let ctx = trainer.ctx, world = ctx.world, store = trainer.model.store
+        let partial = partialPath(path)
+        var failure: Error? = nil
+        // Turn 0: rank 0 creates the file with the trunk and the empty expert datasets.
+        if world.rank == 0 {
+            do {
+                try FileManager.default.createDirectory(atPath: URL(fileURLWithPath: path).deletingLastPathComponent().path,
+                                                        withIntermediateDirectories: true)
+                unlink(partial)
+                let f = try H5File.create(path: partial)
+                defer { f.close() }
+                try f.setAttribute("format", format)
+                try f.setAttribute("version", version)
+                try f.setAttribute("step", Int64(trainer.counters.step))
+                try f.setAttribute("tokens", Int64(trainer.counters.tokens))
+                try f.setAttribute("world_size", Int64(world.size))
+                try f.setAttribute("config", trainer.config.toJSON())
+                let state = try f.createGroup("state")
+                try state.setAttribute("updates", Int64(trainer.counters.updates))
+                try state.setAttribute("nan_events", Int64(trainer.counters.nanEvents))
+                try state.setAttribute("loader", trainer.loader.stateJSON())
+                for p in store.infos {
+                    for (prefix, base) in sections(store) {
+                        let name = prefix + p.path
+                        if p.isExpert {
+                            try f.createDataset(name, of: Float.self, shape: p.shape, chunks: [1] + p.shape.dropFirst(),
+                                                fletcher32: true)
+                        } else {
+                            try f.createDataset(name, values: Array(UnsafeBufferPointer(start: base + p.offset, count: p.count)),
+                                                shape: p.shape, chunks: defaultChunks(p.shape), fletcher32: true)
+                        }
+                    }
+                }
+                try f.flush()
+            } catch { failure = error }
+        }
+        try agree(world, failure, partial)
+        // Turns 1 ... G: the ranks of the first expert group write their experts' rows.
+        let writers = store.infos.contains { $0.isExpert } ? ctx.expertGroup.size : 0
+        for turn in 0 ..< writers {
+            if world.rank == turn {
+                do {
+                    let f = try H5File.open(path: partial, readOnly: false)
+                    defer { f.close() }
+                    for p in store.infos where p.isExpert && p.count > 0 {
+                        for (prefix, base) in sections(store) {
+                            let ds = try f.openDataset(prefix + p.path)
+                            try ds.writeRows(Array(UnsafeBufferPointer(start: base + p.offset, count: p.count)),
+                                             at: p.localRows.lowerBound)
+                        }
+                    }
+                    try f.flush()
+                } catch { failure = error }
+            }
+            try agree(world, failure, partial)
+        }
+        // Last turn: rank 0 makes it durable and gives it its final name.
+        if world.rank == 0 {
+            do {
+                let fd = open(partial, O_RDONLY)
+                if fd >= 0 { fsync(fd); close(fd) }
+                if rename(partial, path) != 0 {
+                    throw TrainingError("checkpoint \(path): rename failed: \(String(cString: strerror(errno)))")
+                }
+                let dir = open(URL(fileURLWithPath: path).deletingLastPathComponent().path, O_RDONLY)
+                if dir >= 0 { fsync(dir); close(dir) }
+            } catch { failure = error }
+        }
+        try agree(world, failure, partial)
+    }
+
+    /// All ranks learn whether any rank failed; a failure removes the partial file and throws everywhere.
+    private static func agree(_ world: Communicator, _ failure: Error?, _ partial: String) throws {
+        var flag = [failure == nil ? 0.0 : 1.0]
+        flag.withUnsafeMutableBufferPointer { world.allReduceSum($0) }
+        if flag[0] > 0 {
+            if world.rank == 0 { unlink(partial) }
+            throw failure ?? TrainingError("checkpoint: another rank failed while writing \(partial)")
+        }
+    }
+
+    private static func sections(_ s: ParameterStore) -> [(String, UnsafeMutablePointer<Float>)] {
+        [("params/", s.params), ("optim/exp_avg/", s.expAvg), ("optim/exp_avg_sq/", s.expAvgSq)]
+    }
+
+    /// About 1 MiB chunks along the first axis.
+    private static func defaultChunks(_ shape: [Int]) -> [Int] {
+        let row = max(shape.dropFirst().reduce(1, *), 1)
+        return [max(1, min(shape[0], (1 << 18) / row))] + shape.dropFirst()
+    }
+
+    // MARK: read
+
+    /// Reads the root attributes and state (no tensors).
+    public static func readState(_ path: String) throws -> CheckpointState {
+        let f = try openCheckpoint(path)
+        defer { f.close() }
+        let config = try RunConfig.fromJSON(f.stringAttribute("config"))
+        var c = TrainerCounters()
+        c.step = Int(try f.int64Attribute("step"))
+        c.tokens = Int(try f.int64Attribute("tokens"))
+        let state = try f.openGroup("state")
+        c.updates = Int(try state.int64Attribute("updates"))
+        c.nanEvents = Int(try state.int64Attribute("nan_events"))
+        return CheckpointState(config: config, counters: c, loaderJSON: try state.stringAttribute("loader"),
+                               worldSize: Int(try f.int64Attribute("world_size")))
+    }
+
+    private static func openCheckpoint(_ path: String) throws -> H5File {
+        guard FileManager.default.fileExists(atPath: path) else { throw TrainingError("checkpoint \(path): no such file") }
+        let f = try H5File.open(path: path, readOnly: true)
+        let fmt = (try? f.stringAttribute("format")) ?? ""
+        guard fmt == format else { f.close(); throw TrainingError("checkpoint \(path): not a moe-dist checkpoint (format \"\(fmt)\")") }
+        let v = try f.int64Attribute("version")
+        guard v == version else { f.close(); throw TrainingError("checkpoint \(path): version \(v), this moe-dist reads version \(version)") }
+        return f
+    }
+
+    /// Loads parameters, moments, counters and the loader position into `trainer` (collective-free:
+    /// each rank reads the trunk and only the expert rows it owns). Refuses a checkpoint whose
+    /// architecture differs from the trainer's, naming the keys.
+    public static func load(_ path: String, into trainer: Trainer) throws {
+        let st = try readState(path)
+        let diffs = trainer.config.architectureDifferences(from: st.config)
+        if !diffs.isEmpty {
+            throw TrainingError("checkpoint \(path): architecture differs from the configuration in \(diffs.joined(separator: ", ")); "
+                                + "resume with the checkpoint's values or start a new run")
+        }
+        let f = try openCheckpoint(path)
+        defer { f.close() }
+        let store = trainer.model.store
+        for p in store.infos {
+            for (prefix, base) in sections(store) {
+                let name = prefix + p.path
+                guard try f.exists(name) else { throw TrainingError("checkpoint \(path): missing tensor /\(name)") }
+                let ds = try f.openDataset(name)
+                let shape = try ds.shape()
+                guard shape == p.shape else {
+                    throw TrainingError("checkpoint \(path): /\(name) has shape \(shape), the configuration needs \(p.shape)")
+                }
+                let values: [Float] = p.isExpert ? try ds.readRows(p.localRows) : try ds.read()
+                guard values.count == p.count else { throw TrainingError("checkpoint \(path): /\(name) read \(values.count) values, expected \(p.count)") }
+                values.withUnsafeBufferPointer { (base + p.offset).update(from: $0.baseAddress!, count: p.count) }
+            }
+        }
+        trainer.counters = st.counters
+        try trainer.loader.restoreState(json: st.loaderJSON)
+    }
+
+    /// Checks a checkpoint end to end: format, version, attributes, config, and every tensor read back
+    /// through its Fletcher-32 checksums with the shapes its config implies. Throws what is wrong.
+    public static func verify(_ path: String) throws {
+        let st = try readState(path)
+        var config = st.config
+        if config.model.vocabSize == 0 { throw TrainingError("checkpoint \(path): config has no vocabulary size") }
+        config.moe.numExperts = max(config.moe.numExperts, 0)
+        let f = try openCheckpoint(path)
+        defer { f.close() }
+        for t in ModelTensors.list(config) {
+            for prefix in ["params/", "optim/exp_avg/", "optim/exp_avg_sq/"] {
+                let name = prefix + t.path
+                guard try f.exists(name) else { throw TrainingError("checkpoint \(path): missing tensor /\(name)") }
+                let ds = try f.openDataset(name)
+                guard try ds.shape() == t.shape else { throw TrainingError("checkpoint \(path): /\(name) has the wrong shape") }
+                let values: [Float] = try ds.read()       // Fletcher-32 failures throw here
+                if prefix == "params/", let bad = values.firstIndex(where: { !$0.isFinite }) {
+                    throw TrainingError("checkpoint \(path): /\(name) holds a non-finite value at \(bad)")
+                }
+            }
+        }
+    }
+
+    /// Checkpoints of a run directory, newest first.
+    public static func list(runDirectory: String) -> [String] {
+        let dir = runDirectory + "/checkpoints"
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
+        return names.filter { $0.hasPrefix("step-") && $0.hasSuffix(".h5") }.sorted(by: >).map { dir + "/" + $0 }
+    }
+
+    /// Removes all but the newest `keep` checkpoints (rank 0 only).
+    public static func prune(runDirectory: String, keep: Int) {
+        for old in list(runDirectory: runDirectory).dropFirst(keep) { try? FileManager.default.removeItem(atPath: old) }
+    }
+}
