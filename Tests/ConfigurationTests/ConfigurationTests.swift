@@ -103,6 +103,12 @@ final class YAMLLoaderTests: XCTestCase {
         assertConfigError(["/nonexistent.yaml", "cannot read"]) { _ = try ConfigLoader.load(yamlPath: "/nonexistent.yaml", overrides: []) }
     }
 
+    func testTopLevelDottedKeys() throws {
+        let c = try ConfigLoader.load(yamlText: "moe.top_k: 1\ntrain.max_steps: 50\n")
+        XCTAssertEqual(c.moe.topK, 1)
+        XCTAssertEqual(c.train.maxSteps, 50)
+    }
+
     func testEmptyAndNullSectionsKeepDefaults() throws {
         XCTAssertEqual(try ConfigLoader.load(yamlText: ""), RunConfig())
         XCTAssertEqual(try ConfigLoader.load(yamlText: "model:\nmoe: null\n"), RunConfig())
