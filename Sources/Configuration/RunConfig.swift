@@ -1,6 +1,8 @@
 // The resolved configuration of a run: SPEC section 1, one struct per YAML section.
 // Field names are the YAML keys in lowerCamelCase (`moe.aux_loss_coef` -> `moe.auxLossCoef`).
 // Defaults are those of the reference run `recurrent_shared_moe_40e_top2_ff2048_wikitext103`.
+// Reading: ConfigLoader (YAML + `key=value` overrides); rules: validate(_:worldSize:);
+// text forms: toJSON/fromJSON/toYAML (Serialization.swift); the key table: ConfigKeys.swift.
 
 /// Whether a recurrent iteration reuses one set of weights (`shared`) or has its own (`indexed`).
 public enum Sharing: String, Codable, Sendable, CaseIterable { case shared, indexed }
@@ -56,6 +58,7 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     public var beta1 = 0.9
     public var beta2 = 0.95
     public var eps = 1e-8
+    /// Maximum global L2 norm of the gradients; 0 disables clipping.
     public var gradClip = 1.0
     public var seed = 1234
     /// Step budget; nil = none (then `maxTokens` must be set).
@@ -63,6 +66,7 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     /// Token budget; nil = none. Training ends at whichever budget ends first.
     public var maxTokens: Int? = nil
     public var evalInterval = 500
+    /// Validation tokens scored per evaluation (the first M of the file; M - 1 targets).
     public var evalTokens = 13299
     public var logInterval = 10
     public var checkpointInterval = 500

@@ -1,2 +1,0 @@
-import XCTest
-final class ConfigurationTestsPlaceholder: XCTestCase { func testModuleBuilds() {} }
