@@ -20,6 +20,7 @@ import Configuration
 import Collectives
 import HDF5
 import Model
+import DataPipeline
 
 public struct CheckpointState: Sendable {
     public var config: RunConfig
@@ -67,7 +68,7 @@ public enum Checkpoint {
                 let state = try f.createGroup("state")
                 try state.setAttribute("updates", Int64(trainer.counters.updates))
                 try state.setAttribute("nan_events", Int64(trainer.counters.nanEvents))
-                try state.setAttribute("loader", trainer.loader.stateJSON())
+                try state.setAttribute("loader", String(decoding: try JSONEncoder().encode(trainer.loader.state), as: UTF8.self))
                 for p in store.infos {
                     for (prefix, base) in sections(store) {
                         let name = prefix + p.path
@@ -193,7 +194,7 @@ public enum Checkpoint {
             }
         }
         trainer.counters = st.counters
-        try trainer.loader.restoreState(json: st.loaderJSON)
+        try trainer.loader.restore(JSONDecoder().decode(LoaderState.self, from: Data(st.loaderJSON.utf8)))
     }
 
     /// Checks a checkpoint end to end: format, version, attributes, config, and every tensor read back

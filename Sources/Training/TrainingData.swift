@@ -4,18 +4,6 @@ import Foundation
 import Configuration
 import DataPipeline
 
-/// A contiguous range of another token source.
-public final class TokenSlice: TokenSource {
-    public let base: TokenSource
-    public let range: Range<Int>
-    public init(_ base: TokenSource, _ range: Range<Int>) { self.base = base; self.range = range }
-    public var count: Int { range.count }
-    public var vocabSize: Int { base.vocabSize }
-    public func copyTokens(_ r: Range<Int>, into out: UnsafeMutablePointer<Int32>) {
-        base.copyTokens(r.lowerBound + range.lowerBound ..< r.upperBound + range.lowerBound, into: out)
-    }
-}
-
 public struct TrainingData {
     public let train: TokenSource
     public let valid: TokenSource?
@@ -26,11 +14,9 @@ public struct TrainingData {
     /// Generated corpus size: enough for every preset's default budget at a few epochs at most.
     public static let generatedTrainTokens = 1_000_000
     public static let generatedValidTokens = 50_000
-    /// Vocabulary of the generated corpus when model.vocab_size is not set.
-    public static let generatedVocab = 256
 
-    /// Opens the configured token files, or generates the built-in corpus (train and a held-out tail
-    /// sampled from the same process) when data.train is not set.
+    /// Opens the configured token files, or generates the built-in corpus (train and held-out
+    /// samples of the same process) when data.train is not set.
     public static func open(_ c: RunConfig) throws -> TrainingData {
         if let path = c.data.train {
             let train = try TokenFile(path: path)
@@ -42,11 +28,11 @@ public struct TrainingData {
                                 summary: "data: \(path) (\(train.count) tokens, vocab \(train.vocabSize))"
                                     + (c.data.valid.map { ", valid \($0)" } ?? ""))
         }
-        let V = c.model.vocabSize > 0 ? c.model.vocabSize : generatedVocab
-        let all = GeneratedCorpus.make(vocabSize: V, tokens: generatedTrainTokens + generatedValidTokens,
-                                       seed: UInt64(c.train.seed))
-        return TrainingData(train: TokenSlice(all, 0 ..< generatedTrainTokens),
-                            valid: TokenSlice(all, generatedTrainTokens ..< all.count), vocabSize: V,
+        let V = c.model.vocabSize > 0 ? c.model.vocabSize : GeneratedCorpus.defaultVocabSize
+        // Same chain (vocabulary, seed), two independent samples of it: stream 0 trains, stream 1 validates.
+        let train = GeneratedCorpus.make(vocabSize: V, tokens: generatedTrainTokens, seed: UInt64(c.train.seed), stream: 0)
+        let valid = GeneratedCorpus.make(vocabSize: V, tokens: generatedValidTokens, seed: UInt64(c.train.seed), stream: 1)
+        return TrainingData(train: train, valid: valid, vocabSize: V,
                             summary: "data: generated corpus (\(generatedTrainTokens) train + \(generatedValidTokens) valid tokens, vocab \(V))")
     }
 }
