@@ -118,9 +118,9 @@ final class PreTokenizer {
     /// false, stops before the first token that more text could change and returns its
     /// start; otherwise returns `end`.
     @inline(__always)
-    func scan(_ b: UnsafePointer<UInt8>, from start: Int, to end: Int, isFinal: Bool,
+    func scan(_ b: UnsafePointer<UInt8>, from start: Int, to end: Int, isFinal: Bool, margin: Int = PreTokenizer.margin,
               _ body: (Int, Int) -> Void) -> Int {
-        let safe = isFinal ? end : end - Self.margin
+        let safe = isFinal ? end : end - margin
         var p = start
         while p < end {
             let q = tokenEnd(b, p, end)
