@@ -1,6 +1,198 @@
+// `moe-dist data ...`: turn text into token files and back.
+//   prepare  train a byte-level BPE tokenizer on a train split and encode all splits
+//   encode   text file -> token file with an existing tokenizer.json
+//   decode   token file -> text on stdout
+//   inspect  token file header and vocabulary use
+// Every failure is one line on stderr naming the file and the problem, and a non-zero
+// exit; outputs are written under a temporary name and renamed when complete.
 import ArgumentParser
+import DataPipeline
+import Foundation
 
 struct DataCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "data", abstract: "Prepare, encode, decode and inspect token files.")
+        commandName: "data", abstract: "Prepare, encode, decode and inspect token files.",
+        discussion: """
+            Token files hold a 64-byte header (MOETOKS1, version, bytes per token, count, \
+            vocabulary size) and little-endian ids. Tokenizers are Hugging Face \
+            tokenizer.json files for byte-level BPE (GPT-2's own file loads too).
+            """,
+        subcommands: [Prepare.self, Encode.self, Decode.self, Inspect.self])
+}
+
+/// Runs `body`, turning a data error into one line on stderr and exit status 1.
+private func reportingErrors(_ body: () throws -> Void) throws {
+    do { try body() } catch let e as DataFileError {
+        FileHandle.standardError.write(Data("moe-dist data: \(e)\n".utf8))
+        throw ExitCode.failure
+    }
+}
+
+private func stderrLine(_ s: String) { FileHandle.standardError.write(Data((s + "\n").utf8)) }
+
+extension DataCommand {
+    struct Prepare: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Train a byte-level BPE tokenizer on the train split and encode every split.",
+            discussion: """
+                Writes OUT/tokenizer.json and OUT/train.tok, OUT/valid.tok (and OUT/test.tok). \
+                Inputs are UTF-8 text (WikiText .tokens or .raw files work as they are). \
+                The vocabulary is the 256 bytes, then merges, then <|endoftext|> as the last id \
+                (not inserted into the token files). Training reads the train split in chunks \
+                and keeps only the distinct pre-tokens and their counts.
+
+                Example: moe-dist data prepare --train wiki.train.tokens --valid wiki.valid.tokens \
+                --test wiki.test.tokens --vocab-size 8192 --out data/wt2-bpe8k
+                """)
+
+        @Option(help: ArgumentHelp("Training text; the tokenizer is learned from it.", valueName: "file"))
+        var train: String
+        @Option(help: ArgumentHelp("Validation text.", valueName: "file"))
+        var valid: String
+        @Option(help: ArgumentHelp("Test text (optional).", valueName: "file"))
+        var test: String?
+        @Option(name: .customLong("vocab-size"), help: ArgumentHelp("Vocabulary size including <|endoftext|> (at least 257).", valueName: "n"))
+        var vocabSize: Int
+        @Option(help: ArgumentHelp("Output directory (created if missing).", valueName: "dir"))
+        var out: String
+
+        func validate() throws {
+            guard vocabSize >= 257 else { throw ValidationError("--vocab-size must be at least 257 (256 bytes + <|endoftext|>), got \(vocabSize)") }
+            guard vocabSize <= 1 << 24 else { throw ValidationError("--vocab-size \(vocabSize) is unreasonably large (max 16777216)") }
+        }
+
+        func run() throws {
+            try reportingErrors {
+                var splits = [("train", train), ("valid", valid)]
+                if let t = test { splits.append(("test", t)) }
+                for (_, path) in splits { try checkTextInput(path) }
+                do {
+                    try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+                } catch { throw DataFileError(out, "cannot create output directory") }
+
+                var trainer = BPETrainer(vocabSize: vocabSize)
+                trainer.showProgress = true
+                let t0 = Date()
+                let tokenizer = try trainer.train(files: [train])
+                let tokenizerPath = out + "/tokenizer.json"
+                try tokenizer.write(to: tokenizerPath)
+                stderrLine(String(format: "tokenizer: %d ids (%d merges) in %.1f s -> %@",
+                                  tokenizer.vocabSize, tokenizer.merges.count, Date().timeIntervalSince(t0), tokenizerPath))
+                for (name, path) in splits {
+                    let dest = "\(out)/\(name).tok"
+                    let n = try tokenizer.encodeFile(input: path, output: dest, progress: Progress("encode \(name)"))
+                    print("\(dest): \(n) tokens")
+                }
+            }
+        }
+    }
+
+    struct Encode: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Encode a UTF-8 text file into a token file.",
+            discussion: "Example: moe-dist data encode --tokenizer out/tokenizer.json --input wiki.valid.tokens --out valid.tok")
+
+        @Option(help: ArgumentHelp("A byte-level BPE tokenizer.json (ours or GPT-2's).", valueName: "file"))
+        var tokenizer: String
+        @Option(help: ArgumentHelp("UTF-8 text to encode.", valueName: "file"))
+        var input: String
+        @Option(help: ArgumentHelp("Token file to write.", valueName: "file.tok"))
+        var out: String
+
+        func run() throws {
+            try reportingErrors {
+                let tok = try BPETokenizer(contentsOf: tokenizer)
+                try checkTextInput(input)
+                let t0 = Date()
+                let n = try tok.encodeFile(input: input, output: out, progress: Progress("encode"))
+                let seconds = Date().timeIntervalSince(t0)
+                let bytes = (try? FileManager.default.attributesOfItem(atPath: input)[.size] as? Int) ?? 0
+                stderrLine(String(format: "%@: %d tokens, %.2f s, %.1f MB/s", out, n, seconds, Double(bytes) / 1e6 / max(seconds, 1e-9)))
+            }
+        }
+    }
+
+    struct Decode: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Decode a token file to text on stdout.",
+            discussion: "Example: moe-dist data decode --tokenizer out/tokenizer.json --input valid.tok > valid.txt")
+
+        @Option(help: ArgumentHelp("The tokenizer.json the file was encoded with.", valueName: "file"))
+        var tokenizer: String
+        @Option(help: ArgumentHelp("Token file to decode.", valueName: "file.tok"))
+        var input: String
+
+        func run() throws {
+            try reportingErrors {
+                let tok = try BPETokenizer(contentsOf: tokenizer)
+                let file = try TokenFile(path: input)
+                guard file.vocabSize <= tok.vocabSize else {
+                    throw DataFileError(input, "vocabulary size \(file.vocabSize) is larger than the tokenizer's \(tok.vocabSize) (\(tokenizer))")
+                }
+                try file.validate()
+                let step = 1 << 20
+                var start = 0
+                while start < file.count {
+                    let end = min(file.count, start + step)
+                    FileHandle.standardOutput.write(Data(tok.decode(file.tokens(start ..< end))))
+                    start = end
+                }
+            }
+        }
+    }
+
+    struct Inspect: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Show a token file's header and vocabulary use; check every id.",
+            discussion: "Example: moe-dist data inspect out/train.tok --tokenizer out/tokenizer.json --top 20")
+
+        @Argument(help: ArgumentHelp("Token file.", valueName: "file.tok"))
+        var file: String
+        @Option(help: ArgumentHelp("Show the text of the top ids with this tokenizer.json.", valueName: "file"))
+        var tokenizer: String?
+        @Option(help: ArgumentHelp("How many of the most frequent ids to list.", valueName: "n"))
+        var top: Int = 10
+
+        func run() throws {
+            try reportingErrors {
+                let f = try TokenFile(path: file)
+                let tok = try tokenizer.map { try BPETokenizer(contentsOf: $0) }
+                try f.validate()
+                var counts = [Int](repeating: 0, count: f.vocabSize)
+                let step = 1 << 20
+                var buf = [Int32](repeating: 0, count: step)
+                var start = 0
+                while start < f.count {
+                    let n = min(step, f.count - start)
+                    buf.withUnsafeMutableBufferPointer { f.copyTokens(start ..< start + n, into: $0.baseAddress!) }
+                    for i in 0 ..< n { counts[Int(buf[i])] += 1 }
+                    start += n
+                }
+                let distinct = counts.filter { $0 > 0 }.count
+                print("file:            \(file)")
+                print("format:          MOETOKS1 version \(f.header.version), \(f.bytesPerToken) bytes per token")
+                print("tokens:          \(f.count)")
+                print("vocabulary size: \(f.vocabSize)")
+                print(String(format: "ids used:        %d of %d (%.1f%%)", distinct, f.vocabSize, 100 * Double(distinct) / Double(f.vocabSize)))
+                let order = counts.indices.filter { counts[$0] > 0 }.sorted { counts[$0] > counts[$1] || (counts[$0] == counts[$1] && $0 < $1) }
+                print("top ids:")
+                for id in order.prefix(max(0, top)) {
+                    var line = String(format: "  %8d  %10d  %5.2f%%", id, counts[id], 100 * Double(counts[id]) / Double(max(f.count, 1)))
+                    if let t = tok, id < t.vocabSize {
+                        line += "  " + String(reflecting: t.decodeString([Int32(id)]))
+                    }
+                    print(line)
+                }
+            }
+        }
+    }
+}
+
+/// A text input must exist, be a regular file and not be empty.
+private func checkTextInput(_ path: String) throws {
+    var isDir: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else { throw DataFileError(path, "input file does not exist") }
+    if isDir.boolValue { throw DataFileError(path, "is a directory, not a text file") }
+    let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
+    if size == 0 { throw DataFileError(path, "input file is empty") }
 }

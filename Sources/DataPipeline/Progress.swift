@@ -1,0 +1,75 @@
+// A progress line on stderr for long phases: done / total, rate and ETA.
+// On a terminal it redraws in place at most 10 times a second; otherwise (a log
+// file, a pipe) it prints a plain line at most every 2 seconds.
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+public final class Progress {
+    public enum Unit { case bytes, items(String) }
+
+    public let label: String
+    public let unit: Unit
+    private var total: Int64 = 0
+    private var startTime = 0.0
+    private var lastDraw = -1.0
+    private let isTTY: Bool
+    private let interval: Double
+
+    public init(_ label: String, unit: Unit = .bytes) {
+        self.label = label
+        self.unit = unit
+        isTTY = isatty(2) != 0
+        interval = isTTY ? 0.1 : 2.0
+    }
+
+    static func now() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+    }
+
+    public func start(total: Int64) {
+        self.total = max(total, 1)
+        startTime = Self.now()
+        lastDraw = startTime
+    }
+
+    public func update(_ done: Int64) {
+        let t = Self.now()
+        if t - lastDraw < interval { return }
+        lastDraw = t
+        draw(done, t, final: false)
+    }
+
+    public func finish() { draw(total, Self.now(), final: true) }
+
+    private func draw(_ done: Int64, _ t: Double, final: Bool) {
+        let elapsed = max(t - startTime, 1e-9)
+        let frac = min(1, Double(done) / Double(total))
+        let rate = Double(done) / elapsed
+        var line: String
+        switch unit {
+        case .bytes:
+            line = String(format: "%@ %6.1f / %.1f MB  %6.1f MB/s", label, Double(done) / 1e6, Double(total) / 1e6, rate / 1e6)
+        case .items(let name):
+            line = String(format: "%@ %lld / %lld %@  %.0f/s", label, done, total, name, rate)
+        }
+        if isTTY {
+            let width = 24, filled = Int(frac * Double(width))
+            line = "[" + String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled) + "] " + line
+        } else {
+            line += String(format: "  %3.0f%%", frac * 100)
+        }
+        if final {
+            line += String(format: "  done in %.1f s", elapsed)
+        } else if rate > 0 {
+            line += String(format: "  ETA %.0f s", Double(total - done) / rate)
+        }
+        let out = isTTY ? "\r\u{1B}[K" + line + (final ? "\n" : "") : line + "\n"
+        FileHandle.standardError.write(out.data(using: .utf8)!)
+    }
+}
