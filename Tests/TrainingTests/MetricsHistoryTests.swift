@@ -131,6 +131,29 @@ final class MetricsHistoryTests: XCTestCase {
         XCTAssertEqual(try H5File.open(path: path).stringAttribute("config"), #"{"resumed":true}"#)
     }
 
+    func testReopenRepairsAHalfWrittenAppend() throws {
+        let path = try tempPath()
+        do {
+            let h = try MetricsHistory(path: path, configJSON: config, iterations: R, numExperts: E)
+            for s in [1, 2, 3] as [Int64] { try h.append(trainRow(s)); try h.append(expertRow(s)) }
+        }
+        do {   // a crash in the middle of appending step 4: only some datasets grew
+            let f = try H5File.open(path: path, readOnly: false)
+            try f.openDataset("train/step").appendRows([Int64(4)])
+            try f.openDataset("train/loss").appendRows([0.5])
+            try f.openDataset("experts/counts").appendRows([Int64](repeating: 1, count: R * E))
+        }
+        let h = try MetricsHistory(path: path, configJSON: config, iterations: R, numExperts: E)
+        XCTAssertEqual([h.trainCount, h.expertCount], [3, 3])
+        XCTAssertEqual(h.lastTrainStep, 3)
+        try h.append(trainRow(4))
+        h.close()
+        let f = try H5File.open(path: path)
+        XCTAssertEqual(try f.read("train/step", as: Int64.self), [1, 2, 3, 4])
+        XCTAssertEqual(try f.read("train/loss", as: Double.self), [4.9, 4.8, 4.7, 4.6])
+        XCTAssertEqual(try f.openDataset("experts/counts").shape(), [3, R, E])
+    }
+
     func testStepsMustStrictlyIncrease() throws {
         let h = try MetricsHistory(path: try tempPath(), configJSON: config, iterations: R, numExperts: E)
         try h.append(trainRow(10))
