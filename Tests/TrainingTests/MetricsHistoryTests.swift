@@ -263,15 +263,14 @@ final class MetricsHistoryTests: XCTestCase {
 
 /// python3 + h5py as an independent reader; skips the test when they are missing.
 private enum H5py {
+    struct Failure: Error, CustomStringConvertible { var description: String }
+
     static func run(_ script: String, _ args: [String]) throws -> String {
         guard (try? exec(["-c", "import h5py, numpy"]))?.0 == 0 else {
             throw XCTSkip("python3 with h5py and numpy is not available; install them (pip install h5py) to run the h5py cross-checks")
         }
         let (status, out, err) = try exec(["-c", script] + args)
-        guard status == 0 else {
-            XCTFail("python3 failed (\(status)):\n\(err)")
-            return out
-        }
+        guard status == 0 else { throw Failure(description: "python3 exited with status \(status):\n\(err)") }
         return out
     }
 
