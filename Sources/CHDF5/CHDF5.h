@@ -26,15 +26,16 @@ static inline herr_t moe_h5_error_walk(unsigned n, const H5E_error2_t *err, void
     (void)n;
     moe_h5_message_buffer *b = (moe_h5_message_buffer *)data;
     if (err == NULL || err->desc == NULL || err->desc[0] == '\0') return 0;
-    if (b->count >= 4 || b->len + 1 >= b->cap) return 0;  // the outermost few frames say enough
+    if (b->count >= 4 || b->len + 1 >= b->cap) return 0;  // the innermost few frames say enough
     int w = snprintf(b->buf + b->len, b->cap - b->len, "%s%s", b->count ? "; " : "", err->desc);
     if (w > 0) b->len = (b->len + (size_t)w < b->cap) ? b->len + (size_t)w : b->cap - 1;
     b->count += 1;
     return 0;
 }
 
-/// Writes the descriptions on the current thread's HDF5 error stack (outermost
-/// call first, "; "-separated, NUL-terminated) into `buf`, then clears the stack.
+/// Writes the descriptions on the current thread's HDF5 error stack (the most
+/// specific, innermost frame first, at most four, "; "-separated, NUL-terminated)
+/// into `buf`, then clears the stack.
 static inline void moe_h5_error_stack_description(char *buf, size_t cap) {
     if (buf == NULL || cap == 0) return;
     buf[0] = '\0';

@@ -38,6 +38,7 @@ public final class H5Dataset: H5Object {
 
     /// Chunk shape, or nil for contiguous storage.
     public func chunkShape() throws -> [Int]? {
+        try requireOpen("read layout of")
         let dcpl = try check(H5Dget_create_plist(id), "read layout of")
         defer { H5Pclose(dcpl) }
         guard H5Pget_layout(dcpl) == H5D_CHUNKED else { return nil }
@@ -49,6 +50,7 @@ public final class H5Dataset: H5Object {
 
     /// Whether chunks carry a Fletcher-32 checksum.
     public func hasFletcher32() throws -> Bool {
+        try requireOpen("read filters of")
         let dcpl = try check(H5Dget_create_plist(id), "read filters of")
         defer { H5Pclose(dcpl) }
         let n = H5Pget_nfilters(dcpl)

@@ -71,7 +71,8 @@ public class H5Object {
 
     /// Writes a string attribute, replacing any attribute of that name. Variable-length
     /// UTF-8 by default (h5py reads it as `str`); `fixedLength: true` writes a
-    /// NUL-padded fixed-length UTF-8 string of the string's byte length instead.
+    /// NUL-padded fixed-length UTF-8 string of the string's byte length instead (h5py
+    /// reads that as `numpy.bytes_`; `.decode()` gives the `str`).
     public func setAttribute(_ name: String, _ value: String, fixedLength: Bool = false) throws {
         try requireOpen("write attribute")
         let label = attrLabel(name)

@@ -11,7 +11,7 @@ public struct HDF5Error: Error, CustomStringConvertible, Equatable {
     public var object: String
     /// What was being done: "open file", "create dataset", "write rows 3..<5", ...
     public var operation: String
-    /// HDF5's error-stack descriptions (outermost first), or the wrapper's own reason.
+    /// The wrapper's own reason and/or HDF5's error-stack descriptions (most specific first).
     public var detail: String
 
     public init(file: String, object: String, operation: String, detail: String) {

@@ -69,9 +69,26 @@ public struct MetricsHistoryError: Error, CustomStringConvertible {
 ///
 /// Readers: the file is written with HDF5 file locking off and flushed (and fsynced)
 /// after every append, so `h5py.File(path, "r")` opens it while the trainer runs and
-/// sees every row appended before it opened; reopen to see newer rows. If an open
-/// happens to coincide with an append and fails or reads a short group, retry.
-/// (SWMR is not used: see `H5File`.) Only one process may write the file.
+/// sees every row appended before it opened; reopen to see newer rows. An open that
+/// coincides with an append can fail or see one dataset a row longer than the others
+/// (SWMR, which would prevent that, is not used: see `H5File`), so a live reader should
+/// retry and cut each group to its shortest dataset:
+///
+///     def read_metrics(path, tries=10):
+///         for _ in range(tries):
+///             try:
+///                 with h5py.File(path, "r") as f:
+///                     out = {}
+///                     for g in f:
+///                         n = min(d.shape[0] for d in f[g].values())
+///                         out[g] = {k: d[:n] for k, d in f[g].items()}
+///                     return out
+///             except OSError:
+///                 time.sleep(0.1)
+///         raise OSError("could not read " + path)
+///
+/// Once the writer has closed the file, every group has equal lengths. Only one
+/// process may write the file (rank 0).
 ///
 /// Not thread-safe; the trainer uses it from rank 0 only.
 public final class MetricsHistory {

@@ -2,16 +2,19 @@
 import Foundation
 import XCTest
 
+struct PythonFailure: Error, CustomStringConvertible {
+    var status: Int32
+    var stderr: String
+    var description: String { "python3 exited with status \(status):\n\(stderr)" }
+}
+
 enum Python {
     /// Runs `python3 -c script args...`; returns stdout. Skips the test when python3 or
-    /// h5py is missing; fails (throws) when the script fails.
-    static func run(_ script: String, _ args: [String] = [], file: StaticString = #filePath, line: UInt = #line) throws -> String {
+    /// h5py is missing; throws `PythonFailure` (failing the test) when the script fails.
+    static func run(_ script: String, _ args: [String] = []) throws -> String {
         try requireH5py()
         let (status, out, err) = try exec(["-c", script] + args)
-        if status != 0 {
-            XCTFail("python3 failed (\(status)):\n\(err)", file: file, line: line)
-            throw XCTSkip("python script failed")
-        }
+        if status != 0 { throw PythonFailure(status: status, stderr: err) }
         return out
     }
 

@@ -131,6 +131,29 @@ final class MetricsHistoryTests: XCTestCase {
         XCTAssertEqual(try H5File.open(path: path).stringAttribute("config"), #"{"resumed":true}"#)
     }
 
+    func testReopenRepairsAHalfWrittenAppend() throws {
+        let path = try tempPath()
+        do {
+            let h = try MetricsHistory(path: path, configJSON: config, iterations: R, numExperts: E)
+            for s in [1, 2, 3] as [Int64] { try h.append(trainRow(s)); try h.append(expertRow(s)) }
+        }
+        do {   // a crash in the middle of appending step 4: only some datasets grew
+            let f = try H5File.open(path: path, readOnly: false)
+            try f.openDataset("train/step").appendRows([Int64(4)])
+            try f.openDataset("train/loss").appendRows([0.5])
+            try f.openDataset("experts/counts").appendRows([Int64](repeating: 1, count: R * E))
+        }
+        let h = try MetricsHistory(path: path, configJSON: config, iterations: R, numExperts: E)
+        XCTAssertEqual([h.trainCount, h.expertCount], [3, 3])
+        XCTAssertEqual(h.lastTrainStep, 3)
+        try h.append(trainRow(4))
+        h.close()
+        let f = try H5File.open(path: path)
+        XCTAssertEqual(try f.read("train/step", as: Int64.self), [1, 2, 3, 4])
+        XCTAssertEqual(try f.read("train/loss", as: Double.self), [4.9, 4.8, 4.7, 4.6])
+        XCTAssertEqual(try f.openDataset("experts/counts").shape(), [3, R, E])
+    }
+
     func testStepsMustStrictlyIncrease() throws {
         let h = try MetricsHistory(path: try tempPath(), configJSON: config, iterations: R, numExperts: E)
         try h.append(trainRow(10))
@@ -240,15 +263,14 @@ final class MetricsHistoryTests: XCTestCase {
 
 /// python3 + h5py as an independent reader; skips the test when they are missing.
 private enum H5py {
+    struct Failure: Error, CustomStringConvertible { var description: String }
+
     static func run(_ script: String, _ args: [String]) throws -> String {
         guard (try? exec(["-c", "import h5py, numpy"]))?.0 == 0 else {
             throw XCTSkip("python3 with h5py and numpy is not available; install them (pip install h5py) to run the h5py cross-checks")
         }
         let (status, out, err) = try exec(["-c", script] + args)
-        guard status == 0 else {
-            XCTFail("python3 failed (\(status)):\n\(err)")
-            return out
-        }
+        guard status == 0 else { throw Failure(description: "python3 exited with status \(status):\n\(err)") }
         return out
     }
 
