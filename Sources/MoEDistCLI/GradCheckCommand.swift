@@ -17,7 +17,7 @@ struct GradCheckCommand: ParsableCommand {
         variant of SPEC section 3 on top of the given configuration.
         """)
 
-    @OptionGroup var run: RunOptions
+    @OptionGroup var options: RunOptions
 
     @Option(help: "Largest relative error accepted per tensor.")
     var tolerance: Double = 2e-2
@@ -45,15 +45,15 @@ struct GradCheckCommand: ParsableCommand {
     ]
 
     func run() throws {
-        try reportingErrors {
+        try failingCleanly {
             Launch.configureBLASThreads()
             var failed = 0
             let list = variants ? Self.variantOverrides : [("as configured", [])]
-            let baseExperts = try run.load().moe.numExperts
+            let baseExperts = try options.load().moe.numExperts
             for (name, variantExtra) in list {
                 if variantExtra.contains("moe.top_k=${E}") && baseExperts == 0 { continue }
                 let extra = variantExtra.map { $0.replacingOccurrences(of: "${E}", with: "\(baseExperts)") }
-                var opts = run
+                var opts = options
                 opts.overrides += extra
                 let (config, data) = try Launch.resolve(opts, worldSize: 1)
                 let model = RecurrentMoEModel(config: config, ctx: .single(numExperts: max(config.moe.numExperts, 1)))

@@ -59,7 +59,7 @@ func printError(_ message: String) {
 }
 
 /// Runs a command body, turning thrown errors into one line on standard error and an exit status.
-func reportingErrors(_ body: () throws -> Void) throws {
+func failingCleanly(_ body: () throws -> Void) throws {
     do { try body() } catch let e as ExitCode { throw e } catch let e as CleanExit { throw e } catch {
         printError("\(error)")
         throw ExitCode(Launch.exitStatus(error))

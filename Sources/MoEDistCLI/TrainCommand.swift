@@ -21,7 +21,7 @@ struct TrainCommand: ParsableCommand {
         metrics to RUN_DIR/metrics.h5.
         """)
 
-    @OptionGroup var run: RunOptions
+    @OptionGroup var options: RunOptions
 
     @Option(help: ArgumentHelp("Run directory (default: runs/<name>).", valueName: "dir"))
     var runDir: String?
@@ -31,9 +31,9 @@ struct TrainCommand: ParsableCommand {
     var emulateRanks: Int?
 
     func run() throws {
-        try reportingErrors {
+        try failingCleanly {
             try Launch.onEveryRank(emulateRanks: emulateRanks) { world in
-                let (config, data) = try Launch.resolve(run, worldSize: world.size)
+                let (config, data) = try Launch.resolve(options, worldSize: world.size)
                 let ctx = try ParallelContext.make(world: world, expertParallel: config.parallel.expertParallel ?? world.size,
                                                numExperts: max(config.moe.numExperts, 1))
                 let dir = runDir ?? "runs/\(config.name)"
