@@ -40,6 +40,8 @@ enum Launch {
         let world = MPICommunicator.world()
         do {
             try body(world)
+        } catch let e as ExitCode {
+            throw e          // an agreed stop (e.g. preemption): every rank exits with the same status
         } catch {
             if world.size > 1 { world.abort(code: exitStatus(error), message: "\(error)") }
             throw error

@@ -18,7 +18,12 @@ struct TrainCommand: ParsableCommand {
 
         With no data.train the built-in generated corpus is used. The resolved configuration is printed
         and written to RUN_DIR/config.yaml; progress goes to standard output and RUN_DIR/train.log,
-        metrics to RUN_DIR/metrics.h5.
+        metrics to RUN_DIR/metrics.h5, checkpoints to RUN_DIR/checkpoints/step-<8 digits>.h5.
+
+        Resuming: --resume auto continues from the newest intact checkpoint (same or another world
+        size); changing an architecture key on resume is refused.
+        Preemption: SIGTERM or SIGUSR1 finishes the current step, writes a checkpoint and the history,
+        and exits with status 75 on every rank (Slurm: #SBATCH --signal=USR1@120 and --requeue).
         """)
 
     @OptionGroup var options: RunOptions
@@ -30,6 +35,10 @@ struct TrainCommand: ParsableCommand {
                                valueName: "N"))
     var emulateRanks: Int?
 
+    @Option(help: ArgumentHelp("Continue a run: 'auto' (newest intact checkpoint of the run directory, or a fresh start "
+                               + "if there is none) or a checkpoint file.", valueName: "auto|file"))
+    var resume: String?
+
     func run() throws {
         try failingCleanly {
             try Launch.onEveryRank(emulateRanks: emulateRanks) { world in
@@ -40,10 +49,27 @@ struct TrainCommand: ParsableCommand {
                 let session = try TrainingSession(config: config, ctx: ctx, data: data, runDirectory: dir) { line in
                     print(line); fflush(stdout)
                 }
+                if let r = resume {
+                    if r == "auto" {
+                        if let path = TrainingSession.newestIntactCheckpoint(runDirectory: dir, warn: { m in
+                            if world.rank == 0 { printError("warning: \(m)") } }) {
+                            session.resume(from: path)
+                        } else if world.rank == 0 {
+                            print("no checkpoint in \(dir)/checkpoints: starting from step 0")
+                        }
+                    } else {
+                        session.resume(from: r)
+                    }
+                }
                 if world.rank == 0 {
                     print("resolved configuration:\n" + config.toYAML())
                 }
-                try session.run()
+                do {
+                    try session.run()
+                } catch let p as PreemptedError {
+                    if world.rank == 0 { printError("\(p)") }
+                    throw ExitCode(Preemption.exitStatus)
+                }
             }
         }
     }

@@ -14,6 +14,8 @@ public final class TrainingSession {
     private var metrics: MetricsHistory?
     private var logHandle: FileHandle?
     private var isRoot: Bool { trainer.ctx.world.rank == 0 }
+    /// Checkpoint to continue from, loaded at the start of `run`.
+    private var resumeFrom: String?
 
     /// `say` receives progress lines on rank 0 (the CLI prints them).
     public init(config: RunConfig, ctx: ParallelContext, data: TrainingData, runDirectory: String?,
@@ -23,6 +25,17 @@ public final class TrainingSession {
         self.runDirectory = runDirectory
         self.say = say
         trainer = try Trainer(config: config, ctx: ctx, train: data.train)
+    }
+
+    /// Continue from `checkpoint` (parameters, moments, counters, data position) when `run` starts.
+    public func resume(from checkpoint: String) { resumeFrom = checkpoint }
+
+    /// The newest intact checkpoint of `runDirectory`, skipping damaged ones (each reported through `warn`).
+    public static func newestIntactCheckpoint(runDirectory: String, warn: (String) -> Void) -> String? {
+        for path in Checkpoint.list(runDirectory: runDirectory) {
+            do { try Checkpoint.verify(path); return path } catch { warn("skipping damaged checkpoint \(path): \(error)") }
+        }
+        return nil
     }
 
     /// Prints a line on rank 0 and appends it to RUN_DIR/train.log.
@@ -61,7 +74,11 @@ public final class TrainingSession {
     /// Trains to the step budget. Returns the reports of every step taken.
     @discardableResult
     public func run() throws -> [StepReport] {
+        if let path = resumeFrom {
+            try Checkpoint.load(path, into: trainer)
+        }
         try openRunDirectory()
+        if let path = resumeFrom { log("resumed from \(path) at step \(trainer.counters.step)") }
         defer { metrics?.close(); try? logHandle?.close() }
         for line in banner() { log(line) }
         let c = config
@@ -70,12 +87,14 @@ public final class TrainingSession {
         var interval = IntervalStats(R: R, E: E)
         let startedAt = Date()
         let startStep = trainer.counters.step
+        Preemption.install()
         while !trainer.isFinished {
             let rep = trainer.trainStep()
             reports.append(rep)
             interval.add(rep)
             if rep.skipped { log("step \(rep.step): non-finite loss or gradient (loss \(rep.loss), grad norm \(rep.gradNorm)); update skipped") }
-            let last = trainer.isFinished
+            let preempted = anyRankPreempted()
+            let last = trainer.isFinished || preempted
             if rep.step % c.train.logInterval == 0 || last {
                 let elapsed = Date().timeIntervalSince(startedAt)
                 let done = rep.step - startStep
@@ -107,8 +126,32 @@ public final class TrainingSession {
                     try metrics?.flush()
                 }
             }
+            if rep.step % c.train.checkpointInterval == 0 || last {
+                try saveCheckpoint()
+            }
+            if preempted {
+                log("\(Preemption.signalName) received: stopped after step \(rep.step)")
+                throw PreemptedError(step: rep.step, checkpoint: runDirectory.map { Checkpoint.path(runDirectory: $0, step: rep.step) })
+            }
         }
         return reports
+    }
+
+    /// Writes RUN_DIR/checkpoints/step-N.h5 (all ranks) and keeps the newest train.keep_checkpoints.
+    public func saveCheckpoint() throws {
+        guard let dir = runDirectory else { return }
+        let path = Checkpoint.path(runDirectory: dir, step: trainer.counters.step)
+        let start = Date()
+        try Checkpoint.save(trainer, to: path)
+        if isRoot { Checkpoint.prune(runDirectory: dir, keep: config.train.keepCheckpoints) }
+        log(String(format: "checkpoint %@ (%.2f s)", path, Date().timeIntervalSince(start)))
+    }
+
+    /// A preemption signal may reach only some ranks: they agree, so all stop after the same step.
+    private func anyRankPreempted() -> Bool {
+        var f = [Preemption.requested ? 1.0 : 0.0]
+        f.withUnsafeMutableBufferPointer { trainer.ctx.world.allReduceMax($0) }
+        return f[0] > 0
     }
 }
 
