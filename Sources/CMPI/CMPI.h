@@ -23,6 +23,9 @@ static inline int moe_mpi_init_thread(int required, int *provided) {
     return MPI_Init_thread(NULL, NULL, required, provided);
 }
 
+/// The thread level MPI runs at (MPI_Query_thread).
+static inline int moe_mpi_query_thread(int *provided) { return MPI_Query_thread(provided); }
+
 /// 1 once MPI_Init has run (even after finalize), else 0.
 static inline int moe_mpi_initialized(void) {
     int flag = 0;

@@ -17,6 +17,12 @@ public enum MPI {
         return state.provided
     }
 
+    /// "single", "funneled", "serialized" or "multiple" for an MPI thread level.
+    public static func threadLevelName(_ level: Int32) -> String {
+        ["single", "funneled", "serialized", "multiple"].indices.contains(Int(level))
+            ? ["single", "funneled", "serialized", "multiple"][Int(level)] : "level \(level)"
+    }
+
     /// True between a successful `initialize()` and `finalize()`.
     public static var isActive: Bool { moe_mpi_initialized() != 0 && moe_mpi_finalized() == 0 }
 
@@ -38,7 +44,7 @@ public enum MPI {
                 throw CommunicatorError("cannot register MPI_Finalize to run at exit")
             }
         } else {
-            provided = moe_mpi_thread_serialized()   // started by someone else; trust them
+            try check(moe_mpi_query_thread(&provided), "MPI_Query_thread")   // started by someone else
         }
         if provided < moe_mpi_thread_funneled() {
             throw CommunicatorError("MPI granted thread level \(provided), below MPI_THREAD_FUNNELED")
