@@ -9,6 +9,7 @@
 #pragma once
 #include <mpi.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 // MARK: - Library state
 
@@ -21,6 +22,9 @@ static inline int moe_mpi_thread_funneled(void) { return MPI_THREAD_FUNNELED; }
 static inline int moe_mpi_init_thread(int required, int *provided) {
     return MPI_Init_thread(NULL, NULL, required, provided);
 }
+
+/// The thread level MPI runs at (MPI_Query_thread).
+static inline int moe_mpi_query_thread(int *provided) { return MPI_Query_thread(provided); }
 
 /// 1 once MPI_Init has run (even after finalize), else 0.
 static inline int moe_mpi_initialized(void) {
@@ -37,6 +41,29 @@ static inline int moe_mpi_finalized(void) {
 }
 
 static inline int moe_mpi_finalize(void) { return MPI_Finalize(); }
+
+static void moe_mpi_finalize_if_exit_ok(int status, void *unused) {
+    (void)unused;
+    int initialized = 0, finalized = 0;
+    MPI_Initialized(&initialized);
+    MPI_Finalized(&finalized);
+    if (status == 0 && initialized && !finalized) MPI_Finalize();
+}
+#ifndef __GLIBC__
+static void moe_mpi_finalize_at_exit(void) { moe_mpi_finalize_if_exit_ok(0, NULL); }
+#endif
+
+/// Finalizes MPI when the process exits with status 0. A rank exiting with
+/// any other status skips MPI_Finalize (which would wait for the other ranks,
+/// possibly forever), so mpirun sees it fail and ends the job. glibc's
+/// on_exit passes the status; elsewhere atexit always finalizes.
+static inline int moe_mpi_register_exit_finalize(void) {
+#ifdef __GLIBC__
+    return on_exit(moe_mpi_finalize_if_exit_ok, NULL);
+#else
+    return atexit(moe_mpi_finalize_at_exit);
+#endif
+}
 
 /// Seconds since an arbitrary point in the past (MPI_Wtime).
 static inline double moe_mpi_wtime(void) { return MPI_Wtime(); }

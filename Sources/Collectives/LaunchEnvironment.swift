@@ -43,11 +43,13 @@ public struct LaunchEnvironment: Equatable, Sendable {
     /// The environment of this process.
     public static var current: LaunchEnvironment { LaunchEnvironment() }
 
-    /// BLAS threads for this rank: nil when `OPENBLAS_NUM_THREADS` is set
-    /// (leave BLAS alone), else `max(1, cores / localSize)`.
-    public func blasThreads(cores: Int = ProcessInfo.processInfo.activeProcessorCount) -> Int? {
+    /// BLAS threads for each rank of this process: nil when
+    /// `OPENBLAS_NUM_THREADS` is set (leave BLAS alone), else
+    /// `max(1, cores / (localSize * ranksPerProcess))`. `ranksPerProcess` is
+    /// the number of ThreadWorld ranks (`--emulate-ranks N`) sharing the process.
+    public func blasThreads(cores: Int = ProcessInfo.processInfo.activeProcessorCount, ranksPerProcess: Int = 1) -> Int? {
         if blasThreadsOverride != nil { return nil }
-        return Swift.max(1, cores / localSize)
+        return Swift.max(1, cores / (localSize * Swift.max(1, ranksPerProcess)))
     }
 
     /// The integer at the start of `text` ("4", "4(x2)", "4,2(x3)"), or nil.

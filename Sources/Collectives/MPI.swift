@@ -17,13 +17,22 @@ public enum MPI {
         return state.provided
     }
 
+    /// "single", "funneled", "serialized" or "multiple" for an MPI thread level.
+    public static func threadLevelName(_ level: Int32) -> String {
+        ["single", "funneled", "serialized", "multiple"].indices.contains(Int(level))
+            ? ["single", "funneled", "serialized", "multiple"][Int(level)] : "level \(level)"
+    }
+
     /// True between a successful `initialize()` and `finalize()`.
     public static var isActive: Bool { moe_mpi_initialized() != 0 && moe_mpi_finalized() == 0 }
 
     /// Starts MPI once per process (later calls do nothing): `MPI_Init_thread`
     /// at `MPI_THREAD_SERIALIZED`, errors on `MPI_COMM_WORLD` set to return
-    /// codes, and `MPI_Finalize` registered with `atexit`. Without `mpirun`
-    /// OpenMPI starts a singleton, a world of one.
+    /// codes, and `MPI_Finalize` registered to run when the process exits
+    /// with status 0 (on glibc; with any status elsewhere). A rank that exits
+    /// with another status skips it, so mpirun notices and ends the job
+    /// instead of the others waiting for it. Without `mpirun` OpenMPI starts a
+    /// singleton, a world of one.
     public static func initialize() throws {
         state.lock.lock(); defer { state.lock.unlock() }
         if state.provided != nil { return }
@@ -31,9 +40,11 @@ public enum MPI {
         var provided: Int32 = 0
         if moe_mpi_initialized() == 0 {
             try check(moe_mpi_init_thread(moe_mpi_thread_serialized(), &provided), "MPI_Init_thread")
-            atexit { MPI.finalize() }
+            if moe_mpi_register_exit_finalize() != 0 {
+                throw CommunicatorError("cannot register MPI_Finalize to run at exit")
+            }
         } else {
-            provided = moe_mpi_thread_serialized()   // started by someone else; trust them
+            try check(moe_mpi_query_thread(&provided), "MPI_Query_thread")   // started by someone else
         }
         if provided < moe_mpi_thread_funneled() {
             throw CommunicatorError("MPI granted thread level \(provided), below MPI_THREAD_FUNNELED")
@@ -42,9 +53,9 @@ public enum MPI {
         state.provided = provided
     }
 
-    /// Calls `MPI_Finalize` if MPI is active (it is also registered with
-    /// `atexit`). Every rank must reach it: a rank that fails must `abort`
-    /// instead, or the others wait in `MPI_Finalize` for it.
+    /// Calls `MPI_Finalize` if MPI is active (it also runs by itself at a
+    /// successful exit). Every rank must reach it: a rank that fails must
+    /// `abort`, or exit with a non-zero status, instead.
     public static func finalize() {
         state.lock.lock(); defer { state.lock.unlock() }
         if moe_mpi_initialized() != 0 && moe_mpi_finalized() == 0 { _ = moe_mpi_finalize() }

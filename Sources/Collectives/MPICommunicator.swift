@@ -10,7 +10,7 @@ public final class MPICommunicator: Communicator {
     public let rank: Int
     public let size: Int
     /// The underlying `MPI_Comm`.
-    public let handle: MPI_Comm
+    let handle: MPI_Comm
     private let ownsHandle: Bool
 
     /// Most elements (bytes for `broadcast`) per MPI call: longer reductions
@@ -114,27 +114,35 @@ public final class MPICommunicator: Communicator {
         }
     }
 
+    private func displacements(_ counts: [Int], buffer: Int, _ side: String) -> [Int32] {
+        switch MPICommunicator.cDisplacements(counts, size: size, buffer: buffer, side: side) {
+        case .success(let d): return d
+        case .failure(let e): fail("allToAllV: \(e)")
+        }
+    }
+
     /// Prefix sums of `counts` as C ints, after checking them against the
     /// communicator size, the buffer and INT_MAX.
-    private func displacements(_ counts: [Int], buffer: Int, _ side: String) -> [Int32] {
+    static func cDisplacements(_ counts: [Int], size: Int, buffer: Int, side: String)
+        -> Result<[Int32], CommunicatorError> {
         if counts.count != size {
-            fail("allToAllV: \(side)Counts has \(counts.count) entries, expected the communicator size \(size)")
+            return .failure(.init("\(side)Counts has \(counts.count) entries, expected the communicator size \(size)"))
         }
         var displs = [Int32](), offset = 0
         displs.reserveCapacity(size)
         for (j, c) in counts.enumerated() {
-            if c < 0 { fail("allToAllV: \(side)Counts[\(j)] = \(c) is negative") }
+            if c < 0 { return .failure(.init("\(side)Counts[\(j)] = \(c) is negative")) }
             if offset > Int(Int32.max) || c > Int(Int32.max) {
-                fail("allToAllV: \(side) count or displacement beyond INT_MAX (\(Int32.max)) elements at rank \(j): "
-                     + "MPI counts are C int; exchange fewer elements per call")
+                return .failure(.init("\(side) count or displacement beyond INT_MAX (\(Int32.max)) elements at rank \(j): "
+                                      + "MPI counts are C int; exchange fewer elements per call"))
             }
             displs.append(Int32(offset))
             offset += c
         }
         if offset > buffer {
-            fail("allToAllV: \(side)Counts sum to \(offset) elements but the \(side) buffer holds \(buffer)")
+            return .failure(.init("\(side)Counts sum to \(offset) elements but the \(side) buffer holds \(buffer)"))
         }
-        return displs
+        return .success(displs)
     }
 
     public func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int) {

@@ -111,7 +111,6 @@ final class Group {
     var arrived = 0
     var generation = 0
     var slots: [Contribution?]
-    var splitSequence = 0
 
     init(id: Int, members: [Int]) {
         self.id = id
@@ -235,8 +234,8 @@ final class ThreadCommunicator: Communicator {
     func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Double>) { reduce(buffer, "allReduceSum", +) }
     func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Int64>) { reduce(buffer, "allReduceSum", &+) }
     func allReduceMax(_ buffer: UnsafeMutableBufferPointer<Double>) {
-        // NaN wins, as with MPI_MAX on most implementations' `a > b ? a : b` it would not;
-        // a NaN anywhere is a bug the caller should see.
+        // A NaN on any rank gives NaN on all (MPI_MAX's result with NaN depends on
+        // the library's reduction order; do not rely on it to detect NaN over MPI).
         reduce(buffer, "allReduceMax") { a, b in (a.isNaN || b.isNaN) ? .nan : Swift.max(a, b) }
     }
 

@@ -49,7 +49,8 @@ struct DebugCollectivesCommand: ParsableCommand {
         let start = MPI.wtime()
         do {
             let checks = try CollectiveSelfTest.run(comm, failRank: failRank)
-            if comm.rank == 0 { report(checks, comm.size, "MPI", MPI.wtime() - start) }
+            let level = MPI.providedThreadLevel.map(MPI.threadLevelName) ?? "unknown"
+            if comm.rank == 0 { report(checks, comm.size, "MPI, thread level \(level)", MPI.wtime() - start) }
         } catch {
             // A rank that stops while the others wait in a collective must end the job.
             comm.abort(code: 1, message: "\(error)")

@@ -16,6 +16,7 @@ final class LaunchEnvironmentTests: XCTestCase {
         XCTAssertEqual([env.localRank, env.localSize], [2, 3])
         XCTAssertEqual(env.blasThreads(cores: 8), 2)
         XCTAssertEqual(env.blasThreads(cores: 2), 1, "never fewer than one thread")
+        XCTAssertEqual(env.blasThreads(cores: 12, ranksPerProcess: 2), 2, "emulated ranks share the process's share")
     }
 
     func testSlurmFallbacks() {
