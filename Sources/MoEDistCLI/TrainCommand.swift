@@ -43,8 +43,7 @@ struct TrainCommand: ParsableCommand {
         try failingCleanly {
             try Launch.onEveryRank(emulateRanks: emulateRanks) { world in
                 let (config, data) = try Launch.resolve(options, worldSize: world.size)
-                let ctx = try ParallelContext.make(world: world, expertParallel: config.parallel.expertParallel ?? world.size,
-                                               numExperts: max(config.moe.numExperts, 1))
+                let ctx = try ParallelContext.make(world: world, config: config)
                 let dir = runDir ?? "runs/\(config.name)"
                 let session = try TrainingSession(config: config, ctx: ctx, data: data, runDirectory: dir) { line in
                     print(line); fflush(stdout)

@@ -4,6 +4,7 @@
 // expertGroup  the ranks that share one copy of each pool's experts: token all-to-all
 // replicaGroup the ranks holding the same expert slice in different copies: expert gradients
 import Collectives
+import Configuration
 
 public struct ParallelContext {
     public let world: Communicator
@@ -25,6 +26,17 @@ public struct ParallelContext {
         let c = SingleProcessCommunicator()
         return ParallelContext(world: c, expertGroup: c, replicaGroup: c,
                                expertSlices: [0 ..< numExperts])
+    }
+
+    /// The context a configuration runs with on `world`: expert groups of parallel.expert_parallel ranks
+    /// (default: the world); dense runs have no experts, so every rank is its own group.
+    public static func make(world: Communicator, config: RunConfig) throws -> ParallelContext {
+        if config.moe.isDense {
+            return ParallelContext(world: world, expertGroup: SingleProcessCommunicator(),
+                                   replicaGroup: world, expertSlices: [0 ..< 0])
+        }
+        return try make(world: world, expertParallel: config.parallel.expertParallel ?? world.size,
+                        numExperts: config.moe.numExperts)
     }
 
     /// Splits `world` into expert groups of `expertParallel` consecutive ranks and the replica groups
