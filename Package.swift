@@ -61,7 +61,7 @@ let package = Package(
         .testTarget(name: "HDF5Tests", dependencies: ["HDF5", "TestSupport"]),
         .testTarget(name: "ModelTests", dependencies: ["Model", "Kernels", "Collectives", "Configuration", "TestSupport"]),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "Model", "Configuration", "DataPipeline", "HDF5", "TestSupport"]),
-        .testTarget(name: "CLITests", dependencies: ["TestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["TestSupport", "HDF5"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -39,6 +39,8 @@ struct TrainCommand: ParsableCommand {
                                + "if there is none) or a checkpoint file.", valueName: "auto|file"))
     var resume: String?
 
+    @Option(help: .hidden) var injectFailure: String?
+
     func run() throws {
         try failingCleanly {
             try Launch.onEveryRank(emulateRanks: emulateRanks) { world in
@@ -47,6 +49,9 @@ struct TrainCommand: ParsableCommand {
                 let dir = runDir ?? "runs/\(config.name)"
                 let session = try TrainingSession(config: config, ctx: ctx, data: data, runDirectory: dir) { line in
                     print(line); fflush(stdout)
+                }
+                if let f = try InjectedFailure.parse(injectFailure), f.rank == world.rank {
+                    session.beforeStep = { step in if step == f.step { throw InjectedFailure(rank: f.rank, step: step) } }
                 }
                 if let r = resume {
                     if r == "auto" {

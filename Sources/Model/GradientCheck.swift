@@ -6,17 +6,20 @@
 // (L(θ + εv) − L(θ − εv)) / 2ε, with L accumulated in Double. The direction is
 // half the normalised gradient and half a random unit vector, so the expected
 // change of the loss is large against Float rounding while a gradient that is
-// wrong in any direction still disagrees. Routing is
-// piecewise constant (top-k, capacity drops, f_e): a direction whose step flips
-// a routing decision is discontinuous, so several step sizes and directions are tried
-// and the smallest error is reported; a wrong gradient fails them all.
+// wrong in any direction still disagrees.
+//
+// Routing decisions (top-k sets, capacity drops, the aux loss's f_e) are
+// piecewise constant: the analytic gradient is the derivative with them held
+// fixed. The perturbed passes therefore replay the decisions made at θ
+// (`RecurrentMoEModel.replayRouting`) while the gates still follow the router
+// probabilities, so a near-tie cannot make the finite difference jump.
 import Configuration
 
 public struct GradientCheckRow: Sendable {
     public var path: String
     public var analytic: Double
     public var numeric: Double
-    /// |analytic − numeric| / max(|analytic|, |numeric|, floor)
+    /// |analytic − numeric| / max(|analytic|, |numeric|, 1e-6)
     public var relativeError: Double
 }
 
@@ -28,10 +31,11 @@ public enum GradientCheck {
         return l
     }
 
-    /// Runs the check on `model` with the given micro-batch; returns one row per parameter tensor (local slices).
-    /// Each tensor is tried with every step size in `epsilons` and `directions` directions, smallest error kept.
+    /// Runs the check on `model` with one micro-batch; returns one row per parameter tensor (local slices).
+    /// Each tensor is tried with every step size in `epsilons` and `directions` random directions; the
+    /// smallest error is reported (Float rounding is the only noise left, and it shrinks with larger steps).
     public static func run(model: RecurrentMoEModel, inputs: [Int32], targets: [Int32], B: Int, T: Int,
-                           epsilons: [Double] = [1e-2, 3e-3, 1e-3], directions: Int = 2,
+                           epsilons: [Double] = [1e-2, 3e-3], directions: Int = 2,
                            seed: UInt64 = 7) -> [GradientCheckRow] {
         let c = model.config
         let R = Double(c.model.depth)
@@ -46,37 +50,40 @@ public enum GradientCheck {
             }
         }
         store.zeroGrads()
-        _ = evaluate(backward: true)
+        _ = evaluate(backward: true)           // decides the routing that the perturbed passes replay
         let grads = Array(UnsafeBufferPointer(start: store.grads, count: store.count))
+        model.replayRouting = true
+        defer { model.replayRouting = false }
         var rng = SplitMix64(seed: seed)
         var rows: [GradientCheckRow] = []
         for p in store.infos where p.count > 0 {
+            let g = Array(grads[p.offset ..< p.offset + p.count])
+            let gnorm = g.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot()
             var best: GradientCheckRow? = nil
-            for epsilon in epsilons { for _ in 0 ..< directions {
-                var v = (0 ..< p.count).map { _ in rng.nextNormal() }
-                let rnorm = v.reduce(0) { $0 + $1 * $1 }.squareRoot()
-                let gnorm = (0 ..< p.count).reduce(0.0) { $0 + Double(grads[p.offset + $1]) * Double(grads[p.offset + $1]) }.squareRoot()
-                for i in 0 ..< p.count {
-                    v[i] = v[i] / rnorm + (gnorm > 0 ? Double(grads[p.offset + i]) / gnorm : 0)
+            tries: for epsilon in epsilons {
+                for _ in 0 ..< directions {
+                    var v = (0 ..< p.count).map { _ in rng.nextNormal() }
+                    let rnorm = v.reduce(0) { $0 + $1 * $1 }.squareRoot()
+                    for i in 0 ..< p.count { v[i] = v[i] / rnorm + (gnorm > 0 ? Double(g[i]) / gnorm : 0) }
+                    let norm = v.reduce(0) { $0 + $1 * $1 }.squareRoot()
+                    v = v.map { $0 / norm }
+                    var dot = 0.0
+                    for i in 0 ..< p.count { dot += Double(g[i]) * v[i] }
+                    let saved = Array(UnsafeBufferPointer(start: store.params + p.offset, count: p.count))
+                    func shifted(_ s: Double) -> Double {
+                        for i in 0 ..< p.count { store.params[p.offset + i] = Float(Double(saved[i]) + s * v[i]) }
+                        return evaluate(backward: false)
+                    }
+                    let plus = shifted(epsilon), minus = shifted(-epsilon)
+                    for i in 0 ..< p.count { store.params[p.offset + i] = saved[i] }
+                    let numeric = (plus - minus) / (2 * epsilon)
+                    let err = abs(dot - numeric) / max(abs(dot), abs(numeric), 1e-6)
+                    if best == nil || err < best!.relativeError {
+                        best = GradientCheckRow(path: p.path, analytic: dot, numeric: numeric, relativeError: err)
+                    }
+                    if err < 1e-4 { break tries }
                 }
-                let norm = v.reduce(0) { $0 + $1 * $1 }.squareRoot()
-                v = v.map { $0 / norm }
-                var analytic = 0.0
-                for i in 0 ..< p.count { analytic += Double(grads[p.offset + i]) * v[i] }
-                let base = Array(UnsafeBufferPointer(start: store.params + p.offset, count: p.count))
-                func shifted(_ s: Double) -> Double {
-                    for i in 0 ..< p.count { store.params[p.offset + i] = Float(Double(base[i]) + s * v[i]) }
-                    return evaluate(backward: false)
-                }
-                let plus = shifted(epsilon), minus = shifted(-epsilon)
-                for i in 0 ..< p.count { store.params[p.offset + i] = base[i] }
-                let numeric = (plus - minus) / (2 * epsilon)
-                let err = abs(analytic - numeric) / max(abs(analytic), abs(numeric), 1e-6)
-                let row = GradientCheckRow(path: p.path, analytic: analytic, numeric: numeric, relativeError: err)
-                if best == nil || err < best!.relativeError { best = row }
-                if err < 1e-3 { break }
             }
-            if best!.relativeError < 1e-3 { break } }
             rows.append(best!)
         }
         return rows

@@ -72,7 +72,7 @@ final class MoELayer {
     // Scratch shared by all uses (forward and backward run one use at a time).
     private let sendBuf = FloatBuffer(), yExpert = FloatBuffer()
     private let dy = FloatBuffer(), dact = FloatBuffer(), dh1 = FloatBuffer(), dh3 = FloatBuffer()
-    private let dgates = FloatBuffer(), dlogits = FloatBuffer()
+    private let dgates = FloatBuffer(), dlogits = FloatBuffer(), replayScratch = Buffer<Int32>()
 
     init(cfg: MoELayerConfig, dModel: Int, ctx: ParallelContext) {
         self.cfg = cfg; self.d = dModel; self.ctx = ctx
@@ -88,15 +88,24 @@ final class MoELayer {
 
     /// out[N,d] (overwritten) = MoE(u[N,d]). `capacityFactor` 0 = dropless (always so in evaluation).
     /// `auxScale`, `zScale`: the loss weights of this use's aux and z terms (coef / (micro-steps · iterations)).
+    /// `replayRouting`: reuse this state's previous top-k sets, kept mask and statistics (f_e) instead of
+    /// deciding anew (gates still follow the router probabilities): the loss is then smooth in the
+    /// parameters, for finite-difference checks.
     func forward(_ out: UnsafeMutablePointer<Float>, _ u: UnsafePointer<Float>, pool: PoolWeights, state s: MoEUseState,
-                 N: Int, capacityFactor: Double, auxScale: Double, zScale: Double) {
+                 N: Int, capacityFactor: Double, auxScale: Double, zScale: Double, replayRouting: Bool = false) {
         let E = self.E, k = self.k, d = self.d
         // 1. route (local)
         let logits = s.logits.ensure(N * E), probs = s.probs.ensure(N * E), lse = s.lse.ensure(N)
         let top = s.topIndex.ensure(N * k), gates = s.gates.ensure(N * k)
         if N > 0 {
             matmulForward(logits, u, pool.router!, N, d, E)
-            routerForward(probs, lse, top, gates, logits, N, E, k, normalize: cfg.normalizeGates)
+            if replayRouting {
+                let fresh = replayScratch.ensure(N * k)
+                routerForward(probs, lse, fresh, gates, logits, N, E, k, normalize: cfg.normalizeGates)
+                replayGates(gates, probs: probs, top: top, N: N)
+            } else {
+                routerForward(probs, lse, top, gates, logits, N, E, k, normalize: cfg.normalizeGates)
+            }
         }
 
         // 2. global statistics: [Σ P (E) | Σ lse² | N | counts by slot (k·E)]
@@ -114,10 +123,12 @@ final class MoELayer {
         let Nglob = Int(g[E + 1])
         var slotCounts = [Int](repeating: 0, count: k * E)          // global, [k, E]
         for i in 0 ..< k * E { slotCounts[i] = Int(g[E + 2 + i]) }
+        let previous = s.stats
         var st = RoutingStats()
         st.tokens = Nglob
         st.probSum = Array(g[0 ..< E])
-        st.counts = (0 ..< E).map { e in Int64((0 ..< k).reduce(0) { $0 + slotCounts[$1 * E + e] }) }
+        st.counts = replayRouting ? previous.counts
+                                  : (0 ..< E).map { e in Int64((0 ..< k).reduce(0) { $0 + slotCounts[$1 * E + e] }) }
         let invN = Nglob > 0 ? 1 / Double(Nglob) : 0
         var aux = 0.0
         var auxGrad = [Float](repeating: 0, count: E)
@@ -133,7 +144,9 @@ final class MoELayer {
 
         // 3. capacity: which assignments are kept
         let kept = s.kept.ensure(N * k)
-        if capacityFactor > 0 {
+        if replayRouting {
+            st.dropped = previous.dropped          // keep the previous kept mask
+        } else if capacityFactor > 0 {
             let C = Int((capacityFactor * Double(k) * Double(Nglob) / Double(E)).rounded(.up))
             // Per-rank slot counts [W, k, E], gathered by an all-reduce of a buffer with only our row filled.
             let W = ctx.world.size, me = ctx.world.rank
@@ -210,6 +223,16 @@ final class MoELayer {
             let gte = gates[a]
             let o = out + t * d, yr = yBack + row * d
             for i in 0 ..< d { o[i] += gte * yr[i] }
+        }
+    }
+
+    /// Gates of given top-k sets: P[e_j], divided by Σ_j P[e_j] when normalising and k > 1.
+    private func replayGates(_ gates: UnsafeMutablePointer<Float>, probs: UnsafePointer<Float>, top: UnsafePointer<Int32>, N: Int) {
+        let E = self.E, k = self.k
+        for t in 0 ..< N {
+            var sum: Float = 0
+            for j in 0 ..< k { gates[t * k + j] = probs[t * E + Int(top[t * k + j])]; sum += gates[t * k + j] }
+            if cfg.normalizeGates && k > 1 { for j in 0 ..< k { gates[t * k + j] /= sum } }
         }
     }
 

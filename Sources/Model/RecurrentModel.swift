@@ -62,6 +62,9 @@ public final class RecurrentMoEModel {
     private let dtmp2 = FloatBuffer(), scratchTT = FloatBuffer()
     private let dactScratch = FloatBuffer(), dh1Scratch = FloatBuffer(), dh3Scratch = FloatBuffer()
     private var lastInputs: [Int32] = []
+    /// Finite-difference checks: forward passes reuse the routing decisions (top-k sets, drops, f_e) of the
+    /// last forward pass instead of deciding anew, so the loss is smooth in the parameters.
+    public var replayRouting = false
     private var lastB = 0, lastT = 0
 
     /// Builds the model for `config` (vocab size resolved) on the ranks of `ctx`; parameters are initialised.
@@ -144,7 +147,8 @@ public final class RecurrentMoEModel {
             let f = ffnOut.ensure(N * d)
             if let moe {
                 moe.forward(f, u, pool: poolWeights(pool(r), grads: false), state: A.ffn, N: N,
-                            capacityFactor: training ? c.moe.capacityFactor : 0, auxScale: scales.aux, zScale: scales.z)
+                            capacityFactor: training ? c.moe.capacityFactor : 0, auxScale: scales.aux, zScale: scales.z,
+                            replayRouting: replayRouting)
                 result.routing.append(A.ffn.stats)
             } else {
                 denseForward(f, u, state: A.ffn, pool: pool(r), N: N)

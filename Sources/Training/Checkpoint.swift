@@ -30,6 +30,9 @@ public struct CheckpointState: Sendable {
 }
 
 public enum Checkpoint {
+    /// Serial HDF5 is not thread-safe: ranks emulated as threads (--emulate-ranks) take turns through this lock.
+    static let hdf5Lock = NSLock()
+
     public static let format = "moe-dist/checkpoint"
     public static let version: Int64 = 1
 
@@ -53,6 +56,8 @@ public enum Checkpoint {
         var failure: Error? = nil
         // Turn 0: rank 0 creates the file with the trunk and the empty expert datasets.
         if world.rank == 0 {
+            hdf5Lock.lock()
+            defer { hdf5Lock.unlock() }
             do {
                 try FileManager.default.createDirectory(atPath: URL(fileURLWithPath: path).deletingLastPathComponent().path,
                                                         withIntermediateDirectories: true)
@@ -89,6 +94,8 @@ public enum Checkpoint {
         let writers = store.infos.contains { $0.isExpert } ? ctx.expertGroup.size : 0
         for turn in 0 ..< writers {
             if world.rank == turn {
+                hdf5Lock.lock()
+                defer { hdf5Lock.unlock() }
                 do {
                     let f = try H5File.open(path: partial, readOnly: false)
                     defer { f.close() }
@@ -170,6 +177,8 @@ public enum Checkpoint {
     /// each rank reads the trunk and only the expert rows it owns). Refuses a checkpoint whose
     /// architecture differs from the trainer's, naming the keys.
     public static func load(_ path: String, into trainer: Trainer) throws {
+        hdf5Lock.lock()
+        defer { hdf5Lock.unlock() }
         let st = try readState(path)
         let diffs = trainer.config.architectureDifferences(from: st.config)
         if !diffs.isEmpty {
@@ -200,6 +209,8 @@ public enum Checkpoint {
     /// Checks a checkpoint end to end: format, version, attributes, config, and every tensor read back
     /// through its Fletcher-32 checksums with the shapes its config implies. Throws what is wrong.
     public static func verify(_ path: String) throws {
+        hdf5Lock.lock()
+        defer { hdf5Lock.unlock() }
         let st = try readState(path)
         var config = st.config
         if config.model.vocabSize == 0 { throw TrainingError("checkpoint \(path): config has no vocabulary size") }

@@ -14,6 +14,8 @@ public final class TrainingSession {
     private var metrics: MetricsHistory?
     private var logHandle: FileHandle?
     private var isRoot: Bool { trainer.ctx.world.rank == 0 }
+    /// Called with the number of the step about to run (a hook for fault-injection tests).
+    public var beforeStep: ((Int) throws -> Void)?
     /// Checkpoint to continue from, loaded at the start of `run`.
     private var resumeFrom: String?
 
@@ -77,6 +79,8 @@ public final class TrainingSession {
         if let path = resumeFrom {
             try Checkpoint.load(path, into: trainer)
         }
+        // Every rank has finished reading before rank 0 opens the history (emulated ranks share one HDF5 library).
+        trainer.ctx.world.barrier()
         try openRunDirectory()
         if let path = resumeFrom { log("resumed from \(path) at step \(trainer.counters.step)") }
         defer { metrics?.close(); try? logHandle?.close() }
@@ -89,6 +93,7 @@ public final class TrainingSession {
         let startStep = trainer.counters.step
         Preemption.install()
         while !trainer.isFinished {
+            try beforeStep?(trainer.counters.step + 1)
             let rep = trainer.trainStep()
             reports.append(rep)
             interval.add(rep)

@@ -1,7 +1,7 @@
 // Whole-model gradient checks: the analytic gradient of every parameter tensor
 // against central finite differences of the Float model with a Double-accumulated
-// loss (see GradientCheck for the directional method). Tolerance: relative error
-// below 2e-2 per tensor; the observed errors are printed.
+// loss, routing decisions replayed (see GradientCheck). Tolerance: relative error
+// below 5e-3 per tensor (observed ≤ 1e-3: Float rounding); the observed errors are printed.
 import XCTest
 import Configuration
 import Model
@@ -17,7 +17,7 @@ final class GradientCheckTests: XCTestCase {
         XCTAssertEqual(rows.count, model.store.infos.count, file: file, line: line)
         for r in rows {
             let msg = "\(name) \(r.path): analytic \(r.analytic) numeric \(r.numeric) rel \(r.relativeError)"
-            if r.relativeError > 2e-2 { XCTFail(msg, file: file, line: line) }
+            if r.relativeError > 5e-3 { XCTFail(msg, file: file, line: line) }
         }
         let worst = rows.max { $0.relativeError < $1.relativeError }!
         print("gradcheck \(name): worst \(worst.path) rel \(worst.relativeError)")

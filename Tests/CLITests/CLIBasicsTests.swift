@@ -1,0 +1,68 @@
+// The command line end to end: help texts, configuration errors that name the key and write
+// nothing, and the whole-model gradient check of every variant.
+import XCTest
+import TestSupport
+
+final class CLIBasicsTests: XCTestCase {
+    func testHelpOnEveryCommand() throws {
+        try requireBinary()
+        for cmd in [[], ["train"], ["data"], ["data", "prepare"], ["debug"], ["debug", "gradcheck"], ["debug", "collectives"]] {
+            let r = try runCommand(moeDist, cmd + ["--help"])
+            XCTAssertEqual(r.status, 0, "\(cmd) --help")
+            XCTAssertTrue(r.stdout.contains("USAGE"), "\(cmd) --help prints usage")
+        }
+    }
+
+    /// Each bad input stops before any work with one line naming the key (or file), a non-zero
+    /// status, and no run directory.
+    func testConfigurationErrorsNameTheKeyAndWriteNothing() throws {
+        try requireBinary()
+        let cases: [([String], String)] = [
+            (["moe.bogus_key=1"], "moe.bogus_key"),
+            (["moe.top_k=two"], "moe.top_k"),
+            (["moe.top_k=9"], "moe.top_k"),                 // tiny has 8 experts
+            (["model.n_heads=3"], "model.n_heads"),          // 32 % 3 != 0
+            (["model.n_heads=32"], "head"),                  // head width 1 is odd
+            (["train.global_batch=12"], "train.global_batch"), // not a multiple of micro_batch 8
+            (["moe.capacity_factor=-1"], "moe.capacity_factor"),
+            (["train.lr=0"], "train.lr"),
+            (["model.d_model"], "model.d_model"),            // malformed override
+        ]
+        for (overrides, key) in cases {
+            let dir = temporaryDirectory("cfg") + "/run"
+            let r = try runCommand(moeDist, ["train", "--config", tinyConfig, "--run-dir", dir] + overrides)
+            XCTAssertNotEqual(r.status, 0, "\(overrides) must fail")
+            let lines = r.stderr.split(separator: "\n")
+            XCTAssertEqual(lines.count, 1, "\(overrides): one line, got \(r.stderr)")
+            XCTAssertTrue(r.stderr.contains(key), "\(overrides): message names \(key): \(r.stderr)")
+            XCTAssertFalse(FileManager.default.fileExists(atPath: dir), "\(overrides): nothing written")
+        }
+        let missing = try runCommand(moeDist, ["train", "--config", "/nonexistent/x.yaml"])
+        XCTAssertNotEqual(missing.status, 0)
+        XCTAssertTrue(missing.stderr.contains("/nonexistent/x.yaml"), missing.stderr)
+    }
+
+    func testGradientCheckOfEveryVariantOnTiny() throws {
+        try requireBinary()
+        let r = try runCommand(moeDist, ["debug", "gradcheck", "--config", tinyConfig, "--variants"])
+        XCTAssertEqual(r.status, 0, r.stdout + r.stderr)
+        XCTAssertTrue(r.stdout.contains("gradient check passed"))
+        XCTAssertEqual(r.stdout.components(separatedBy: "== ").count - 1, 13, "13 variants checked")
+    }
+
+    func testTinyTrainsAndItsLossFalls() throws {
+        try requireBinary()
+        let dir = temporaryDirectory("tiny")
+        let r = try runCommand(moeDist, ["train", "--config", tinyConfig, "--run-dir", dir])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let losses = r.stdout.split(separator: "\n").filter { $0.hasPrefix("step ") }.compactMap { line -> Double? in
+            guard let range = line.range(of: "| loss ") else { return nil }
+            return Double(line[range.upperBound...].prefix { $0 != " " })
+        }
+        XCTAssertEqual(losses.count, 20)
+        XCTAssertLessThan(losses.last!, losses.first! - 1.5, "loss falls by at least 1.5 nats: \(losses)")
+        for f in ["config.yaml", "train.log", "metrics.h5", "checkpoints/step-00000200.h5"] {
+            XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/" + f), f)
+        }
+    }
+}
