@@ -119,7 +119,7 @@ final class MoELayer {
         }
         g[E + 1] = Double(N)
         for i in 0 ..< k * E { g[E + 2 + i] = Double(localSlotCounts[i]) }
-        g.withUnsafeMutableBufferPointer { ctx.world.allReduceSum($0) }
+        ctx.timer.measure(.allReduce) { g.withUnsafeMutableBufferPointer { ctx.world.allReduceSum($0) } }
         let Nglob = Int(g[E + 1])
         var slotCounts = [Int](repeating: 0, count: k * E)          // global, [k, E]
         for i in 0 ..< k * E { slotCounts[i] = Int(g[E + 2 + i]) }
@@ -152,7 +152,7 @@ final class MoELayer {
             let W = ctx.world.size, me = ctx.world.rank
             var perRank = [Int64](repeating: 0, count: W * k * E)
             for i in 0 ..< k * E { perRank[me * k * E + i] = Int64(localSlotCounts[i]) }
-            perRank.withUnsafeMutableBufferPointer { ctx.world.allReduceSum($0) }
+            ctx.timer.measure(.allReduce) { perRank.withUnsafeMutableBufferPointer { ctx.world.allReduceSum($0) } }
             // Position of our first slot-j assignment to e in e's keep order (slot, then global token).
             var next = [Int](repeating: 0, count: k * E)
             var dropped = 0
@@ -206,6 +206,7 @@ final class MoELayer {
         let h3 = s.h3.ensure(cfg.activation == .swiglu ? recvRows * F : 1)
         let y = yExpert.ensure(recvRows * d)
         var off = 0
+        let tExperts = PhaseTimer.now()
         for le in 0 ..< localE {
             let n = plan.rowsPerLocalExpert[le]
             ExpertFFN.forward(y: y + off * d, h1: h1 + off * F, h3: cfg.activation == .swiglu ? h3 + off * F : h3,
@@ -214,6 +215,7 @@ final class MoELayer {
             off += n
         }
 
+        ctx.timer.add(.experts, since: tExperts)
         // 6. return and combine
         let yBack = s.yReturned.ensure(sendRows * d)
         dispatcher.combine(y, plan: plan, into: yBack)
@@ -267,6 +269,7 @@ final class MoELayer {
         let dA = dact.ensure(recvRows * F), dH1 = dh1.ensure(recvRows * F)
         let dH3 = dh3.ensure(cfg.activation == .swiglu ? recvRows * F : 1)
         var off = 0
+        let tExperts = PhaseTimer.now()
         for le in 0 ..< localE {
             let n = plan.rowsPerLocalExpert[le]
             ExpertFFN.backward(dx: dxE + off * d, dw: grads.expert(le, d: d, F: F), dy: dyE + off * d,
@@ -278,6 +281,7 @@ final class MoELayer {
                                n: n, d: d, F: F, activation: cfg.activation)
             off += n
         }
+        ctx.timer.add(.experts, since: tExperts)
         // 4'. mirror of the dispatch: dx returns to the tokens' ranks
         let dxBack = sendBuf.ensure(sendRows * d)
         dispatcher.combine(dxE, plan: plan, into: dxBack)

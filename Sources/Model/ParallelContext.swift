@@ -12,6 +12,8 @@ public struct ParallelContext {
     public let replicaGroup: Communicator
     /// Experts owned by each rank of the expert group (contiguous slices).
     public let expertSlices: [Range<Int>]
+    /// Time per phase on this rank (communication is charged where it happens).
+    public let timer = PhaseTimer()
 
     public init(world: Communicator, expertGroup: Communicator, replicaGroup: Communicator, expertSlices: [Range<Int>]) {
         self.world = world; self.expertGroup = expertGroup; self.replicaGroup = replicaGroup

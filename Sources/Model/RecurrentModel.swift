@@ -111,6 +111,8 @@ public final class RecurrentMoEModel {
         lastB = B; lastT = T
         lastInputs = Array(UnsafeBufferPointer(start: inputs, count: N))
 
+        let timer = ctx.timer
+        var t0 = PhaseTimer.now()
         // h = embed[x]
         let hp = h.ensure(N * d)
         let embed = store.param("embed")
@@ -119,6 +121,7 @@ public final class RecurrentMoEModel {
             precondition(id >= 0 && id < V, "token id \(id) outside the vocabulary (\(V))")
             (hp + t * d).update(from: embed + id * d, count: d)
         }
+        t0 = timer.add(.head, since: t0)
         for r in 0 ..< R {
             let A = acts[r], i = block(r)
             let hIn = A.hIn.ensure(N * d)
@@ -144,16 +147,20 @@ public final class RecurrentMoEModel {
             // feed-forward
             let u = A.u.ensure(N * d)
             rmsnormForward(u, A.rstd2.ensure(N), hMid, store.param("blocks/\(i)/ffn_norm"), N, d, eps: Float(c.model.normEps))
+            t0 = timer.add(.attention, since: t0)
             let f = ffnOut.ensure(N * d)
             if let moe {
-                moe.forward(f, u, pool: poolWeights(pool(r), grads: false), state: A.ffn, N: N,
-                            capacityFactor: training ? c.moe.capacityFactor : 0, auxScale: scales.aux, zScale: scales.z,
-                            replayRouting: replayRouting)
+                timeMoE {
+                    moe.forward(f, u, pool: poolWeights(pool(r), grads: false), state: A.ffn, N: N,
+                                capacityFactor: training ? c.moe.capacityFactor : 0, auxScale: scales.aux, zScale: scales.z,
+                                replayRouting: replayRouting)
+                }
                 result.routing.append(A.ffn.stats)
             } else {
-                denseForward(f, u, state: A.ffn, pool: pool(r), N: N)
+                timer.measure(.experts) { denseForward(f, u, state: A.ffn, pool: pool(r), N: N) }
             }
             for j in 0 ..< N * d { hp[j] = hMid[j] + f[j] }
+            t0 = PhaseTimer.now()
         }
         // head and loss
         let xF = xFinal.ensure(N * d)
@@ -166,6 +173,7 @@ public final class RecurrentMoEModel {
                                                        gradScale: Float(scales.ce))
         }
         result.targets = N
+        timer.add(.head, since: t0)
         if backward { self.backward(B: B, T: T) }
         return result
     }
@@ -174,6 +182,8 @@ public final class RecurrentMoEModel {
 
     private func backward(B: Int, T: Int) {
         let N = B * T, d = self.d, V = self.V, H = self.H
+        let timer = ctx.timer
+        var t0 = PhaseTimer.now()
         let dlogits = logits.pointer                       // overwritten in place by the fused loss
         let dx = dtmp.zeroed(N * d)
         if config.model.tieEmbeddings {
@@ -184,16 +194,20 @@ public final class RecurrentMoEModel {
         let g = dh.zeroed(N * d)
         rmsnormBackward(g, store.grad("final_norm"), dx, h.pointer, store.param("final_norm"), rstdFinal.pointer, N, d)
 
+        timer.add(.head, since: t0)
         for r in stride(from: R - 1, through: 0, by: -1) {
             let A = acts[r], i = block(r)
             // feed-forward: g is d(h after the FFN) = d(hMid) along the residual
             let du = dtmp.zeroed(N * d)
             if let moe {
-                moe.backward(du, g, A.u.pointer, pool: poolWeights(pool(r), grads: false),
-                             grads: poolWeights(pool(r), grads: true), state: A.ffn, N: N)
+                timeMoE {
+                    moe.backward(du, g, A.u.pointer, pool: poolWeights(pool(r), grads: false),
+                                 grads: poolWeights(pool(r), grads: true), state: A.ffn, N: N)
+                }
             } else {
-                denseBackward(du, g, A.u.pointer, state: A.ffn, pool: pool(r), N: N)
+                timer.measure(.experts) { denseBackward(du, g, A.u.pointer, state: A.ffn, pool: pool(r), N: N) }
             }
+            t0 = PhaseTimer.now()
             rmsnormBackward(g, store.grad("blocks/\(i)/ffn_norm"), du, A.hMid.pointer,
                             store.param("blocks/\(i)/ffn_norm"), A.rstd2.pointer, N, d)
             // attention: g is now d(hMid) = d(hIn) along the residual
@@ -214,12 +228,26 @@ public final class RecurrentMoEModel {
                 let gde = store.grad("depth_embed") + r * d
                 for t in 0 ..< N { let row = g + t * d; for j in 0 ..< d { gde[j] += row[j] } }
             }
+            t0 = timer.add(.attention, since: t0)
         }
         let gEmbed = store.grad("embed")
         for t in 0 ..< N {
             let dst = gEmbed + Int(lastInputs[t]) * d, src = g + t * d
             for j in 0 ..< d { dst[j] += src[j] }
         }
+        timer.add(.head, since: t0)
+    }
+
+    /// Runs an MoE call, charging its time to routerDispatch less what it charged to experts and communication.
+    private func timeMoE(_ body: () -> Void) {
+        let timer = ctx.timer
+        let before = timer.totals()
+        let start = PhaseTimer.now()
+        body()
+        let elapsed = PhaseTimer.now() - start
+        let after = timer.totals()
+        let inner = [Phase.experts, .allToAll, .allReduce].reduce(0.0) { $0 + after[$1]! - before[$1]! }
+        timer.add(.routerDispatch, since: PhaseTimer.now() - (elapsed - inner))
     }
 
     // MARK: dense FFN (moe.num_experts = 0)

@@ -41,9 +41,10 @@ final class TokenDispatcher {
         var p = DispatchPlan()
         p.sendPerExpert = sendPerExpert
         p.sendRows = sendPerExpert.reduce(0, +)
-        p.recvPerSourceExpert = ctx.expertGroup.exchangeCounts(
-            sendPerExpert, sendBlocks: ctx.expertSlices.map { $0.count },
-            recvBlocks: [Int](repeating: localE, count: G))
+        p.recvPerSourceExpert = ctx.timer.measure(.allToAll) {
+            ctx.expertGroup.exchangeCounts(sendPerExpert, sendBlocks: ctx.expertSlices.map { $0.count },
+                                           recvBlocks: [Int](repeating: localE, count: G))
+        }
         p.recvRows = p.recvPerSourceExpert.reduce(0, +)
         p.rowsPerLocalExpert = (0 ..< localE).map { le in (0 ..< G).reduce(0) { $0 + p.recvPerSourceExpert[$1 * localE + le] } }
         return p
@@ -52,9 +53,11 @@ final class TokenDispatcher {
     /// `rows` [sendRows, width], sorted by expert -> `expertMajor` [recvRows, width] (communicates).
     func dispatch(_ rows: UnsafePointer<Float>, plan p: DispatchPlan, into expertMajor: UnsafeMutablePointer<Float>) {
         let stage = staging.ensure(p.recvRows * width)
+        let t = PhaseTimer.now()
         ctx.expertGroup.allToAllV(send: UnsafeBufferPointer(start: rows, count: p.sendRows * width),
                                   sendCounts: toOwners(p), recv: UnsafeMutableBufferPointer(start: stage, count: p.recvRows * width),
                                   recvCounts: fromSources(p))
+        ctx.timer.add(.allToAll, since: t)
         permute(stage, to: expertMajor, counts: p.recvPerSourceExpert, toExpertMajor: true)
     }
 
@@ -62,9 +65,11 @@ final class TokenDispatcher {
     func combine(_ expertMajor: UnsafePointer<Float>, plan p: DispatchPlan, into rows: UnsafeMutablePointer<Float>) {
         let stage = staging.ensure(p.recvRows * width)
         permute(expertMajor, to: stage, counts: p.recvPerSourceExpert, toExpertMajor: false)
+        let t = PhaseTimer.now()
         ctx.expertGroup.allToAllV(send: UnsafeBufferPointer(start: stage, count: p.recvRows * width), sendCounts: fromSources(p),
                                   recv: UnsafeMutableBufferPointer(start: rows, count: p.sendRows * width),
                                   recvCounts: toOwners(p))
+        ctx.timer.add(.allToAll, since: t)
     }
 
     /// Floats sent to each group rank: the rows of the experts it owns.

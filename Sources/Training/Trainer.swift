@@ -26,8 +26,8 @@ public struct StepReport: Sendable {
     /// Per iteration r, summed over the step's micro-steps: [R·E] counts before drops, [R] drops,
     /// [R·E] Σ router probabilities, [R] tokens routed.
     public var counts: [Int64] = [], dropped: [Int64] = [], probSum: [Double] = [], routedTokens: [Int64] = []
-    /// Seconds spent in each phase of the step (compute, reductions, optimizer).
-    public var timing: [String: Double] = [:]
+    /// Seconds spent in each phase of the step on this rank (see `Phase`).
+    public var timing: [Phase: Double] = [:]
 }
 
 /// The resumable counters of a run (saved in checkpoints).
@@ -85,8 +85,8 @@ public final class Trainer {
         let store = model.store
         let world = ctx.world
         let start = Date()
-        var timing: [String: Double] = [:]
-        func lap(_ name: String, _ since: inout Date) { let now = Date(); timing[name, default: 0] += now.timeIntervalSince(since); since = now }
+        let timer = ctx.timer
+        timer.reset()
 
         let scales = LossScales(ce: 1 / Double(c.train.globalBatch * T),
                                 aux: c.moe.auxLossCoef / Double(M * R), z: c.moe.zLossCoef / Double(M * R))
@@ -96,7 +96,6 @@ public final class Trainer {
         report.probSum = [Double](repeating: 0, count: R * E)
         report.routedTokens = [Int64](repeating: 0, count: R)
 
-        var clock = Date()
         store.zeroGrads()
         let batches = loader.nextStep()
         var ceLocal = 0.0, auxSum = 0.0, zSum = 0.0
@@ -126,8 +125,7 @@ public final class Trainer {
                 }
             }
         }
-        lap("compute", &clock)
-
+        var clock = PhaseTimer.now()
         // Gradient reductions: trunk over the world, experts over their replicas.
         world.allReduceSum(UnsafeMutableBufferPointer(start: store.grads, count: store.trunkCount))
         if ctx.replicaGroup.size > 1 {
@@ -138,7 +136,7 @@ public final class Trainer {
         let firstCopy = world.rank < ctx.expertGroup.size
         var scalars = [ceLocal, firstCopy ? store.gradSquaredNorm(store.trunkCount ..< store.count) : 0]
         scalars.withUnsafeMutableBufferPointer { world.allReduceSum($0) }
-        lap("allreduce", &clock)
+        clock = timer.add(.allReduce, since: clock)
 
         let trunkSq = store.gradSquaredNorm(0 ..< store.trunkCount)
         report.gradNorm = (trunkSq + scalars[1]).squareRoot()
@@ -157,13 +155,13 @@ public final class Trainer {
             report.skipped = true
             counters.nanEvents += 1
         }
-        lap("optimizer", &clock)
+        timer.add(.optimizer, since: clock)
         counters.step += 1
         counters.tokens += c.train.globalBatch * T
         report.step = counters.step
         report.tokens = counters.tokens
         report.stepTime = Date().timeIntervalSince(start)
-        report.timing = timing
+        report.timing = timer.totals()
         return report
     }
 }

@@ -1,0 +1,47 @@
+// Wall-clock time per phase of a training step, for the benchmark's time split
+// and the communication share. A monotonic clock read costs ~20 ns, so the
+// timer stays on.
+import Foundation
+
+public enum Phase: String, CaseIterable, Sendable {
+    case attention          // norms, QKV/output projections, rotary, attention
+    case experts            // expert (or dense) FFN GEMMs and activations
+    case routerDispatch     // router, top-k, statistics, capacity, gather/scatter of rows
+    case allToAll           // token exchanges of the MoE layer (communication)
+    case allReduce          // routing-statistics and gradient reductions (communication)
+    case head               // embedding, final norm, logits, cross-entropy
+    case optimizer          // clipping and AdamW
+}
+
+public final class PhaseTimer {
+    private var seconds = [Double](repeating: 0, count: Phase.allCases.count)
+    private let index: [Phase: Int] = Dictionary(uniqueKeysWithValues: Phase.allCases.enumerated().map { ($1, $0) })
+    public init() {}
+
+    @inline(__always) public static func now() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+    }
+
+    /// Adds the time since `start` to `phase` and returns the current time (to chain phases).
+    @discardableResult @inline(__always)
+    public func add(_ phase: Phase, since start: Double) -> Double {
+        let t = PhaseTimer.now()
+        seconds[index[phase]!] += t - start
+        return t
+    }
+
+    /// Runs `body`, charging its time to `phase`.
+    @inline(__always)
+    public func measure<R>(_ phase: Phase, _ body: () throws -> R) rethrows -> R {
+        let t = PhaseTimer.now()
+        defer { add(phase, since: t) }
+        return try body()
+    }
+
+    public func totals() -> [Phase: Double] {
+        Dictionary(uniqueKeysWithValues: Phase.allCases.map { ($0, seconds[index[$0]!]) })
+    }
+    public func reset() { for i in seconds.indices { seconds[i] = 0 } }
+}
