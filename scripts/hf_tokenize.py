@@ -4,6 +4,9 @@
   hf_tokenize.py encode TOKENIZER TEXT OUT.i32     ids of the whole file (one string), int32 LE
   hf_tokenize.py encode-json TOKENIZER IN.json OUT.json
                                                    IN: list of strings; OUT: list of id lists
+  hf_tokenize.py pretokenize-json IN.json OUT.json
+                                                   ByteLevel(add_prefix_space=False) pre-tokens of
+                                                   each string, in byte-level spelling
   hf_tokenize.py bench TOKENIZER TEXT              encode_batch over the file's lines (newlines
                                                    kept, so the text is the same); prints
                                                    "seconds bytes tokens" for the encode call only
@@ -46,6 +49,13 @@ def main(argv):
             texts = json.load(f)
         with open(argv[4], "w") as f:
             json.dump([tok.encode(t).ids for t in texts], f)
+    elif cmd == "pretokenize-json":
+        from tokenizers import pre_tokenizers
+        pre = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+        with open(argv[2], encoding="utf-8") as f:
+            texts = json.load(f)
+        with open(argv[3], "w") as f:
+            json.dump([[p for p, _ in pre.pre_tokenize_str(t)] for t in texts], f)
     elif cmd == "bench":
         tok = Tokenizer.from_file(argv[2])
         lines = read_text(argv[3]).splitlines(keepends=True)

@@ -11,7 +11,7 @@
 //     more whitespace ... i.e. a run followed by a non-space character gives up its last
 //     character (which then starts the next token), unless the run is one character long.
 // Classes: \p{L} = general category L*, \p{N} = N*, \s = the Unicode White_Space
-// property (what Oniguruma's \s matches for UTF-8). Invalid UTF-8 bytes count as
+// property (what Oniguruma's \s matches for UTF-8), all as of Unicode 16. Invalid UTF-8 bytes count as
 // "other" characters one byte long (Hugging Face never sees them: Python strings are
 // valid Unicode).
 
@@ -27,6 +27,11 @@ final class PreTokenizer {
     /// change when more text arrives (a longer run, a contraction, the (?!\S) look-ahead).
     static let margin = 8
 
+    /// Characters newer than this Unicode version are "other", as in Hugging Face
+    /// `tokenizers` 0.23 (Oniguruma 6.9, Unicode 16). Checked by PreTokenizerTests
+    /// against the installed `tokenizers`.
+    static let unicodeMajorVersion = 16
+
     init() {
         bmp = .allocate(capacity: 0x10000)
         bmp.initialize(repeating: 0, count: 0x10000)
@@ -39,6 +44,9 @@ final class PreTokenizer {
         guard let s = Unicode.Scalar(v) else { return CharClass.other }
         let p = s.properties
         if p.isWhitespace { return CharClass.space }
+        // Hugging Face's Oniguruma knows Unicode 16; Swift 6.3 knows 17. Characters
+        // assigned later are unassigned (so "other") to Oniguruma: treat them so.
+        if let age = p.age, age.major > PreTokenizer.unicodeMajorVersion { return CharClass.other }
         switch p.generalCategory {
         case .uppercaseLetter, .lowercaseLetter, .titlecaseLetter, .modifierLetter, .otherLetter:
             return CharClass.letter
