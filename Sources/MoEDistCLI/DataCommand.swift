@@ -76,7 +76,7 @@ extension DataCommand {
                 let tokenizer = try trainer.train(files: [train])
                 let tokenizerPath = out + "/tokenizer.json"
                 try tokenizer.write(to: tokenizerPath)
-                stderrLine(String(format: "tokenizer: %d ids (%d merges) in %.1f s -> %@",
+                stderrLine(String(format: "tokenizer: %d ids (%d merges) in %.3f s -> %@",
                                   tokenizer.vocabSize, tokenizer.merges.count, Date().timeIntervalSince(t0), tokenizerPath))
                 for (name, path) in splits {
                     let dest = "\(out)/\(name).tok"

@@ -32,9 +32,9 @@ final class PreTokenizerTests: XCTestCase {
         var rng = SplitMix64(seed: 11)
         var texts = TokenizerParityTests.sampleTexts
         for _ in 0 ..< 3000 { texts.append(randomText(&rng, length: Int(rng.next() % 40))) }
-        // Every BMP scalar next to letters, digits, spaces and punctuation, in blocks.
+        // Every BMP scalar, and every 37th above it, next to letters, digits, spaces and punctuation.
         var block = String.UnicodeScalarView()
-        for v in stride(from: 0x80, to: 0x10000, by: 1) {
+        for v in Array(0x80 ..< 0x10000) + Array(stride(from: 0x10000, to: 0x110000, by: 37)) {
             guard let u = Unicode.Scalar(UInt32(v)) else { continue }
             block.append(u); block.append(contentsOf: " a1".unicodeScalars); block.append(u); block.append(u)
             block.append(contentsOf: "  ,".unicodeScalars)
