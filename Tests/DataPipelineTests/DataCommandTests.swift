@@ -15,7 +15,7 @@ final class DataCommandTests: XCTestCase {
         p.executableURL = URL(fileURLWithPath: TestPaths.binary)
         p.arguments = args
         let outPath = FileManager.default.temporaryDirectory.appendingPathComponent("moe-dist-stdout-\(UUID().uuidString)").path
-        FileManager.default.createFile(atPath: outPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: outPath, contents: nil)
         defer { try? FileManager.default.removeItem(atPath: outPath) }
         let out = FileHandle(forWritingAtPath: outPath)!, err = Pipe()
         p.standardOutput = out; p.standardError = err
@@ -67,7 +67,7 @@ final class DataCommandTests: XCTestCase {
         let text = dir.appendingPathComponent("t.txt").path
         try "some text for a tokenizer".write(toFile: text, atomically: true, encoding: .utf8)
         let empty = dir.appendingPathComponent("empty.txt").path
-        FileManager.default.createFile(atPath: empty, contents: Data())
+        _ = FileManager.default.createFile(atPath: empty, contents: Data())
         let missing = dir.appendingPathComponent("nope.txt").path
         let out = dir.appendingPathComponent("out").path
 

@@ -103,7 +103,7 @@ final class ErrorTests: XCTestCase {
         let tok = try BPETrainer(vocabSize: 300).train(text: "hello hello world")
         let missing = dir.appendingPathComponent("missing.txt").path
         let empty = dir.appendingPathComponent("empty.txt").path
-        FileManager.default.createFile(atPath: empty, contents: Data())
+        _ = FileManager.default.createFile(atPath: empty, contents: Data())
         let out = dir.appendingPathComponent("out.tok").path
         assertError(try tok.encodeFile(input: missing, output: out), path: missing, contains: "cannot open input")
         assertError(try tok.encodeFile(input: empty, output: out), path: empty, contains: "input file is empty")
