@@ -58,7 +58,7 @@ public final class TokenFile: TokenSource {
 
     private let mapping: UnsafeMutableRawPointer?
     private let mappedLength: Int
-    private let tokens: UnsafeRawPointer?
+    private let payload: UnsafeRawPointer?          // first token
 
     public init(path: String) throws {
         self.path = path
@@ -107,7 +107,7 @@ public final class TokenFile: TokenSource {
         }
         self.mapping = map
         self.mappedLength = size
-        self.tokens = UnsafeRawPointer(map) + TokenFileHeader.size
+        self.payload = UnsafeRawPointer(map) + TokenFileHeader.size
     }
 
     deinit { if let m = mapping { munmap(m, mappedLength) } }
@@ -116,14 +116,14 @@ public final class TokenFile: TokenSource {
     @inline(__always) public subscript(index: Int) -> Int32 {
         assert(index >= 0 && index < count)
         if bytesPerToken == 2 {
-            return Int32(UInt16(littleEndian: tokens!.loadUnaligned(fromByteOffset: index * 2, as: UInt16.self)))
+            return Int32(UInt16(littleEndian: payload!.loadUnaligned(fromByteOffset: index * 2, as: UInt16.self)))
         }
-        return Int32(bitPattern: UInt32(littleEndian: tokens!.loadUnaligned(fromByteOffset: index * 4, as: UInt32.self)))
+        return Int32(bitPattern: UInt32(littleEndian: payload!.loadUnaligned(fromByteOffset: index * 4, as: UInt32.self)))
     }
 
     public func copyTokens(_ range: Range<Int>, into out: UnsafeMutablePointer<Int32>) {
         precondition(range.lowerBound >= 0 && range.upperBound <= count, "token range \(range) outside 0..<\(count)")
-        guard let t = tokens else { return }
+        guard let t = payload else { return }
         if bytesPerToken == 2 {
             let p = t.advanced(by: range.lowerBound * 2)
             for i in 0 ..< range.count {
