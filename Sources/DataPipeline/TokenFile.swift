@@ -79,7 +79,7 @@ public final class TokenFile: TokenSource {
             let raw = UnsafeRawPointer(map)
             let magic = Array(UnsafeRawBufferPointer(start: raw, count: 8))
             guard magic == TokenFileHeader.magic else {
-                throw DataFileError(path, "not a token file: magic is not MOETOKS1")
+                throw DataFileError(path, "not a token file: magic is not MOETOKS1 (make one with moe-dist data encode)")
             }
             func u32(_ o: Int) -> UInt32 { UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: o, as: UInt32.self)) }
             let version = u32(8), bpt = u32(12), vocab = u32(24)
@@ -96,7 +96,8 @@ public final class TokenFile: TokenSource {
             let payload = UInt64(size - TokenFileHeader.size)
             guard count <= payload / UInt64(bpt), payload == count * UInt64(bpt) else {
                 throw DataFileError(path, "size mismatch: header says \(count) tokens of \(bpt) bytes "
-                                    + "(\(UInt64(TokenFileHeader.size) &+ count &* UInt64(bpt)) bytes) but the file has \(size) bytes")
+                                    + "(\(UInt64(TokenFileHeader.size) &+ count &* UInt64(bpt)) bytes) but the file has \(size) bytes; "
+                                    + "truncated or damaged, re-create it")
             }
             var h = TokenFileHeader(count: Int(count), vocabSize: Int(vocab))
             h.bytesPerToken = Int(bpt); h.version = version
