@@ -78,6 +78,9 @@ extension DataCommand {
                 try tokenizer.write(to: tokenizerPath)
                 stderrLine(String(format: "tokenizer: %d ids (%d merges) in %.3f s -> %@",
                                   tokenizer.vocabSize, tokenizer.merges.count, Date().timeIntervalSince(t0), tokenizerPath))
+                if tokenizer.vocabSize < vocabSize {
+                    stderrLine("note: asked for \(vocabSize) ids, but \(train) has no more pairs to merge after \(tokenizer.vocabSize)")
+                }
                 for (name, path) in splits {
                     let dest = "\(out)/\(name).tok"
                     let n = try tokenizer.encodeFile(input: path, output: dest, progress: ProgressLine("encode \(name)"))
