@@ -7,13 +7,13 @@
 //   - an apostrophe followed by s, t, m, d, re, ve or ll (lower case) is a token;
 //   - otherwise an optional U+0020 space plus a run of letters, of numbers, or of
 //     "other" characters (neither whitespace, letter nor number);
-//   - otherwise a whitespace run: all of it if it ends the text or if it is followed by
-//     more whitespace ... i.e. a run followed by a non-space character gives up its last
-//     character (which then starts the next token), unless the run is one character long.
+//   - otherwise a whitespace run: all of it if it ends the text; if a non-space
+//     character follows, all but its last character (which then starts the next
+//     token, e.g. " " before a word), or the one character if the run is that short.
 // Classes: \p{L} = general category L*, \p{N} = N*, \s = the Unicode White_Space
-// property (what Oniguruma's \s matches for UTF-8), all as of Unicode 16. Invalid UTF-8 bytes count as
-// "other" characters one byte long (Hugging Face never sees them: Python strings are
-// valid Unicode).
+// property (what Oniguruma's \s matches for UTF-8), all as of Unicode 16. Invalid
+// UTF-8 bytes count as "other" characters one byte long (Hugging Face never sees
+// them: Python strings are valid Unicode).
 
 enum CharClass {
     static let letter: UInt8 = 1, number: UInt8 = 2, space: UInt8 = 3, other: UInt8 = 4
