@@ -52,7 +52,7 @@ public final class TrainingSession {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         try config.toYAML().write(toFile: dir + "/config.yaml", atomically: true, encoding: .utf8)
         let logPath = dir + "/train.log"
-        if !FileManager.default.fileExists(atPath: logPath) { FileManager.default.createFile(atPath: logPath, contents: nil) }
+        if !FileManager.default.fileExists(atPath: logPath) { _ = FileManager.default.createFile(atPath: logPath, contents: nil) }
         logHandle = FileHandle(forWritingAtPath: logPath)
         logHandle?.seekToEndOfFile()
         metrics = try MetricsHistory(path: dir + "/metrics.h5", configJSON: config.toJSON(),
