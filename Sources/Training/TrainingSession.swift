@@ -55,8 +55,20 @@ public final class TrainingSession {
         if !FileManager.default.fileExists(atPath: logPath) { _ = FileManager.default.createFile(atPath: logPath, contents: nil) }
         logHandle = FileHandle(forWritingAtPath: logPath)
         logHandle?.seekToEndOfFile()
-        metrics = try MetricsHistory(path: dir + "/metrics.h5", configJSON: config.toJSON(),
-                                     iterations: config.model.depth, numExperts: config.moe.numExperts)
+        let path = dir + "/metrics.h5", snapshot = dir + "/checkpoints/.metrics-at-checkpoint.h5"
+        func open() throws -> MetricsHistory {
+            try MetricsHistory(path: path, configJSON: config.toJSON(), iterations: config.model.depth,
+                               numExperts: config.moe.numExperts)
+        }
+        do {
+            metrics = try open()
+        } catch where FileManager.default.fileExists(atPath: snapshot) && trainer.counters.step > 0 {
+            // A kill during a flush can leave the history unreadable: fall back to the copy taken at the last checkpoint.
+            log("warning: \(path) is unreadable (\(error)); restoring the copy taken at the last checkpoint")
+            try? FileManager.default.removeItem(atPath: path)
+            try FileManager.default.copyItem(atPath: snapshot, toPath: path)
+            metrics = try open()
+        }
         try metrics?.truncate(afterStep: Int64(trainer.counters.step))
     }
 
@@ -148,8 +160,22 @@ public final class TrainingSession {
         let path = Checkpoint.path(runDirectory: dir, step: trainer.counters.step)
         let start = Date()
         try Checkpoint.save(trainer, to: path)
-        if isRoot { Checkpoint.prune(runDirectory: dir, keep: config.train.keepCheckpoints) }
+        if isRoot {
+            Checkpoint.prune(runDirectory: dir, keep: config.train.keepCheckpoints)
+            try snapshotMetrics(dir)
+        }
         log(String(format: "checkpoint %@ (%.2f s)", path, Date().timeIntervalSince(start)))
+    }
+
+    /// Copies the flushed history next to the checkpoints (temporary name, then rename), so a history
+    /// damaged by a kill mid-write can be restored on resume.
+    private func snapshotMetrics(_ dir: String) throws {
+        guard let metrics else { return }
+        try metrics.flush()
+        let snapshot = dir + "/checkpoints/.metrics-at-checkpoint.h5", tmp = snapshot + ".tmp"
+        try? FileManager.default.removeItem(atPath: tmp)
+        try FileManager.default.copyItem(atPath: dir + "/metrics.h5", toPath: tmp)
+        guard rename(tmp, snapshot) == 0 else { throw TrainingError("cannot write \(snapshot)") }
     }
 
     /// A preemption signal may reach only some ranks: they agree, so all stop after the same step.
