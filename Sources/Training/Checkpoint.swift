@@ -179,16 +179,27 @@ public enum Checkpoint {
         defer { hdf5Lock.unlock() }
         let f = try openCheckpoint(path)
         defer { f.close() }
+        try readTensors(f, path, into: store, sections: [("params/", store.params)])
+    }
+
+    /// Reads each section's tensors into the store: the trunk whole, experts only the rows held here.
+    private static func readTensors(_ f: H5File, _ path: String, into store: ParameterStore,
+                                    sections: [(String, UnsafeMutablePointer<Float>)]) throws {
         for p in store.infos {
-            let name = "params/" + p.path
-            guard try f.exists(name) else { throw TrainingError("checkpoint \(path): missing tensor /\(name)") }
-            let ds = try f.openDataset(name)
-            let shape = try ds.shape()
-            guard shape == p.shape else {
-                throw TrainingError("checkpoint \(path): /\(name) has shape \(shape), the configuration needs \(p.shape)")
+            for (prefix, base) in sections {
+                let name = prefix + p.path
+                guard try f.exists(name) else { throw TrainingError("checkpoint \(path): missing tensor /\(name)") }
+                let ds = try f.openDataset(name)
+                let shape = try ds.shape()
+                guard shape == p.shape else {
+                    throw TrainingError("checkpoint \(path): /\(name) has shape \(shape), the configuration needs \(p.shape)")
+                }
+                let values: [Float] = p.isExpert ? try ds.readRows(p.localRows) : try ds.read()
+                guard values.count == p.count else {
+                    throw TrainingError("checkpoint \(path): /\(name) read \(values.count) values, expected \(p.count)")
+                }
+                values.withUnsafeBufferPointer { (base + p.offset).update(from: $0.baseAddress!, count: p.count) }
             }
-            let values: [Float] = p.isExpert ? try ds.readRows(p.localRows) : try ds.read()
-            values.withUnsafeBufferPointer { (store.params + p.offset).update(from: $0.baseAddress!, count: p.count) }
         }
     }
 
@@ -219,21 +230,7 @@ public enum Checkpoint {
         }
         let f = try openCheckpoint(path)
         defer { f.close() }
-        let store = trainer.model.store
-        for p in store.infos {
-            for (prefix, base) in sections(store) {
-                let name = prefix + p.path
-                guard try f.exists(name) else { throw TrainingError("checkpoint \(path): missing tensor /\(name)") }
-                let ds = try f.openDataset(name)
-                let shape = try ds.shape()
-                guard shape == p.shape else {
-                    throw TrainingError("checkpoint \(path): /\(name) has shape \(shape), the configuration needs \(p.shape)")
-                }
-                let values: [Float] = p.isExpert ? try ds.readRows(p.localRows) : try ds.read()
-                guard values.count == p.count else { throw TrainingError("checkpoint \(path): /\(name) read \(values.count) values, expected \(p.count)") }
-                values.withUnsafeBufferPointer { (base + p.offset).update(from: $0.baseAddress!, count: p.count) }
-            }
-        }
+        try readTensors(f, path, into: trainer.model.store, sections: sections(trainer.model.store))
         trainer.counters = st.counters
         try trainer.loader.restore(JSONDecoder().decode(LoaderState.self, from: Data(st.loaderJSON.utf8)))
     }
