@@ -111,4 +111,33 @@ final class ResumeTests: XCTestCase {
         XCTAssertEqual(p.terminationStatus, 0, e)
         XCTAssertEqual(String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self), "ok\n")
     }
+
+    /// A full disk during a checkpoint: a clear message, a non-zero exit, and the previous checkpoint and
+    /// the history untouched. Needs root to mount a small tmpfs (skipped otherwise).
+    func testFullDiskDuringCheckpoint() throws {
+        try requireBinary()
+        let dir = temporaryDirectory("full")
+        let mount = try runCommand("/bin/mount", ["-t", "tmpfs", "-o", "size=4m", "tmpfs", dir])
+        if mount.status != 0 { throw XCTSkip("cannot mount a tmpfs here (\(mount.stderr.trimmingCharacters(in: .whitespacesAndNewlines)))") }
+        defer { _ = try? runCommand("/bin/umount", ["-l", dir]) }
+        let run = dir + "/run"
+        let args = ["train", "--config", tinyConfig, "--run-dir", run, "--resume", "auto", "train.checkpoint_interval=10",
+                    "train.log_interval=5", "train.eval_interval=100"]
+        XCTAssertEqual(try runCommand(moeDist, args + ["train.max_steps=10"]).status, 0)
+        // Fill the file system.
+        _ = try runCommand("/bin/dd", ["if=/dev/zero", "of=\(dir)/filler", "bs=4k"])
+        let r = try runCommand(moeDist, args + ["train.max_steps=20"])
+        XCTAssertNotEqual(r.status, 0, "a full disk must fail the run")
+        XCTAssertTrue(r.stderr.lowercased().contains("space") || r.stderr.contains("HDF5"), r.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: run + "/checkpoints/step-00000020.h5"))
+        try FileManager.default.removeItem(atPath: dir + "/filler")
+        XCTAssertEqual(try runCommand(moeDist, ["ckpt", "verify", run + "/checkpoints/step-00000010.h5"]).status, 0,
+                       "the previous checkpoint is intact")
+        let m = try H5File.open(path: run + "/metrics.h5", readOnly: true, fileLocking: false)
+        let steps: [Int64] = try m.read("train/step")
+        m.close()
+        XCTAssertEqual(Array(steps.prefix(2)), [5, 10], "the history up to the checkpoint is intact")
+        // And the run continues once there is space again.
+        XCTAssertEqual(try runCommand(moeDist, args + ["train.max_steps=20"]).status, 0)
+    }
 }
