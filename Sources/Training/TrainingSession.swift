@@ -55,7 +55,7 @@ public final class TrainingSession {
         if !FileManager.default.fileExists(atPath: logPath) { _ = FileManager.default.createFile(atPath: logPath, contents: nil) }
         logHandle = FileHandle(forWritingAtPath: logPath)
         logHandle?.seekToEndOfFile()
-        let path = dir + "/metrics.h5", snapshot = dir + "/checkpoints/.metrics-at-checkpoint.h5"
+        let path = dir + "/metrics.h5", snapshot = dir + "/.metrics.h5.at-checkpoint"
         func open() throws -> MetricsHistory {
             try MetricsHistory(path: path, configJSON: config.toJSON(), iterations: config.model.depth,
                                numExperts: config.moe.numExperts)
@@ -172,7 +172,7 @@ public final class TrainingSession {
     private func snapshotMetrics(_ dir: String) throws {
         guard let metrics else { return }
         try metrics.flush()
-        let snapshot = dir + "/checkpoints/.metrics-at-checkpoint.h5", tmp = snapshot + ".tmp"
+        let snapshot = dir + "/.metrics.h5.at-checkpoint", tmp = snapshot + ".tmp"
         try? FileManager.default.removeItem(atPath: tmp)
         try FileManager.default.copyItem(atPath: dir + "/metrics.h5", toPath: tmp)
         guard rename(tmp, snapshot) == 0 else { throw TrainingError("cannot write \(snapshot)") }
