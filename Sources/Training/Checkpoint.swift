@@ -185,11 +185,27 @@ public enum Checkpoint {
             throw TrainingError("checkpoint \(path): architecture differs from the configuration in \(diffs.joined(separator: ", ")); "
                                 + "resume with the checkpoint's values or start a new run")
         }
+        try readTensors(path, into: trainer.model.store, sections: sections(trainer.model.store))
+        trainer.counters = st.counters
+        try trainer.loader.restore(JSONDecoder().decode(LoaderState.self, from: Data(st.loaderJSON.utf8)))
+    }
+
+    /// Loads only the parameters (`/params`) into `store`, e.g. a model built from the checkpoint's own
+    /// config for evaluation: each rank reads the trunk and the expert rows it owns. The store's
+    /// tensors must have the checkpoint's shapes.
+    public static func loadParameters(_ path: String, into store: ParameterStore) throws {
+        hdf5Lock.lock()
+        defer { hdf5Lock.unlock() }
+        try readTensors(path, into: store, sections: [("params/", store.params)])
+    }
+
+    /// Reads every tensor of `store` under each section prefix (the trunk whole, experts by local rows).
+    private static func readTensors(_ path: String, into store: ParameterStore,
+                                    sections: [(String, UnsafeMutablePointer<Float>)]) throws {
         let f = try openCheckpoint(path)
         defer { f.close() }
-        let store = trainer.model.store
         for p in store.infos {
-            for (prefix, base) in sections(store) {
+            for (prefix, base) in sections {
                 let name = prefix + p.path
                 guard try f.exists(name) else { throw TrainingError("checkpoint \(path): missing tensor /\(name)") }
                 let ds = try f.openDataset(name)
@@ -202,8 +218,6 @@ public enum Checkpoint {
                 values.withUnsafeBufferPointer { (base + p.offset).update(from: $0.baseAddress!, count: p.count) }
             }
         }
-        trainer.counters = st.counters
-        try trainer.loader.restore(JSONDecoder().decode(LoaderState.self, from: Data(st.loaderJSON.utf8)))
     }
 
     /// Checks a checkpoint end to end: format, version, attributes, config, and every tensor read back
