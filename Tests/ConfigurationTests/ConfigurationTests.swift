@@ -270,7 +270,8 @@ final class SerializationTests: XCTestCase {
     func testJSONLayoutIsSortedAndParsesAsJSON() throws {
         let json = sample().toJSON()
         XCTAssertFalse(json.contains("\n"))
-        XCTAssertTrue(json.hasPrefix("{\"data\": {\"tokenizer\": \"null\", \"train\": \"data/x train.tok\", \"valid\": null}, \"model\": {\"d_model\": 512,"), json)
+        XCTAssertTrue(json.hasPrefix("{\"data\": {\"tokenizer\": \"null\", \"train\": \"data/x train.tok\", \"valid\": null}, \"gate\": {\"enabled\": true,"), json)
+        XCTAssertTrue(json.contains("}, \"model\": {\"d_model\": 512,"), json)
         let obj = try JSONSerialization.jsonObject(with: Data(json.utf8)) as! [String: Any]
         XCTAssertEqual(obj.keys.sorted(), ["data", "gate", "model", "moe", "name", "parallel", "train"])
         let moe = obj["moe"] as! [String: Any]
