@@ -50,7 +50,7 @@ final class DefaultsTests: XCTestCase {
             "parallel.expert_parallel": .null,
             // gate.*: stage gates (not in SPEC section 1; defaults from the research notes, see GateConfig)
             "gate.enabled": .bool(true), "gate.min_improvement": .double(0.02), "gate.patience": .int(3),
-            "gate.slope_window": .int(500), "gate.flat_slope": .double(0.04), "gate.routing_tolerance": .double(0.05),
+            "gate.slope_window": .int(1000), "gate.flat_slope": .double(0.04), "gate.routing_tolerance": .double(0.05),
             "gate.promote_margin": .double(0.05), "gate.equal_tolerance": .double(0.01),
             "gate.entropy_margin": .double(0.02), "gate.max_load_margin": .double(0.1),
             "gate.throughput_margin": .double(0.1),
