@@ -40,8 +40,10 @@ __all__ = [
     "concat_runs", "time_to_target", "tracking_table",
     "list_checkpoints", "newest_checkpoint", "read_checkpoint_info",
     "router_stats", "expert_weight_norms",
-    "load_gate", "gate_table", "figures_dir", "save_figure",
+    "load_gate", "gate_table", "figures_dir", "save_figure", "resolve_path",
 ]
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 TRAIN_COLUMNS = ["step", "tokens", "epoch", "loss", "ce", "aux", "z", "lr", "grad_norm",
                  "tokens_per_sec", "step_time", "nan_events"]
@@ -532,9 +534,29 @@ def gate_table(gate: dict[str, Any] | None) -> pd.DataFrame:
 # figures
 
 
-def figures_dir(default: str) -> str:
-    """FIGURES_DIR from the environment, else ``default``; created if missing."""
-    d = os.environ.get("FIGURES_DIR") or default
+def resolve_path(p: str) -> str:
+    """An absolute path for a path given to a notebook.
+
+    A kernel runs in the notebook's directory (notebooks/), not where ``jupyter`` was started,
+    so a relative path is looked up, in order, against ``$PWD`` (the directory ``jupyter lab`` or
+    ``jupyter nbconvert`` was started from), the kernel's working directory and the repository
+    root; the first that exists wins, else it is taken relative to ``$PWD``.
+    """
+    if not p or os.path.isabs(p):
+        return p
+    p = os.path.expanduser(p)
+    if os.path.isabs(p):
+        return p
+    bases = [b for b in (os.environ.get("PWD"), os.getcwd(), REPO_ROOT) if b]
+    for b in bases:
+        if os.path.exists(os.path.join(b, p)):
+            return os.path.abspath(os.path.join(b, p))
+    return os.path.abspath(os.path.join(bases[0], p))
+
+
+def figures_dir(path: str) -> str:
+    """The figures directory (relative paths as in ``resolve_path``), created if missing."""
+    d = resolve_path(path)
     os.makedirs(d, exist_ok=True)
     return d
 

@@ -75,17 +75,18 @@ echo "$summary" | grep -qE '[0-9]+ passed' || { cat "$work/pytest.log"; fail "py
 if echo "$summary" | grep -qE 'skipped|deselected|xfail'; then cat "$work/pytest.log"; fail "pytest skipped tests"; fi
 
 # 5. Both notebooks, headless.
-execute() {  # notebook, then VAR=value environment
-  local nb="$1"; shift
-  if ! env "$@" jupyter nbconvert --to notebook --execute "notebooks/$nb" --output-dir "$work/executed" \
-       --ExecutePreprocessor.timeout=600 >"$work/$nb.log" 2>&1; then
+# ablations is started from $work with relative paths, as a user would from a checkout.
+execute() {  # notebook, directory to start from, then VAR=value environment
+  local nb="$1" from="$2"; shift 2
+  if ! (cd "$from" && env PWD="$from" "$@" jupyter nbconvert --to notebook --execute "$repo/notebooks/$nb" \
+        --output-dir "$work/executed" --ExecutePreprocessor.timeout=600) >"$work/$nb.log" 2>&1; then
     grep -v 'without encryption' "$work/$nb.log" | tail -40
     fail "executing $nb"
   fi
   echo "test_notebooks: executed $nb -> $work/executed/$nb ($((SECONDS - started)) s)"
 }
-execute run_report.ipynb RUN_DIR="$runs/aux0" FIGURES_DIR="$work/figures/run"
-execute ablations.ipynb RUNS_DIR="$runs" FIGURES_DIR="$work/figures/ablations"
+execute run_report.ipynb "$repo" RUN_DIR="$runs/aux0" FIGURES_DIR="$work/figures/run"
+execute ablations.ipynb "$work" RUNS_DIR=runs FIGURES_DIR=figures/ablations
 
 # 6. Every expected figure, non-trivial.
 check_figures() {  # directory, then names

@@ -317,3 +317,12 @@ def test_gate_table(tmp_path, runs):
     gt = ma.gate_table(g)
     assert list(gt.decision) == ["reference", "promote"]
     assert list(gt.promoted) == [False, True] and list(gt.best) == [False, True] and list(gt.reference) == [True, False]
+
+
+def test_resolve_path(tmp_path, monkeypatch):
+    (tmp_path / "runs" / "x").mkdir(parents=True)
+    monkeypatch.setenv("PWD", str(tmp_path))
+    assert ma.resolve_path("runs/x") == str(tmp_path / "runs" / "x")       # against $PWD first
+    assert ma.resolve_path("jobs/configs/tiny.yaml") == CONFIG            # then the repository root
+    assert ma.resolve_path("new/figs") == str(tmp_path / "new" / "figs")  # not yet existing: under $PWD
+    assert ma.resolve_path("/abs/path") == "/abs/path" and ma.resolve_path("") == ""
