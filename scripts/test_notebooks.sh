@@ -18,7 +18,7 @@ if ! python3 -c "import h5py, pandas, numpy, matplotlib, nbformat, nbclient, nbc
   echo "test_notebooks: installing Python packages (notebooks/requirements.txt)"
   python3 -m pip install -q --disable-pip-version-check -r notebooks/requirements.txt
 fi
-if ! jupyter kernelspec list 2>/dev/null | grep -qw python3; then
+if ! python3 -m jupyter kernelspec list 2>/dev/null | grep -qw python3; then
   echo "test_notebooks: registering the python3 Jupyter kernel"
   python3 -m ipykernel install --user --name python3 >/dev/null
 fi
@@ -78,7 +78,7 @@ if echo "$summary" | grep -qE 'skipped|deselected|xfail'; then cat "$work/pytest
 # ablations is started from $work with relative paths, as a user would from a checkout.
 execute() {  # notebook, directory to start from, then VAR=value environment
   local nb="$1" from="$2"; shift 2
-  if ! (cd "$from" && env PWD="$from" "$@" jupyter nbconvert --to notebook --execute "$repo/notebooks/$nb" \
+  if ! (cd "$from" && env PWD="$from" "$@" python3 -m jupyter nbconvert --to notebook --execute "$repo/notebooks/$nb" \
         --output-dir "$work/executed" --ExecutePreprocessor.timeout=600) >"$work/$nb.log" 2>&1; then
     grep -v 'without encryption' "$work/$nb.log" | tail -40
     fail "executing $nb"
