@@ -40,7 +40,7 @@ __all__ = [
     "concat_runs", "time_to_target", "tracking_table",
     "list_checkpoints", "newest_checkpoint", "read_checkpoint_info",
     "router_stats", "expert_weight_norms",
-    "load_gate", "gate_table", "figures_dir", "save_figure", "resolve_path",
+    "load_gate", "gate_table", "same_run_dir", "figures_dir", "save_figure", "resolve_path",
 ]
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -267,6 +267,16 @@ class Run:
         return int(self.flat_config.get("model.depth") or 1)
 
     @property
+    def stopped_step(self) -> int | None:
+        """The step after which the stage gate stopped the run (metrics.h5 root attribute), if it did."""
+        v = self.attrs.get("stopped_step")
+        return int(v) if v is not None else None
+
+    @property
+    def stopped_reason(self) -> str | None:
+        return self.attrs.get("stopped_reason")
+
+    @property
     def checkpoints(self) -> list[str]:
         return list_checkpoints(self.run_dir)
 
@@ -361,7 +371,7 @@ def tracking_table(runs: list[Run], target_loss: float | None = None, tail: int 
     quality: final/best eval loss and ppl; efficiency: median tokens/s, training wall-clock,
     wall-clock/step/tokens to ``target_loss``; MoE health (over the last ``tail`` expert rows,
     mean over iterations): aux, entropy, min/max load, top-expert share, dropped fraction;
-    stability: max and last grad norm, NaN events.
+    stability: max and last grad norm, NaN events; ``stopped_step`` when a stage gate stopped the run.
     """
     axes = differing_config(runs)
     rows = []
@@ -402,6 +412,7 @@ def tracking_table(runs: list[Run], target_loss: float | None = None, tail: int 
         row["grad_norm_max"] = float(t["grad_norm"].max()) if len(t) else np.nan
         row["grad_norm_last"] = float(t["grad_norm"].iloc[-1]) if len(t) else np.nan
         row["nan_events"] = int(t["nan_events"].iloc[-1]) if len(t) else 0
+        row["stopped_step"] = r.stopped_step  # stage gate stop recorded by the trainer (None: not stopped)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -492,42 +503,81 @@ def expert_weight_norms(path: str) -> pd.DataFrame:
 
 
 def load_gate(path: str | None) -> dict[str, Any] | None:
-    """A gate decision file (the JSON of ``moe-dist gate --json``), from a file or a directory's
-    ``gate.json``; None when there is none."""
+    """A gate decision file (the JSON of ``moe-dist gate RUN_DIR... --reference REF --json``), from a
+    file or a directory's ``gate.json``; None when there is none. The file's path is added as ``_path``."""
     if not path:
         return None
+    path = resolve_path(path)
     if os.path.isdir(path):
         path = os.path.join(path, "gate.json")
     if not os.path.isfile(path):
         return None
     with open(path) as fh:
-        return json.load(fh)
+        gate = json.load(fh)
+    gate["_path"] = path
+    return gate
 
 
-def gate_table(gate: dict[str, Any] | None) -> pd.DataFrame:
-    """One row per gated run: name, run_dir, decision, reason and any further fields;
-    ``promoted``/``best``/``reference`` flags from the top-level keys."""
+def same_run_dir(given: str | None, run_dir: str, bases: Iterable[str] = ()) -> bool:
+    """Whether a directory as another tool printed it (maybe relative to where that tool ran)
+    names ``run_dir``: tried against ``bases``, then as ``resolve_path`` finds it, then, for a
+    relative path, by its trailing components (``runs/aux0`` matches ``/x/runs/aux0``)."""
+    if not given or not run_dir:
+        return False
+    target = os.path.realpath(run_dir)
+    cands = [given] if os.path.isabs(given) else [os.path.join(b, given) for b in bases if b] + [resolve_path(given)]
+    if any(os.path.realpath(c) == target for c in cands):
+        return True
+    if os.path.isabs(given):
+        return False
+    parts = [x for x in os.path.normpath(given).split(os.sep) if x not in ("", ".")]
+    tail = os.path.normpath(target).split(os.sep)
+    return bool(parts) and ".." not in parts and tail[-len(parts):] == parts
+
+
+def _clauses(c: Any) -> Any:
+    if isinstance(c, list) and all(isinstance(x, dict) for x in c):
+        return "; ".join(f"{x.get('name')}={'yes' if x.get('holds') else 'no'}" for x in c)
+    return c
+
+
+def gate_table(gate: dict[str, Any] | None, runs: Iterable[Run] = (), base: str | None = None) -> pd.DataFrame:
+    """One row per gated run: run_dir, name, decision, reason and the gate's other fields
+    (clause lists as ``name=yes; name=no`` strings), flags ``promoted``, ``best``, ``reference``,
+    and ``run``: the name of the matching Run of ``runs`` (matched by directory, not by the
+    gate's ``name``, which is the config name and is shared by runs of one preset).
+
+    ``base``: the directory relative run directories are tried against first (default: the gate
+    file's directory).
+    """
+    cols = ["run", "run_dir", "name", "decision", "reason", "promoted", "best", "reference"]
     if not gate:
-        return pd.DataFrame(columns=["name", "run_dir", "decision", "reason"])
-    df = pd.json_normalize(gate.get("runs", []))
+        return pd.DataFrame(columns=cols)
+    rows = [dict(r) for r in gate.get("runs", [])]
+    bases = [b for b in (base, os.path.dirname(gate["_path"]) if gate.get("_path") else None) if b]
     promoted = gate.get("promoted") or []
-    if isinstance(promoted, (str, dict)):
-        promoted = [promoted]
-    promoted_ids = {p if isinstance(p, str) else p.get("run_dir") or p.get("name") for p in promoted}
-    best = gate.get("best")
-    best_id = best if isinstance(best, str) or best is None else best.get("run_dir") or best.get("name")
-    ref = gate.get("reference")
-    ref_id = ref if isinstance(ref, str) or ref is None else ref.get("run_dir") or ref.get("name")
+    promoted = [promoted] if isinstance(promoted, str) else list(promoted)
+    best, ref = gate.get("best"), gate.get("reference")
 
-    def ids(r):
-        return {str(r.get("run_dir")), str(r.get("name")),
-                os.path.abspath(str(r.get("run_dir"))) if r.get("run_dir") else ""}
-    if len(df):
-        recs = df.to_dict("records")
-        df["promoted"] = [bool(ids(r) & {str(p) for p in promoted_ids}) for r in recs]
-        df["best"] = [best_id is not None and str(best_id) in ids(r) for r in recs]
-        df["reference"] = [ref_id is not None and str(ref_id) in ids(r) for r in recs]
-    return df
+    def same(a, b):  # two paths as the gate printed them
+        return a is not None and b is not None and (os.path.normpath(str(a)) == os.path.normpath(str(b))
+                                                     or os.path.realpath(str(a)) == os.path.realpath(str(b)))
+    runs = list(runs)
+    for r in rows:
+        d = r.get("run_dir")
+        r["promoted"] = any(same(d, p) for p in promoted) or r.get("decision") == "promote"
+        r["best"] = same(d, best)
+        r["reference"] = same(d, ref)
+        match = [x.name for x in runs if same_run_dir(d, x.run_dir, bases)]
+        r["run"] = match[0] if match else None
+        for k in ("stop_clauses", "promote_clauses"):
+            if k in r:
+                r[k] = _clauses(r[k])
+    df = pd.DataFrame(rows)
+    for c in cols:
+        if c not in df:
+            df[c] = None
+    return df[cols + [c for c in df.columns if c not in cols]]
 
 
 # ---------------------------------------------------------------------------

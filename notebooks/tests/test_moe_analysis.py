@@ -308,15 +308,35 @@ def test_resumed_run_has_unique_steps(run, tmp_path):
 def test_gate_table(tmp_path, runs):
     assert ma.load_gate(str(tmp_path)) is None
     assert ma.gate_table(None).empty
-    gate = {"reference": runs[0].run_dir,
-            "runs": [{"run_dir": r.run_dir, "name": r.name, "decision": d, "reason": "test", "eval_loss": 1.0}
-                     for r, d in zip(runs, ["reference", "promote"])],
-            "promoted": [runs[1].run_dir], "best": runs[1].run_dir}
+    # the shape `moe-dist gate --json` prints: run_dir as given on its command line (here relative to
+    # the directory holding the runs), name = the config name (the same for both runs)
+    root = os.path.dirname(runs[0].run_dir)
+    rel = [os.path.relpath(r.run_dir, root) for r in runs]
+    gate = {"reference": rel[0],
+            "runs": [{"run_dir": d, "name": "tiny", "decision": dec, "reason": "test", "eval_loss": 1.0,
+                      "stop_clauses": [{"name": "no_improvement", "holds": False, "detail": ""}]}
+                     for d, dec in zip(rel, ["continue", "promote"])],
+            "promoted": [rel[1]], "best": rel[1]}
     (tmp_path / "gate.json").write_text(json.dumps(gate))
     g = ma.load_gate(str(tmp_path))
-    gt = ma.gate_table(g)
-    assert list(gt.decision) == ["reference", "promote"]
+    assert g["_path"] == str(tmp_path / "gate.json")
+    gt = ma.gate_table(g, runs, base=root)
+    assert list(gt.decision) == ["continue", "promote"]
+    assert list(gt.run) == [r.name for r in runs]
     assert list(gt.promoted) == [False, True] and list(gt.best) == [False, True] and list(gt.reference) == [True, False]
+    assert gt.stop_clauses.iloc[0] == "no_improvement=no"
+    # without the base, relative directories still match by their trailing components
+    assert list(ma.gate_table(g, runs).run) == [r.name for r in runs]
+
+
+def test_same_run_dir(tmp_path):
+    d = tmp_path / "runs" / "aux0"
+    d.mkdir(parents=True)
+    assert ma.same_run_dir(str(d), str(d))
+    assert ma.same_run_dir("runs/aux0", str(d), bases=[str(tmp_path)])
+    assert ma.same_run_dir("aux0", str(d)) and ma.same_run_dir("runs/aux0", str(d))
+    assert not ma.same_run_dir("other/aux0", str(d)) and not ma.same_run_dir("aux", str(d))
+    assert not ma.same_run_dir("/elsewhere/runs/aux0", str(d)) and not ma.same_run_dir(None, str(d))
 
 
 def test_resolve_path(tmp_path, monkeypatch):
