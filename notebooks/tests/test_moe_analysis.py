@@ -346,3 +346,17 @@ def test_resolve_path(tmp_path, monkeypatch):
     assert ma.resolve_path("jobs/configs/tiny.yaml") == CONFIG            # then the repository root
     assert ma.resolve_path("new/figs") == str(tmp_path / "new" / "figs")  # not yet existing: under $PWD
     assert ma.resolve_path("/abs/path") == "/abs/path" and ma.resolve_path("") == ""
+
+
+def test_stop_marker(run, tmp_path):
+    # a run the stage gate stopped carries root attributes stopped_step / stopped_reason (moe-dist gate.*)
+    d = tmp_path / "stopped"
+    d.mkdir()
+    _copy_history(run.run_dir, d / "metrics.h5")
+    assert ma.load_run(str(d)).stopped_step is None
+    with h5py.File(d / "metrics.h5", "a") as f:
+        f.attrs["stopped_step"] = np.int64(40)
+        f.attrs["stopped_reason"] = "plateau"
+    r = ma.load_run(str(d))
+    assert r.stopped_step == 40 and r.stopped_reason == "plateau"
+    assert ma.tracking_table([r]).stopped_step.iloc[0] == 40
