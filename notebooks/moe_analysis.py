@@ -80,7 +80,7 @@ def read_metrics(path: str, tries: int = 20, delay: float = 0.1) -> dict[str, An
                     n = min((d.shape[0] for d in ds.values()), default=0)
                     out[g] = {k: d[:n] for k, d in ds.items()}
                 return out
-        except (OSError, KeyError, RuntimeError) as e:  # mid-append or mid-creation
+        except (OSError, KeyError, RuntimeError, ValueError) as e:  # mid-append or mid-creation
             last = e
             time.sleep(delay)
     raise OSError(f"could not read {path} after {tries} tries: {last}")
