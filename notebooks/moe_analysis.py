@@ -1,0 +1,618 @@
+"""Loaders for moe-dist run directories: metrics history, config, checkpoints, gate decisions.
+
+A run directory (``moe-dist train --run-dir DIR``) holds ``config.yaml``, ``train.log``,
+``metrics.h5`` (SPEC section 7) and ``checkpoints/step-XXXXXXXX.h5`` (SPEC section 6).
+Everything here returns tidy pandas tables, one row per observation:
+
+    run = load_run("runs/aux0.01")
+    run.train            # step, tokens, epoch, loss, ce, aux, z, lr, grad_norm, ...
+    run.eval             # step, tokens, epoch, loss, ppl, scored, wall_clock
+    run.expert_load      # step, iteration, expert, count, share, load, prob_mean
+    run.expert_summary   # step, iteration, entropy, max_load, min_load, dropped, ...
+    run.flat_config      # {"moe.aux_loss_coef": 0.01, "moe.top_k": 2, ...}
+
+    runs = load_runs("runs/")             # every run directory below runs/
+    table = runs_table(runs)              # one row per run, config columns + summaries
+    axes = differing_config(runs)         # the config columns that differ: the ablation axes
+
+A metrics.h5 that is still being written is read safely (retry, then cut each group
+to its shortest dataset), so every function works on a live run; call it again to
+see newer rows. Steps are deduplicated with the latest row winning.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import h5py
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "read_metrics", "read_config", "flatten_config", "dedupe_steps",
+    "train_table", "eval_table", "expert_load_table", "expert_summary_table",
+    "Run", "load_run", "load_runs", "find_run_dirs", "runs_table", "differing_config",
+    "concat_runs", "time_to_target", "tracking_table",
+    "list_checkpoints", "newest_checkpoint", "read_checkpoint_info",
+    "router_stats", "expert_weight_norms",
+    "load_gate", "gate_table", "same_run_dir", "figures_dir", "save_figure", "resolve_path",
+]
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+TRAIN_COLUMNS = ["step", "tokens", "epoch", "loss", "ce", "aux", "z", "lr", "grad_norm",
+                 "tokens_per_sec", "step_time", "nan_events"]
+EVAL_COLUMNS = ["step", "tokens", "epoch", "loss", "ppl", "scored"]
+
+
+# ---------------------------------------------------------------------------
+# metrics.h5
+
+
+def _open(path: str) -> h5py.File:
+    # The trainer writes with HDF5 file locking off; a reader that locks would fail or block.
+    return h5py.File(path, "r", locking=False)
+
+
+def read_metrics(path: str, tries: int = 20, delay: float = 0.1) -> dict[str, Any]:
+    """Reads a metrics.h5 (or a run directory's) into ``{"attrs": {...}, group: {name: array}}``.
+
+    Safe on a live file: an open or read that coincides with an append is retried, and
+    each group is cut to its shortest dataset (a reader can see one dataset a row
+    longer than the others while the writer appends).
+    """
+    if os.path.isdir(path):
+        path = os.path.join(path, "metrics.h5")
+    last: Exception | None = None
+    for _ in range(max(tries, 1)):
+        try:
+            with _open(path) as f:
+                out: dict[str, Any] = {"attrs": {k: _attr(v) for k, v in f.attrs.items()}}
+                for g in f:
+                    if not isinstance(f[g], h5py.Group):
+                        continue
+                    ds = {k: d for k, d in f[g].items() if isinstance(d, h5py.Dataset)}
+                    n = min((d.shape[0] for d in ds.values()), default=0)
+                    out[g] = {k: d[:n] for k, d in ds.items()}
+                return out
+        except (OSError, KeyError, RuntimeError, ValueError) as e:  # mid-append or mid-creation
+            last = e
+            time.sleep(delay)
+    raise OSError(f"could not read {path} after {tries} tries: {last}")
+
+
+def _attr(v: Any) -> Any:
+    if isinstance(v, bytes):
+        return v.decode()
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def dedupe_steps(df: pd.DataFrame, step: str = "step") -> pd.DataFrame:
+    """Keeps one row per step, the latest written; rows superseded by a restart are dropped.
+
+    A row is kept only if every later row has a larger step: when a run restarted from an
+    earlier step without truncating its history (older files, concatenated logs), the
+    rows it re-did replace the earlier ones, and the abandoned rows past the restart
+    point go too. On a well-formed history (SPEC 7: strictly increasing) this is a no-op.
+    """
+    if df.empty:
+        return df.reset_index(drop=True)
+    s = df[step].to_numpy()
+    # suffix minimum of the steps written after each row
+    later_min = np.minimum.accumulate(s[::-1])[::-1]
+    later_min = np.append(later_min[1:], np.iinfo(np.int64).max)
+    keep = s < later_min
+    return df.loc[keep].sort_values(step, kind="stable").reset_index(drop=True)
+
+
+def _wall_clock(steps: np.ndarray, step_time: np.ndarray) -> np.ndarray:
+    # step_time is the mean time of the steps of the interval ending at that row.
+    prev = np.concatenate([[0], steps[:-1]]) if len(steps) else steps
+    return np.cumsum(np.maximum(steps - prev, 0) * step_time)
+
+
+def train_table(m: dict[str, Any]) -> pd.DataFrame:
+    """/train as a table, deduplicated, plus ``ppl`` (exp ce), ``wall_clock`` (s) and ``nan_new``.
+
+    ``wall_clock`` is the cumulative training time (sum of step times; evaluation and
+    checkpoint time excluded), the clock used for "wall-clock to target loss".
+    """
+    g = m.get("train", {})
+    df = pd.DataFrame({k: g[k] for k in TRAIN_COLUMNS if k in g})
+    if df.empty:
+        return pd.DataFrame(columns=TRAIN_COLUMNS + ["ppl", "wall_clock", "nan_new"])
+    df = dedupe_steps(df)
+    df["ppl"] = np.exp(df["ce"]) if "ce" in df else np.nan
+    df["wall_clock"] = _wall_clock(df["step"].to_numpy(), df["step_time"].to_numpy())
+    df["nan_new"] = df["nan_events"].diff().fillna(df["nan_events"]).astype("int64")
+    return df
+
+
+def eval_table(m: dict[str, Any], train: pd.DataFrame | None = None) -> pd.DataFrame:
+    """/eval as a table, deduplicated; ``wall_clock`` interpolated from the train rows."""
+    g = m.get("eval", {})
+    df = pd.DataFrame({k: g[k] for k in EVAL_COLUMNS if k in g})
+    if df.empty:
+        return pd.DataFrame(columns=EVAL_COLUMNS + ["wall_clock"])
+    df = dedupe_steps(df)
+    if train is None:
+        train = train_table(m)
+    if len(train):
+        df["wall_clock"] = np.interp(df["step"], np.concatenate([[0], train["step"]]),
+                                     np.concatenate([[0.0], train["wall_clock"]]))
+    else:
+        df["wall_clock"] = np.nan
+    return df
+
+
+def _expert_arrays(m: dict[str, Any]):
+    g = m.get("experts")
+    if not g or "counts" not in g or len(g["step"]) == 0:
+        return None
+    steps = np.asarray(g["step"])
+    # dedupe on the row index, then take the arrays
+    idx = dedupe_steps(pd.DataFrame({"step": steps, "row": np.arange(len(steps))}))["row"].to_numpy()
+    return {k: np.asarray(v)[idx] for k, v in g.items()}
+
+
+def expert_load_table(m: dict[str, Any]) -> pd.DataFrame:
+    """Per-expert load, long format: step, iteration, expert, count, share, load, prob_mean.
+
+    ``count`` is the assignments routed to the expert over the interval ending at
+    ``step`` (before drops), ``share = count / Σ_e count`` and ``load = E · share``
+    (1 = perfectly even, the scale of SPEC 7's max_load/min_load). Empty for a dense run.
+    """
+    cols = ["step", "iteration", "expert", "count", "share", "load", "prob_mean"]
+    a = _expert_arrays(m)
+    if a is None:
+        return pd.DataFrame(columns=cols)
+    counts = a["counts"].astype(np.int64)                  # [S, R, E]
+    S, R, E = counts.shape
+    tot = counts.sum(axis=2, keepdims=True)
+    share = np.divide(counts, tot, out=np.zeros(counts.shape), where=tot > 0)
+    st, it, ex = np.meshgrid(a["step"], np.arange(R), np.arange(E), indexing="ij")
+    return pd.DataFrame({
+        "step": st.ravel(), "iteration": it.ravel(), "expert": ex.ravel(),
+        "count": counts.ravel(), "share": share.ravel(), "load": (E * share).ravel(),
+        "prob_mean": a["prob_mean"].astype(np.float64).ravel() if "prob_mean" in a else np.nan,
+    })
+
+
+def expert_summary_table(m: dict[str, Any]) -> pd.DataFrame:
+    """Per-iteration routing summary: step, iteration, assignments, dropped, drop_frac,
+    entropy, max_load, min_load, top_expert, top_share (empty for a dense run)."""
+    cols = ["step", "iteration", "assignments", "dropped", "drop_frac", "entropy", "max_load",
+            "min_load", "top_expert", "top_share"]
+    a = _expert_arrays(m)
+    if a is None:
+        return pd.DataFrame(columns=cols)
+    counts = a["counts"].astype(np.int64)
+    S, R, E = counts.shape
+    tot = counts.sum(axis=2)
+    st, it = np.meshgrid(a["step"], np.arange(R), indexing="ij")
+    dropped = a["dropped"].astype(np.int64) if "dropped" in a else np.zeros((S, R), np.int64)
+    top = counts.argmax(axis=2)
+    df = pd.DataFrame({
+        "step": st.ravel(), "iteration": it.ravel(), "assignments": tot.ravel(),
+        "dropped": dropped.ravel(),
+        "drop_frac": np.divide(dropped, tot, out=np.zeros((S, R)), where=tot > 0).ravel(),
+        "entropy": a["entropy"].ravel(), "max_load": a["max_load"].ravel(), "min_load": a["min_load"].ravel(),
+        "top_expert": top.ravel(),
+        "top_share": np.divide(counts.max(axis=2), tot, out=np.zeros((S, R)), where=tot > 0).ravel(),
+    })
+    return df
+
+
+# ---------------------------------------------------------------------------
+# configuration
+
+
+def read_config(run_dir: str) -> dict[str, Any]:
+    """The resolved config (nested dict) from metrics.h5's ``config`` attribute, else the newest checkpoint's."""
+    p = os.path.join(run_dir, "metrics.h5")
+    if os.path.exists(p):
+        try:
+            cfg = read_metrics(p)["attrs"].get("config")
+            if cfg:
+                return json.loads(cfg)
+        except OSError:
+            pass
+    ck = newest_checkpoint(run_dir)
+    if ck:
+        return read_checkpoint_info(ck)["config"]
+    return {}
+
+
+def flatten_config(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"moe": {"top_k": 2}}`` -> ``{"moe.top_k": 2}``."""
+    out: dict[str, Any] = {}
+    for k, v in cfg.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten_config(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+# ---------------------------------------------------------------------------
+# runs
+
+
+@dataclass
+class Run:
+    run_dir: str
+    name: str
+    config: dict[str, Any]
+    flat_config: dict[str, Any]
+    train: pd.DataFrame
+    eval: pd.DataFrame
+    expert_load: pd.DataFrame
+    expert_summary: pd.DataFrame
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_experts(self) -> int:
+        return int(self.flat_config.get("moe.num_experts") or 0)
+
+    @property
+    def iterations(self) -> int:
+        return int(self.flat_config.get("model.depth") or 1)
+
+    @property
+    def stopped_step(self) -> int | None:
+        """The step after which the stage gate stopped the run (metrics.h5 root attribute), if it did."""
+        v = self.attrs.get("stopped_step")
+        return int(v) if v is not None else None
+
+    @property
+    def stopped_reason(self) -> str | None:
+        return self.attrs.get("stopped_reason")
+
+    @property
+    def checkpoints(self) -> list[str]:
+        return list_checkpoints(self.run_dir)
+
+    def __repr__(self) -> str:
+        return (f"Run({self.name!r}: {len(self.train)} train rows, {len(self.eval)} eval rows, "
+                f"{len(self.expert_summary)} expert-summary rows, {len(self.checkpoints)} checkpoints)")
+
+
+def load_run(run_dir: str, name: str | None = None) -> Run:
+    """Loads one run directory (live or finished)."""
+    run_dir = os.path.abspath(run_dir)
+    m = read_metrics(os.path.join(run_dir, "metrics.h5"))
+    cfg = json.loads(m["attrs"]["config"]) if m["attrs"].get("config") else read_config(run_dir)
+    train = train_table(m)
+    return Run(run_dir=run_dir, name=name or os.path.basename(run_dir.rstrip("/")), config=cfg,
+               flat_config=flatten_config(cfg), train=train, eval=eval_table(m, train),
+               expert_load=expert_load_table(m), expert_summary=expert_summary_table(m), attrs=m["attrs"])
+
+
+def find_run_dirs(root: str) -> list[str]:
+    """Every directory at or below ``root`` that holds a metrics.h5, sorted."""
+    hits = glob.glob(os.path.join(root, "**", "metrics.h5"), recursive=True)
+    return sorted(os.path.dirname(os.path.abspath(h)) for h in hits)
+
+
+def load_runs(paths: str | Iterable[str]) -> list[Run]:
+    """Loads runs from a directory of runs (searched recursively) or a list of run directories.
+
+    Run names are the directory paths relative to their common parent, so they are unique.
+    """
+    if isinstance(paths, str):
+        dirs = find_run_dirs(paths) if not os.path.exists(os.path.join(paths, "metrics.h5")) else [paths]
+    else:
+        dirs = [os.path.abspath(p) for p in paths]
+    if not dirs:
+        return []
+    dirs = [os.path.abspath(d) for d in dirs]
+    common = os.path.commonpath(dirs) if len(dirs) > 1 else os.path.dirname(dirs[0])
+    return [load_run(d, name=os.path.relpath(d, common)) for d in dirs]
+
+
+def differing_config(runs: list[Run], ignore: Iterable[str] = ("data.train", "data.valid", "data.tokenizer")) -> list[str]:
+    """The flattened config keys whose values differ between runs: the ablation axes."""
+    keys = sorted({k for r in runs for k in r.flat_config})
+    out = []
+    for k in keys:
+        if k in ignore:
+            continue
+        vals = {json.dumps(r.flat_config.get(k), sort_keys=True) for r in runs}
+        if len(vals) > 1:
+            out.append(k)
+    return out
+
+
+def concat_runs(runs: list[Run], table: str = "eval", config_columns: Iterable[str] | None = None) -> pd.DataFrame:
+    """One table (``train``, ``eval``, ``expert_load``, ``expert_summary``) over many runs,
+    with a ``run`` column and the given config columns (default: the differing ones)."""
+    cols = list(config_columns) if config_columns is not None else differing_config(runs)
+    frames = []
+    for r in runs:
+        df = getattr(r, table).copy()
+        df.insert(0, "run", r.name)
+        for c in cols:
+            df[c] = r.flat_config.get(c)
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def time_to_target(run: Run, target: float) -> dict[str, Any]:
+    """First evaluation with loss <= target: its step, tokens and training wall-clock (s); NaN if never."""
+    ev = run.eval
+    hit = ev[ev["loss"] <= target] if len(ev) else ev
+    if len(hit) == 0:
+        return {"step": np.nan, "tokens": np.nan, "wall_clock": np.nan}
+    row = hit.iloc[0]
+    return {"step": int(row["step"]), "tokens": int(row["tokens"]), "wall_clock": float(row["wall_clock"])}
+
+
+def runs_table(runs: list[Run], config_columns: Iterable[str] | None = None) -> pd.DataFrame:
+    """One row per run: name, run_dir, the flattened config (all keys unless given), last step."""
+    rows = []
+    for r in runs:
+        cfg = r.flat_config if config_columns is None else {c: r.flat_config.get(c) for c in config_columns}
+        rows.append({"run": r.name, "run_dir": r.run_dir, **cfg,
+                     "last_step": int(r.train["step"].iloc[-1]) if len(r.train) else 0})
+    return pd.DataFrame(rows)
+
+
+def tracking_table(runs: list[Run], target_loss: float | None = None, tail: int = 3) -> pd.DataFrame:
+    """The research notes' tracking table, one row per run.
+
+    quality: final/best eval loss and ppl; efficiency: median tokens/s, training wall-clock,
+    wall-clock/step/tokens to ``target_loss``; MoE health (over the last ``tail`` expert rows,
+    mean over iterations): aux, entropy, min/max load, top-expert share, dropped fraction;
+    stability: max and last grad norm, NaN events; ``stopped_step`` when a stage gate stopped the run.
+    """
+    axes = differing_config(runs)
+    rows = []
+    for r in runs:
+        t, e, s = r.train, r.eval, r.expert_summary
+        row: dict[str, Any] = {"run": r.name}
+        for c in axes:
+            row[c] = r.flat_config.get(c)
+        row["steps"] = int(t["step"].iloc[-1]) if len(t) else 0
+        row["tokens"] = int(t["tokens"].iloc[-1]) if len(t) else 0
+        # quality
+        row["eval_loss"] = float(e["loss"].iloc[-1]) if len(e) else np.nan
+        row["eval_ppl"] = float(e["ppl"].iloc[-1]) if len(e) else np.nan
+        row["best_eval_loss"] = float(e["loss"].min()) if len(e) else np.nan
+        row["train_loss"] = float(t["loss"].iloc[-1]) if len(t) else np.nan
+        # efficiency
+        row["tokens_per_sec"] = float(t["tokens_per_sec"].median()) if len(t) else np.nan
+        row["wall_clock_s"] = float(t["wall_clock"].iloc[-1]) if len(t) else np.nan
+        if target_loss is not None:
+            tt = time_to_target(r, target_loss)
+            row["target_loss"] = target_loss
+            row["step_to_target"] = tt["step"]
+            row["tokens_to_target"] = tt["tokens"]
+            row["wall_clock_to_target_s"] = tt["wall_clock"]
+        # MoE health
+        row["aux"] = float(t["aux"].tail(tail).mean()) if len(t) else np.nan
+        if len(s):
+            last = s[s["step"].isin(sorted(s["step"].unique())[-tail:])]
+            row["entropy"] = float(last["entropy"].mean())
+            row["max_load"] = float(last["max_load"].mean())
+            row["min_load"] = float(last["min_load"].mean())
+            row["top_share"] = float(last["top_share"].mean())
+            row["drop_frac"] = float(s["dropped"].sum() / max(s["assignments"].sum(), 1))
+        else:
+            for c in ("entropy", "max_load", "min_load", "top_share", "drop_frac"):
+                row[c] = np.nan
+        # stability
+        row["grad_norm_max"] = float(t["grad_norm"].max()) if len(t) else np.nan
+        row["grad_norm_last"] = float(t["grad_norm"].iloc[-1]) if len(t) else np.nan
+        row["nan_events"] = int(t["nan_events"].iloc[-1]) if len(t) else 0
+        row["stopped_step"] = r.stopped_step  # stage gate stop recorded by the trainer (None: not stopped)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------
+# checkpoints
+
+
+def list_checkpoints(run_dir: str) -> list[str]:
+    """Complete checkpoints of a run, oldest first (temporary ``.step-*.h5.partial`` files excluded)."""
+    return sorted(glob.glob(os.path.join(run_dir, "checkpoints", "step-*.h5")))
+
+
+def newest_checkpoint(run_dir: str) -> str | None:
+    c = list_checkpoints(run_dir)
+    return c[-1] if c else None
+
+
+def read_checkpoint_info(path: str) -> dict[str, Any]:
+    """Root attributes of a checkpoint (config parsed), the /state attributes and parameter shapes."""
+    with _open(path) as f:
+        info = {k: _attr(v) for k, v in f.attrs.items()}
+        info["config"] = json.loads(info["config"]) if info.get("config") else {}
+        info["state"] = {k: _attr(v) for k, v in f["state"].attrs.items()} if "state" in f else {}
+        shapes: dict[str, tuple] = {}
+        if "params" in f:
+            f["params"].visititems(lambda n, o: shapes.__setitem__(n, o.shape) if isinstance(o, h5py.Dataset) else None)
+        info["params"] = shapes
+    return info
+
+
+def _pools(f: h5py.File) -> list[str]:
+    return sorted(f["params/ffn"].keys(), key=int) if "params/ffn" in f else []
+
+
+def router_stats(path: str) -> pd.DataFrame:
+    """Router weight statistics per pool and expert (column ``router[:, e]``):
+    norm (L2), mean, std, abs_max; plus cos_to_mean, the cosine between the expert's
+    column and the mean column (near 1: the router barely distinguishes that expert).
+    Empty for a dense checkpoint."""
+    rows = []
+    with _open(path) as f:
+        for p in _pools(f):
+            key = f"params/ffn/{p}/router"
+            if key not in f:
+                continue
+            w = f[key][()].astype(np.float64)             # [d, E]
+            mean_col = w.mean(axis=1)
+            mn = np.linalg.norm(mean_col)
+            for e in range(w.shape[1]):
+                c = w[:, e]
+                n = np.linalg.norm(c)
+                rows.append({"pool": int(p), "expert": e, "norm": n, "mean": c.mean(), "std": c.std(),
+                             "abs_max": np.abs(c).max(),
+                             "cos_to_mean": float(c @ mean_col / (n * mn)) if n > 0 and mn > 0 else np.nan})
+    return pd.DataFrame(rows, columns=["pool", "expert", "norm", "mean", "std", "abs_max", "cos_to_mean"])
+
+
+def expert_weight_norms(path: str) -> pd.DataFrame:
+    """Frobenius norm of each expert's slice of w1/w3/w2, per pool, long format:
+    pool, expert, tensor, norm, rms; one row with tensor ``total`` per expert too.
+    Reads one expert slice at a time (a checkpoint's expert tensors are chunked per
+    expert), so it works on large checkpoints. Empty for a dense checkpoint."""
+    rows = []
+    with _open(path) as f:
+        for p in _pools(f):
+            g = f[f"params/ffn/{p}"]
+            if "router" not in g:
+                continue  # dense FFN
+            names = [t for t in ("w1", "w3", "w2") if t in g]
+            E = g[names[0]].shape[0]
+            for e in range(E):
+                sq, n_el = 0.0, 0
+                for t in names:
+                    x = g[t][e].astype(np.float64)
+                    s = float(np.sum(x * x))
+                    sq += s
+                    n_el += x.size
+                    rows.append({"pool": int(p), "expert": e, "tensor": t, "norm": math.sqrt(s),
+                                 "rms": math.sqrt(s / x.size)})
+                rows.append({"pool": int(p), "expert": e, "tensor": "total", "norm": math.sqrt(sq),
+                             "rms": math.sqrt(sq / max(n_el, 1))})
+    return pd.DataFrame(rows, columns=["pool", "expert", "tensor", "norm", "rms"])
+
+
+# ---------------------------------------------------------------------------
+# gate decisions (``moe-dist gate ... --json``)
+
+
+def load_gate(path: str | None) -> dict[str, Any] | None:
+    """A gate decision file (the JSON of ``moe-dist gate RUN_DIR... --reference REF --json``), from a
+    file or a directory's ``gate.json``; None when there is none. The file's path is added as ``_path``."""
+    if not path:
+        return None
+    path = resolve_path(path)
+    if os.path.isdir(path):
+        path = os.path.join(path, "gate.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as fh:
+        gate = json.load(fh)
+    gate["_path"] = path
+    return gate
+
+
+def same_run_dir(given: str | None, run_dir: str, bases: Iterable[str] = ()) -> bool:
+    """Whether a directory as another tool printed it (maybe relative to where that tool ran)
+    names ``run_dir``: tried against ``bases``, then as ``resolve_path`` finds it, then, for a
+    relative path, by its trailing components (``runs/aux0`` matches ``/x/runs/aux0``)."""
+    if not given or not run_dir:
+        return False
+    target = os.path.realpath(run_dir)
+    cands = [given] if os.path.isabs(given) else [os.path.join(b, given) for b in bases if b] + [resolve_path(given)]
+    if any(os.path.realpath(c) == target for c in cands):
+        return True
+    if os.path.isabs(given):
+        return False
+    parts = [x for x in os.path.normpath(given).split(os.sep) if x not in ("", ".")]
+    tail = os.path.normpath(target).split(os.sep)
+    return bool(parts) and ".." not in parts and tail[-len(parts):] == parts
+
+
+def _clauses(c: Any) -> Any:
+    if isinstance(c, list) and all(isinstance(x, dict) for x in c):
+        return "; ".join(f"{x.get('name')}={'yes' if x.get('holds') else 'no'}" for x in c)
+    return c
+
+
+def gate_table(gate: dict[str, Any] | None, runs: Iterable[Run] = (), base: str | None = None) -> pd.DataFrame:
+    """One row per gated run: run_dir, name, decision, reason and the gate's other fields
+    (clause lists as ``name=yes; name=no`` strings), flags ``promoted``, ``best``, ``reference``,
+    and ``run``: the name of the matching Run of ``runs`` (matched by directory, not by the
+    gate's ``name``, which is the config name and is shared by runs of one preset).
+
+    ``base``: the directory relative run directories are tried against first (default: the gate
+    file's directory).
+    """
+    cols = ["run", "run_dir", "name", "decision", "reason", "promoted", "best", "reference"]
+    if not gate:
+        return pd.DataFrame(columns=cols)
+    rows = [dict(r) for r in gate.get("runs", [])]
+    bases = [b for b in (base, os.path.dirname(gate["_path"]) if gate.get("_path") else None) if b]
+    promoted = gate.get("promoted") or []
+    promoted = [promoted] if isinstance(promoted, str) else list(promoted)
+    best, ref = gate.get("best"), gate.get("reference")
+
+    def same(a, b):  # two paths as the gate printed them
+        return a is not None and b is not None and (os.path.normpath(str(a)) == os.path.normpath(str(b))
+                                                     or os.path.realpath(str(a)) == os.path.realpath(str(b)))
+    runs = list(runs)
+    for r in rows:
+        d = r.get("run_dir")
+        r["promoted"] = any(same(d, p) for p in promoted) or r.get("decision") == "promote"
+        r["best"] = same(d, best)
+        r["reference"] = same(d, ref)
+        match = [x.name for x in runs if same_run_dir(d, x.run_dir, bases)]
+        r["run"] = match[0] if match else None
+        for k in ("stop_clauses", "promote_clauses"):
+            if k in r:
+                r[k] = _clauses(r[k])
+    df = pd.DataFrame(rows)
+    for c in cols:
+        if c not in df:
+            df[c] = None
+    return df[cols + [c for c in df.columns if c not in cols]]
+
+
+# ---------------------------------------------------------------------------
+# figures
+
+
+def resolve_path(p: str) -> str:
+    """An absolute path for a path given to a notebook.
+
+    A kernel runs in the notebook's directory (notebooks/), not where ``jupyter`` was started,
+    so a relative path is looked up, in order, against ``$PWD`` (the directory ``jupyter lab`` or
+    ``jupyter nbconvert`` was started from), the kernel's working directory and the repository
+    root; the first that exists wins, else it is taken relative to ``$PWD``.
+    """
+    if not p or os.path.isabs(p):
+        return p
+    p = os.path.expanduser(p)
+    if os.path.isabs(p):
+        return p
+    bases = [b for b in (os.environ.get("PWD"), os.getcwd(), REPO_ROOT) if b]
+    for b in bases:
+        if os.path.exists(os.path.join(b, p)):
+            return os.path.abspath(os.path.join(b, p))
+    return os.path.abspath(os.path.join(bases[0], p))
+
+
+def figures_dir(path: str) -> str:
+    """The figures directory (relative paths as in ``resolve_path``), created if missing."""
+    d = resolve_path(path)
+    os.makedirs(d, exist_ok=True)
+    return d
+
+
+def save_figure(fig, name: str, directory: str, dpi: int = 110) -> str:
+    """Saves ``fig`` as ``directory/name.png`` (stable names; see notebooks/README.md)."""
+    path = os.path.join(directory, name if name.endswith(".png") else name + ".png")
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    return path

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Tests the analysis notebooks end to end: installs notebooks/requirements.txt if anything is
+# missing, trains two tiny runs that differ in moe.aux_loss_coef, runs the moe_analysis pytest
+# tests on them, executes notebooks/run_report.ipynb and notebooks/ablations.ipynb headless and
+# checks that every expected figure was written (PNG > 5 KB). Exits non-zero on any failure.
+#
+#   scripts/test_notebooks.sh
+#   MOE_DIST_BIN=.build/release/moe-dist scripts/test_notebooks.sh   # another binary
+#   KEEP=1 scripts/test_notebooks.sh         # keep the runs, executed notebooks and figures
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo="$PWD"
+started=$SECONDS
+fail() { echo "test_notebooks: FAIL: $*" >&2; exit 1; }
+
+# 1. Python packages.
+if ! python3 -c "import h5py, pandas, numpy, matplotlib, nbformat, nbclient, nbconvert, ipykernel, pytest" >/dev/null 2>&1; then
+  echo "test_notebooks: installing Python packages (notebooks/requirements.txt)"
+  python3 -m pip install -q --disable-pip-version-check -r notebooks/requirements.txt
+fi
+if ! python3 -m jupyter kernelspec list 2>/dev/null | grep -qw python3; then
+  echo "test_notebooks: registering the python3 Jupyter kernel"
+  python3 -m ipykernel install --user --name python3 >/dev/null
+fi
+
+# 2. The trainer.
+bin="${MOE_DIST_BIN:-$repo/.build/debug/moe-dist}"
+if [ ! -x "$bin" ] && [ -z "${MOE_DIST_BIN:-}" ]; then
+  echo "test_notebooks: building moe-dist (debug)"
+  swift build --product moe-dist 2>&1 | grep -Ev '^\[[0-9]+/[0-9]+\]' || true
+fi
+[ -x "$bin" ] || fail "no moe-dist binary at $bin (swift build, or set MOE_DIST_BIN)"
+bin="$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")"
+export MOE_DIST_BIN="$bin"
+
+work="$(mktemp -d "${TMPDIR:-/tmp}/moe-notebooks.XXXXXX")"
+if [ -z "${KEEP:-}" ]; then trap 'rm -rf "$work"' EXIT; else echo "test_notebooks: keeping $work"; fi
+runs="$work/runs"
+
+# 3. Two tiny runs, an aux_loss_coef ablation (same overrides as notebooks/tests/test_moe_analysis.py).
+for aux in 0 0.02; do
+  "$bin" train --config jobs/configs/tiny.yaml --run-dir "$runs/aux$aux" \
+    train.max_steps=60 train.eval_interval=20 train.checkpoint_interval=30 "moe.aux_loss_coef=$aux" \
+    >"$work/train-aux$aux.log" 2>&1 || { tail -20 "$work/train-aux$aux.log"; fail "training run aux$aux"; }
+done
+echo "test_notebooks: trained $runs/aux0 and $runs/aux0.02 ($((SECONDS - started)) s)"
+
+# Gate decisions, if this build has the gate command (optional: the notebooks say when there are none).
+if "$bin" --help 2>&1 | grep -qE '^[[:space:]]+gate([[:space:]]|$)'; then
+  if "$bin" gate "$runs/aux0.02" --reference "$runs/aux0" --json >"$runs/gate.json" 2>"$work/gate.err"; then
+    echo "test_notebooks: gate decisions in $runs/gate.json"
+  else
+    echo "test_notebooks: warning: moe-dist gate failed ($(tail -1 "$work/gate.err")); notebooks run without gate.json" >&2
+    rm -f "$runs/gate.json"
+  fi
+else
+  echo "test_notebooks: no 'moe-dist gate' command in this build: notebooks run without gate.json"
+fi
+
+# 4. The helper's tests. pytest's own status counts (5 = no tests collected is a failure too),
+#    and every test must run: skips here mean the runs or the binary were not found.
+set +e
+NOTEBOOK_TEST_RUNS="$runs" python3 -m pytest -q -rs -p no:cacheprovider notebooks/tests/test_moe_analysis.py \
+  >"$work/pytest.log" 2>&1
+status=$?
+set -e
+summary="$(grep -E '(passed|failed|error|skipped|no tests ran)' "$work/pytest.log" | tail -1)"
+echo "test_notebooks: pytest: ${summary:-<no summary line>}"
+if [ "$status" -ne 0 ]; then
+  cat "$work/pytest.log"
+  [ "$status" -eq 5 ] && fail "pytest collected no tests"
+  fail "pytest exited with status $status"
+fi
+echo "$summary" | grep -qE '[0-9]+ passed' || { cat "$work/pytest.log"; fail "pytest reported no passed tests"; }
+if echo "$summary" | grep -qE 'skipped|deselected|xfail'; then cat "$work/pytest.log"; fail "pytest skipped tests"; fi
+
+# 5. Both notebooks, headless.
+# ablations is started from $work with relative paths, as a user would from a checkout.
+execute() {  # notebook, directory to start from, then VAR=value environment
+  local nb="$1" from="$2"; shift 2
+  if ! (cd "$from" && env PWD="$from" "$@" python3 -m jupyter nbconvert --to notebook --execute "$repo/notebooks/$nb" \
+        --output-dir "$work/executed" --ExecutePreprocessor.timeout=600) >"$work/$nb.log" 2>&1; then
+    grep -v 'without encryption' "$work/$nb.log" | tail -40
+    fail "executing $nb"
+  fi
+  echo "test_notebooks: executed $nb -> $work/executed/$nb ($((SECONDS - started)) s)"
+}
+execute run_report.ipynb "$repo" RUN_DIR="$runs/aux0" FIGURES_DIR="$work/figures/run"
+execute ablations.ipynb "$work" RUNS_DIR=runs FIGURES_DIR=figures/ablations
+
+# 6. Every expected figure, non-trivial.
+check_figures() {  # directory, then names
+  local dir="$1"; shift
+  local name size
+  for name in "$@"; do
+    [ -f "$dir/$name.png" ] || fail "missing figure $dir/$name.png"
+    size=$(stat -c %s "$dir/$name.png")
+    [ "$size" -gt 5120 ] || fail "figure $dir/$name.png is only $size bytes"
+  done
+  echo "test_notebooks: $# figures OK in $dir"
+}
+check_figures "$work/figures/run" run_loss run_optim run_throughput run_expert_load_heatmap run_routing_health \
+  run_token_drops run_final_load run_router_weights run_expert_norms
+check_figures "$work/figures/ablations" ablation_eval_vs_step ablation_eval_vs_tokens ablation_train_loss \
+  ablation_time_to_target ablation_tracking ablation_moe_health ablation_stability
+[ -s "$work/figures/ablations/ablation_tracking.csv" ] || fail "missing ablation_tracking.csv"
+
+echo "test_notebooks: OK ($((SECONDS - started)) s)"
