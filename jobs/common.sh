@@ -90,6 +90,11 @@ moe_train() {
     # shellcheck disable=SC2086
     set -- "${LAUNCH[@]}" "$MOE_DIST" train --config "$config" --run-dir "$run_dir" --resume auto ${EXTRA_OVERRIDES:-} "$@"
     moe_log "launch: $*"
+    # The trainer appends to RUN_DIR/train.log on every start, even of a finished run: if that
+    # file did not grow, the launcher exited without starting it (seen with srun when a
+    # requeued job is relaunched while slurmd still cleans up the previous attempt's step).
+    local log_before
+    log_before=$(stat -c %s "$run_dir/train.log" 2>/dev/null || echo -1)
     trap 'moe_forward USR1' USR1
     trap 'moe_forward TERM' TERM
     "$@" &
@@ -108,6 +113,10 @@ moe_train() {
     done
     trap - USR1 TERM
     echo "$rc" >"$run_dir/slurm-exit-status"
+    if [[ $rc == 0 && "$(stat -c %s "$run_dir/train.log" 2>/dev/null || echo -1)" == "$log_before" ]]; then
+        moe_log "launcher exited 0 but the trainer never started (train.log unchanged): treating as preempted"
+        rc=75
+    fi
     if [[ $rc == 75 ]]; then
         local restarts=${SLURM_RESTART_COUNT:-0} max=${MAX_REQUEUES:-20}
         if [[ -z "${SLURM_JOB_ID:-}" ]]; then

@@ -1,0 +1,215 @@
+#!/usr/bin/env bash
+# The real Slurm test: a private one-node Slurm cluster (munged, slurmctld, slurmd started here
+# and stopped here by pid) runs the job scripts of jobs/ end to end with the tiny config:
+#   1. preemption: jobs/train.sbatch is sent SIGUSR1 (as Slurm does before the time limit),
+#      the trainer checkpoints and exits 75, the job requeues itself and resumes to the end;
+#   2. the ablation chain: jobs/submit_phase.sh writes the Phase 1 sweep (30 steps), submits its
+#      array, a reference run and the gate job; the gate job writes gate.json, the Phase 1b
+#      sweep and submits Phase 1b and its gate, which stops the chain (MAX_PHASE=1b).
+# Checks run dirs (final checkpoint, metrics.h5), job states, gate.json (a decision per run),
+# and the chaining. Prints "N passed, N failed"; exits non-zero on any failure.
+#
+#   scripts/test_slurm.sh                   # uses $MOE_DIST_BIN or .build/debug/moe-dist
+#   KEEP_TMP=1 scripts/test_slurm.sh        # keep the temp dir (logs) for a look afterwards
+#
+# Needs root (apt-get install slurm-wlm munge if missing; the daemons run as root) and 2 cores;
+# every run uses 1 rank and OPENBLAS_NUM_THREADS=1. Bounded: TEST_TIMEOUT seconds (600) for the
+# jobs. Takes about 1-2 minutes.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+REPO=$PWD
+TEST_TIMEOUT=${TEST_TIMEOUT:-600}
+STEPS=30
+PASSED=0
+FAILED=0
+
+log() { echo "[test_slurm $(date -u +%H:%M:%S)] $*"; }
+pass() { PASSED=$((PASSED + 1)); echo "PASS: $*"; }
+fail() { FAILED=$((FAILED + 1)); echo "FAIL: $*"; }
+check() { # check "description" command...
+    local what=$1; shift
+    if "$@"; then pass "$what"; else fail "$what"; fi
+}
+finish() {
+    echo "$PASSED passed, $FAILED failed"
+    [[ $FAILED == 0 ]] && exit 0 || exit 1
+}
+
+# ---------------------------------------------------------------- prerequisites
+if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! command -v munged >/dev/null \
+    || ! command -v sbatch >/dev/null; then
+    log "installing slurm-wlm and munge"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q slurm-wlm munge >/dev/null 2>&1 \
+        || { apt-get update -q >/dev/null && apt-get install -y -q slurm-wlm munge >/dev/null; } \
+        || { fail "apt-get install slurm-wlm munge"; finish; }
+fi
+MOE_DIST_BIN=${MOE_DIST_BIN:-$REPO/.build/debug/moe-dist}
+if [[ ! -x "$MOE_DIST_BIN" ]]; then
+    log "building moe-dist (swift build)"
+    swift build 2>&1 | tail -3
+    MOE_DIST_BIN=$REPO/.build/debug/moe-dist
+fi
+[[ -x "$MOE_DIST_BIN" ]] || { fail "moe-dist binary at $MOE_DIST_BIN"; finish; }
+export MOE_DIST=$MOE_DIST_BIN
+export OPENBLAS_NUM_THREADS=1
+
+# ---------------------------------------------------------------- the cluster
+TMP=$(mktemp -d /tmp/moe-slurm-test.XXXXXX)
+CLUSTER=$TMP/cluster
+export SLURM_CONF=$CLUSTER/slurm.conf
+cleanup() {
+    local rc=$?
+    if [[ -f "$SLURM_CONF" ]]; then
+        scancel --quiet --full --user="$(id -un)" 2>/dev/null || true
+        local end=$((SECONDS + 30))
+        while ((SECONDS < end)) && [[ -n "$(squeue -h 2>/dev/null)" ]]; do sleep 1; done
+    fi
+    scripts/slurm/local_cluster.sh down "$CLUSTER" || true
+    if [[ "${KEEP_TMP:-0}" == 1 ]]; then echo "kept $TMP"; else rm -rf "$TMP"; fi
+    exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log "starting a one-node cluster in $CLUSTER"
+if scripts/slurm/local_cluster.sh up "$CLUSTER"; then
+    pass "cluster up: munged, slurmctld, slurmd running and node $(hostname -s) idle"
+else
+    fail "cluster up"
+    tail -30 "$CLUSTER"/log/*.log 2>/dev/null
+    finish
+fi
+
+DEADLINE=$((SECONDS + TEST_TIMEOUT))
+job_field() { # job_field JOBID FIELD -> value from scontrol show job (first record)
+    scontrol show job -o "$1" 2>/dev/null | head -1 | tr ' ' '\n' | sed -n "s/^$2=//p" | head -1
+}
+wait_until() { # wait_until DESCRIPTION command...: poll until true or the test deadline
+    local what=$1; shift
+    while ((SECONDS < DEADLINE)); do "$@" && return 0; sleep 1; done
+    log "timed out waiting for: $what"
+    return 1
+}
+queue_empty() { [[ -z "$(squeue -h 2>/dev/null)" ]]; }
+
+# ---------------------------------------------------------------- 1. preemption and requeue
+log "preemption: train.sbatch, tiny, 1500 steps; SIGUSR1 to the batch script mid-run"
+PRE_RUN=$TMP/runs/preempt
+pre_job=$(CONFIG=$REPO/jobs/configs/tiny.yaml RUN_DIR=$PRE_RUN JOBS_DIR=$REPO/jobs \
+    sbatch --parsable --output="$TMP/preempt-%j.out" "$REPO/jobs/train.sbatch" \
+    train.max_steps=1500 train.checkpoint_interval=1000 train.eval_interval=500)
+pre_job=${pre_job%%;*}
+progress() { grep -q '^step [0-9]*0/1500' "$PRE_RUN/train.log" 2>/dev/null; }
+if wait_until "preempt job training" progress; then
+    scancel --signal=USR1 --batch "$pre_job"
+    requeued() { [[ "$(job_field "$pre_job" Restarts)" == 1 ]]; }
+    if wait_until "requeue" requeued; then
+        pass "SIGUSR1: trainer checkpointed, exited 75, job $pre_job requeued itself"
+        # Slurm holds a requeued job for 2 minutes (BeginTime), which also gives slurmd time to
+        # clean up the old attempt. Release it sooner: once it is pending with no step left,
+        # plus a few seconds (a relaunch 1 s after the requeue can collide with the old step).
+        pending_clean() { [[ "$(job_field "$pre_job" JobState)" == PENDING && -z "$(squeue -h -s -j "$pre_job" 2>/dev/null)" ]]; }
+        wait_until "requeued job pending" pending_clean
+        sleep 5
+        scontrol update JobId="$pre_job" StartTime=now 2>/dev/null || true
+    else
+        fail "SIGUSR1: job $pre_job was not requeued (state $(job_field "$pre_job" JobState))"
+    fi
+    done_pre() { [[ "$(job_field "$pre_job" JobState)" =~ ^(COMPLETED|FAILED|CANCELLED|TIMEOUT)$ ]]; }
+    wait_until "preempted job to finish" done_pre
+    check "requeued job $pre_job completed (state $(job_field "$pre_job" JobState))" \
+        test "$(job_field "$pre_job" JobState)" = COMPLETED
+    check "second attempt resumed from the preemption checkpoint" \
+        grep -q "resumed from .*checkpoints/step-" "$TMP/preempt-$pre_job.out"
+    check "preempted run reached its final checkpoint step-00001500.h5" \
+        test -f "$PRE_RUN/checkpoints/step-00001500.h5"
+else
+    fail "preemption job $pre_job never started training"
+fi
+
+# ---------------------------------------------------------------- 2. the phase chain
+SWEEP=$TMP/sweep
+log "ablation chain: submit_phase.sh PHASE=1 STEPS=$STEPS MAX_PHASE=1b"
+if out=$(SWEEP_DIR=$SWEEP PHASE=1 BASE_CONFIG=$REPO/jobs/configs/tiny.yaml STEPS=$STEPS MAX_PHASE=1b \
+    RANKS=1 CPUS_PER_RANK=1 ARRAY_PARALLEL=2 jobs/submit_phase.sh 2>"$TMP/submit.err"); then
+    echo "$out"
+    array_job=$(sed -n 's/.*array_job=\([0-9]*\).*/\1/p' <<<"$out")
+    gate_job=$(sed -n 's/.*gate_job=\([0-9]*\).*/\1/p' <<<"$out")
+    ref_job=$(sed -n 's/.*reference_job=\([0-9]*\).*/\1/p' <<<"$out")
+    check "submit_phase.sh printed array, reference and gate job ids" \
+        test -n "$array_job" -a -n "$gate_job" -a -n "$ref_job"
+else
+    cat "$TMP/submit.err"
+    fail "jobs/submit_phase.sh PHASE=1"
+    finish
+fi
+
+chain_done() { queue_empty && [[ -s "$SWEEP/phase-1b/next.txt" ]]; }
+log "waiting for Phase 1, its gate, Phase 1b and its gate (at most $((DEADLINE - SECONDS)) s)"
+wait_until "the chain to finish" chain_done || { squeue; }
+
+n1=$(grep -c . "$SWEEP/phase-1/runs.txt" 2>/dev/null || echo 0)
+check "phase 1 sweep wrote runs.txt ($n1 configs)" test "$n1" -gt 0
+
+# Each array task, the reference and the gate: COMPLETED (the jobcomp log records every job end).
+jobcomp=$CLUSTER/log/jobcomp.txt
+job_completed() { # job_completed JOBID [ARRAY_TASK]
+    if [[ -n "${2:-}" ]]; then
+        scontrol show job -o "${1}_$2" 2>/dev/null | grep -q 'JobState=COMPLETED'
+    else
+        scontrol show job -o "$1" 2>/dev/null | grep -q 'JobState=COMPLETED'
+    fi
+}
+for ((i = 0; i < n1; i++)); do
+    config=$(sed -n "$((i + 1))p" "$SWEEP/phase-1/runs.txt")
+    name=$(basename "$config" .yaml)
+    run=$SWEEP/runs/$name
+    check "phase 1 task $i ($name): job COMPLETED" job_completed "$array_job" "$i"
+    check "phase 1 task $i ($name): final checkpoint step-$(printf %08d $STEPS).h5" \
+        test -f "$run/checkpoints/step-$(printf %08d $STEPS).h5"
+    check "phase 1 task $i ($name): metrics.h5" test -s "$run/metrics.h5"
+done
+check "reference run (job $ref_job) completed with its final checkpoint" \
+    test -f "$SWEEP/runs/reference-phase-1/checkpoints/step-$(printf %08d $STEPS).h5"
+check "gate job $gate_job COMPLETED" job_completed "$gate_job"
+
+gate_ok() { # gate_ok GATE_JSON RUNS_TXT: a decision for every run of runs.txt
+    python3 - "$1" "$2" "$SWEEP/runs" <<'PY'
+import json, os, sys
+gate = json.load(open(sys.argv[1]))
+configs = [l.strip() for l in open(sys.argv[2]) if l.strip()]
+want = {os.path.realpath(os.path.join(sys.argv[3], os.path.basename(c).rsplit(".", 1)[0])) for c in configs}
+got = {os.path.realpath(r["run_dir"]): r["decision"] for r in gate["runs"]}
+bad = [d for d in got.values() if d not in ("continue", "stop", "promote")]
+missing = want - set(got)
+if bad or missing or "reference" not in gate:
+    print("gate.json:", {"bad decisions": bad, "runs without a decision": sorted(missing)}, file=sys.stderr)
+    sys.exit(1)
+print("gate decisions:", {os.path.basename(k): v for k, v in got.items()}, "best:", gate.get("best"))
+PY
+}
+check "phase 1 gate.json has a decision for every run" gate_ok "$SWEEP/phase-1/gate.json" "$SWEEP/phase-1/runs.txt"
+
+next_array=$(sed -n 's/.*phase=1b .*array_job=\([0-9]*\).*/\1/p' "$SWEEP/phase-1/next.txt" 2>/dev/null)
+next_gate=$(sed -n 's/.*phase=1b .*gate_job=\([0-9]*\).*/\1/p' "$SWEEP/phase-1/next.txt" 2>/dev/null)
+check "gate job submitted phase 1b (array $next_array, gate $next_gate) from a sweep with --gate" \
+    test -n "$next_array" -a -n "$next_gate" -a -s "$SWEEP/phase-1b/runs.txt"
+n1b=$(grep -c . "$SWEEP/phase-1b/runs.txt" 2>/dev/null || echo 0)
+for ((i = 0; i < n1b; i++)); do
+    config=$(sed -n "$((i + 1))p" "$SWEEP/phase-1b/runs.txt")
+    name=$(basename "$config" .yaml)
+    check "phase 1b task $i ($name): completed with final checkpoint and metrics.h5" \
+        test -f "$SWEEP/runs/$name/checkpoints/step-$(printf %08d $STEPS).h5" -a -s "$SWEEP/runs/$name/metrics.h5"
+done
+[[ -n "$next_gate" ]] && check "phase 1b gate job $next_gate COMPLETED" job_completed "$next_gate"
+check "phase 1b gate.json has a decision for every run" gate_ok "$SWEEP/phase-1b/gate.json" "$SWEEP/phase-1b/runs.txt"
+check "chain stopped at MAX_PHASE=1b (phase-1b/next.txt: $(head -1 "$SWEEP/phase-1b/next.txt" 2>/dev/null))" \
+    grep -q '^stop: next phase 2 is beyond MAX_PHASE=1b' "$SWEEP/phase-1b/next.txt"
+check "queue empty at the end" queue_empty
+
+if ((FAILED > 0)); then
+    log "job logs:"
+    for f in "$TMP"/preempt-*.out "$SWEEP"/logs/*/*.out; do [[ -f "$f" ]] && { echo "== $f"; tail -15 "$f"; }; done
+fi
+finish
