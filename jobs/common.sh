@@ -123,6 +123,15 @@ moe_train() {
             moe_log "trainer checkpointed and exited 75 (not under Slurm: no requeue)"
             return 75
         fi
+        # SIGTERM means scancel, the time limit or Slurm's own preemption: checkpointed, but
+        # not ours to requeue (a cancelled job must stay cancelled; PreemptMode=REQUEUE
+        # requeues by itself). Only SIGUSR1 (to this shell or straight to the ranks) requeues.
+        local state
+        state=$(scontrol show job -o "$SLURM_JOB_ID" 2>/dev/null | tr ' ' '\n' | sed -n 's/^JobState=//p' | head -1)
+        if [[ "$MOE_SIGNALLED" == TERM || "$state" =~ ^(CANCELLED|COMPLETING|TIMEOUT|PREEMPTED|DEADLINE) ]]; then
+            moe_log "trainer checkpointed and exited 75 after SIGTERM (job state ${state:-unknown}): not requeueing; resubmit to continue"
+            return 75
+        fi
         if ((restarts >= max)); then
             moe_log "trainer exited 75 again after $restarts restarts (MAX_REQUEUES=$max): giving up"
             return 75

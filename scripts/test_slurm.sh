@@ -128,6 +128,26 @@ else
     fail "preemption job $pre_job never started training"
 fi
 
+# ---------------------------------------------------------------- 1b. scancel: checkpoint, no requeue
+log "scancel: the trainer checkpoints on SIGTERM and the job stays cancelled"
+CAN_RUN=$TMP/runs/cancel
+can_job=$(CONFIG=$REPO/jobs/configs/tiny.yaml RUN_DIR=$CAN_RUN JOBS_DIR=$REPO/jobs \
+    sbatch --parsable --output="$TMP/cancel-%j.out" "$REPO/jobs/train.sbatch" \
+    train.max_steps=1500 train.checkpoint_interval=1000 train.eval_interval=500)
+can_job=${can_job%%;*}
+can_progress() { grep -q '^step [0-9]*0/1500' "$CAN_RUN/train.log" 2>/dev/null; }
+if wait_until "cancel job training" can_progress; then
+    scancel "$can_job"
+    can_done() { [[ "$(job_field "$can_job" JobState)" =~ ^(CANCELLED|COMPLETED|FAILED|PENDING)$ ]]; }
+    wait_until "cancelled job to end" can_done
+    sleep 2
+    check "scancel: job $can_job CANCELLED and not requeued (state $(job_field "$can_job" JobState), restarts $(job_field "$can_job" Restarts))" \
+        test "$(job_field "$can_job" JobState)" = CANCELLED -a "$(job_field "$can_job" Restarts)" = 0
+    check "scancel: the trainer wrote a checkpoint on SIGTERM" grep -q "SIGTERM received" "$CAN_RUN/train.log" "$TMP/cancel-$can_job.out"
+else
+    fail "cancel job $can_job never started training"
+fi
+
 # ---------------------------------------------------------------- 2. the phase chain
 SWEEP=$TMP/sweep
 log "ablation chain: submit_phase.sh PHASE=1 STEPS=$STEPS MAX_PHASE=1b"
