@@ -4,9 +4,14 @@
   hf_tokenize.py encode TOKENIZER TEXT OUT.i32     ids of the whole file (one string), int32 LE
   hf_tokenize.py encode-json TOKENIZER IN.json OUT.json
                                                    IN: list of strings; OUT: list of id lists
-  hf_tokenize.py bench TOKENIZER TEXT              encode_batch over the file's lines (newlines
-                                                   kept, so the text is the same); prints
-                                                   "seconds bytes tokens" for the encode call only
+  hf_tokenize.py pretokenize-json IN.json OUT.json
+                                                   ByteLevel(add_prefix_space=False) pre-tokens of
+                                                   each string, in byte-level spelling
+  hf_tokenize.py bench TOKENIZER TEXT              times (1) encode_batch over the file's lines
+                                                   (newlines kept, so the bytes are the same) and
+                                                   (2) encode of the whole file as one string;
+                                                   prints "bytes s_lines n_lines s_whole n_whole",
+                                                   encode calls only (no file reading or loading)
   hf_tokenize.py train TEXT VOCAB OUT.json         HF BpeTrainer with a ByteLevel pre-tokenizer;
                                                    prints training seconds
 
@@ -46,14 +51,26 @@ def main(argv):
             texts = json.load(f)
         with open(argv[4], "w") as f:
             json.dump([tok.encode(t).ids for t in texts], f)
+    elif cmd == "pretokenize-json":
+        from tokenizers import pre_tokenizers
+        pre = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+        with open(argv[2], encoding="utf-8") as f:
+            texts = json.load(f)
+        with open(argv[3], "w") as f:
+            json.dump([[p for p, _ in pre.pre_tokenize_str(t)] for t in texts], f)
     elif cmd == "bench":
         tok = Tokenizer.from_file(argv[2])
-        lines = read_text(argv[3]).splitlines(keepends=True)
+        text = read_text(argv[3])
+        lines = text.splitlines(keepends=True)
         t0 = time.perf_counter()
         out = tok.encode_batch(lines, add_special_tokens=False)
-        dt = time.perf_counter() - t0
-        n = sum(len(e.ids) for e in out)
-        print(f"{dt:.4f} {sum(len(l.encode('utf-8')) for l in lines)} {n}")
+        t_lines = time.perf_counter() - t0
+        n_lines = sum(len(e.ids) for e in out)
+        del out
+        t0 = time.perf_counter()
+        n_whole = len(tok.encode(text, add_special_tokens=False).ids)
+        t_whole = time.perf_counter() - t0
+        print(f"{len(text.encode('utf-8'))} {t_lines:.4f} {n_lines} {t_whole:.4f} {n_whole}")
     elif cmd == "train":
         from tokenizers import models, pre_tokenizers, decoders, trainers
         tok = Tokenizer(models.BPE())

@@ -160,10 +160,22 @@ extension RunConfig {
         optStringKey("data.tokenizer", \.data.tokenizer),
 
         optIntKey("parallel.expert_parallel", \.parallel.expertParallel),
+
+        boolKey("gate.enabled", \.gate.enabled),
+        doubleKey("gate.min_improvement", \.gate.minImprovement),
+        intKey("gate.patience", \.gate.patience),
+        intKey("gate.slope_window", \.gate.slopeWindow),
+        doubleKey("gate.flat_slope", \.gate.flatSlope),
+        doubleKey("gate.routing_tolerance", \.gate.routingTolerance),
+        doubleKey("gate.promote_margin", \.gate.promoteMargin),
+        doubleKey("gate.equal_tolerance", \.gate.equalTolerance),
+        doubleKey("gate.entropy_margin", \.gate.entropyMargin),
+        doubleKey("gate.max_load_margin", \.gate.maxLoadMargin),
+        doubleKey("gate.throughput_margin", \.gate.throughputMargin),
     ]
 
     /// The YAML sections, in order.
-    public static let sections = ["model", "moe", "train", "data", "parallel"]
+    public static let sections = ["model", "moe", "train", "data", "parallel", "gate"]
 
     /// Key table lookup by dotted name.
     public static func key(named name: String) -> ConfigKey? { keyIndex[name].map { keys[$0] } }

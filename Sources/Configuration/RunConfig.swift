@@ -89,6 +89,35 @@ public struct ParallelConfig: Codable, Equatable, Sendable {
     public init() {}
 }
 
+/// `gate.*`: stage gates (the research notes' stop and promote rules; Training/StageGate.swift).
+/// Stop early when ALL hold over the last `patience` evaluations: no eval improvement
+/// > `minImprovement` on the best before it; train-loss least-squares slope over the last
+/// `slopeWindow` steps below `flatSlope` (loss per 1k steps, absolute); entropy, max and
+/// min load (means over iterations, per evaluation window) each vary by < `routingTolerance`.
+/// Promote when ANY holds against a reference run at the same step: eval loss lower by
+/// >= `promoteMargin`; or equal within `equalTolerance` and entropy higher by >=
+/// `entropyMargin`, max load lower by >= `maxLoadMargin`, or tokens/s higher by a
+/// fraction >= `throughputMargin`.
+public struct GateConfig: Codable, Equatable, Sendable {
+    /// Apply the stop rule at every evaluation of a training run.
+    public var enabled = true
+    public var minImprovement = 0.02
+    public var patience = 3
+    /// 500 steps: one evaluation interval of the reference run.
+    public var slopeWindow = 500
+    /// 0.04 loss per 1k steps = `minImprovement` per 500-step evaluation interval: training loss
+    /// falls slower than an eval improvement that would count.
+    public var flatSlope = 0.04
+    /// Absolute change of entropy (0..1) and of max/min load (1 = even).
+    public var routingTolerance = 0.05
+    public var promoteMargin = 0.05
+    public var equalTolerance = 0.01
+    public var entropyMargin = 0.02
+    public var maxLoadMargin = 0.1
+    public var throughputMargin = 0.1
+    public init() {}
+}
+
 /// A whole run.
 public struct RunConfig: Codable, Equatable, Sendable {
     /// Free-form run name (used for run directories and reports).
@@ -98,5 +127,6 @@ public struct RunConfig: Codable, Equatable, Sendable {
     public var train = TrainConfig()
     public var data = DataConfig()
     public var parallel = ParallelConfig()
+    public var gate = GateConfig()
     public init() {}
 }

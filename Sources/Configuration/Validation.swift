@@ -91,6 +91,18 @@ public func validationErrors(_ c: RunConfig, worldSize: Int) -> [ConfigError] {
             fail("parallel.expert_parallel", "defaults to the world size (\(worldSize)), which must be <= moe.num_experts (\(e.numExperts)); set it to a divisor of \(worldSize) that is <= \(e.numExperts)")
         }
     }
+    // gate.*
+    let g = c.gate
+    nonNegative("gate.min_improvement", g.minImprovement)
+    atLeast("gate.patience", g.patience, 1)
+    atLeast("gate.slope_window", g.slopeWindow, 1)
+    positive("gate.flat_slope", g.flatSlope)
+    nonNegative("gate.routing_tolerance", g.routingTolerance)
+    nonNegative("gate.promote_margin", g.promoteMargin)
+    nonNegative("gate.equal_tolerance", g.equalTolerance)
+    nonNegative("gate.entropy_margin", g.entropyMargin)
+    nonNegative("gate.max_load_margin", g.maxLoadMargin)
+    nonNegative("gate.throughput_margin", g.throughputMargin)
     return errors
 }
 

@@ -209,7 +209,7 @@ public final class BPETokenizer {
     /// number of tokens. The input is memory-mapped and encoded in windows of a few MB,
     /// so memory stays small; the output appears under its name only when complete.
     @discardableResult
-    public func encodeFile(input: String, output: String, progress: Progress? = nil) throws -> Int {
+    public func encodeFile(input: String, output: String, progress: ProgressLine? = nil) throws -> Int {
         let text = try MappedTextFile(path: input)
         let writer = try TokenFileWriter(path: output, vocabSize: vocabSize)
         var out: [Int32] = []

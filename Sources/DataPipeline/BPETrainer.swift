@@ -48,7 +48,7 @@ public struct BPETrainer {
             if st.st_size == 0 { throw DataFileError(f, "input file is empty") }
             total += Int64(st.st_size)
         }
-        let progress = showProgress ? Progress("count pre-tokens") : nil
+        let progress = showProgress ? ProgressLine("count pre-tokens") : nil
         progress?.start(total: total)
         var done: Int64 = 0
         for f in files { try counter.countFile(f, chunkSize: chunkSize, progress: progress, done: &done) }
@@ -110,7 +110,7 @@ public struct BPETrainer {
         var merges: [(Int32, Int32)] = []
         let target = vocabSize - specialTokens.count
         var stamp = [Int](repeating: -1, count: wordCount.count)
-        let progress = showProgress ? Progress("merge", unit: .items("tokens")) : nil
+        let progress = showProgress ? ProgressLine("merge", unit: .items("tokens")) : nil
         progress?.start(total: Int64(target - 256))
 
         while tokens.count < target, let top = heap.pop() {
@@ -208,7 +208,7 @@ final class PreTokenCounter {
     }
 
     /// Reads a file in chunks of `chunkSize` bytes, carrying unfinished text to the next chunk.
-    func countFile(_ path: String, chunkSize: Int, progress: Progress?, done: inout Int64) throws {
+    func countFile(_ path: String, chunkSize: Int, progress: ProgressLine?, done: inout Int64) throws {
         let fd = open(path, O_RDONLY)
         if fd < 0 { throw DataFileError(path, "cannot open input (\(String(cString: strerror(errno))))") }
         defer { close(fd) }

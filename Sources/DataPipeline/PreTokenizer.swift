@@ -7,13 +7,13 @@
 //   - an apostrophe followed by s, t, m, d, re, ve or ll (lower case) is a token;
 //   - otherwise an optional U+0020 space plus a run of letters, of numbers, or of
 //     "other" characters (neither whitespace, letter nor number);
-//   - otherwise a whitespace run: all of it if it ends the text or if it is followed by
-//     more whitespace ... i.e. a run followed by a non-space character gives up its last
-//     character (which then starts the next token), unless the run is one character long.
+//   - otherwise a whitespace run: all of it if it ends the text; if a non-space
+//     character follows, all but its last character (which then starts the next
+//     token, e.g. " " before a word), or the one character if the run is that short.
 // Classes: \p{L} = general category L*, \p{N} = N*, \s = the Unicode White_Space
-// property (what Oniguruma's \s matches for UTF-8). Invalid UTF-8 bytes count as
-// "other" characters one byte long (Hugging Face never sees them: Python strings are
-// valid Unicode).
+// property (what Oniguruma's \s matches for UTF-8), all as of Unicode 16. Invalid
+// UTF-8 bytes count as "other" characters one byte long (Hugging Face never sees
+// them: Python strings are valid Unicode).
 
 enum CharClass {
     static let letter: UInt8 = 1, number: UInt8 = 2, space: UInt8 = 3, other: UInt8 = 4
@@ -27,6 +27,11 @@ final class PreTokenizer {
     /// change when more text arrives (a longer run, a contraction, the (?!\S) look-ahead).
     static let margin = 8
 
+    /// Characters newer than this Unicode version are "other", as in Hugging Face
+    /// `tokenizers` 0.23 (Oniguruma 6.9, Unicode 16). Checked by PreTokenizerTests
+    /// against the installed `tokenizers`.
+    static let unicodeMajorVersion = 16
+
     init() {
         bmp = .allocate(capacity: 0x10000)
         bmp.initialize(repeating: 0, count: 0x10000)
@@ -39,6 +44,9 @@ final class PreTokenizer {
         guard let s = Unicode.Scalar(v) else { return CharClass.other }
         let p = s.properties
         if p.isWhitespace { return CharClass.space }
+        // Hugging Face's Oniguruma knows Unicode 16; Swift 6.3 knows 17. Characters
+        // assigned later are unassigned (so "other") to Oniguruma: treat them so.
+        if let age = p.age, age.major > PreTokenizer.unicodeMajorVersion { return CharClass.other }
         switch p.generalCategory {
         case .uppercaseLetter, .lowercaseLetter, .titlecaseLetter, .modifierLetter, .otherLetter:
             return CharClass.letter

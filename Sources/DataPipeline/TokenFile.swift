@@ -58,7 +58,7 @@ public final class TokenFile: TokenSource {
 
     private let mapping: UnsafeMutableRawPointer?
     private let mappedLength: Int
-    private let tokens: UnsafeRawPointer?
+    private let payload: UnsafeRawPointer?          // first token
 
     public init(path: String) throws {
         self.path = path
@@ -79,7 +79,7 @@ public final class TokenFile: TokenSource {
             let raw = UnsafeRawPointer(map)
             let magic = Array(UnsafeRawBufferPointer(start: raw, count: 8))
             guard magic == TokenFileHeader.magic else {
-                throw DataFileError(path, "not a token file: magic is not MOETOKS1")
+                throw DataFileError(path, "not a token file: magic is not MOETOKS1 (make one with moe-dist data encode)")
             }
             func u32(_ o: Int) -> UInt32 { UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: o, as: UInt32.self)) }
             let version = u32(8), bpt = u32(12), vocab = u32(24)
@@ -96,7 +96,8 @@ public final class TokenFile: TokenSource {
             let payload = UInt64(size - TokenFileHeader.size)
             guard count <= payload / UInt64(bpt), payload == count * UInt64(bpt) else {
                 throw DataFileError(path, "size mismatch: header says \(count) tokens of \(bpt) bytes "
-                                    + "(\(UInt64(TokenFileHeader.size) &+ count &* UInt64(bpt)) bytes) but the file has \(size) bytes")
+                                    + "(\(UInt64(TokenFileHeader.size) &+ count &* UInt64(bpt)) bytes) but the file has \(size) bytes; "
+                                    + "truncated or damaged, re-create it")
             }
             var h = TokenFileHeader(count: Int(count), vocabSize: Int(vocab))
             h.bytesPerToken = Int(bpt); h.version = version
@@ -107,7 +108,7 @@ public final class TokenFile: TokenSource {
         }
         self.mapping = map
         self.mappedLength = size
-        self.tokens = UnsafeRawPointer(map) + TokenFileHeader.size
+        self.payload = UnsafeRawPointer(map) + TokenFileHeader.size
     }
 
     deinit { if let m = mapping { munmap(m, mappedLength) } }
@@ -116,14 +117,14 @@ public final class TokenFile: TokenSource {
     @inline(__always) public subscript(index: Int) -> Int32 {
         assert(index >= 0 && index < count)
         if bytesPerToken == 2 {
-            return Int32(UInt16(littleEndian: tokens!.loadUnaligned(fromByteOffset: index * 2, as: UInt16.self)))
+            return Int32(UInt16(littleEndian: payload!.loadUnaligned(fromByteOffset: index * 2, as: UInt16.self)))
         }
-        return Int32(bitPattern: UInt32(littleEndian: tokens!.loadUnaligned(fromByteOffset: index * 4, as: UInt32.self)))
+        return Int32(bitPattern: UInt32(littleEndian: payload!.loadUnaligned(fromByteOffset: index * 4, as: UInt32.self)))
     }
 
     public func copyTokens(_ range: Range<Int>, into out: UnsafeMutablePointer<Int32>) {
         precondition(range.lowerBound >= 0 && range.upperBound <= count, "token range \(range) outside 0..<\(count)")
-        guard let t = tokens else { return }
+        guard let t = payload else { return }
         if bytesPerToken == 2 {
             let p = t.advanced(by: range.lowerBound * 2)
             for i in 0 ..< range.count {

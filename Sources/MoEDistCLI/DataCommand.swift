@@ -76,11 +76,14 @@ extension DataCommand {
                 let tokenizer = try trainer.train(files: [train])
                 let tokenizerPath = out + "/tokenizer.json"
                 try tokenizer.write(to: tokenizerPath)
-                stderrLine(String(format: "tokenizer: %d ids (%d merges) in %.1f s -> %@",
+                stderrLine(String(format: "tokenizer: %d ids (%d merges) in %.3f s -> %@",
                                   tokenizer.vocabSize, tokenizer.merges.count, Date().timeIntervalSince(t0), tokenizerPath))
+                if tokenizer.vocabSize < vocabSize {
+                    stderrLine("note: asked for \(vocabSize) ids, but \(train) has no more pairs to merge after \(tokenizer.vocabSize)")
+                }
                 for (name, path) in splits {
                     let dest = "\(out)/\(name).tok"
-                    let n = try tokenizer.encodeFile(input: path, output: dest, progress: Progress("encode \(name)"))
+                    let n = try tokenizer.encodeFile(input: path, output: dest, progress: ProgressLine("encode \(name)"))
                     print("\(dest): \(n) tokens")
                 }
             }
@@ -104,7 +107,7 @@ extension DataCommand {
                 let tok = try BPETokenizer(contentsOf: tokenizer)
                 try checkTextInput(input)
                 let t0 = Date()
-                let n = try tok.encodeFile(input: input, output: out, progress: Progress("encode"))
+                let n = try tok.encodeFile(input: input, output: out, progress: ProgressLine("encode"))
                 let seconds = Date().timeIntervalSince(t0)
                 let bytes = (try? FileManager.default.attributesOfItem(atPath: input)[.size] as? Int) ?? 0
                 stderrLine(String(format: "%@: %d tokens, %.2f s, %.1f MB/s", out, n, seconds, Double(bytes) / 1e6 / max(seconds, 1e-9)))
@@ -158,26 +161,32 @@ extension DataCommand {
                 let f = try TokenFile(path: file)
                 let tok = try tokenizer.map { try BPETokenizer(contentsOf: $0) }
                 try f.validate()
-                var counts = [Int](repeating: 0, count: f.vocabSize)
+                // Count per id: a table for ordinary vocabularies, a dictionary for huge ones.
+                var table = [Int](repeating: 0, count: f.vocabSize <= 1 << 24 ? f.vocabSize : 0)
+                var sparse: [Int: Int] = [:]
                 let step = 1 << 20
                 var buf = [Int32](repeating: 0, count: step)
                 var start = 0
                 while start < f.count {
                     let n = min(step, f.count - start)
                     buf.withUnsafeMutableBufferPointer { f.copyTokens(start ..< start + n, into: $0.baseAddress!) }
-                    for i in 0 ..< n { counts[Int(buf[i])] += 1 }
+                    if table.isEmpty { for i in 0 ..< n { sparse[Int(buf[i]), default: 0] += 1 } }
+                    else { for i in 0 ..< n { table[Int(buf[i])] += 1 } }
                     start += n
                 }
-                let distinct = counts.filter { $0 > 0 }.count
+                if !table.isEmpty { for (id, c) in table.enumerated() where c > 0 { sparse[id] = c } }
+                let counts = sparse
+                let distinct = counts.count
                 print("file:            \(file)")
                 print("format:          MOETOKS1 version \(f.header.version), \(f.bytesPerToken) bytes per token")
                 print("tokens:          \(f.count)")
                 print("vocabulary size: \(f.vocabSize)")
                 print(String(format: "ids used:        %d of %d (%.1f%%)", distinct, f.vocabSize, 100 * Double(distinct) / Double(f.vocabSize)))
-                let order = counts.indices.filter { counts[$0] > 0 }.sorted { counts[$0] > counts[$1] || (counts[$0] == counts[$1] && $0 < $1) }
+                let order = counts.keys.sorted { counts[$0]! > counts[$1]! || (counts[$0]! == counts[$1]! && $0 < $1) }
                 print("top ids:")
                 for id in order.prefix(max(0, top)) {
-                    var line = String(format: "  %8d  %10d  %5.2f%%", id, counts[id], 100 * Double(counts[id]) / Double(max(f.count, 1)))
+                    let c = counts[id]!
+                    var line = String(format: "  %8d  %10d  %5.2f%%", id, c, 100 * Double(c) / Double(max(f.count, 1)))
                     if let t = tok, id < t.vocabSize {
                         line += "  " + String(reflecting: t.decodeString([Int32(id)]))
                     }

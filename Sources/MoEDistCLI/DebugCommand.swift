@@ -4,5 +4,5 @@ import ArgumentParser
 struct DebugCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "debug", abstract: "Debugging tools: gradient checks, collective self-tests.",
-        subcommands: [GradCheckCommand.self, DebugCollectivesCommand.self])
+        subcommands: [GradCheckCommand.self, DebugGradsCommand.self, DebugCollectivesCommand.self])
 }

@@ -6,5 +6,6 @@ struct MoEDist: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "moe-dist",
         abstract: "Train recurrent Mixture-of-Experts language models with expert parallelism over MPI.",
-        subcommands: [TrainCommand.self, DataCommand.self, DebugCommand.self])
+        subcommands: [TrainCommand.self, EvalCommand.self, CheckpointCommand.self, GateCommand.self, SweepCommand.self,
+                      CompareCommand.self, CurvesCommand.self, DataCommand.self, DebugCommand.self])
 }

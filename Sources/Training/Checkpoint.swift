@@ -173,6 +173,49 @@ public enum Checkpoint {
         return f
     }
 
+    /// Loads only the parameters (not moments or state) into `store`, e.g. for evaluation or a gradient dump.
+    public static func loadParameters(_ path: String, into store: ParameterStore) throws {
+        hdf5Lock.lock()
+        defer { hdf5Lock.unlock() }
+        let f = try openCheckpoint(path)
+        defer { f.close() }
+        try readTensors(f, path, into: store, sections: [("params/", store.params)])
+    }
+
+    /// Reads each section's tensors into the store: the trunk whole, experts only the rows held here.
+    private static func readTensors(_ f: H5File, _ path: String, into store: ParameterStore,
+                                    sections: [(String, UnsafeMutablePointer<Float>)]) throws {
+        for p in store.infos {
+            for (prefix, base) in sections {
+                let name = prefix + p.path
+                guard try f.exists(name) else { throw TrainingError("checkpoint \(path): missing tensor /\(name)") }
+                let ds = try f.openDataset(name)
+                let shape = try ds.shape()
+                guard shape == p.shape else {
+                    throw TrainingError("checkpoint \(path): /\(name) has shape \(shape), the configuration needs \(p.shape)")
+                }
+                let values: [Float] = p.isExpert ? try ds.readRows(p.localRows) : try ds.read()
+                guard values.count == p.count else {
+                    throw TrainingError("checkpoint \(path): /\(name) read \(values.count) values, expected \(p.count)")
+                }
+                values.withUnsafeBufferPointer { (base + p.offset).update(from: $0.baseAddress!, count: p.count) }
+            }
+        }
+    }
+
+    /// Per tensor of a checkpoint: path, shape and the L2 norm of the parameters.
+    public static func tensorSummaries(_ path: String) throws -> [(path: String, shape: [Int], norm: Double)] {
+        hdf5Lock.lock()
+        defer { hdf5Lock.unlock() }
+        let config = try readState(path).config
+        let f = try openCheckpoint(path)
+        defer { f.close() }
+        return try ModelTensors.list(config).map { t in
+            let values: [Float] = try f.read("params/" + t.path)
+            return (t.path, t.shape, values.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot())
+        }
+    }
+
     /// Loads parameters, moments, counters and the loader position into `trainer` (collective-free:
     /// each rank reads the trunk and only the expert rows it owns). Refuses a checkpoint whose
     /// architecture differs from the trainer's, naming the keys.
@@ -187,21 +230,7 @@ public enum Checkpoint {
         }
         let f = try openCheckpoint(path)
         defer { f.close() }
-        let store = trainer.model.store
-        for p in store.infos {
-            for (prefix, base) in sections(store) {
-                let name = prefix + p.path
-                guard try f.exists(name) else { throw TrainingError("checkpoint \(path): missing tensor /\(name)") }
-                let ds = try f.openDataset(name)
-                let shape = try ds.shape()
-                guard shape == p.shape else {
-                    throw TrainingError("checkpoint \(path): /\(name) has shape \(shape), the configuration needs \(p.shape)")
-                }
-                let values: [Float] = p.isExpert ? try ds.readRows(p.localRows) : try ds.read()
-                guard values.count == p.count else { throw TrainingError("checkpoint \(path): /\(name) read \(values.count) values, expected \(p.count)") }
-                values.withUnsafeBufferPointer { (base + p.offset).update(from: $0.baseAddress!, count: p.count) }
-            }
-        }
+        try readTensors(f, path, into: trainer.model.store, sections: sections(trainer.model.store))
         trainer.counters = st.counters
         try trainer.loader.restore(JSONDecoder().decode(LoaderState.self, from: Data(st.loaderJSON.utf8)))
     }

@@ -18,6 +18,10 @@ public final class TrainingSession {
     public var beforeStep: ((Int) throws -> Void)?
     /// Checkpoint to continue from, loaded at the start of `run`.
     private var resumeFrom: String?
+    // Stage gate (gate.*): the history the stop rule reads (rank 0; earlier rows from metrics.h5 on
+    // resume), and the decision that stopped the run, if one did.
+    private var gateHistory = GateHistory()
+    public private(set) var gateStop: StopDecision?
 
     /// `say` receives progress lines on rank 0 (the CLI prints them).
     public init(config: RunConfig, ctx: ParallelContext, data: TrainingData, runDirectory: String?,
@@ -52,11 +56,29 @@ public final class TrainingSession {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         try config.toYAML().write(toFile: dir + "/config.yaml", atomically: true, encoding: .utf8)
         let logPath = dir + "/train.log"
-        if !FileManager.default.fileExists(atPath: logPath) { FileManager.default.createFile(atPath: logPath, contents: nil) }
+        if !FileManager.default.fileExists(atPath: logPath) { _ = FileManager.default.createFile(atPath: logPath, contents: nil) }
         logHandle = FileHandle(forWritingAtPath: logPath)
         logHandle?.seekToEndOfFile()
-        metrics = try MetricsHistory(path: dir + "/metrics.h5", configJSON: config.toJSON(),
-                                     iterations: config.model.depth, numExperts: config.moe.numExperts)
+        let path = dir + "/metrics.h5", snapshot = dir + "/.metrics.h5.at-checkpoint"
+        func openHistory() throws {
+            // Stage gate: a resumed run continues, so it drops an earlier stop marker; the stop rule
+            // sees the history up to the checkpoint's step.
+            if FileManager.default.fileExists(atPath: path) {
+                try RunRecord.clearStopped(metricsPath: path)
+                gateHistory = try RunMetrics.read(path).gateHistory.upTo(step: trainer.counters.step)
+            }
+            metrics = try MetricsHistory(path: path, configJSON: config.toJSON(), iterations: config.model.depth,
+                                         numExperts: config.moe.numExperts)
+        }
+        do {
+            try openHistory()
+        } catch where FileManager.default.fileExists(atPath: snapshot) && trainer.counters.step > 0 {
+            // A kill during a flush can leave the history unreadable: fall back to the copy taken at the last checkpoint.
+            log("warning: \(path) is unreadable (\(error)); restoring the copy taken at the last checkpoint")
+            try? FileManager.default.removeItem(atPath: path)
+            try FileManager.default.copyItem(atPath: snapshot, toPath: path)
+            try openHistory()
+        }
         try metrics?.truncate(afterStep: Int64(trainer.counters.step))
     }
 
@@ -114,13 +136,20 @@ public final class TrainingSession {
                                                  gradNorm: rep.gradNorm, tokensPerSec: tps,
                                                  stepTime: interval.time / Double(max(interval.steps, 1)),
                                                  nanEvents: Int64(trainer.counters.nanEvents)))
+                    gateHistory.train.append(TrainPoint(step: rep.step, loss: rep.loss, tokensPerSec: tps))
                     if E > 0 {
-                        try metrics?.append(interval.expertRow(step: Int64(rep.step)))
+                        let row = interval.expertRow(step: Int64(rep.step))
+                        try metrics?.append(row)
+                        let s = MetricsHistory.loadSummary(counts: row.counts, iterations: R, experts: E)
+                        gateHistory.routing.append(RoutingPoint(step: rep.step, entropy: s.entropy.reduce(0, +) / Double(R),
+                                                                maxLoad: s.maxLoad.reduce(0, +) / Double(R),
+                                                                minLoad: s.minLoad.reduce(0, +) / Double(R)))
                     }
                     try metrics?.flush()
                 }
                 interval = IntervalStats(R: R, E: E)
             }
+            var gateStops = false
             if let valid = data.valid, rep.step % c.train.evalInterval == 0 || last {
                 let ev = Evaluator.evaluate(model: trainer.model, tokens: valid, maxTokens: c.train.evalTokens,
                                             batch: c.train.microBatch)
@@ -129,10 +158,28 @@ public final class TrainingSession {
                     try metrics?.append(EvalRow(step: Int64(rep.step), tokens: Int64(rep.tokens), epoch: trainer.loader.epochFraction,
                                                 loss: ev.loss, ppl: ev.ppl, scored: Int64(ev.scored)))
                     try metrics?.flush()
+                    gateHistory.evals.append(EvalPoint(step: rep.step, tokens: rep.tokens, loss: ev.loss))
+                }
+                // Stage gate: rank 0 applies the stop rule to its history; every rank follows its answer.
+                if c.gate.enabled && !last {
+                    let decision = isRoot ? StageGate.stop(gateHistory, c.gate) : nil
+                    var flag = [decision?.stop == true ? 1.0 : 0.0]
+                    flag.withUnsafeMutableBufferPointer { trainer.ctx.world.allReduceMax($0) }
+                    gateStops = flag[0] > 0
+                    if gateStops { gateStop = decision ?? StopDecision(stop: true, clauses: []) }
                 }
             }
-            if rep.step % c.train.checkpointInterval == 0 || last {
+            if rep.step % c.train.checkpointInterval == 0 || last || gateStops {
                 try saveCheckpoint()
+            }
+            if gateStops {
+                // Stage gate stop: the checkpoint is written; record the reason on metrics.h5 and end with status 0.
+                log("stage gate: stopped after step \(rep.step) of \(trainer.totalSteps): \(gateStop?.reason ?? "")")
+                metrics?.close()
+                if isRoot, let dir = runDirectory {
+                    try RunRecord.markStopped(metricsPath: dir + "/metrics.h5", step: rep.step, reason: gateStop?.reason ?? "stop")
+                }
+                break
             }
             if preempted {
                 log("\(Preemption.signalName) received: stopped after step \(rep.step)")
@@ -148,8 +195,22 @@ public final class TrainingSession {
         let path = Checkpoint.path(runDirectory: dir, step: trainer.counters.step)
         let start = Date()
         try Checkpoint.save(trainer, to: path)
-        if isRoot { Checkpoint.prune(runDirectory: dir, keep: config.train.keepCheckpoints) }
+        if isRoot {
+            Checkpoint.prune(runDirectory: dir, keep: config.train.keepCheckpoints)
+            try snapshotMetrics(dir)
+        }
         log(String(format: "checkpoint %@ (%.2f s)", path, Date().timeIntervalSince(start)))
+    }
+
+    /// Copies the flushed history next to the checkpoints (temporary name, then rename), so a history
+    /// damaged by a kill mid-write can be restored on resume.
+    private func snapshotMetrics(_ dir: String) throws {
+        guard let metrics else { return }
+        try metrics.flush()
+        let snapshot = dir + "/.metrics.h5.at-checkpoint", tmp = snapshot + ".tmp"
+        try? FileManager.default.removeItem(atPath: tmp)
+        try FileManager.default.copyItem(atPath: dir + "/metrics.h5", toPath: tmp)
+        guard rename(tmp, snapshot) == 0 else { throw TrainingError("cannot write \(snapshot)") }
     }
 
     /// A preemption signal may reach only some ranks: they agree, so all stop after the same step.

@@ -23,8 +23,8 @@ func runCommand(_ executable: String, _ args: [String], environment: [String: St
     if let cwd { p.currentDirectoryURL = URL(fileURLWithPath: cwd) }
     let outURL = URL(fileURLWithPath: NSTemporaryDirectory() + "moe-dist-out-\(UUID().uuidString)")
     let errURL = URL(fileURLWithPath: NSTemporaryDirectory() + "moe-dist-err-\(UUID().uuidString)")
-    FileManager.default.createFile(atPath: outURL.path, contents: nil)
-    FileManager.default.createFile(atPath: errURL.path, contents: nil)
+    _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
+    _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
     defer { try? FileManager.default.removeItem(at: outURL); try? FileManager.default.removeItem(at: errURL) }
     p.standardOutput = try FileHandle(forWritingTo: outURL)
     p.standardError = try FileHandle(forWritingTo: errURL)

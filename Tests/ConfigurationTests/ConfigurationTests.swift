@@ -48,8 +48,14 @@ final class DefaultsTests: XCTestCase {
             "train.checkpoint_interval": .int(500), "train.keep_checkpoints": .int(3),
             "data.train": .null, "data.valid": .null, "data.tokenizer": .null,
             "parallel.expert_parallel": .null,
+            // gate.*: stage gates (not in SPEC section 1; defaults from the research notes, see GateConfig)
+            "gate.enabled": .bool(true), "gate.min_improvement": .double(0.02), "gate.patience": .int(3),
+            "gate.slope_window": .int(500), "gate.flat_slope": .double(0.04), "gate.routing_tolerance": .double(0.05),
+            "gate.promote_margin": .double(0.05), "gate.equal_tolerance": .double(0.01),
+            "gate.entropy_margin": .double(0.02), "gate.max_load_margin": .double(0.1),
+            "gate.throughput_margin": .double(0.1),
         ]
-        XCTAssertEqual(Set(RunConfig.keys.map(\.name)), Set(expected.keys), "the key table is SPEC section 1")
+        XCTAssertEqual(Set(RunConfig.keys.map(\.name)), Set(expected.keys), "the key table is SPEC section 1 plus gate.*")
         for (k, v) in expected { XCTAssertEqual(c.value(forKey: k), v, k) }
         XCTAssertNil(c.value(forKey: "model.nope"))
     }
@@ -266,7 +272,7 @@ final class SerializationTests: XCTestCase {
         XCTAssertFalse(json.contains("\n"))
         XCTAssertTrue(json.hasPrefix("{\"data\": {\"tokenizer\": \"null\", \"train\": \"data/x train.tok\", \"valid\": null}, \"model\": {\"d_model\": 512,"), json)
         let obj = try JSONSerialization.jsonObject(with: Data(json.utf8)) as! [String: Any]
-        XCTAssertEqual(obj.keys.sorted(), ["data", "model", "moe", "name", "parallel", "train"])
+        XCTAssertEqual(obj.keys.sorted(), ["data", "gate", "model", "moe", "name", "parallel", "train"])
         let moe = obj["moe"] as! [String: Any]
         XCTAssertEqual(moe["aux_loss_coef"] as? Double, 0.005)
         XCTAssertEqual((obj["train"] as! [String: Any])["max_tokens"] as? Int, 123_456_789)

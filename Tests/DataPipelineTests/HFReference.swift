@@ -60,3 +60,14 @@ func firstDifference(_ a: [Int32], _ b: [Int32]) -> String {
     }
     return a.count == b.count ? "identical" : "lengths \(a.count) vs \(b.count), common prefix equal"
 }
+
+extension HFReference {
+    /// Hugging Face ByteLevel pre-tokens of each string (byte-level spelling).
+    static func preTokenize(texts: [String], scratch: URL) throws -> [[String]] {
+        let input = scratch.appendingPathComponent("pin-\(UUID().uuidString).json")
+        let output = scratch.appendingPathComponent("pout-\(UUID().uuidString).json")
+        try JSONSerialization.data(withJSONObject: texts).write(to: input)
+        try run(["pretokenize-json", input.path, output.path])
+        return try JSONSerialization.jsonObject(with: Data(contentsOf: output)) as! [[String]]
+    }
+}

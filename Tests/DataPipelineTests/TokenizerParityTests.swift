@@ -103,6 +103,28 @@ final class TokenizerParityTests: XCTestCase {
         }
     }
 
+    /// The ByteLevel `add_prefix_space` and BPE `ignore_merges` options, which our own
+    /// files leave off, against HF.
+    func testPrefixSpaceAndIgnoreMergesMatchHF() throws {
+        let dir = try scratchDirectory(self)
+        let tok = try BPETrainer(vocabSize: 900).train(text: try Self.trainSlice(bytes: 300_000))
+        var json = String(decoding: tok.jsonData(), as: UTF8.self)
+        json = json.replacingOccurrences(of: "\"add_prefix_space\": false", with: "\"add_prefix_space\": true")
+        json = json.replacingOccurrences(of: "\"ignore_merges\": false", with: "\"ignore_merges\": true")
+        let path = dir.appendingPathComponent("variant.json").path
+        try json.write(toFile: path, atomically: true, encoding: .utf8)
+        let variant = try BPETokenizer(contentsOf: path)
+        XCTAssertTrue(variant.addPrefixSpace && variant.ignoreMerges)
+        var rng = SplitMix64(seed: 5)
+        let texts = Self.sampleTexts + (0 ..< 100).map { _ in randomText(&rng, length: Int(rng.next() % 30)) }
+            + ["hello", " hello", "<|endoftext|>hello", "hello<|endoftext|> world"]
+        let hf = try HFReference.encode(tokenizer: path, texts: texts, scratch: dir)
+        for (i, t) in texts.enumerated() {
+            let ours = variant.encode(t)
+            XCTAssertTrue(ours == hf[i], "text \(t.debugDescription): \(firstDifference(ours, hf[i]))")
+        }
+    }
+
     /// Random Unicode text against HF: checks the hand-written pre-tokenizer's classes.
     func testRandomUnicodeMatchesHF() throws {
         let dir = try scratchDirectory(self)

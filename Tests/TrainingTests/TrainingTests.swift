@@ -72,4 +72,28 @@ final class TrainingTests: XCTestCase {
         }
         assertClose(box.losses[2]!, box.losses[1]!, rtol: lossTolerance, atol: 0)
     }
+
+    /// A non-finite loss or gradient skips the update on every rank, is counted, and training continues.
+    func testNonFiniteStepIsSkippedAndCounted() throws {
+        let (c, data) = try tinyRun()
+        let t = try Trainer(config: c, ctx: .single(numExperts: c.moe.numExperts), train: data.train)
+        _ = t.trainStep()
+        let store = t.model.store
+        let i = store.info("blocks/0/wq").offset
+        let saved = store.params[i]
+        store.params[i] = .nan
+        let before = Array(UnsafeBufferPointer(start: store.params, count: store.count))
+        let bad = t.trainStep()
+        XCTAssertTrue(bad.skipped)
+        XCTAssertEqual(t.counters.nanEvents, 1)
+        XCTAssertEqual(t.counters.updates, 1, "no update applied")
+        let after = Array(UnsafeBufferPointer(start: store.params, count: store.count))
+        XCTAssertTrue(zip(before, after).allSatisfy { $0 == $1 || ($0.isNaN && $1.isNaN) }, "parameters untouched")
+        store.params[i] = saved
+        let good = t.trainStep()
+        XCTAssertFalse(good.skipped)
+        XCTAssertTrue(good.loss.isFinite)
+        XCTAssertEqual(t.counters.step, 3)
+        XCTAssertEqual(t.counters.updates, 2)
+    }
 }

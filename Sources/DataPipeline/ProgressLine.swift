@@ -8,7 +8,7 @@ import Glibc
 import Darwin
 #endif
 
-public final class Progress {
+public final class ProgressLine {
     public enum Unit { case bytes, items(String) }
 
     public let label: String

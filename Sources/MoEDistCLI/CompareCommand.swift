@@ -1,0 +1,136 @@
+// `moe-dist compare`: one row per run with what the research notes track (quality, efficiency,
+// MoE health, stability), read from each RUN_DIR/metrics.h5.
+import Foundation
+import ArgumentParser
+import Training
+
+struct CompareCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "compare",
+        abstract: "Compare runs: eval loss/ppl at equal steps and tokens, tokens/s, time to a target loss, routing, stability.",
+        discussion: """
+        Equal steps: the largest eval step every run reached (each run's last eval at or before it);
+        equal tokens: the same with tokens seen. "Final" values are means over the last evaluation interval
+        (train/expert rows after the previous eval step). Columns:
+          eval loss and ppl at equal steps and at equal tokens; last eval; mean tokens/s over the run;
+          wall-clock (sum of step times) to the first eval <= --target-loss (default: the worst run's final
+          eval loss, so every run reaches it); final aux; final entropy, min and max load (means over
+          iterations; 1 = even); the top expert (index, share of assignments over the final interval);
+          token drops (dropped assignments, and their fraction of all assignments); final and largest
+          grad norm; NaN events (cumulative).
+        --json: {"equal_step": S, "equal_tokens": N, "target_loss": x, "runs": [{...}]} with the keys of each row.
+        """)
+
+    @Argument(help: ArgumentHelp("Run directories.", valueName: "run-dir"))
+    var runs: [String]
+
+    @Option(help: ArgumentHelp("Target eval loss for wall-clock to target (default: the worst final eval loss).", valueName: "x"))
+    var targetLoss: Double?
+
+    @Flag(help: "Print one JSON object.")
+    var json = false
+
+    func validate() throws { if runs.isEmpty { throw ValidationError("give at least one run directory") } }
+
+    static func mean(_ a: [Double]) -> Double? { a.isEmpty ? nil : a.reduce(0, +) / Double(a.count) }
+
+    /// The row of one run (keys as in the JSON).
+    static func row(_ r: RunRecord, equalStep: Int64?, equalTokens: Int64?, target: Double?) -> [String: Any] {
+        let m = r.metrics
+        var o: [String: Any] = ["run_dir": r.directory, "name": r.config.name]
+        o["last_step"] = jsonNumber(m.trainStep.last.map(Int.init))
+        o["tokens"] = jsonNumber(m.trainTokens.last.map(Int.init))
+        func evalAt(_ key: [Int64], _ limit: Int64?) -> Int? {
+            guard let limit else { return nil }
+            return key.lastIndex { $0 <= limit }
+        }
+        let iStep = evalAt(m.evalStep, equalStep), iTok = evalAt(m.evalTokens, equalTokens)
+        o["eval_step_at_equal_steps"] = jsonNumber(iStep.map { Int(m.evalStep[$0]) })
+        o["eval_loss_at_equal_steps"] = jsonNumber(iStep.map { m.evalLoss[$0] })
+        o["eval_ppl_at_equal_steps"] = jsonNumber(iStep.map { m.evalPPL[$0] })
+        o["eval_tokens_at_equal_tokens"] = jsonNumber(iTok.map { Int(m.evalTokens[$0]) })
+        o["eval_loss_at_equal_tokens"] = jsonNumber(iTok.map { m.evalLoss[$0] })
+        o["eval_ppl_at_equal_tokens"] = jsonNumber(iTok.map { m.evalPPL[$0] })
+        o["last_eval_step"] = jsonNumber(m.evalStep.last.map(Int.init))
+        o["last_eval_loss"] = jsonNumber(m.evalLoss.last)
+        o["last_eval_ppl"] = jsonNumber(m.evalPPL.last)
+        o["tokens_per_sec"] = jsonNumber(mean(m.trainTokensPerSec))
+        // Wall-clock: each train row covers (previous row's step, its step] at its mean step time.
+        var wall: Double? = nil
+        if let target, let i = m.evalLoss.firstIndex(where: { $0 <= target }) {
+            let s = m.evalStep[i]
+            var t = 0.0, prev: Int64 = 0
+            for j in m.trainStep.indices where m.trainStep[j] <= s {
+                t += m.trainStepTime[j] * Double(m.trainStep[j] - prev); prev = m.trainStep[j]
+            }
+            wall = t
+            o["step_at_target"] = Int(s)
+        } else { o["step_at_target"] = NSNull() }
+        o["seconds_to_target"] = jsonNumber(wall)
+        // Final interval: rows after the previous eval step.
+        let from: Int64 = m.evalStep.count >= 2 ? m.evalStep[m.evalStep.count - 2] : Int64.min
+        let ti = m.trainStep.indices.filter { m.trainStep[$0] > from }
+        o["aux"] = jsonNumber(mean(ti.map { m.trainAux[$0] }))
+        o["grad_norm"] = jsonNumber(mean(ti.map { m.trainGradNorm[$0] }))
+        o["max_grad_norm"] = jsonNumber(m.trainGradNorm.max())
+        o["nan_events"] = jsonNumber(m.trainNaNEvents.last.map(Int.init))
+        let R = m.iterations, E = m.numExperts
+        if R > 0 && E > 0 {
+            let xi = m.expertStep.indices.filter { m.expertStep[$0] > from }
+            func rowMean(_ a: [Double]) -> Double? { mean(xi.flatMap { a[$0 * R ..< ($0 + 1) * R] }) }
+            o["entropy"] = jsonNumber(rowMean(m.entropy))
+            o["min_load"] = jsonNumber(rowMean(m.minLoad))
+            o["max_load"] = jsonNumber(rowMean(m.maxLoad))
+            var perExpert = [Int64](repeating: 0, count: E)
+            for i in xi { for k in 0 ..< R * E { perExpert[k % E] += m.counts[i * R * E + k] } }
+            let total = perExpert.reduce(0, +)
+            if total > 0, let top = perExpert.indices.max(by: { perExpert[$0] < perExpert[$1] }) {
+                o["top_expert"] = top
+                o["top_expert_share"] = Double(perExpert[top]) / Double(total)
+            } else { o["top_expert"] = NSNull(); o["top_expert_share"] = NSNull() }
+            let dropped = m.dropped.reduce(0, +), assigned = m.counts.reduce(0, +)
+            o["dropped"] = Int(dropped)
+            o["drop_fraction"] = assigned > 0 ? Double(dropped) / Double(assigned) : 0.0
+        } else {
+            for k in ["entropy", "min_load", "max_load", "top_expert", "top_expert_share", "dropped", "drop_fraction"] { o[k] = NSNull() }
+        }
+        o["stopped_step"] = jsonNumber(m.stoppedStep)
+        return o
+    }
+
+    func run() throws {
+        try failingCleanly {
+            let records = try runs.map { try RunRecord.load($0) }
+            let lastSteps = records.map { $0.metrics.evalStep.last }
+            let lastTokens = records.map { $0.metrics.evalTokens.last }
+            let equalStep = lastSteps.contains(where: { $0 == nil }) ? nil : lastSteps.map { $0! }.min()
+            let equalTokens = lastTokens.contains(where: { $0 == nil }) ? nil : lastTokens.map { $0! }.min()
+            let target = targetLoss ?? records.compactMap { $0.metrics.evalLoss.last }.max()
+            let rows = records.map { Self.row($0, equalStep: equalStep, equalTokens: equalTokens, target: target) }
+            if json {
+                print(jsonText(["equal_step": jsonNumber(equalStep.map(Int.init)), "equal_tokens": jsonNumber(equalTokens.map(Int.init)),
+                                "target_loss": jsonNumber(target), "runs": rows], pretty: true))
+                return
+            }
+            func f(_ v: Any?, _ fmt: String) -> String {
+                if let d = v as? Double { return String(format: fmt, d) }
+                if let i = v as? Int { return "\(i)" }
+                return "-"
+            }
+            print("equal steps: \(equalStep.map { "\($0)" } ?? "-"), equal tokens: \(equalTokens.map { "\($0)" } ?? "-"), "
+                  + "target loss: \(target.map { String(format: "%.4f", $0) } ?? "-")")
+            let header = ["run", "loss@step", "ppl@step", "loss@tok", "ppl@tok", "tok/s", "s→target", "aux", "entropy",
+                          "min load", "max load", "top", "drops", "grad", "max grad", "NaN"]
+            print(header.joined(separator: "\t"))
+            for o in rows {
+                let cells = [o["name"] as? String ?? "", f(o["eval_loss_at_equal_steps"], "%.4f"), f(o["eval_ppl_at_equal_steps"], "%.3f"),
+                             f(o["eval_loss_at_equal_tokens"], "%.4f"), f(o["eval_ppl_at_equal_tokens"], "%.3f"),
+                             f(o["tokens_per_sec"], "%.0f"), f(o["seconds_to_target"], "%.1f"), f(o["aux"], "%.4f"),
+                             f(o["entropy"], "%.4f"), f(o["min_load"], "%.3f"), f(o["max_load"], "%.3f"),
+                             "\(f(o["top_expert"], "%.0f"))(\(f(o["top_expert_share"], "%.3f")))", f(o["dropped"], "%.0f"),
+                             f(o["grad_norm"], "%.3f"), f(o["max_grad_norm"], "%.3f"), f(o["nan_events"], "%.0f")]
+                print(cells.joined(separator: "\t"))
+            }
+        }
+    }
+}

@@ -1,0 +1,100 @@
+// `moe-dist gate`: the stage-gate decision (continue / stop / promote) for each run against a reference.
+import Foundation
+import ArgumentParser
+import Configuration
+import Training
+
+struct GateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gate",
+        abstract: "Decide continue / stop / promote for runs against a reference run (the notes' stage gates).",
+        discussion: """
+        promote: the promote rule holds against --reference at the largest eval step both have (eval loss
+                 lower by >= gate.promote_margin, or equal within gate.equal_tolerance with better routing
+                 balance or throughput); else
+        stop:    the run's trainer stopped it (metrics.h5 root attribute stopped_step) or the stop rule
+                 holds at its last evaluation (no eval improvement, flat train loss, routing plateau); else
+        continue.
+        Thresholds come from each run's gate.* in RUN_DIR/config.yaml.
+        --json prints {"reference": "<dir>", "runs": [{"run_dir", "name", "decision", "reason", "step",
+        "tokens", "eval_loss", "reference_eval_loss", "last_eval_step", "last_eval_loss", "stopped_step",
+        "stop_clauses", "promote_clauses"}], "promoted": [<dir>...], "best": "<dir of lowest eval_loss>"}.
+        step/tokens/eval_loss/reference_eval_loss are at the compared step (null when the runs share no
+        eval step; then step/tokens/eval_loss fall back to the run's last eval).
+        """)
+
+    @Argument(help: ArgumentHelp("Run directories to decide on.", valueName: "run-dir"))
+    var runs: [String]
+
+    @Option(help: ArgumentHelp("The reference run directory (e.g. the control).", valueName: "run-dir"))
+    var reference: String
+
+    @Flag(help: "Print one JSON object (the contract used by the Slurm scripts).")
+    var json = false
+
+    func validate() throws {
+        if runs.isEmpty { throw ValidationError("give at least one run directory") }
+    }
+
+    struct Row {
+        var dir: String, name: String, decision: String, reason: String
+        var step: Int?, tokens: Int?, evalLoss: Double?, referenceEvalLoss: Double?
+        var lastEvalStep: Int?, lastEvalLoss: Double?, stoppedStep: Int?
+        var stopClauses: [GateClause], promoteClauses: [GateClause]
+    }
+
+    static func decide(_ run: RunRecord, reference: RunRecord) -> Row {
+        let g = run.config.gate
+        let h = run.metrics.gateHistory, rh = reference.metrics.gateHistory
+        let p = StageGate.promote(h, reference: rh, g)
+        let s = StageGate.stop(h, g)
+        let decision: String, reason: String
+        if p.promote { decision = "promote"; reason = p.reason }
+        else if let st = run.metrics.stoppedStep {
+            decision = "stop"; reason = "stopped by the trainer after step \(st): " + (run.metrics.stoppedReason ?? "")
+        } else if s.stop { decision = "stop"; reason = s.reason }
+        else { decision = "continue"; reason = s.reason + "; " + p.reason }
+        let last = h.evals.last
+        let at = p.step.flatMap { st in h.evals.last { $0.step == st } } ?? last
+        return Row(dir: run.directory, name: run.config.name, decision: decision, reason: reason,
+                   step: at?.step, tokens: at?.tokens, evalLoss: at?.loss, referenceEvalLoss: p.referenceEvalLoss,
+                   lastEvalStep: last?.step, lastEvalLoss: last?.loss, stoppedStep: run.metrics.stoppedStep,
+                   stopClauses: s.clauses, promoteClauses: p.clauses)
+    }
+
+    func run() throws {
+        try failingCleanly {
+            let ref = try RunRecord.load(reference)
+            let rows = try runs.map { Self.decide(try RunRecord.load($0), reference: ref) }
+            let promoted = rows.filter { $0.decision == "promote" }.map(\.dir)
+            let best = rows.filter { $0.evalLoss != nil }.min { $0.evalLoss! < $1.evalLoss! }?.dir
+            if json {
+                func clauses(_ c: [GateClause]) -> [[String: Any]] { c.map { ["name": $0.name, "holds": $0.holds, "detail": $0.detail] } }
+                let obj: [String: Any] = [
+                    "reference": reference,
+                    "runs": rows.map { r -> [String: Any] in [
+                        "run_dir": r.dir, "name": r.name, "decision": r.decision, "reason": r.reason,
+                        "step": jsonNumber(r.step), "tokens": jsonNumber(r.tokens), "eval_loss": jsonNumber(r.evalLoss),
+                        "reference_eval_loss": jsonNumber(r.referenceEvalLoss),
+                        "last_eval_step": jsonNumber(r.lastEvalStep), "last_eval_loss": jsonNumber(r.lastEvalLoss),
+                        "stopped_step": jsonNumber(r.stoppedStep),
+                        "stop_clauses": clauses(r.stopClauses), "promote_clauses": clauses(r.promoteClauses),
+                    ] },
+                    "promoted": promoted,
+                    "best": best.map { $0 as Any } ?? NSNull(),
+                ]
+                print(jsonText(obj, pretty: true))
+                return
+            }
+            print("reference: \(reference)")
+            for r in rows {
+                let loss = r.evalLoss.map { String(format: "%.4f", $0) } ?? "-"
+                let refLoss = r.referenceEvalLoss.map { String(format: "%.4f", $0) } ?? "-"
+                print("\(r.decision.padding(toLength: 8, withPad: " ", startingAt: 0)) \(r.dir) (\(r.name)) step \(r.step.map(String.init) ?? "-") "
+                      + "eval loss \(loss) vs reference \(refLoss)\n         \(r.reason)")
+            }
+            print("promoted: \(promoted.isEmpty ? "none" : promoted.joined(separator: " "))")
+            print("best: \(best ?? "none")")
+        }
+    }
+}

@@ -1,0 +1,129 @@
+// Reading a finished (or running) run directory for the gates and reports: its
+// config.yaml, the whole metrics.h5 (SPEC section 7) and the stop marker the trainer
+// leaves when a stage gate ends the run early.
+//
+// Stop marker: root attributes of metrics.h5, written by rank 0 after the history is
+// closed when `gate.enabled` stops a run:
+//   stopped_step    int64   the step after which the run stopped (its last checkpoint)
+//   stopped_reason  string  StopDecision.reason: the clauses and their numbers
+// A resumed run removes both before it appends again.
+import Foundation
+import Configuration
+import HDF5
+
+/// The columns of one run's metrics.h5, each group cut to its shortest dataset (a live file).
+public struct RunMetrics: Sendable {
+    public var trainStep: [Int64] = [], trainTokens: [Int64] = []
+    public var trainLoss: [Double] = [], trainCE: [Double] = [], trainAux: [Double] = [], trainZ: [Double] = []
+    public var trainGradNorm: [Double] = [], trainTokensPerSec: [Double] = [], trainStepTime: [Double] = []
+    public var trainNaNEvents: [Int64] = []
+    public var evalStep: [Int64] = [], evalTokens: [Int64] = [], evalLoss: [Double] = [], evalPPL: [Double] = []
+    public var evalScored: [Int64] = []
+    /// `/experts`: R and E (0 for a dense run), counts `[S, R, E]`, dropped `[S, R]`, summaries `[S, R]`.
+    public var iterations = 0, numExperts = 0
+    public var expertStep: [Int64] = [], counts: [Int64] = [], dropped: [Int64] = []
+    public var entropy: [Double] = [], maxLoad: [Double] = [], minLoad: [Double] = []
+    public var stoppedStep: Int? = nil
+    public var stoppedReason: String? = nil
+
+    public init() {}
+
+    /// Reads `path` (read-only, without file locking, so it works while a trainer writes it).
+    public static func read(_ path: String) throws -> RunMetrics {
+        Checkpoint.hdf5Lock.lock()
+        defer { Checkpoint.hdf5Lock.unlock() }
+        let f = try H5File.open(path: path, readOnly: true, fileLocking: false)
+        defer { f.close() }
+        let fmt = (try? f.stringAttribute("format")) ?? ""
+        guard fmt == MetricsHistory.format else { throw TrainingError("\(path): not a moe-dist metrics history (format \"\(fmt)\")") }
+        var m = RunMetrics()
+        func rows(_ group: String, _ names: [String]) throws -> Int {
+            try names.map { try f.openDataset(group + "/" + $0).shape()[0] }.min() ?? 0
+        }
+        func col<T: H5Element>(_ name: String, _ n: Int, width: Int = 1) throws -> [T] {
+            Array((try f.read(name) as [T]).prefix(n * width))
+        }
+        let tn = try rows("train", ["step", "tokens", "loss", "ce", "aux", "z", "grad_norm", "tokens_per_sec", "step_time", "nan_events"])
+        m.trainStep = try col("train/step", tn); m.trainTokens = try col("train/tokens", tn)
+        m.trainLoss = try col("train/loss", tn); m.trainCE = try col("train/ce", tn)
+        m.trainAux = try col("train/aux", tn); m.trainZ = try col("train/z", tn)
+        m.trainGradNorm = try col("train/grad_norm", tn); m.trainTokensPerSec = try col("train/tokens_per_sec", tn)
+        m.trainStepTime = try col("train/step_time", tn); m.trainNaNEvents = try col("train/nan_events", tn)
+        let en = try rows("eval", ["step", "tokens", "loss", "ppl", "scored"])
+        m.evalStep = try col("eval/step", en); m.evalTokens = try col("eval/tokens", en)
+        m.evalLoss = try col("eval/loss", en); m.evalPPL = try col("eval/ppl", en); m.evalScored = try col("eval/scored", en)
+        if try f.exists("experts") {
+            let shape = try f.openDataset("experts/counts").shape()
+            m.iterations = shape[1]; m.numExperts = shape[2]
+            let R = m.iterations, E = m.numExperts
+            let xn = try rows("experts", ["step", "counts", "dropped", "entropy", "max_load", "min_load"])
+            m.expertStep = try col("experts/step", xn)
+            m.counts = try col("experts/counts", xn, width: R * E)
+            m.dropped = try col("experts/dropped", xn, width: R)
+            m.entropy = try col("experts/entropy", xn, width: R)
+            m.maxLoad = try col("experts/max_load", xn, width: R)
+            m.minLoad = try col("experts/min_load", xn, width: R)
+        }
+        if try f.hasAttribute("stopped_step") { m.stoppedStep = Int(try f.int64Attribute("stopped_step")) }
+        if try f.hasAttribute("stopped_reason") { m.stoppedReason = try f.stringAttribute("stopped_reason") }
+        return m
+    }
+
+    /// Eval, train and routing points for the stage gates (routing: means over iterations).
+    public var gateHistory: GateHistory {
+        let evals = evalStep.indices.map { EvalPoint(step: Int(evalStep[$0]), tokens: Int(evalTokens[$0]), loss: evalLoss[$0]) }
+        let train = trainStep.indices.map { TrainPoint(step: Int(trainStep[$0]), loss: trainLoss[$0], tokensPerSec: trainTokensPerSec[$0]) }
+        var routing: [RoutingPoint] = []
+        let R = iterations
+        if R > 0 {
+            for i in expertStep.indices {
+                func mean(_ a: [Double]) -> Double { a[i * R ..< (i + 1) * R].reduce(0, +) / Double(R) }
+                routing.append(RoutingPoint(step: Int(expertStep[i]), entropy: mean(entropy), maxLoad: mean(maxLoad), minLoad: mean(minLoad)))
+            }
+        }
+        return GateHistory(evals: evals, train: train, routing: routing)
+    }
+}
+
+/// A run directory: RUN_DIR/config.yaml and RUN_DIR/metrics.h5.
+public struct RunRecord: Sendable {
+    public var directory: String
+    public var config: RunConfig
+    public var metrics: RunMetrics
+
+    public static func load(_ directory: String) throws -> RunRecord {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDir), isDir.boolValue else {
+            throw TrainingError("\(directory): no such run directory")
+        }
+        let configPath = directory + "/config.yaml", metricsPath = directory + "/metrics.h5"
+        guard FileManager.default.fileExists(atPath: configPath) else { throw TrainingError("\(configPath): no such file (not a run directory?)") }
+        guard FileManager.default.fileExists(atPath: metricsPath) else { throw TrainingError("\(metricsPath): no such file (the run has not started?)") }
+        let config = try ConfigLoader.load(yamlPath: configPath, overrides: [])
+        return RunRecord(directory: directory, config: config, metrics: try RunMetrics.read(metricsPath))
+    }
+
+    /// Writes the stop marker (root attributes stopped_step, stopped_reason) on a closed metrics.h5.
+    public static func markStopped(metricsPath: String, step: Int, reason: String) throws {
+        Checkpoint.hdf5Lock.lock()
+        defer { Checkpoint.hdf5Lock.unlock() }
+        let f = try H5File.open(path: metricsPath, readOnly: false, fileLocking: false)
+        defer { f.close() }
+        try f.setAttribute("stopped_step", Int64(step))
+        try f.setAttribute("stopped_reason", reason)
+        try f.syncToDisk()
+    }
+
+    /// Removes the stop marker (a resumed run continues), if the file exists and has one.
+    public static func clearStopped(metricsPath: String) throws {
+        guard FileManager.default.fileExists(atPath: metricsPath) else { return }
+        Checkpoint.hdf5Lock.lock()
+        defer { Checkpoint.hdf5Lock.unlock() }
+        let f = try H5File.open(path: metricsPath, readOnly: false, fileLocking: false)
+        defer { f.close() }
+        guard try f.hasAttribute("stopped_step") || f.hasAttribute("stopped_reason") else { return }
+        try f.removeAttribute("stopped_step")
+        try f.removeAttribute("stopped_reason")
+        try f.syncToDisk()
+    }
+}

@@ -1,0 +1,232 @@
+// Stage gates (the research notes, "Smaller Iterations + Adaptive Stop Criteria"): pure
+// functions over a run's history that decide whether to stop it early or promote it to
+// the next phase, each with the reason and the numbers behind it. Thresholds: `gate.*`
+// (Configuration/RunConfig.swift, GateConfig).
+//
+// Stop when ALL hold (`StageGate.stop`):
+//   1. plateau: for each of the last `patience` evaluations, the improvement on the best
+//      eval loss before it is <= `min_improvement` (needs patience + 1 evaluations);
+//   2. flat:    |least-squares slope of train loss over the last `slope_window` steps| · 1000
+//      < `flat_slope` (loss per 1k steps; needs 3 train points in the window);
+//   3. routing: over the same patience + 1 evaluations, the window means of entropy, max load
+//      and min load (each averaged over iterations; window i = expert rows with step in
+//      (eval[i-1].step, eval[i].step]) each vary (max − min) by < `routing_tolerance`.
+//      Dense runs (no expert rows) pass this clause.
+// Promote when ANY holds against a reference at the same step (`StageGate.promote`), taken as
+// the largest eval step both runs have:
+//   1. reference loss − run loss >= `promote_margin`;
+//   2. |run − reference| <= `equal_tolerance` and the run has better routing or efficiency:
+//      entropy higher by >= `entropy_margin`, max load lower by >= `max_load_margin` (window
+//      means at that step), or mean tokens/s up to that step higher by a fraction >= `throughput_margin`.
+// A decision for `moe-dist gate`: promote if the promote rule holds, else stop if the run was
+// stopped by its trainer or the stop rule holds now, else continue.
+import Foundation
+import Configuration
+
+// MARK: History points
+
+public struct EvalPoint: Equatable, Sendable {
+    public var step: Int, tokens: Int, loss: Double
+    public init(step: Int, tokens: Int = 0, loss: Double) { self.step = step; self.tokens = tokens; self.loss = loss }
+}
+
+public struct TrainPoint: Equatable, Sendable {
+    public var step: Int, loss: Double, tokensPerSec: Double
+    public init(step: Int, loss: Double, tokensPerSec: Double = 0) { self.step = step; self.loss = loss; self.tokensPerSec = tokensPerSec }
+}
+
+/// One `/experts` row summarised over iterations: means over `r` of entropy, max_load, min_load.
+public struct RoutingPoint: Equatable, Sendable {
+    public var step: Int, entropy: Double, maxLoad: Double, minLoad: Double
+    public init(step: Int, entropy: Double, maxLoad: Double, minLoad: Double) {
+        self.step = step; self.entropy = entropy; self.maxLoad = maxLoad; self.minLoad = minLoad
+    }
+}
+
+/// What the gates read of a run: eval, train and routing points, each sorted by step.
+public struct GateHistory: Equatable, Sendable {
+    public var evals: [EvalPoint]
+    public var train: [TrainPoint]
+    public var routing: [RoutingPoint]
+    public init(evals: [EvalPoint] = [], train: [TrainPoint] = [], routing: [RoutingPoint] = []) {
+        self.evals = evals; self.train = train; self.routing = routing
+    }
+
+    /// The history up to and including `step`.
+    public func upTo(step: Int) -> GateHistory {
+        GateHistory(evals: evals.filter { $0.step <= step }, train: train.filter { $0.step <= step },
+                    routing: routing.filter { $0.step <= step })
+    }
+}
+
+// MARK: Results
+
+/// One clause of a rule: whether it holds, and why, in words with the numbers.
+public struct GateClause: Equatable, Sendable, Codable {
+    public var name: String
+    public var holds: Bool
+    public var detail: String
+}
+
+public struct StopDecision: Equatable, Sendable {
+    public var stop: Bool
+    public var clauses: [GateClause]
+    /// `stop: plateau (...); flat (...); routing (...)`, or the clauses that fail.
+    public var reason: String {
+        let shown = stop ? clauses : clauses.filter { !$0.holds }
+        return (stop ? "stop: " : "continue: ") + shown.map { "\($0.name) \($0.holds ? "" : "not met ")(\($0.detail))" }.joined(separator: "; ")
+    }
+}
+
+public struct PromoteDecision: Equatable, Sendable {
+    public var promote: Bool
+    public var clauses: [GateClause]
+    /// The step compared (largest eval step both runs have), nil when they share none.
+    public var step: Int?
+    public var evalLoss: Double?
+    public var referenceEvalLoss: Double?
+    public var reason: String {
+        let shown = promote ? clauses.filter(\.holds) : clauses
+        return (promote ? "promote: " : "no promotion: ") + shown.map { "\($0.name) \($0.holds ? "" : "not met ")(\($0.detail))" }.joined(separator: "; ")
+    }
+}
+
+// MARK: Rules
+
+public enum StageGate {
+    /// Least-squares slope of `y` against `x` (nil with fewer than 2 distinct x).
+    public static func slope(_ x: [Double], _ y: [Double]) -> Double? {
+        guard x.count == y.count, x.count >= 2 else { return nil }
+        let n = Double(x.count)
+        let mx = x.reduce(0, +) / n, my = y.reduce(0, +) / n
+        var sxx = 0.0, sxy = 0.0
+        for i in x.indices { sxx += (x[i] - mx) * (x[i] - mx); sxy += (x[i] - mx) * (y[i] - my) }
+        return sxx > 0 ? sxy / sxx : nil
+    }
+
+    /// Mean routing over each eval's window (rows with step in (previous eval step, eval step]);
+    /// when a window has no row, the last row at or before the eval step; nil when there is none.
+    public static func routingWindows(_ h: GateHistory) -> [RoutingPoint?] {
+        var out: [RoutingPoint?] = []
+        var previous = Int.min
+        for e in h.evals {
+            let rows = h.routing.filter { $0.step > previous && $0.step <= e.step }
+            if rows.isEmpty {
+                out.append(h.routing.last { $0.step <= e.step }.map { RoutingPoint(step: e.step, entropy: $0.entropy, maxLoad: $0.maxLoad, minLoad: $0.minLoad) })
+            } else {
+                let n = Double(rows.count)
+                out.append(RoutingPoint(step: e.step, entropy: rows.map(\.entropy).reduce(0, +) / n,
+                                        maxLoad: rows.map(\.maxLoad).reduce(0, +) / n,
+                                        minLoad: rows.map(\.minLoad).reduce(0, +) / n))
+            }
+            previous = e.step
+        }
+        return out
+    }
+
+    /// The stop rule at the last evaluation of `h`.
+    public static func stop(_ h: GateHistory, _ g: GateConfig) -> StopDecision {
+        var clauses: [GateClause] = []
+        let P = g.patience
+        let evals = h.evals
+
+        // 1. No eval improvement > min_improvement for `patience` consecutive evals.
+        if evals.count < P + 1 {
+            clauses.append(GateClause(name: "plateau", holds: false,
+                                      detail: "\(evals.count) eval(s), need \(P + 1) for patience \(P)"))
+        } else {
+            var best = evals[..<(evals.count - P)].map(\.loss).min()!
+            var improvements: [Double] = []
+            for e in evals.suffix(P) {
+                improvements.append(best - e.loss)
+                best = min(best, e.loss)
+            }
+            let largest = improvements.max()!
+            let list = improvements.map { String(format: "%.4f", $0) }.joined(separator: ", ")
+            clauses.append(GateClause(name: "plateau", holds: largest <= g.minImprovement,
+                                      detail: "improvements on the best eval loss over the last \(P) evals [\(list)], "
+                                        + String(format: "largest %.4f vs min_improvement %.4f", largest, g.minImprovement)))
+        }
+
+        // 2. Train-loss slope near flat over the last slope_window steps.
+        if let last = h.train.last {
+            let window = h.train.filter { $0.step > last.step - g.slopeWindow }
+            if window.count >= 3, let s = slope(window.map { Double($0.step) }, window.map(\.loss)) {
+                let per1k = s * 1000
+                clauses.append(GateClause(name: "flat", holds: abs(per1k) < g.flatSlope,
+                                          detail: String(format: "train loss slope %+.4f per 1k steps over steps %d-%d (%d points) vs flat_slope %.4f",
+                                                         per1k, window.first!.step, last.step, window.count, g.flatSlope)))
+            } else {
+                clauses.append(GateClause(name: "flat", holds: false,
+                                          detail: "\(window.count) train point(s) in the last \(g.slopeWindow) steps, need 3"))
+            }
+        } else {
+            clauses.append(GateClause(name: "flat", holds: false, detail: "no train points"))
+        }
+
+        // 3. Routing metrics plateaued over the same evals.
+        if h.routing.isEmpty {
+            clauses.append(GateClause(name: "routing", holds: true, detail: "no routing metrics (dense run)"))
+        } else if evals.count < P + 1 {
+            clauses.append(GateClause(name: "routing", holds: false, detail: "\(evals.count) eval(s), need \(P + 1)"))
+        } else {
+            let windows = Array(routingWindows(h).suffix(P + 1))
+            if windows.contains(where: { $0 == nil }) {
+                clauses.append(GateClause(name: "routing", holds: false, detail: "no routing metrics before an eval of the last \(P + 1)"))
+            } else {
+                let w = windows.map { $0! }
+                func range(_ v: [Double]) -> Double { v.max()! - v.min()! }
+                let de = range(w.map(\.entropy)), dmax = range(w.map(\.maxLoad)), dmin = range(w.map(\.minLoad))
+                let worst = max(de, dmax, dmin)
+                clauses.append(GateClause(name: "routing", holds: worst < g.routingTolerance,
+                                          detail: String(format: "changes over the last %d evals: entropy %.4f, max load %.4f, min load %.4f vs routing_tolerance %.4f",
+                                                         P + 1, de, dmax, dmin, g.routingTolerance)))
+            }
+        }
+        return StopDecision(stop: clauses.allSatisfy(\.holds), clauses: clauses)
+    }
+
+    /// The promote rule: `run` against `reference` at the largest eval step both have.
+    public static func promote(_ run: GateHistory, reference: GateHistory, _ g: GateConfig) -> PromoteDecision {
+        let common = Set(run.evals.map(\.step)).intersection(reference.evals.map(\.step))
+        guard let step = common.max(),
+              let a = run.evals.last(where: { $0.step == step }), let b = reference.evals.last(where: { $0.step == step }) else {
+            return PromoteDecision(promote: false,
+                                   clauses: [GateClause(name: "better loss", holds: false, detail: "no eval step in common with the reference")],
+                                   step: nil, evalLoss: nil, referenceEvalLoss: nil)
+        }
+        var clauses: [GateClause] = []
+        let gain = b.loss - a.loss
+        clauses.append(GateClause(name: "better loss", holds: gain >= g.promoteMargin,
+                                  detail: String(format: "eval loss %.4f vs reference %.4f at step %d: %+.4f lower vs promote_margin %.4f",
+                                                 a.loss, b.loss, step, gain, g.promoteMargin)))
+        let equal = abs(gain) <= g.equalTolerance
+        let equalText = String(format: "|difference| %.4f %@ equal_tolerance %.4f", abs(gain), equal ? "<=" : ">", g.equalTolerance)
+        // Routing balance at that step: window means.
+        let ra = routingWindows(run.upTo(step: step)).last ?? nil
+        let rb = routingWindows(reference.upTo(step: step)).last ?? nil
+        if let ra, let rb {
+            let dEntropy = ra.entropy - rb.entropy, dMax = rb.maxLoad - ra.maxLoad
+            let better = dEntropy >= g.entropyMargin || dMax >= g.maxLoadMargin
+            clauses.append(GateClause(name: "equal loss, better routing", holds: equal && better,
+                                      detail: equalText + String(format: "; entropy %.4f vs %.4f (%+.4f, margin %.4f), max load %.4f vs %.4f (%+.4f lower, margin %.4f)",
+                                                                 ra.entropy, rb.entropy, dEntropy, g.entropyMargin,
+                                                                 ra.maxLoad, rb.maxLoad, dMax, g.maxLoadMargin)))
+        } else {
+            clauses.append(GateClause(name: "equal loss, better routing", holds: false, detail: equalText + "; no routing metrics to compare"))
+        }
+        let ta = run.train.filter { $0.step <= step }.map(\.tokensPerSec)
+        let tb = reference.train.filter { $0.step <= step }.map(\.tokensPerSec)
+        if !ta.isEmpty, !tb.isEmpty {
+            let sa = ta.reduce(0, +) / Double(ta.count), sb = tb.reduce(0, +) / Double(tb.count)
+            let gainFraction = sb > 0 ? sa / sb - 1 : 0
+            clauses.append(GateClause(name: "equal loss, faster", holds: equal && sb > 0 && gainFraction >= g.throughputMargin,
+                                      detail: equalText + String(format: "; %.0f vs %.0f tokens/s (%+.1f%%, margin %.1f%%)",
+                                                                 sa, sb, 100 * gainFraction, 100 * g.throughputMargin)))
+        } else {
+            clauses.append(GateClause(name: "equal loss, faster", holds: false, detail: equalText + "; no throughput to compare"))
+        }
+        return PromoteDecision(promote: clauses.contains(where: \.holds), clauses: clauses, step: step,
+                               evalLoss: a.loss, referenceEvalLoss: b.loss)
+    }
+}

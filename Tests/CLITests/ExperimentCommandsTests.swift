@@ -1,0 +1,215 @@
+// The experiment commands end to end: sweep writes exactly the notes' Phase 1 matrix; curves
+// deduplicates repeated steps (latest wins); gate and compare on two real tiny runs, and the
+// sweep stages that read the gate JSON; the trainer's stage-gate stop (checkpoint, stop marker
+// on metrics.h5, exit 0).
+import XCTest
+import Foundation
+import HDF5
+import TestSupport
+
+final class ExperimentCommandsTests: XCTestCase {
+    func json(_ text: String) throws -> [String: Any] {
+        try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any], text)
+    }
+
+    func yamlLines(_ path: String) throws -> [String] {
+        try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").map(String.init).filter { !$0.hasPrefix("#") }
+    }
+
+    // MARK: sweep
+
+    func testSweepWritesThePhase1MatrixOfTheNotes() throws {
+        try requireBinary()
+        let out = temporaryDirectory("sweep")
+        let r = try runCommand(moeDist, ["sweep", "--phase", "1", "--base", tinyConfig, "--out", out])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stdout.contains("4 runs (phase 1)"), r.stdout)
+        let dir = out + "/phase-1"
+        let manifest = try String(contentsOfFile: dir + "/runs.txt", encoding: .utf8).split(separator: "\n").map(String.init)
+        let names = ["p1-aux0.0", "p1-aux0.005", "p1-aux0.01", "p1-aux0.02"]
+        XCTAssertEqual(manifest, names.map { URL(fileURLWithPath: dir + "/" + $0 + ".yaml").standardizedFileURL.path })
+        // Each config is the base with only name, moe.aux_loss_coef and train.max_steps (1000) changed.
+        // The base as resolved YAML: A5's shared arm is the base with a token budget instead of steps.
+        let baseDump = try runCommand(moeDist, ["sweep", "--ablation", "A5", "--base", tinyConfig, "--out", out, "--steps", "1000"])
+        XCTAssertEqual(baseDump.status, 0, baseDump.stderr)
+        let base = try yamlLines(out + "/ablation-A5/a5-shared.yaml")
+        XCTAssertTrue(base.contains("  max_tokens: 128000"), base.joined(separator: "\n"))
+        XCTAssertTrue(base.contains("  aux_loss_coef: 0.01"))
+        for (name, aux) in zip(names, ["0.0", "0.005", "0.01", "0.02"]) {
+            let lines = try yamlLines(dir + "/" + name + ".yaml")
+            XCTAssertEqual(lines.count, base.count)
+            var changed: [String] = []
+            for (a, b) in zip(lines, base) where a != b { changed.append(a) }
+            let expected = ["name: \(name)", "  max_steps: 1000", "  max_tokens: null"] + (aux == "0.01" ? [] : ["  aux_loss_coef: \(aux)"])
+            XCTAssertEqual(changed.sorted(), expected.sorted(), name)
+            XCTAssertTrue(lines.contains("  aux_loss_coef: \(aux)"), name)
+        }
+        let sweep = try json(String(contentsOfFile: dir + "/sweep.json", encoding: .utf8))
+        XCTAssertEqual(sweep["phase"] as? String, "1")
+        XCTAssertEqual(sweep["steps"] as? Int, 1000)
+        let runs = try XCTUnwrap(sweep["runs"] as? [[String: Any]])
+        XCTAssertEqual(runs.map { $0["name"] as? String ?? "" }, names)
+        XCTAssertEqual(runs.map { ($0["changes"] as? [String: Any])?["moe.aux_loss_coef"] as? Double ?? -1 }, [0.0, 0.005, 0.01, 0.02])
+        XCTAssertTrue(runs.allSatisfy { ($0["active_parameters_per_token"] as? Int ?? 0) > 0 })
+        // Stages that need a gate JSON refuse to run without one.
+        let missing = try runCommand(moeDist, ["sweep", "--phase", "2", "--base", tinyConfig, "--out", out])
+        XCTAssertNotEqual(missing.status, 0)
+        XCTAssertTrue(missing.stderr.contains("--gate"), missing.stderr)
+    }
+
+    // MARK: curves
+
+    func testCurvesDeduplicateRepeatedStepsLatestWins() throws {
+        try requireBinary()
+        let dir = temporaryDirectory("curves")
+        let log = """
+        moe-dist: tiny
+        step 10/30 | loss 5.0000 | ce 4.9900 | aux 1.0000 | lr 3.00e-03 | grad norm 1.000 | 1000 tok/s | epoch 0.001 | ETA 1s
+        step 20/30 | loss 4.0000 | ce 3.9900 | aux 1.0000 | lr 3.00e-03 | grad norm 1.000 | 1000 tok/s | epoch 0.002 | ETA 1s
+        eval step 20 | loss 4.5000 | ppl 90.017 | 2047 tokens scored
+        checkpoint x/checkpoints/step-00000010.h5 (0.01 s)
+        resumed from x/checkpoints/step-00000010.h5 at step 10
+        step 20/30 | loss 3.5000 | ce 3.4900 | aux 1.0100 | lr 2.00e-03 | grad norm 2.000 | 2000 tok/s | epoch 0.002 | ETA 1s
+        eval step 20 | loss 4.2500 | ppl 70.105 | 2047 tokens scored
+        step 30/30 | loss 3.0000 | ce 2.9900 | aux 1.0000 | lr 1.00e-03 | grad norm 1.500 | 2000 tok/s | epoch 0.003 | ETA 0s
+        """
+        try log.write(toFile: dir + "/train.log", atomically: true, encoding: .utf8)
+        let csv = try runCommand(moeDist, ["curves", dir])
+        XCTAssertEqual(csv.status, 0, csv.stderr)
+        XCTAssertEqual(csv.stdout.split(separator: "\n").map(String.init), [
+            "kind,step,loss,ce,aux,lr,grad_norm,tokens_per_sec,epoch,ppl,scored",
+            "train,10,5.0000,4.9900,1.0000,3.00e-03,1.000,1000,0.001,,",
+            "train,20,3.5000,3.4900,1.0100,2.00e-03,2.000,2000,0.002,,",
+            "eval,20,4.2500,,,,,,,70.105,2047",
+            "train,30,3.0000,2.9900,1.0000,1.00e-03,1.500,2000,0.003,,",
+        ])
+        let js = try runCommand(moeDist, ["curves", dir, "--format", "json"])
+        XCTAssertEqual(js.status, 0, js.stderr)
+        let rows = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(js.stdout.utf8)) as? [[String: Any]])
+        XCTAssertEqual(rows.count, 4)
+        XCTAssertEqual(rows[2]["kind"] as? String, "eval")
+        XCTAssertEqual(rows[2]["loss"] as? Double, 4.25)
+        XCTAssertEqual(rows[2]["scored"] as? Int, 2047)
+        XCTAssertEqual(rows[1]["grad_norm"] as? Double, 2.0)
+    }
+
+    // MARK: gate, compare, later sweep stages on real runs
+
+    func trainTiny(_ dir: String, _ extra: [String]) throws -> CommandResult {
+        let r = try runCommand(moeDist, ["train", "--config", tinyConfig, "--run-dir", dir, "train.max_steps=40",
+                                         "train.eval_interval=20", "train.checkpoint_interval=20"] + extra,
+                               environment: ["OPENBLAS_NUM_THREADS": "1"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        return r
+    }
+
+    func testGateCompareAndSweepStagesOnTwoTinyRuns() throws {
+        try requireBinary()
+        let root = temporaryDirectory("gate")
+        let a = root + "/aux0.01", b = root + "/aux0.0"
+        _ = try trainTiny(a, ["name=p1-aux0.01"])
+        _ = try trainTiny(b, ["name=p1-aux0.0", "moe.aux_loss_coef=0.0"])
+
+        // gate --json: the exact top-level shape and per-run keys the Slurm scripts read.
+        let g = try runCommand(moeDist, ["gate", a, b, "--reference", a, "--json"])
+        XCTAssertEqual(g.status, 0, g.stderr)
+        let gate = try json(g.stdout)
+        XCTAssertEqual(Set(gate.keys), ["reference", "runs", "promoted", "best"])
+        XCTAssertEqual(gate["reference"] as? String, a)
+        let runs = try XCTUnwrap(gate["runs"] as? [[String: Any]])
+        XCTAssertEqual(runs.map { $0["run_dir"] as? String ?? "" }, [a, b])
+        XCTAssertEqual(runs.map { $0["name"] as? String ?? "" }, ["p1-aux0.01", "p1-aux0.0"])
+        for r in runs {
+            for k in ["run_dir", "name", "decision", "reason", "step", "tokens", "eval_loss", "reference_eval_loss"] {
+                XCTAssertNotNil(r[k], k)
+            }
+            XCTAssertTrue(["continue", "stop", "promote"].contains(r["decision"] as? String ?? ""))
+            XCTAssertEqual(r["step"] as? Int, 40)
+            XCTAssertEqual(r["tokens"] as? Int, 40 * 8 * 16)
+        }
+        // Against itself the reference is never promoted; 2 evals cannot show a plateau of 3, so it continues.
+        XCTAssertEqual(runs[0]["decision"] as? String, "continue")
+        XCTAssertEqual(runs[0]["eval_loss"] as? Double, runs[0]["reference_eval_loss"] as? Double)
+        let losses = runs.map { $0["eval_loss"] as! Double }
+        XCTAssertEqual(gate["best"] as? String, losses[0] <= losses[1] ? a : b)
+        let promoted = try XCTUnwrap(gate["promoted"] as? [String])
+        XCTAssertEqual(promoted, runs.filter { $0["decision"] as? String == "promote" }.map { $0["run_dir"] as! String })
+        let text = try runCommand(moeDist, ["gate", a, b, "--reference", a])
+        XCTAssertEqual(text.status, 0, text.stderr)
+        XCTAssertTrue(text.stdout.contains("best: "), text.stdout)
+
+        // compare --json: equal steps/tokens and the tracked columns.
+        let c = try runCommand(moeDist, ["compare", a, b, "--json"])
+        XCTAssertEqual(c.status, 0, c.stderr)
+        let cmp = try json(c.stdout)
+        XCTAssertEqual(cmp["equal_step"] as? Int, 40)
+        XCTAssertEqual(cmp["equal_tokens"] as? Int, 40 * 8 * 16)
+        XCTAssertEqual(cmp["target_loss"] as? Double, losses.max())
+        let rows = try XCTUnwrap(cmp["runs"] as? [[String: Any]])
+        XCTAssertEqual(rows.count, 2)
+        for (row, loss) in zip(rows, losses) {
+            XCTAssertEqual(row["eval_loss_at_equal_steps"] as? Double, loss)
+            XCTAssertEqual(row["eval_loss_at_equal_tokens"] as? Double, loss)
+            for k in ["eval_ppl_at_equal_steps", "tokens_per_sec", "seconds_to_target", "aux", "entropy", "min_load", "max_load",
+                      "top_expert_share", "grad_norm", "max_grad_norm"] {
+                XCTAssertNotNil(row[k] as? Double, k)
+            }
+            XCTAssertEqual(row["nan_events"] as? Int, 0)
+            XCTAssertEqual(row["dropped"] as? Int, 0)
+            XCTAssertNotNil(row["step_at_target"] as? Int)
+        }
+        XCTAssertEqual((rows[1]["aux"] as? Double).map { $0 > 0.5 }, true)    // aux is measured even with coefficient 0
+        let human = try runCommand(moeDist, ["compare", a, b])
+        XCTAssertEqual(human.status, 0, human.stderr)
+
+        // sweep stages from the gate JSON: 1b (top-1 with the best aux), 2 (best two + 20/60 experts).
+        let gatePath = root + "/gate.json"
+        try g.stdout.write(toFile: gatePath, atomically: true, encoding: .utf8)
+        let bestAux = losses[0] <= losses[1] ? "0.01" : "0.0"
+        let s1b = try runCommand(moeDist, ["sweep", "--phase", "1b", "--base", tinyConfig, "--out", root + "/sw", "--gate", gatePath])
+        XCTAssertEqual(s1b.status, 0, s1b.stderr)
+        let lines1b = try yamlLines(root + "/sw/phase-1b/p1b-top1-aux\(bestAux).yaml")
+        XCTAssertTrue(lines1b.contains("  top_k: 1") && lines1b.contains("  aux_loss_coef: \(bestAux)"), lines1b.joined(separator: "\n"))
+        let s2 = try runCommand(moeDist, ["sweep", "--phase", "2", "--base", tinyConfig, "--out", root + "/sw", "--gate", gatePath])
+        XCTAssertEqual(s2.status, 0, s2.stderr)
+        let manifest2 = try String(contentsOfFile: root + "/sw/phase-2/runs.txt", encoding: .utf8).split(separator: "\n")
+        let winner = losses[0] <= losses[1] ? "aux0.01" : "aux0.0", other = winner == "aux0.01" ? "aux0.0" : "aux0.01"
+        XCTAssertEqual(manifest2.map { URL(fileURLWithPath: String($0)).lastPathComponent },
+                       ["p2-\(winner).yaml", "p2-\(other).yaml", "p2-\(winner)-e20.yaml", "p2-\(winner)-e60.yaml"])
+        XCTAssertTrue(try yamlLines(root + "/sw/phase-2/p2-\(winner)-e60.yaml").contains("  num_experts: 60"))
+        XCTAssertTrue(try yamlLines(root + "/sw/phase-2/p2-\(winner).yaml").contains("  max_steps: 5000"))
+    }
+
+    // MARK: the trainer's stop
+
+    func testStageGateStopWritesCheckpointAndMarkerAndExitsZero() throws {
+        try requireBinary()
+        let dir = temporaryDirectory("stop")
+        // Loose thresholds: the stop rule holds at the second evaluation (step 40 of 100).
+        let r = try runCommand(moeDist, ["train", "--config", tinyConfig, "--run-dir", dir, "train.max_steps=100",
+                                         "train.eval_interval=20", "gate.patience=1", "gate.min_improvement=10",
+                                         "gate.flat_slope=1000", "gate.routing_tolerance=10"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stdout.contains("stage gate: stopped after step 40 of 100: stop: plateau"), r.stdout)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/checkpoints/step-00000040.h5"))
+        let f = try H5File.open(path: dir + "/metrics.h5", readOnly: true, fileLocking: false)
+        XCTAssertEqual(try f.int64Attribute("stopped_step"), 40)
+        XCTAssertTrue(try f.stringAttribute("stopped_reason").hasPrefix("stop: plateau"))
+        let steps: [Int64] = try f.read("eval/step")
+        XCTAssertEqual(steps, [20, 40])
+        f.close()
+        let g = try runCommand(moeDist, ["gate", dir, "--reference", dir, "--json"])
+        XCTAssertEqual(g.status, 0, g.stderr)
+        let run = try XCTUnwrap((try json(g.stdout))["runs"] as? [[String: Any]]).first
+        XCTAssertEqual(run?["decision"] as? String, "stop")
+        XCTAssertEqual(run?["stopped_step"] as? Int, 40)
+        // Resuming continues to the budget and removes the marker; gate.enabled=false never stops.
+        let again = try runCommand(moeDist, ["train", "--config", tinyConfig, "--run-dir", dir, "train.max_steps=100",
+                                             "train.eval_interval=20", "gate.enabled=false", "--resume", "auto"])
+        XCTAssertEqual(again.status, 0, again.stderr)
+        let f2 = try H5File.open(path: dir + "/metrics.h5", readOnly: true, fileLocking: false)
+        defer { f2.close() }
+        XCTAssertFalse(try f2.hasAttribute("stopped_step"))
+        XCTAssertEqual(try f2.read("eval/step") as [Int64], [20, 40, 60, 80, 100])
+    }
+}
