@@ -70,7 +70,7 @@ MOE_SIGNALLED=""
 moe_forward() {
     MOE_SIGNALLED=$1
     moe_log "batch script got SIG$1; forwarding to the launcher (pid ${MOE_CHILD:-none})"
-    [[ -n "$MOE_CHILD" ]] && kill -s "$1" "$MOE_CHILD" 2>/dev/null || true
+    if [[ -n "$MOE_CHILD" ]]; then kill -s "$1" "$MOE_CHILD" 2>/dev/null || true; fi
 }
 
 # moe_train CONFIG RUN_DIR [override...]: launches the trainer with --resume auto and

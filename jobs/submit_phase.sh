@@ -43,9 +43,11 @@ source "$JOBS_DIR/common.sh"
 
 abspath() { local p=$1; [[ "$p" == /* ]] || p=$PWD/$p; echo "$p"; }
 
-export SWEEP_DIR=$(abspath "${SWEEP_DIR:-sweeps/ablation}")
+SWEEP_DIR=$(abspath "${SWEEP_DIR:-sweeps/ablation}")
+export SWEEP_DIR
 export PHASE=${PHASE:-1}
-export BASE_CONFIG=$(abspath "${BASE_CONFIG:-$JOBS_DIR/configs/seed-reference.yaml}")
+BASE_CONFIG=$(abspath "${BASE_CONFIG:-$JOBS_DIR/configs/seed-reference.yaml}")
+export BASE_CONFIG
 export MAX_PHASE=${MAX_PHASE:-3}
 RANKS=${RANKS:-1}
 CPUS_PER_RANK=${CPUS_PER_RANK:-1}

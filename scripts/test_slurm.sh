@@ -16,7 +16,7 @@
 # every run uses 1 rank and OPENBLAS_NUM_THREADS=1. Bounded: TEST_TIMEOUT seconds (600) for the
 # jobs. Takes about 1-2 minutes.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 REPO=$PWD
 TEST_TIMEOUT=${TEST_TIMEOUT:-600}
 STEPS=30
@@ -172,8 +172,8 @@ wait_until "the chain to finish" chain_done || { squeue; }
 n1=$(grep -c . "$SWEEP/phase-1/runs.txt" 2>/dev/null || echo 0)
 check "phase 1 sweep wrote runs.txt ($n1 configs)" test "$n1" -gt 0
 
-# Each array task, the reference and the gate: COMPLETED (the jobcomp log records every job end).
-jobcomp=$CLUSTER/log/jobcomp.txt
+# Each array task, the reference and the gate: COMPLETED (slurmctld keeps finished jobs for
+# MinJobAge=600 s, so scontrol still shows them).
 job_completed() { # job_completed JOBID [ARRAY_TASK]
     if [[ -n "${2:-}" ]]; then
         scontrol show job -o "${1}_$2" 2>/dev/null | grep -q 'JobState=COMPLETED'
@@ -194,12 +194,12 @@ check "reference run (job $ref_job) completed with its final checkpoint" \
     test -f "$SWEEP/runs/reference-phase-1/checkpoints/step-$(printf %08d $STEPS).h5"
 check "gate job $gate_job COMPLETED" job_completed "$gate_job"
 
-gate_ok() { # gate_ok GATE_JSON RUNS_TXT: a decision for every run of runs.txt
-    python3 - "$1" "$2" "$SWEEP/runs" <<'PY'
+gate_ok() { # gate_ok GATE_JSON RUNS_TXT...: a decision for every run of the runs.txt files
+    python3 - "$SWEEP/runs" "$@" <<'PY'
 import json, os, sys
-gate = json.load(open(sys.argv[1]))
-configs = [l.strip() for l in open(sys.argv[2]) if l.strip()]
-want = {os.path.realpath(os.path.join(sys.argv[3], os.path.basename(c).rsplit(".", 1)[0])) for c in configs}
+gate = json.load(open(sys.argv[2]))
+configs = [l.strip() for f in sys.argv[3:] for l in open(f) if l.strip()]
+want = {os.path.realpath(os.path.join(sys.argv[1], os.path.basename(c).rsplit(".", 1)[0])) for c in configs}
 got = {os.path.realpath(r["run_dir"]): r["decision"] for r in gate["runs"]}
 bad = [d for d in got.values() if d not in ("continue", "stop", "promote")]
 missing = want - set(got)
@@ -223,7 +223,8 @@ for ((i = 0; i < n1b; i++)); do
         test -f "$SWEEP/runs/$name/checkpoints/step-$(printf %08d $STEPS).h5" -a -s "$SWEEP/runs/$name/metrics.h5"
 done
 [[ -n "$next_gate" ]] && check "phase 1b gate job $next_gate COMPLETED" job_completed "$next_gate"
-check "phase 1b gate.json has a decision for every run" gate_ok "$SWEEP/phase-1b/gate.json" "$SWEEP/phase-1b/runs.txt"
+check "phase 1b gate.json has a decision for every run of phases 1 and 1b" \
+    gate_ok "$SWEEP/phase-1b/gate.json" "$SWEEP/phase-1/runs.txt" "$SWEEP/phase-1b/runs.txt"
 check "chain stopped at MAX_PHASE=1b (phase-1b/next.txt: $(head -1 "$SWEEP/phase-1b/next.txt" 2>/dev/null))" \
     grep -q '^stop: next phase 2 is beyond MAX_PHASE=1b' "$SWEEP/phase-1b/next.txt"
 check "queue empty at the end" queue_empty
