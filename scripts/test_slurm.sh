@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # The real Slurm test: a private one-node Slurm cluster (munged, slurmctld, slurmd started here
 # and stopped here by pid) runs the job scripts of jobs/ end to end with the tiny config:
-#   1. preemption: jobs/train.sbatch is sent SIGUSR1 (as Slurm does before the time limit),
-#      the trainer checkpoints and exits 75, the job requeues itself and resumes to the end;
-#   2. the ablation chain: jobs/submit_phase.sh writes the Phase 1 sweep (30 steps), submits its
-#      array, a reference run and the gate job; the gate job writes gate.json, the Phase 1b
-#      sweep and submits Phase 1b and its gate, which stops the chain (MAX_PHASE=1b).
+#   1. preemption: jobs/train.sbatch (2 ranks, srun --mpi=pmix) is sent SIGUSR1 (as Slurm does
+#      before the time limit): the trainer checkpoints and exits 75 on both ranks, the job
+#      requeues itself and resumes from that checkpoint to the end;
+#   2. scancel: the trainer checkpoints on SIGTERM and the job is not requeued;
+#   3. the ablation chain: jobs/submit_phase.sh writes the Phase 1 sweep (30 steps per run),
+#      submits its array, a reference run and the gate job; each gate job writes gate.json, the
+#      next phase's sweep (--gate) and submits that phase and its gate: 1 -> 1b -> 2 -> 3, up to
+#      TEST_MAX_PHASE (default 3; the chain then ends by itself).
 # Checks run dirs (final checkpoint, metrics.h5), job states, gate.json (a decision per run),
 # and the chaining. Prints "N passed, N failed"; exits non-zero on any failure.
 #
@@ -13,12 +16,13 @@
 #   KEEP_TMP=1 scripts/test_slurm.sh        # keep the temp dir (logs) for a look afterwards
 #
 # Needs root (apt-get install slurm-wlm munge if missing; the daemons run as root) and 2 cores;
-# every run uses 1 rank and OPENBLAS_NUM_THREADS=1. Bounded: TEST_TIMEOUT seconds (600) for the
-# jobs. Takes about 1-2 minutes.
+# the ablation runs use 1 rank each, OPENBLAS_NUM_THREADS=1. Bounded: TEST_TIMEOUT seconds (600) for the
+# jobs. Takes about 1 minute.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 REPO=$PWD
 TEST_TIMEOUT=${TEST_TIMEOUT:-600}
+TEST_MAX_PHASE=${TEST_MAX_PHASE:-3}
 STEPS=30
 PASSED=0
 FAILED=0
@@ -94,18 +98,18 @@ wait_until() { # wait_until DESCRIPTION command...: poll until true or the test 
 queue_empty() { [[ -z "$(squeue -h 2>/dev/null)" ]]; }
 
 # ---------------------------------------------------------------- 1. preemption and requeue
-log "preemption: train.sbatch, tiny, 1500 steps; SIGUSR1 to the batch script mid-run"
+log "preemption: train.sbatch, tiny, 2 ranks (srun --mpi=pmix), 600 steps; SIGUSR1 to the batch script mid-run"
 PRE_RUN=$TMP/runs/preempt
 pre_job=$(CONFIG=$REPO/jobs/configs/tiny.yaml RUN_DIR=$PRE_RUN JOBS_DIR=$REPO/jobs \
-    sbatch --parsable --output="$TMP/preempt-%j.out" "$REPO/jobs/train.sbatch" \
-    train.max_steps=1500 train.checkpoint_interval=1000 train.eval_interval=500)
+    sbatch --parsable --ntasks=2 --output="$TMP/preempt-%j.out" "$REPO/jobs/train.sbatch" \
+    train.max_steps=600 train.micro_batch=4 train.checkpoint_interval=1000 train.eval_interval=500)
 pre_job=${pre_job%%;*}
-progress() { grep -q '^step [0-9]*0/1500' "$PRE_RUN/train.log" 2>/dev/null; }
+progress() { grep -q '^step [0-9]*0/600' "$PRE_RUN/train.log" 2>/dev/null; }
 if wait_until "preempt job training" progress; then
     scancel --signal=USR1 --batch "$pre_job"
     requeued() { [[ "$(job_field "$pre_job" Restarts)" == 1 ]]; }
     if wait_until "requeue" requeued; then
-        pass "SIGUSR1: trainer checkpointed, exited 75, job $pre_job requeued itself"
+        pass "SIGUSR1: the 2-rank trainer checkpointed and exited 75, job $pre_job requeued itself"
         # Slurm holds a requeued job for 2 minutes (BeginTime), which also gives slurmd time to
         # clean up the old attempt. Release it sooner: once it is pending with no step left,
         # plus a few seconds (a relaunch 1 s after the requeue can collide with the old step).
@@ -122,13 +126,13 @@ if wait_until "preempt job training" progress; then
         test "$(job_field "$pre_job" JobState)" = COMPLETED
     check "second attempt resumed from the preemption checkpoint" \
         grep -q "resumed from .*checkpoints/step-" "$TMP/preempt-$pre_job.out"
-    check "preempted run reached its final checkpoint step-00001500.h5" \
-        test -f "$PRE_RUN/checkpoints/step-00001500.h5"
+    check "preempted run reached its final checkpoint step-00000600.h5" \
+        test -f "$PRE_RUN/checkpoints/step-00000600.h5"
 else
     fail "preemption job $pre_job never started training"
 fi
 
-# ---------------------------------------------------------------- 1b. scancel: checkpoint, no requeue
+# ---------------------------------------------------------------- 2. scancel: checkpoint, no requeue
 log "scancel: the trainer checkpoints on SIGTERM and the job stays cancelled"
 CAN_RUN=$TMP/runs/cancel
 can_job=$(CONFIG=$REPO/jobs/configs/tiny.yaml RUN_DIR=$CAN_RUN JOBS_DIR=$REPO/jobs \
@@ -148,52 +152,33 @@ else
     fail "cancel job $can_job never started training"
 fi
 
-# ---------------------------------------------------------------- 2. the phase chain
+# ---------------------------------------------------------------- 3. the phase chain
 SWEEP=$TMP/sweep
-log "ablation chain: submit_phase.sh PHASE=1 STEPS=$STEPS MAX_PHASE=1b"
-if out=$(SWEEP_DIR=$SWEEP PHASE=1 BASE_CONFIG=$REPO/jobs/configs/tiny.yaml STEPS=$STEPS MAX_PHASE=1b \
+CKPT=step-$(printf %08d $STEPS).h5
+PHASES=(1 1b 2 3)
+case "$TEST_MAX_PHASE" in 1) NP=1 ;; 1b) NP=2 ;; 2) NP=3 ;; 3) NP=4 ;; *) fail "TEST_MAX_PHASE=$TEST_MAX_PHASE"; finish ;; esac
+PHASES=("${PHASES[@]:0:NP}")
+LAST=${PHASES[NP - 1]}
+log "ablation chain: submit_phase.sh PHASE=1 STEPS=$STEPS MAX_PHASE=$LAST"
+if out=$(SWEEP_DIR=$SWEEP PHASE=1 BASE_CONFIG=$REPO/jobs/configs/tiny.yaml STEPS=$STEPS MAX_PHASE=$LAST \
     RANKS=1 CPUS_PER_RANK=1 ARRAY_PARALLEL=2 jobs/submit_phase.sh 2>"$TMP/submit.err"); then
     echo "$out"
-    array_job=$(sed -n 's/.*array_job=\([0-9]*\).*/\1/p' <<<"$out")
-    gate_job=$(sed -n 's/.*gate_job=\([0-9]*\).*/\1/p' <<<"$out")
-    ref_job=$(sed -n 's/.*reference_job=\([0-9]*\).*/\1/p' <<<"$out")
     check "submit_phase.sh printed array, reference and gate job ids" \
-        test -n "$array_job" -a -n "$gate_job" -a -n "$ref_job"
+        grep -Eq 'array_job=[0-9]+ reference_job=[0-9]+ gate_job=[0-9]+' <<<"$out"
 else
     cat "$TMP/submit.err"
     fail "jobs/submit_phase.sh PHASE=1"
     finish
 fi
 
-chain_done() { queue_empty && [[ -s "$SWEEP/phase-1b/next.txt" ]]; }
-log "waiting for Phase 1, its gate, Phase 1b and its gate (at most $((DEADLINE - SECONDS)) s)"
-wait_until "the chain to finish" chain_done || { squeue; }
+chain_done() { queue_empty && [[ -s "$SWEEP/phase-$LAST/next.txt" ]]; }
+log "waiting for phases ${PHASES[*]} and their gates (at most $((DEADLINE - SECONDS)) s)"
+wait_until "the chain to finish" chain_done || squeue
 
-n1=$(grep -c . "$SWEEP/phase-1/runs.txt" 2>/dev/null || echo 0)
-check "phase 1 sweep wrote runs.txt ($n1 configs)" test "$n1" -gt 0
-
-# Each array task, the reference and the gate: COMPLETED (slurmctld keeps finished jobs for
-# MinJobAge=600 s, so scontrol still shows them).
-job_completed() { # job_completed JOBID [ARRAY_TASK]
-    if [[ -n "${2:-}" ]]; then
-        scontrol show job -o "${1}_$2" 2>/dev/null | grep -q 'JobState=COMPLETED'
-    else
-        scontrol show job -o "$1" 2>/dev/null | grep -q 'JobState=COMPLETED'
-    fi
+job_completed() { scontrol show job -o "$1" 2>/dev/null | grep -q 'JobState=COMPLETED'; }
+run_completed() { # run_completed JOB RUN_DIR: job COMPLETED, final checkpoint, metrics.h5
+    job_completed "$1" && test -f "$2/checkpoints/$CKPT" -a -s "$2/metrics.h5"
 }
-for ((i = 0; i < n1; i++)); do
-    config=$(sed -n "$((i + 1))p" "$SWEEP/phase-1/runs.txt")
-    name=$(basename "$config" .yaml)
-    run=$SWEEP/runs/$name
-    check "phase 1 task $i ($name): job COMPLETED" job_completed "$array_job" "$i"
-    check "phase 1 task $i ($name): final checkpoint step-$(printf %08d $STEPS).h5" \
-        test -f "$run/checkpoints/step-$(printf %08d $STEPS).h5"
-    check "phase 1 task $i ($name): metrics.h5" test -s "$run/metrics.h5"
-done
-check "reference run (job $ref_job) completed with its final checkpoint" \
-    test -f "$SWEEP/runs/reference-phase-1/checkpoints/step-$(printf %08d $STEPS).h5"
-check "gate job $gate_job COMPLETED" job_completed "$gate_job"
-
 gate_ok() { # gate_ok GATE_JSON RUNS_TXT...: a decision for every run of the runs.txt files
     python3 - "$SWEEP/runs" "$@" <<'PY'
 import json, os, sys
@@ -206,27 +191,46 @@ missing = want - set(got)
 if bad or missing or "reference" not in gate:
     print("gate.json:", {"bad decisions": bad, "runs without a decision": sorted(missing)}, file=sys.stderr)
     sys.exit(1)
-print("gate decisions:", {os.path.basename(k): v for k, v in got.items()}, "best:", gate.get("best"))
+print("gate decisions:", {os.path.basename(k): v for k, v in got.items()}, "best:", os.path.basename(gate.get("best") or ""))
 PY
 }
-check "phase 1 gate.json has a decision for every run" gate_ok "$SWEEP/phase-1/gate.json" "$SWEEP/phase-1/runs.txt"
 
-next_array=$(sed -n 's/.*phase=1b .*array_job=\([0-9]*\).*/\1/p' "$SWEEP/phase-1/next.txt" 2>/dev/null)
-next_gate=$(sed -n 's/.*phase=1b .*gate_job=\([0-9]*\).*/\1/p' "$SWEEP/phase-1/next.txt" 2>/dev/null)
-check "gate job submitted phase 1b (array $next_array, gate $next_gate) from a sweep with --gate" \
-    test -n "$next_array" -a -n "$next_gate" -a -s "$SWEEP/phase-1b/runs.txt"
-n1b=$(grep -c . "$SWEEP/phase-1b/runs.txt" 2>/dev/null || echo 0)
-for ((i = 0; i < n1b; i++)); do
-    config=$(sed -n "$((i + 1))p" "$SWEEP/phase-1b/runs.txt")
-    name=$(basename "$config" .yaml)
-    check "phase 1b task $i ($name): completed with final checkpoint and metrics.h5" \
-        test -f "$SWEEP/runs/$name/checkpoints/step-$(printf %08d $STEPS).h5" -a -s "$SWEEP/runs/$name/metrics.h5"
+prev=""
+for phase in "${PHASES[@]}"; do
+    pdir=$SWEEP/phase-$phase
+    jobs_line=$(cat "$pdir/jobs.txt" 2>/dev/null)
+    array_job=$(sed -n 's/.*array_job=\([0-9]*\).*/\1/p' <<<"$jobs_line")
+    ref_job=$(sed -n 's/.*reference_job=\([0-9]*\).*/\1/p' <<<"$jobs_line")
+    gate_job=$(sed -n 's/.*gate_job=\([0-9]*\).*/\1/p' <<<"$jobs_line")
+    if [[ -n "$prev" ]]; then
+        check "phase $prev gate job submitted phase $phase (array $array_job, gate $gate_job) from a sweep with --gate" \
+            grep -Eq "^phase=$phase runs=[1-9][0-9]* array_job=$array_job reference_job=[0-9]+ gate_job=$gate_job" "$SWEEP/phase-$prev/next.txt"
+    fi
+    n=$(grep -c . "$pdir/runs.txt" 2>/dev/null || echo 0)
+    check "phase $phase: sweep wrote runs.txt ($n configs)" test "$n" -gt 0
+    for ((i = 0; i < n; i++)); do
+        name=$(basename "$(sed -n "$((i + 1))p" "$pdir/runs.txt")" .yaml)
+        check "phase $phase task $i ($name): job ${array_job}_$i COMPLETED, $CKPT and metrics.h5" \
+            run_completed "${array_job}_$i" "$SWEEP/runs/$name"
+    done
+    check "phase $phase reference run (job $ref_job) COMPLETED, $CKPT and metrics.h5" \
+        run_completed "${ref_job:-none}" "$SWEEP/runs/reference-phase-$phase"
+    check "phase $phase gate job $gate_job COMPLETED" job_completed "${gate_job:-none}"
+    if [[ $phase == 1b ]]; then
+        check "phase 1b gate.json has a decision for every run of phases 1 and 1b" \
+            gate_ok "$pdir/gate.json" "$SWEEP/phase-1/runs.txt" "$pdir/runs.txt"
+    else
+        check "phase $phase gate.json has a decision for every run" gate_ok "$pdir/gate.json" "$pdir/runs.txt"
+    fi
+    prev=$phase
 done
-[[ -n "$next_gate" ]] && check "phase 1b gate job $next_gate COMPLETED" job_completed "$next_gate"
-check "phase 1b gate.json has a decision for every run of phases 1 and 1b" \
-    gate_ok "$SWEEP/phase-1b/gate.json" "$SWEEP/phase-1/runs.txt" "$SWEEP/phase-1b/runs.txt"
-check "chain stopped at MAX_PHASE=1b (phase-1b/next.txt: $(head -1 "$SWEEP/phase-1b/next.txt" 2>/dev/null))" \
-    grep -q '^stop: next phase 2 is beyond MAX_PHASE=1b' "$SWEEP/phase-1b/next.txt"
+if [[ $LAST == 3 ]]; then
+    check "chain ended after phase 3 ($(head -1 "$SWEEP/phase-3/next.txt" 2>/dev/null))" \
+        grep -q '^stop: phase 3 is the last phase' "$SWEEP/phase-3/next.txt"
+else
+    check "chain stopped at MAX_PHASE=$LAST ($(head -1 "$SWEEP/phase-$LAST/next.txt" 2>/dev/null))" \
+        grep -q "^stop: next phase .* is beyond MAX_PHASE=$LAST" "$SWEEP/phase-$LAST/next.txt"
+fi
 check "queue empty at the end" queue_empty
 
 if ((FAILED > 0)); then
