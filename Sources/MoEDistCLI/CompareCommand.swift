@@ -123,7 +123,7 @@ struct CompareCommand: ParsableCommand {
                           "min load", "max load", "top", "drops", "grad", "max grad", "NaN"]
             print(header.joined(separator: "\t"))
             for o in rows {
-                let cells = [o["name"] as? String ?? "", f(o["eval_loss_at_equal_steps"], "%.4f"), f(o["eval_ppl_at_equal_steps"], "%.3f"),
+                let cells = [o["run_dir"] as? String ?? "", f(o["eval_loss_at_equal_steps"], "%.4f"), f(o["eval_ppl_at_equal_steps"], "%.3f"),
                              f(o["eval_loss_at_equal_tokens"], "%.4f"), f(o["eval_ppl_at_equal_tokens"], "%.3f"),
                              f(o["tokens_per_sec"], "%.0f"), f(o["seconds_to_target"], "%.1f"), f(o["aux"], "%.4f"),
                              f(o["entropy"], "%.4f"), f(o["min_load"], "%.3f"), f(o["max_load"], "%.3f"),

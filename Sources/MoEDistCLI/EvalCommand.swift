@@ -43,8 +43,10 @@ struct EvalCommand: ParsableCommand {
     func run() throws {
         try failingCleanly {
             // Inputs are checked before any rank starts, so bad ones give one line and a non-zero exit.
-            let state = try CheckpointEvaluation.readState(checkpoint)
-            _ = try CheckpointEvaluation.openTokens(data, vocabSize: state.config.model.vocabSize, checkpoint: checkpoint)
+            do {
+                let state = try CheckpointEvaluation.readState(checkpoint)
+                _ = try CheckpointEvaluation.openTokens(data, vocabSize: state.config.model.vocabSize, checkpoint: checkpoint)
+            } catch let e as TrainingError { throw UserError(e.description) }   // bad input: exit status 2
             try Launch.onEveryRank(emulateRanks: emulateRanks) { world in
                 let tokens = try TokenFile(path: data)
                 let r = try CheckpointEvaluation.evaluate(checkpoint: checkpoint, tokens: tokens, maxTokens: maxTokens, world: world)

@@ -217,7 +217,8 @@ struct SweepCommand: ParsableCommand {
                                 "active_parameters_per_token": cost.activeParameters,
                                 "active_expert_parameters_per_token": activeFFN,
                                 "total_parameters": cost.totalParameters])
-                print(String(format: "%-28@ %@  active params/token %d (experts %d)", r.name as NSString, changeText, cost.activeParameters, activeFFN))
+                print(r.name.padding(toLength: max(28, r.name.count), withPad: " ", startingAt: 0)
+                      + " \(changeText)  active params/token \(cost.activeParameters) (experts \(activeFFN))")
             }
             try (manifest.joined(separator: "\n") + "\n").write(toFile: dir + "/runs.txt", atomically: true, encoding: .utf8)
             var sweep: [String: Any] = ["base": base, "gate": gate.map { $0 as Any } ?? NSNull(),

@@ -203,6 +203,15 @@ final class ExperimentCommandsTests: XCTestCase {
         let run = try XCTUnwrap((try json(g.stdout))["runs"] as? [[String: Any]]).first
         XCTAssertEqual(run?["decision"] as? String, "stop")
         XCTAssertEqual(run?["stopped_step"] as? Int, 40)
+        // Two ranks follow rank 0's decision together.
+        let dir2 = temporaryDirectory("stop2")
+        let two = try runCommand(moeDist, ["train", "--config", tinyConfig, "--run-dir", dir2, "train.max_steps=100",
+                                           "train.micro_batch=4", "train.eval_interval=20", "gate.patience=1",
+                                           "gate.min_improvement=10", "gate.flat_slope=1000", "gate.routing_tolerance=10",
+                                           "--emulate-ranks", "2"])
+        XCTAssertEqual(two.status, 0, two.stderr)
+        XCTAssertTrue(two.stdout.contains("stage gate: stopped after step 40 of 100"), two.stdout)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: dir2 + "/checkpoints/step-00000040.h5"))
         // Resuming continues to the budget and removes the marker; gate.enabled=false never stops.
         let again = try runCommand(moeDist, ["train", "--config", tinyConfig, "--run-dir", dir, "train.max_steps=100",
                                              "train.eval_interval=20", "gate.enabled=false", "--resume", "auto"])

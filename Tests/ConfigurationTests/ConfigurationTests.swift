@@ -50,7 +50,7 @@ final class DefaultsTests: XCTestCase {
             "parallel.expert_parallel": .null,
             // gate.*: stage gates (not in SPEC section 1; defaults from the research notes, see GateConfig)
             "gate.enabled": .bool(true), "gate.min_improvement": .double(0.02), "gate.patience": .int(3),
-            "gate.slope_window": .int(500), "gate.flat_slope": .double(0.04), "gate.routing_tolerance": .double(0.05),
+            "gate.slope_window": .int(1000), "gate.flat_slope": .double(0.04), "gate.routing_tolerance": .double(0.05),
             "gate.promote_margin": .double(0.05), "gate.equal_tolerance": .double(0.01),
             "gate.entropy_margin": .double(0.02), "gate.max_load_margin": .double(0.1),
             "gate.throughput_margin": .double(0.1),
@@ -270,7 +270,8 @@ final class SerializationTests: XCTestCase {
     func testJSONLayoutIsSortedAndParsesAsJSON() throws {
         let json = sample().toJSON()
         XCTAssertFalse(json.contains("\n"))
-        XCTAssertTrue(json.hasPrefix("{\"data\": {\"tokenizer\": \"null\", \"train\": \"data/x train.tok\", \"valid\": null}, \"model\": {\"d_model\": 512,"), json)
+        XCTAssertTrue(json.hasPrefix("{\"data\": {\"tokenizer\": \"null\", \"train\": \"data/x train.tok\", \"valid\": null}, \"gate\": {\"enabled\": true,"), json)
+        XCTAssertTrue(json.contains("}, \"model\": {\"d_model\": 512,"), json)
         let obj = try JSONSerialization.jsonObject(with: Data(json.utf8)) as! [String: Any]
         XCTAssertEqual(obj.keys.sorted(), ["data", "gate", "model", "moe", "name", "parallel", "train"])
         let moe = obj["moe"] as! [String: Any]

@@ -83,8 +83,11 @@ final class StageGateTests: XCTestCase {
 
     func testFlatSlopeUsesOnlyTheLastWindow() {
         var h = stoppable()
-        // Steep before step 1500, flat in the last 500 steps (1510 ... 2000).
-        h.train = train(upTo: 1500, slopePer1k: -5) + train(upTo: 2000).filter { $0.step > 1500 }
+        // Steep before step 1000, flat in the last slope_window = 1000 steps (1010 ... 2000).
+        h.train = train(upTo: 1000, slopePer1k: -5) + train(upTo: 2000).filter { $0.step > 1000 }
+        var wide = g
+        wide.slopeWindow = 1500           // reaches into the steep part
+        XCTAssertFalse(clause(StageGate.stop(h, wide), "flat").holds)
         XCTAssertTrue(clause(StageGate.stop(h, g), "flat").holds)
         var narrow = g
         narrow.slopeWindow = 20           // 2 points: too few for a slope
