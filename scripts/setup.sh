@@ -19,7 +19,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # Python packages used by the tests (h5py, tokenizers) and the notebooks.
-if ! python3 -c "import h5py, tokenizers, pandas" >/dev/null 2>&1; then
+if ! python3 -c "import h5py, tokenizers, pandas, matplotlib, nbconvert, pytest" >/dev/null 2>&1; then
   echo "setup: installing Python packages (notebooks/requirements.txt)"
   python3 -m pip install -q --disable-pip-version-check -r notebooks/requirements.txt
 fi

@@ -9,3 +9,8 @@ export MOE_DIST_BIN="$PWD/.build/debug/moe-dist"
 swift test --skip-build 2>&1 | tee /tmp/moe-dist-test.log | grep -Ev "^Test Case '.*' (started|passed)"
 # swift test's own exit status is what counts; tee hides it, so check it from the log.
 grep -Eq "Executed [0-9]+ tests?, with 0 failures" /tmp/moe-dist-test.log
+
+# The analysis notebooks, executed headless against two tiny runs (pytest + nbconvert).
+scripts/test_notebooks.sh
+# The ablation flow through a real one-node Slurm cluster (Phase 1 -> gate -> next phases).
+scripts/test_slurm.sh

@@ -55,14 +55,28 @@ struct TrainCommand: ParsableCommand {
                 }
                 if let r = resume {
                     if r == "auto" {
-                        if let path = TrainingSession.newestIntactCheckpoint(runDirectory: dir, warn: { m in
-                            if world.rank == 0 { printError("warning: \(m)") } }) {
-                            session.resume(from: path)
+                        // Rank 0 chooses (verifying once); every rank resumes from the same step.
+                        var chosen = [-1.0]
+                        if world.rank == 0, let path = TrainingSession.newestIntactCheckpoint(
+                            runDirectory: dir, warn: { printError("warning: \($0)") }) {
+                            chosen[0] = Double(try Checkpoint.readState(path).counters.step)
+                        }
+                        chosen.withUnsafeMutableBufferPointer { world.allReduceMax($0) }
+                        if chosen[0] >= 0 {
+                            session.resume(from: Checkpoint.path(runDirectory: dir, step: Int(chosen[0])))
                         } else if world.rank == 0 {
                             print("no checkpoint in \(dir)/checkpoints: starting from step 0")
                         }
                     } else {
                         session.resume(from: r)
+                    }
+                } else {
+                    // A fresh run must not mix with an earlier run's checkpoints and history.
+                    var stale = [world.rank == 0 && !Checkpoint.list(runDirectory: dir).isEmpty ? 1.0 : 0.0]
+                    stale.withUnsafeMutableBufferPointer { world.allReduceMax($0) }
+                    if stale[0] > 0 {
+                        throw UserError("\(dir) already holds checkpoints of an earlier run: continue it with --resume auto, "
+                                        + "or choose another --run-dir")
                     }
                 }
                 if world.rank == 0 {

@@ -19,6 +19,8 @@ public struct StepReport: Sendable {
     public var step = 0
     /// Training tokens consumed so far.
     public var tokens = 0
+    /// Training tokens of this step (all ranks).
+    public var stepTokens = 0
     public var loss = 0.0, ce = 0.0, aux = 0.0, z = 0.0, lr = 0.0, gradNorm = 0.0
     /// The step's loss or gradients were not finite: no update was applied.
     public var skipped = false
@@ -160,6 +162,7 @@ public final class Trainer {
         counters.tokens += c.train.globalBatch * T
         report.step = counters.step
         report.tokens = counters.tokens
+        report.stepTokens = c.train.globalBatch * T
         report.stepTime = Date().timeIntervalSince(start)
         report.timing = timer.totals()
         return report

@@ -150,7 +150,8 @@ public final class TrainingSession {
                 interval = IntervalStats(R: R, E: E)
             }
             var gateStops = false
-            if let valid = data.valid, rep.step % c.train.evalInterval == 0 || last {
+            // A preempted run saves first: the signal's grace period may not cover an evaluation.
+            if let valid = data.valid, !preempted && (rep.step % c.train.evalInterval == 0 || trainer.isFinished) {
                 let ev = Evaluator.evaluate(model: trainer.model, tokens: valid, maxTokens: c.train.evalTokens,
                                             batch: c.train.microBatch)
                 log(String(format: "eval step %d | loss %.4f | ppl %.3f | %d tokens scored", rep.step, ev.loss, ev.ppl, ev.scored))
@@ -233,7 +234,7 @@ struct IntervalStats {
     }
     mutating func add(_ r: StepReport) {
         steps += 1; time += r.stepTime
-        tokens += r.tokens - (r.tokens - (r.step > 0 ? r.tokens / r.step : 0))
+        tokens += r.stepTokens
         for i in 0 ..< counts.count { counts[i] += r.counts[i]; probSum[i] += r.probSum[i] }
         for i in 0 ..< R { dropped[i] += r.dropped[i]; routed[i] += r.routedTokens[i] }
     }

@@ -65,4 +65,17 @@ final class CLIBasicsTests: XCTestCase {
             XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/" + f), f)
         }
     }
+
+    /// A fresh run in a directory that holds an earlier run's checkpoints is refused (it would prune them
+    /// and mix histories); --resume auto continues instead.
+    func testFreshRunRefusesAnEarlierRunsDirectory() throws {
+        try requireBinary()
+        let dir = temporaryDirectory("stale")
+        let base = ["train", "--config", tinyConfig, "--run-dir", dir, "train.max_steps=10", "train.checkpoint_interval=10"]
+        XCTAssertEqual(try runCommand(moeDist, base).status, 0)
+        let again = try runCommand(moeDist, base + ["train.max_steps=20"])
+        XCTAssertNotEqual(again.status, 0)
+        XCTAssertTrue(again.stderr.contains("--resume auto"), again.stderr)
+        XCTAssertEqual(try runCommand(moeDist, base + ["train.max_steps=20", "--resume", "auto"]).status, 0)
+    }
 }
