@@ -6,5 +6,5 @@ struct MoEDist: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "moe-dist",
         abstract: "Train recurrent Mixture-of-Experts language models with expert parallelism over MPI.",
-        subcommands: [TrainCommand.self, DataCommand.self, DebugCommand.self])
+        subcommands: [TrainCommand.self, DataCommand.self, DebugCommand.self, BenchCommand.self, EstimateCommand.self])
 }
