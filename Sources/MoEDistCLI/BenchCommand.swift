@@ -73,15 +73,18 @@ struct BenchCommand: ParsableCommand {
             "config \(r.config), \(r.worldSize) rank(s) x \(r.blasThreadsPerRank) BLAS thread(s), \(r.cores) cores",
             "BLAS kernels \(r.blasCoreName)" + (r.openblasCoretype.map { " (OPENBLAS_CORETYPE=\($0))" } ?? ""),
             String(format: "sgemm peak: %.1f GFLOP/s 1 thread, %.1f GFLOP/s %d threads; machine peak %.1f GFLOP/s",
-                   r.sgemm.singleThread, r.sgemm.allThread, r.sgemm.threads, r.machinePeakGFLOPs),
+                   r.sgemm.singleThread, r.sgemm.allThread, r.sgemm.threads, r.machinePeakGflops),
             String(format: "step %.3f s (min %.3f) | %.0f tokens/s | %.1f MFLOP/token | %.1f GFLOP/s | MFU %.1f%%",
-                   r.stepTimeSeconds, r.stepTimeMin, r.tokensPerSecond, r.flopsPerToken / 1e6, r.modelGFLOPs, 100 * r.mfu),
+                   r.stepTimeSeconds, r.stepTimeMin, r.tokensPerSecond, r.flopsPerToken / 1e6, r.modelGflops, 100 * r.mfu),
             "time split (rank 0): " + r.timeSplitFraction.sorted { $0.value > $1.value }
                 .map { String(format: "%@ %.1f%%", $0.key, 100 * $0.value) }.joined(separator: ", "),
             String(format: "communication %.1f%% of the step (max over ranks)", 100 * r.communicationFraction),
             "peak memory \(gb(r.peakResidentBytes)) (baseline \(gb(r.baselineResidentBytes))), estimate \(gb(r.estimatedTotalBytes))"
                 + String(format: " -> %.2fx", r.peakOverEstimate),
         ]
+        lines.append(String(format: "MFU at the fastest step %.1f%% | %.2f CPU s per step", 100 * r.mfuBestStep, r.cpuSecondsPerStep))
+        lines.append("load average " + r.loadAverageStart.map { String(format: "%.2f", $0) }.joined(separator: " ")
+                     + " at the start, " + r.loadAverageEnd.map { String(format: "%.2f", $0) }.joined(separator: " ") + " at the end")
         lines.append(String(format: "final loss %.4f", r.finalLoss))
         return lines.joined(separator: "\n")
     }

@@ -44,7 +44,7 @@ public struct BenchmarkReport: Codable, Sendable {
     public var steps: Int
     /// Rank 0's peak (single- and all-thread) and the machine peak Σ_ranks all-thread.
     public var sgemm: SgemmPeak
-    public var machinePeakGFLOPs: Double
+    public var machinePeakGflops: Double
     public var peakDefinition: String
     public var tokensPerStep: Int
     public var stepTimeSeconds: Double
@@ -52,7 +52,7 @@ public struct BenchmarkReport: Codable, Sendable {
     public var tokensPerSecond: Double
     public var flopsPerToken: Double
     public var flopsPerTokenFormula: String
-    public var modelGFLOPs: Double
+    public var modelGflops: Double
     public var mfu: Double
     public var mfuDefinition: String
     /// Seconds per step by phase (rank 0, mean over measured steps), and the same as fractions of the step.
@@ -69,6 +69,15 @@ public struct BenchmarkReport: Codable, Sendable {
     public var peakMinusBaselineOverEstimate: Double
     public var memoryDefinition: String
     public var finalLoss: Double
+    /// MFU at the fastest measured step (max over ranks of each rank's fastest step): less sensitive to other
+    /// processes sharing the cores than the mean.
+    public var mfuBestStep: Double
+    /// Process CPU seconds (all threads) per measured step, max over ranks; with ranks × threads = cores and
+    /// an idle machine this is close to threads × step time.
+    public var cpuSecondsPerStep: Double
+    /// /proc/loadavg (1, 5, 15 minutes) at the start and at the end of the benchmark.
+    public var loadAverageStart: [Double]
+    public var loadAverageEnd: [Double]
 }
 
 public enum Benchmark {
@@ -109,10 +118,24 @@ public enum Benchmark {
         return 0
     }
 
+    /// The 1, 5 and 15 minute load averages of /proc/loadavg (empty where unavailable).
+    public static func loadAverage() -> [Double] {
+        guard let s = try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8) else { return [] }
+        return s.split(separator: " ").prefix(3).compactMap { Double($0) }
+    }
+
+    /// CPU seconds used by this process so far (all threads).
+    public static func processCPUSeconds() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+    }
+
     /// Runs the benchmark on every rank of `ctx.world` (collective). `data` must be the configuration's data.
     public static func run(config: RunConfig, configPath: String, ctx: ParallelContext, data: TrainingData,
                            warmup: Int, steps: Int) throws -> BenchmarkReport {
         let world = ctx.world
+        let loadStart = loadAverage()
         let threads = Blas.numThreads
         world.barrier()
         let peak = sgemmPeak(threads: threads)
@@ -130,16 +153,18 @@ public enum Benchmark {
         var phaseSums = [Phase: Double]()
         var times: [Double] = []
         world.barrier()
+        let cpuStart = processCPUSeconds()
         for _ in 0 ..< steps {
             last = trainer.trainStep()
             times.append(last.stepTime)
             for (p, s) in last.timing { phaseSums[p, default: 0] += s }
         }
+        let cpuPerStep = (processCPUSeconds() - cpuStart) / Double(max(steps, 1))
         let measured = max(steps, 1)
         let total = times.reduce(0, +)
         // Step time: the slowest rank decides (max over ranks of the summed step times).
         var agg = [total, times.min() ?? 0, Double(procStatusBytes("VmHWM")),
-                   (phaseSums[.allToAll] ?? 0) + (phaseSums[.allReduce] ?? 0)]
+                   (phaseSums[.allToAll] ?? 0) + (phaseSums[.allReduce] ?? 0), cpuPerStep]
         var commShare = [total > 0 ? agg[3] / total : 0]
         agg.withUnsafeMutableBufferPointer { world.allReduceMax($0) }
         commShare.withUnsafeMutableBufferPointer { world.allReduceMax($0) }
@@ -172,14 +197,14 @@ public enum Benchmark {
             cores: ProcessInfo.processInfo.activeProcessorCount, blasCoreName: Blas.coreName,
             openblasCoretype: ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"],
             corpus: data.summary, microBatch: c.train.microBatch, globalBatch: c.train.globalBatch,
-            warmupSteps: warmup, steps: steps, sgemm: peak, machinePeakGFLOPs: machinePeak,
+            warmupSteps: warmup, steps: steps, sgemm: peak, machinePeakGflops: machinePeak,
             peakDefinition: "sum over ranks of each rank's best n^3 sgemm GFLOP/s (n in sgemm.sizes, best of 5 calls) "
                 + "at its own BLAS thread count, all ranks measuring at the same time",
             tokensPerStep: tokensPerStep, stepTimeSeconds: stepTime, stepTimeMin: agg[1],
             tokensPerSecond: tps, flopsPerToken: cost.flopsPerToken,
             flopsPerTokenFormula: "6*(R*(4*d^2 + d*E + k*m*d*F) + d*V) + 6*R*T*d, m = 2 (gelu) or 3 (swiglu); "
                 + "dense: d*E + k*m*d*F -> m*d*F (training = forward + backward = 3x forward 2*params; causal attention QK^T and PV)",
-            modelGFLOPs: achieved, mfu: machinePeak > 0 ? achieved / machinePeak : 0,
+            modelGflops: achieved, mfu: machinePeak > 0 ? achieved / machinePeak : 0,
             mfuDefinition: "flops_per_token * tokens_per_second / machine_peak_gflops; tokens/s = global tokens per step / "
                 + "mean step time of the slowest rank",
             timeSplitSeconds: splitSeconds, timeSplitFraction: splitFraction,
@@ -194,6 +219,8 @@ public enum Benchmark {
             memoryDefinition: "peak = max over ranks of VmHWM (/proc/self/status); baseline = rank's VmRSS before the model "
                 + "was built (runtime, MPI, BLAS, corpus); estimate = parameters + gradients + AdamW moments + saved "
                 + "activations of one micro-batch + scratch (MemoryEstimate)",
-            finalLoss: last.loss)
+            finalLoss: last.loss,
+            mfuBestStep: machinePeak > 0 && agg[1] > 0 ? cost.flopsPerToken * Double(tokensPerStep) / agg[1] / 1e9 / machinePeak : 0,
+            cpuSecondsPerStep: agg[4], loadAverageStart: loadStart, loadAverageEnd: loadAverage())
     }
 }
