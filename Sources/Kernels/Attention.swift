@@ -17,14 +17,17 @@ public let attentionBlockRows = 64
 /// Computed in blocks of `blockRows` query rows; row block [r0, r1) uses keys and values 0 ..< r1 only.
 public func attentionForward(_ out: UnsafeMutablePointer<Float>, _ probs: UnsafeMutablePointer<Float>,
                              _ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>, _ v: UnsafePointer<Float>,
-                             _ B: Int, _ T: Int, _ C: Int, _ H: Int, blockRows: Int = attentionBlockRows) {
+                             _ B: Int, _ T: Int, _ C: Int, _ H: Int, blockRows: Int = attentionBlockRows,
+                             workers: Int = 1) {
     // out, q, k, v are (B,T,C) with C = H·dh; probs is (B,H,T,T)
     precondition(H > 0 && C % H == 0, "attention: C (\(C)) not divisible by H (\(H))")
     let dh = C / H
     let scale = 1 / Float(dh).squareRoot()
     let bs = max(1, blockRows)
-    for b in 0 ..< B {
-        for h in 0 ..< H {
+    let W = max(1, min(workers, B * H))
+    Blas.parallel(workers: W) { w in
+        for bh in Blas.share(w, of: W, items: B * H) {
+            let b = bh / H, h = bh % H
             let off = b * T * C + h * dh
             let P = probs + (b * H + h) * T * T
             var r0 = 0
@@ -62,7 +65,7 @@ private func softmaxRow(_ row: UnsafeMutablePointer<Float>, _ n: Int) {
     forEachSIMD8(n) { i, c in store8(load8(row, i, c) * inv, row, i, c) }
 }
 
-/// Backward of `attentionForward`, adding into dq, dk and dv. `scratch` holds T*T floats.
+/// Backward of `attentionForward`, adding into dq, dk and dv. `scratch` holds workers·T·T floats.
 ///
 /// Per head, with S = scale · q kᵀ and P = softmax_causal(S):
 /// dP = dout · vᵀ; dv += Pᵀ · dout; dS = P ⊙ (dP − rowsum(P ⊙ dP)); dq += scale · dS · k; dk += scale · dSᵀ · q.
@@ -72,15 +75,18 @@ public func attentionBackward(_ dq: UnsafeMutablePointer<Float>, _ dk: UnsafeMut
                               _ dv: UnsafeMutablePointer<Float>, _ dout: UnsafePointer<Float>,
                               _ q: UnsafePointer<Float>, _ k: UnsafePointer<Float>, _ v: UnsafePointer<Float>,
                               _ probs: UnsafePointer<Float>, _ scratch: UnsafeMutablePointer<Float>,
-                              _ B: Int, _ T: Int, _ C: Int, _ H: Int, blockRows: Int = attentionBlockRows) {
-    // dq, dk, dv, dout, q, k, v are (B,T,C) with C = H·dh; probs is (B,H,T,T); scratch is (T,T)
+                              _ B: Int, _ T: Int, _ C: Int, _ H: Int, blockRows: Int = attentionBlockRows,
+                              workers: Int = 1) {
+    // dq, dk, dv, dout, q, k, v are (B,T,C) with C = H·dh; probs is (B,H,T,T); scratch is (workers,T,T)
     precondition(H > 0 && C % H == 0, "attention: C (\(C)) not divisible by H (\(H))")
     let dh = C / H
     let scale = 1 / Float(dh).squareRoot()
     let bs = max(1, blockRows)
-    let dS = scratch
-    for b in 0 ..< B {
-        for h in 0 ..< H {
+    let W = max(1, min(workers, B * H))
+    Blas.parallel(workers: W) { w in
+        let dS = scratch + w * T * T
+        for bh in Blas.share(w, of: W, items: B * H) {
+            let b = bh / H, h = bh % H
             let off = b * T * C + h * dh
             let P = probs + (b * H + h) * T * T
             var r0 = 0
