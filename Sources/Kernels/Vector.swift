@@ -46,7 +46,9 @@ func maxElement(_ a: UnsafePointer<Float>, _ n: Int) -> Float {
 /// scaled by 2^n through the exponent bits. Inputs are clamped to [−87.3, 88.3] (results stay normal).
 @inline(__always)
 func simdExp(_ x: SIMD8<Float>) -> SIMD8<Float> {
-    let xc = pointwiseMax(pointwiseMin(x, SIMD8(repeating: 88.3)), SIMD8(repeating: -87.3))
+    // clamp lane by lane (the generic pointwiseMin/Max were not inlined: a call per vector)
+    var xc = x
+    for j in 0 ..< 8 { xc[j] = Swift.min(Swift.max(xc[j], -87.3), 88.3) }
     // n = round(x / ln2) by the 1.5·2^23 trick: the sum's low mantissa bits hold n (no float -> int conversion)
     let magic = SIMD8<Float>(repeating: 12582912)
     let t = xc * 1.44269504088896341 + magic
