@@ -8,28 +8,32 @@ import Darwin
 private let geluScale: Float = 0.7978845608028654   // sqrt(2/π)
 private let geluCubic: Float = 0.044715
 
-/// out = gelu(inp), gelu(x) = 0.5x(1 + tanh(sqrt(2/π)(x + 0.044715x³))).
+/// out = gelu(inp), gelu(x) = 0.5x(1 + tanh(sqrt(2/π)(x + 0.044715x³))), computed as x·σ(2u)
+/// (0.5(1 + tanh u) = σ(2u), σ(a) = 1/(1 + e^(−a))) with an eight-lane exp.
 public func geluForward(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ n: Int) {
     // out and inp are (n)
-    for i in 0 ..< n {
-        let x = inp[i]
-        let u = geluScale * (x + geluCubic * x * x * x)
-        out[i] = 0.5 * x * (1 + tanh(u))
+    forEachSIMD8(n) { i, c in
+        let x = load8(inp, i, c)
+        let u: SIMD8<Float> = geluScale * (x + geluCubic * (x * x * x))
+        let s = 1 / (1 + simdExp(-2 * u))
+        store8(x * s, out, i, c)
     }
 }
 
-/// dinp += dout · gelu'(inp), with u = sqrt(2/π)(x + 0.044715x³):
-/// gelu'(x) = 0.5(1 + tanh u) + 0.5x(1 − tanh²u)·sqrt(2/π)(1 + 3·0.044715x²).
+/// dinp += dout · gelu'(inp), with u = sqrt(2/π)(x + 0.044715x³) and s = σ(2u) = 0.5(1 + tanh u):
+/// gelu'(x) = 0.5(1 + tanh u) + 0.5x(1 − tanh²u)·u' = s + 2x·s(1 − s)·sqrt(2/π)(1 + 3·0.044715x²).
 public func geluBackward(_ dinp: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>,
                          _ dout: UnsafePointer<Float>, _ n: Int) {
     // dinp, inp and dout are (n)
-    for i in 0 ..< n {
-        let x = inp[i]
-        let u = geluScale * (x + geluCubic * x * x * x)
-        let th = tanh(u)
-        let sech2 = 1 - th * th
-        let local = 0.5 * (1 + th) + 0.5 * x * sech2 * geluScale * (1 + 3 * geluCubic * x * x)
-        dinp[i] += dout[i] * local
+    forEachSIMD8(n) { i, c in
+        let x = load8(inp, i, c)
+        let u: SIMD8<Float> = geluScale * (x + geluCubic * (x * x * x))
+        let s = 1 / (1 + simdExp(-2 * u))
+        let x2: SIMD8<Float> = x * x
+        let du: SIMD8<Float> = geluScale * (1 + (3 * geluCubic) * x2)
+        let ds: SIMD8<Float> = 2 * x * s * (1 - s)
+        let local: SIMD8<Float> = s + ds * du
+        store8(load8(dinp, i, c) + load8(dout, i, c) * local, dinp, i, c)
     }
 }
 
@@ -37,10 +41,10 @@ public func geluBackward(_ dinp: UnsafeMutablePointer<Float>, _ inp: UnsafePoint
 public func swigluForward(_ out: UnsafeMutablePointer<Float>, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>,
                           _ n: Int) {
     // out, a and b are (n)
-    for i in 0 ..< n {
-        let x = a[i]
-        let sig = 1 / (1 + exp(-x))
-        out[i] = x * sig * b[i]
+    forEachSIMD8(n) { i, c in
+        let x = load8(a, i, c)
+        let sig = 1 / (1 + simdExp(-x))
+        store8(x * sig * load8(b, i, c), out, i, c)
     }
 }
 
@@ -49,11 +53,12 @@ public func swigluBackward(_ da: UnsafeMutablePointer<Float>, _ db: UnsafeMutabl
                            _ dout: UnsafePointer<Float>, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>,
                            _ n: Int) {
     // da, db, dout, a and b are (n)
-    for i in 0 ..< n {
-        let x = a[i]
-        let sig = 1 / (1 + exp(-x))
-        let g = dout[i]
-        da[i] += g * b[i] * sig * (1 + x * (1 - sig))
-        db[i] += g * x * sig
+    forEachSIMD8(n) { i, c in
+        let x = load8(a, i, c)
+        let sig = 1 / (1 + simdExp(-x))
+        let g = load8(dout, i, c)
+        let dsilu: SIMD8<Float> = sig * (1 + x * (1 - sig))
+        store8(load8(da, i, c) + g * load8(b, i, c) * dsilu, da, i, c)
+        store8(load8(db, i, c) + g * x * sig, db, i, c)
     }
 }

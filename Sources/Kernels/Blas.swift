@@ -1,5 +1,31 @@
 // Blas: the one door to OpenBLAS. Every matrix product in the project goes through `Blas.gemm`.
 import COpenBLAS
+import Dispatch
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Parallel regions in progress (several ranks of an in-process world may be inside one at once).
+private final class ParallelRegions: @unchecked Sendable {
+    var mutex = pthread_mutex_t()
+    var depth = 0
+    init() { pthread_mutex_init(&mutex, nil) }
+    func enter() {
+        pthread_mutex_lock(&mutex)
+        if depth == 0 { openblas_set_num_threads(1) }
+        depth += 1
+        pthread_mutex_unlock(&mutex)
+    }
+    func leave(restoring threads: Int) {
+        pthread_mutex_lock(&mutex)
+        depth -= 1
+        if depth == 0 { openblas_set_num_threads(Int32(threads)) }
+        pthread_mutex_unlock(&mutex)
+    }
+}
+private let regions = ParallelRegions()
 
 /// Thin namespace over the CBLAS interface of OpenBLAS (row-major single precision only).
 public enum Blas {
@@ -40,6 +66,28 @@ public enum Blas {
     /// OpenBLAS worker threads (openblas_get_num_threads / openblas_set_num_threads).
     public static var numThreads: Int {
         get { Int(openblas_get_num_threads()) }
-        set { openblas_set_num_threads(Int32(max(1, newValue))) }
+        set { configuredThreads = max(1, newValue); openblas_set_num_threads(Int32(max(1, newValue))) }
+    }
+
+    /// The thread count last chosen through `numThreads` (OpenBLAS's own default until then); unlike
+    /// `numThreads` it does not drop to 1 while a parallel region runs, so it can size the workers of one.
+    nonisolated(unsafe) public static var configuredThreads: Int = Int(openblas_get_num_threads())
+
+    /// Runs `body(w)` for w in 0 ..< workers on that many threads at once, with OpenBLAS at one thread
+    /// meanwhile (each worker's products run single-threaded in the worker), then restores
+    /// `configuredThreads`. For many small independent products (attention heads, experts) that OpenBLAS
+    /// would not split well. With workers <= 1, runs body(0) in the caller and leaves OpenBLAS alone.
+    public static func parallel(workers: Int, _ body: (Int) -> Void) {
+        if workers <= 1 { body(0); return }
+        let restore = configuredThreads
+        regions.enter()
+        DispatchQueue.concurrentPerform(iterations: workers) { w in body(w) }
+        regions.leave(restoring: restore)
+    }
+
+    /// Items [w·n/workers, (w+1)·n/workers) of worker w: contiguous, sizes differ by at most one.
+    @inline(__always)
+    public static func share(_ w: Int, of workers: Int, items n: Int) -> Range<Int> {
+        (w * n / workers) ..< ((w + 1) * n / workers)
     }
 }

@@ -24,25 +24,43 @@ public func crossEntropyForwardBackward(_ dlogits: UnsafeMutablePointer<Float>?,
         let x = logits + i * V
         let m = maxElement(x, V)
         let xTarget = x[target]   // read before an in-place pass can overwrite it
-        var sum: Double = 0   // Double: V may be ~50k terms
+        var sum: Double = 0   // Double across chunks: V may be ~50k terms
         if let dlogits = dlogits {
             // one exp per element: store e^(x − m) in the gradient row, then scale it into softmax · gradScale;
             // each element is read before it is written, so dlogits may alias logits
             let d = dlogits + i * V
-            for j in 0 ..< V {
-                let e = exp(x[j] - m)
-                d[j] = e
-                sum += Double(e)
-            }
-            let scale = Float(Double(gradScale) / sum)
-            for j in 0 ..< V { d[j] *= scale }
+            sum = expMinusMaxSum(x, into: d, V, m)
+            let scale = SIMD8<Float>(repeating: Float(Double(gradScale) / sum))
+            forEachSIMD8(V) { j, c in store8(load8(d, j, c) * scale, d, j, c) }
             d[target] -= gradScale
         } else {
-            for j in 0 ..< V { sum += Double(exp(x[j] - m)) }
+            sum = expMinusMaxSum(x, into: nil, V, m)
         }
         let loss = Double(m - xTarget) + log(sum)   // logits subtracted first: no cancellation at large logits
         losses[i] = Float(loss)
         total += loss
+    }
+    return total
+}
+
+/// Σ_j e^(x[j] − m) over n floats (eight-lane exp, Float lanes flushed to Double every 256 elements);
+/// stores the exponentials into `out` when given (`out` may alias `x`).
+@inline(__always)
+private func expMinusMaxSum(_ x: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>?, _ n: Int, _ m: Float) -> Double {
+    let mv = SIMD8<Float>(repeating: m)
+    var total: Double = 0
+    var chunk = 0
+    while chunk < n {
+        let end = min(n, chunk + 256)
+        var acc = SIMD8<Float>(repeating: 0)
+        var tail: Float = 0
+        forEachSIMD8(end - chunk) { i, c in
+            let e = simdExp(load8(x, chunk + i, c) - mv)
+            if let out { store8(e, out, chunk + i, c) }
+            if c == 8 { acc += e } else { for j in 0 ..< c { tail += e[j] } }
+        }
+        total += Double(acc.sum()) + Double(tail)
+        chunk = end
     }
     return total
 }

@@ -7,5 +7,6 @@ struct MoEDist: ParsableCommand {
         commandName: "moe-dist",
         abstract: "Train recurrent Mixture-of-Experts language models with expert parallelism over MPI.",
         subcommands: [TrainCommand.self, EvalCommand.self, CheckpointCommand.self, GateCommand.self, SweepCommand.self,
-                      CompareCommand.self, CurvesCommand.self, DataCommand.self, DebugCommand.self])
+                      CompareCommand.self, CurvesCommand.self, BenchCommand.self, EstimateCommand.self,
+                      DataCommand.self, DebugCommand.self])
 }

@@ -205,14 +205,15 @@ final class MoELayer {
         let h1 = s.h1.ensure(recvRows * F), act = s.act.ensure(recvRows * F)
         let h3 = s.h3.ensure(cfg.activation == .swiglu ? recvRows * F : 1)
         let y = yExpert.ensure(recvRows * d)
-        var off = 0
         let tExperts = PhaseTimer.now()
-        for le in 0 ..< localE {
-            let n = plan.rowsPerLocalExpert[le]
-            ExpertFFN.forward(y: y + off * d, h1: h1 + off * F, h3: cfg.activation == .swiglu ? h3 + off * F : h3,
-                              act: act + off * F, x: x + off * d, w: pool.expert(le, d: d, F: F),
-                              n: n, d: d, F: F, activation: cfg.activation)
-            off += n
+        let (offsets, shares) = expertShares(plan.rowsPerLocalExpert)
+        Blas.parallel(workers: shares.count) { w in
+            for le in shares[w] {
+                let n = plan.rowsPerLocalExpert[le], off = offsets[le]
+                ExpertFFN.forward(y: y + off * d, h1: h1 + off * F, h3: cfg.activation == .swiglu ? h3 + off * F : h3,
+                                  act: act + off * F, x: x + off * d, w: pool.expert(le, d: d, F: F),
+                                  n: n, d: d, F: F, activation: cfg.activation)
+            }
         }
 
         ctx.timer.add(.experts, since: tExperts)
@@ -226,6 +227,29 @@ final class MoELayer {
             let o = out + t * d, yr = yBack + row * d
             for i in 0 ..< d { o[i] += gte * yr[i] }
         }
+    }
+
+    /// Row offsets of the local experts' segments, and the experts cut into at most ctx.blasWorkers contiguous
+    /// groups of about equal rows: each group runs on its own thread with single-threaded products (experts
+    /// touch disjoint rows, hidden buffers and weight-gradient slices, so the result does not depend on the split).
+    private func expertShares(_ rows: [Int]) -> (offsets: [Int], shares: [Range<Int>]) {
+        var offsets = [Int](repeating: 0, count: rows.count)
+        var acc = 0
+        for (i, n) in rows.enumerated() { offsets[i] = acc; acc += n }
+        let W = max(1, min(ctx.blasWorkers, rows.count))
+        if W == 1 || acc == 0 { return (offsets, [0 ..< rows.count]) }
+        var shares: [Range<Int>] = []
+        var start = 0
+        for w in 1 ... W {
+            var end = start
+            if w == W { end = rows.count } else {
+                let target = acc * w / W          // cut where the running row count first reaches w/W of the rows
+                while end < rows.count && offsets[end] + rows[end] <= target { end += 1 }
+            }
+            shares.append(start ..< end)
+            start = end
+        }
+        return (offsets, shares)
     }
 
     /// Gates of given top-k sets: P[e_j], divided by Σ_j P[e_j] when normalising and k > 1.
@@ -268,10 +292,11 @@ final class MoELayer {
         let dxE = yExpert.ensure(recvRows * d)
         let dA = dact.ensure(recvRows * F), dH1 = dh1.ensure(recvRows * F)
         let dH3 = dh3.ensure(cfg.activation == .swiglu ? recvRows * F : 1)
-        var off = 0
         let tExperts = PhaseTimer.now()
-        for le in 0 ..< localE {
-            let n = plan.rowsPerLocalExpert[le]
+        let (offsets, shares) = expertShares(plan.rowsPerLocalExpert)
+        Blas.parallel(workers: shares.count) { w in
+            for le in shares[w] {
+            let n = plan.rowsPerLocalExpert[le], off = offsets[le]
             ExpertFFN.backward(dx: dxE + off * d, dw: grads.expert(le, d: d, F: F), dy: dyE + off * d,
                                x: s.x.pointer + off * d, h1: s.h1.pointer + off * F,
                                h3: cfg.activation == .swiglu ? s.h3.pointer + off * F : s.h3.pointer,
@@ -279,7 +304,7 @@ final class MoELayer {
                                dact: dA + off * F, dh1: dH1 + off * F,
                                dh3: cfg.activation == .swiglu ? dH3 + off * F : dH3,
                                n: n, d: d, F: F, activation: cfg.activation)
-            off += n
+            }
         }
         ctx.timer.add(.experts, since: tExperts)
         // 4'. mirror of the dispatch: dx returns to the tokens' ranks

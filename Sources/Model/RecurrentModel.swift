@@ -140,7 +140,7 @@ public final class RecurrentMoEModel {
             ropeForward(q, rope, B, T, d, H)
             ropeForward(k, rope, B, T, d, H)
             let att = A.att.ensure(N * d)
-            attentionForward(att, A.probs.ensure(B * H * T * T), q, k, v, B, T, d, H)
+            attentionForward(att, A.probs.ensure(B * H * T * T), q, k, v, B, T, d, H, workers: ctx.blasWorkers)
             let hMid = A.hMid.ensure(N * d)
             hMid.update(from: hIn, count: N * d)
             matmulForward(hMid, att, store.param("blocks/\(i)/wo"), N, d, d, accumulate: true)
@@ -215,7 +215,7 @@ public final class RecurrentMoEModel {
             matmulBackward(dAtt, store.grad("blocks/\(i)/wo"), g, A.att.pointer, store.param("blocks/\(i)/wo"), N, d, d)
             let gq = dq.zeroed(N * d), gk = dk.zeroed(N * d), gv = dv.zeroed(N * d)
             attentionBackward(gq, gk, gv, dAtt, A.q.pointer, A.k.pointer, A.v.pointer, A.probs.pointer,
-                              scratchTT.ensure(T * T), B, T, d, H)
+                              scratchTT.ensure(ctx.blasWorkers * T * T), B, T, d, H, workers: ctx.blasWorkers)
             ropeBackward(gq, rope, B, T, d, H)
             ropeBackward(gk, rope, B, T, d, H)
             let da1 = dtmp2.zeroed(N * d)

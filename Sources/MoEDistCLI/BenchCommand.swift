@@ -1,0 +1,91 @@
+import Foundation
+import ArgumentParser
+import Collectives
+import Configuration
+import Kernels
+import Model
+import Training
+
+struct BenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Measure training throughput, MFU against the measured sgemm peak, the time split and peak memory.",
+        discussion: """
+        Examples:
+          moe-dist bench --config jobs/configs/bench.yaml --json
+          mpirun -np 2 moe-dist bench --config jobs/configs/bench.yaml --steps 10 --json
+
+        Measures in this process the single-thread and all-thread sgemm peak of the loaded BLAS (its kernel set
+        is reported: openblas_get_corename, and OPENBLAS_CORETYPE when set), then trains --warmup plus --steps
+        steps of the configuration (no checkpoints, no evaluation, nothing written) and reports, on rank 0:
+        tokens/s, model FLOPs per token, MFU, the per-phase time split, the communication share and peak
+        resident memory against the analytic estimate. When train.micro_batch · ranks does not divide
+        train.global_batch, the micro-batch becomes global_batch / ranks.
+        """)
+
+    @OptionGroup var options: RunOptions
+
+    @Option(help: ArgumentHelp("Measured training steps.", valueName: "N"))
+    var steps: Int = 10
+
+    @Option(help: ArgumentHelp("Unmeasured steps first.", valueName: "N"))
+    var warmup: Int = 2
+
+    @Flag(help: "Print the report as one JSON object (snake_case keys).")
+    var json = false
+
+    func validate() throws {
+        guard steps >= 1 else { throw ValidationError("--steps: must be at least 1, got \(steps)") }
+        guard warmup >= 0 else { throw ValidationError("--warmup: must be >= 0, got \(warmup)") }
+    }
+
+    func run() throws {
+        try failingCleanly {
+            try Launch.onEveryRank(emulateRanks: nil) { world in
+                var config = try options.load()
+                let W = world.size
+                if config.train.globalBatch % (config.train.microBatch * W) != 0 && config.train.globalBatch % W == 0 {
+                    config.train.microBatch = config.train.globalBatch / W
+                }
+                let data = try TrainingData.open(config)
+                config.model.vocabSize = data.vocabSize
+                try Configuration.validate(config, worldSize: W)
+                let ctx = try ParallelContext.make(world: world, config: config)
+                let report = try Benchmark.run(config: config, configPath: options.config, ctx: ctx, data: data,
+                                               warmup: warmup, steps: steps)
+                guard world.rank == 0 else { return }
+                if json {
+                    let enc = JSONEncoder()
+                    enc.keyEncodingStrategy = .convertToSnakeCase
+                    enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+                    print(String(data: try enc.encode(report), encoding: .utf8)!)
+                } else {
+                    print(BenchCommand.text(report))
+                }
+                fflush(stdout)
+            }
+        }
+    }
+
+    static func text(_ r: BenchmarkReport) -> String {
+        func gb(_ b: Int) -> String { String(format: "%.2f GB", Double(b) / 1e9) }
+        var lines = [
+            "config \(r.config), \(r.worldSize) rank(s) x \(r.blasThreadsPerRank) BLAS thread(s), \(r.cores) cores",
+            "BLAS kernels \(r.blasCoreName)" + (r.openblasCoretype.map { " (OPENBLAS_CORETYPE=\($0))" } ?? ""),
+            String(format: "sgemm peak: %.1f GFLOP/s 1 thread, %.1f GFLOP/s %d threads; machine peak %.1f GFLOP/s",
+                   r.sgemm.singleThread, r.sgemm.allThread, r.sgemm.threads, r.machinePeakGflops),
+            String(format: "step %.3f s (min %.3f) | %.0f tokens/s | %.1f MFLOP/token | %.1f GFLOP/s | MFU %.1f%%",
+                   r.stepTimeSeconds, r.stepTimeMin, r.tokensPerSecond, r.flopsPerToken / 1e6, r.modelGflops, 100 * r.mfu),
+            "time split (rank 0): " + r.timeSplitFraction.sorted { $0.value > $1.value }
+                .map { String(format: "%@ %.1f%%", $0.key, 100 * $0.value) }.joined(separator: ", "),
+            String(format: "communication %.1f%% of the step (max over ranks)", 100 * r.communicationFraction),
+            "peak memory \(gb(r.peakResidentBytes)) (baseline \(gb(r.baselineResidentBytes))), estimate \(gb(r.estimatedTotalBytes))"
+                + String(format: " -> %.2fx", r.peakOverEstimate),
+        ]
+        lines.append(String(format: "MFU at the fastest step %.1f%% | %.2f CPU s per step", 100 * r.mfuBestStep, r.cpuSecondsPerStep))
+        lines.append("load average " + r.loadAverageStart.map { String(format: "%.2f", $0) }.joined(separator: " ")
+                     + " at the start, " + r.loadAverageEnd.map { String(format: "%.2f", $0) }.joined(separator: " ") + " at the end")
+        lines.append(String(format: "final loss %.4f", r.finalLoss))
+        return lines.joined(separator: "\n")
+    }
+}

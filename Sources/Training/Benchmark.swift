@@ -1,0 +1,226 @@
+// Throughput benchmark: the machine's sgemm peak measured in this process, then N training steps of a
+// configuration, reported as tokens/s, model FLOPs utilisation (MFU), a per-phase time split and peak
+// memory against the analytic estimate. Every rank runs it together; the result is the same on every rank.
+//
+//   peak    best GFLOP/s of cblas_sgemm over square sizes (best of several calls each), measured on every
+//           rank at the same time, once with 1 BLAS thread and once with the rank's BLAS threads;
+//           machine peak = Σ over ranks of the rank's all-thread peak (with ranks × threads = cores this is
+//           the node's peak under the same contention the training sees)
+//   MFU     flops_per_token · tokens/s (all ranks) / machine peak
+//   split   seconds per phase summed over the measured steps, on rank 0 ("other" = step time − Σ phases);
+//           communication share = max over ranks of (all-to-all + all-reduce) / step time
+//   memory  VmHWM of /proc/self/status, max over ranks, against MemoryEstimate plus the process's resident
+//           size before the model was built (libraries, MPI, corpus)
+import Foundation
+import Configuration
+import Collectives
+import Kernels
+import Model
+
+public struct SgemmPeak: Codable, Sendable {
+    /// Square sizes tried (M = N = K).
+    public var sizes: [Int]
+    /// GFLOP/s of the best call per size, 1 BLAS thread.
+    public var singleThreadBySize: [Double]
+    /// GFLOP/s of the best call per size, `threads` BLAS threads.
+    public var allThreadBySize: [Double]
+    public var singleThread: Double
+    public var allThread: Double
+    public var threads: Int
+}
+
+public struct BenchmarkReport: Codable, Sendable {
+    public var config: String
+    public var worldSize: Int
+    public var blasThreadsPerRank: Int
+    public var cores: Int
+    public var blasCoreName: String
+    /// OPENBLAS_CORETYPE when set (it forces the kernel set).
+    public var openblasCoretype: String?
+    public var corpus: String
+    public var microBatch: Int
+    public var globalBatch: Int
+    public var warmupSteps: Int
+    public var steps: Int
+    /// Rank 0's peak (single- and all-thread) and the machine peak Σ_ranks all-thread.
+    public var sgemm: SgemmPeak
+    public var machinePeakGflops: Double
+    public var peakDefinition: String
+    public var tokensPerStep: Int
+    public var stepTimeSeconds: Double
+    public var stepTimeMin: Double
+    public var tokensPerSecond: Double
+    public var flopsPerToken: Double
+    public var flopsPerTokenFormula: String
+    public var modelGflops: Double
+    public var mfu: Double
+    public var mfuDefinition: String
+    /// Seconds per step by phase (rank 0, mean over measured steps), and the same as fractions of the step.
+    public var timeSplitSeconds: [String: Double]
+    public var timeSplitFraction: [String: Double]
+    public var timeSplitSource: String
+    public var communicationFraction: Double
+    public var communicationDefinition: String
+    public var peakResidentBytes: Int
+    public var baselineResidentBytes: Int
+    public var estimate: MemoryEstimate
+    public var estimatedTotalBytes: Int
+    public var peakOverEstimate: Double
+    public var peakMinusBaselineOverEstimate: Double
+    public var memoryDefinition: String
+    public var finalLoss: Double
+    /// MFU at the fastest measured step (max over ranks of each rank's fastest step): less sensitive to other
+    /// processes sharing the cores than the mean.
+    public var mfuBestStep: Double
+    /// Process CPU seconds (all threads) per measured step, max over ranks; with ranks × threads = cores and
+    /// an idle machine this is close to threads × step time.
+    public var cpuSecondsPerStep: Double
+    /// /proc/loadavg (1, 5, 15 minutes) at the start and at the end of the benchmark.
+    public var loadAverageStart: [Double]
+    public var loadAverageEnd: [Double]
+}
+
+public enum Benchmark {
+    /// GFLOP/s of the best of `repeats` calls of an n×n×n sgemm with the current BLAS threads.
+    public static func sgemmGFLOPs(n: Int, repeats: Int) -> Double {
+        let a = UnsafeMutablePointer<Float>.allocate(capacity: n * n)
+        let b = UnsafeMutablePointer<Float>.allocate(capacity: n * n)
+        let c = UnsafeMutablePointer<Float>.allocate(capacity: n * n)
+        defer { a.deallocate(); b.deallocate(); c.deallocate() }
+        for i in 0 ..< n * n { a[i] = Float(i % 7) * 0.01; b[i] = Float(i % 5) * 0.01; c[i] = 0 }
+        var best = Double.infinity
+        for _ in 0 ..< repeats + 1 {     // first call warms caches and BLAS threads
+            let t = PhaseTimer.now()
+            Blas.gemm(transA: false, transB: false, M: n, N: n, K: n, alpha: 1, A: a, lda: n, B: b, ldb: n,
+                      beta: 0, C: c, ldc: n)
+            best = min(best, PhaseTimer.now() - t)
+        }
+        return 2 * Double(n * n * n) / best / 1e9
+    }
+
+    /// Single-thread and `threads`-thread peaks over square sizes; leaves BLAS at `threads` threads.
+    public static func sgemmPeak(threads: Int, sizes: [Int] = [384, 768, 1024, 1536], repeats: Int = 5) -> SgemmPeak {
+        Blas.numThreads = 1
+        let single = sizes.map { sgemmGFLOPs(n: $0, repeats: repeats) }
+        Blas.numThreads = threads
+        let all = threads == 1 ? single : sizes.map { sgemmGFLOPs(n: $0, repeats: repeats) }
+        return SgemmPeak(sizes: sizes, singleThreadBySize: single, allThreadBySize: all,
+                         singleThread: single.max() ?? 0, allThread: all.max() ?? 0, threads: threads)
+    }
+
+    /// A field of /proc/self/status in bytes (e.g. "VmHWM", "VmRSS"); 0 where unavailable.
+    public static func procStatusBytes(_ field: String) -> Int {
+        guard let s = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
+        for line in s.split(separator: "\n") where line.hasPrefix(field + ":") {
+            let parts = line.split(separator: " ", omittingEmptySubsequences: true)
+            if parts.count >= 2, let kb = Int(parts[1]) { return kb * 1024 }
+        }
+        return 0
+    }
+
+    /// The 1, 5 and 15 minute load averages of /proc/loadavg (empty where unavailable).
+    public static func loadAverage() -> [Double] {
+        guard let s = try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8) else { return [] }
+        return s.split(separator: " ").prefix(3).compactMap { Double($0) }
+    }
+
+    /// CPU seconds used by this process so far (all threads).
+    public static func processCPUSeconds() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+    }
+
+    /// Runs the benchmark on every rank of `ctx.world` (collective). `data` must be the configuration's data.
+    public static func run(config: RunConfig, configPath: String, ctx: ParallelContext, data: TrainingData,
+                           warmup: Int, steps: Int) throws -> BenchmarkReport {
+        let world = ctx.world
+        let loadStart = loadAverage()
+        let threads = Blas.numThreads
+        world.barrier()
+        let peak = sgemmPeak(threads: threads)
+        var sums = [peak.allThread]
+        sums.withUnsafeMutableBufferPointer { world.allReduceSum($0) }
+        let machinePeak = sums[0]
+
+        let baseline = procStatusBytes("VmRSS")
+        var c = config
+        c.train.maxSteps = warmup + steps          // the schedule spans the benchmark
+        c.train.maxTokens = nil
+        let trainer = try Trainer(config: c, ctx: ctx, train: data.train)
+        var last = StepReport()
+        for _ in 0 ..< warmup { last = trainer.trainStep() }
+        var phaseSums = [Phase: Double]()
+        var times: [Double] = []
+        world.barrier()
+        let cpuStart = processCPUSeconds()
+        for _ in 0 ..< steps {
+            last = trainer.trainStep()
+            times.append(last.stepTime)
+            for (p, s) in last.timing { phaseSums[p, default: 0] += s }
+        }
+        let cpuPerStep = (processCPUSeconds() - cpuStart) / Double(max(steps, 1))
+        let measured = max(steps, 1)
+        let total = times.reduce(0, +)
+        // Step time: the slowest rank decides (max over ranks of the summed step times).
+        var agg = [total, times.min() ?? 0, Double(procStatusBytes("VmHWM")),
+                   (phaseSums[.allToAll] ?? 0) + (phaseSums[.allReduce] ?? 0), cpuPerStep]
+        var commShare = [total > 0 ? agg[3] / total : 0]
+        agg.withUnsafeMutableBufferPointer { world.allReduceMax($0) }
+        commShare.withUnsafeMutableBufferPointer { world.allReduceMax($0) }
+        // Rank 0's phase split, shared so every rank returns the same report.
+        var split = Phase.allCases.map { (phaseSums[$0] ?? 0) / Double(measured) }
+        if world.rank != 0 { split = split.map { _ in 0 } }
+        split.withUnsafeMutableBufferPointer { world.allReduceSum($0) }
+        var rank0Step = [world.rank == 0 ? total / Double(measured) : 0]
+        rank0Step.withUnsafeMutableBufferPointer { world.allReduceSum($0) }
+
+        let stepTime = agg[0] / Double(measured)
+        let tokensPerStep = c.train.globalBatch * c.model.seqLen
+        let tps = stepTime > 0 ? Double(tokensPerStep) / stepTime : 0
+        let cost = ModelCost(c)
+        let achieved = cost.flopsPerToken * tps / 1e9
+        var splitSeconds: [String: Double] = [:]
+        let names: [Phase: String] = [.attention: "attention", .experts: "experts", .routerDispatch: "router_dispatch",
+                                      .allToAll: "all_to_all", .allReduce: "all_reduce", .head: "head",
+                                      .optimizer: "optimizer"]
+        for (i, p) in Phase.allCases.enumerated() { splitSeconds[names[p]!] = split[i] }
+        splitSeconds["other"] = max(0, rank0Step[0] - split.reduce(0, +))
+        var splitFraction: [String: Double] = [:]
+        for (k, v) in splitSeconds { splitFraction[k] = rank0Step[0] > 0 ? v / rank0Step[0] : 0 }
+
+        let G = c.expertParallel(worldSize: world.size)
+        let est = MemoryEstimate(c, expertParallel: G, microBatch: c.train.microBatch)
+        let peakRSS = Int(agg[2])
+        return BenchmarkReport(
+            config: configPath, worldSize: world.size, blasThreadsPerRank: threads,
+            cores: ProcessInfo.processInfo.activeProcessorCount, blasCoreName: Blas.coreName,
+            openblasCoretype: ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"],
+            corpus: data.summary, microBatch: c.train.microBatch, globalBatch: c.train.globalBatch,
+            warmupSteps: warmup, steps: steps, sgemm: peak, machinePeakGflops: machinePeak,
+            peakDefinition: "sum over ranks of each rank's best n^3 sgemm GFLOP/s (n in sgemm.sizes, best of 5 calls) "
+                + "at its own BLAS thread count, all ranks measuring at the same time",
+            tokensPerStep: tokensPerStep, stepTimeSeconds: stepTime, stepTimeMin: agg[1],
+            tokensPerSecond: tps, flopsPerToken: cost.flopsPerToken,
+            flopsPerTokenFormula: "6*(R*(4*d^2 + d*E + k*m*d*F) + d*V) + 6*R*T*d, m = 2 (gelu) or 3 (swiglu); "
+                + "dense: d*E + k*m*d*F -> m*d*F (training = forward + backward = 3x forward 2*params; causal attention QK^T and PV)",
+            modelGflops: achieved, mfu: machinePeak > 0 ? achieved / machinePeak : 0,
+            mfuDefinition: "flops_per_token * tokens_per_second / machine_peak_gflops; tokens/s = global tokens per step / "
+                + "mean step time of the slowest rank",
+            timeSplitSeconds: splitSeconds, timeSplitFraction: splitFraction,
+            timeSplitSource: "rank 0, mean seconds per measured step (PhaseTimer); other = step time - sum of phases",
+            communicationFraction: commShare[0],
+            communicationDefinition: "max over ranks of (all_to_all + all_reduce seconds) / step seconds; includes time "
+                + "waiting for slower ranks at the collective",
+            peakResidentBytes: peakRSS, baselineResidentBytes: baseline, estimate: est,
+            estimatedTotalBytes: est.totalBytes,
+            peakOverEstimate: est.totalBytes > 0 ? Double(peakRSS) / Double(est.totalBytes) : 0,
+            peakMinusBaselineOverEstimate: est.totalBytes > 0 ? Double(peakRSS - baseline) / Double(est.totalBytes) : 0,
+            memoryDefinition: "peak = max over ranks of VmHWM (/proc/self/status); baseline = rank's VmRSS before the model "
+                + "was built (runtime, MPI, BLAS, corpus); estimate = parameters + gradients + AdamW moments + saved "
+                + "activations of one micro-batch + scratch (MemoryEstimate)",
+            finalLoss: last.loss,
+            mfuBestStep: machinePeak > 0 && agg[1] > 0 ? cost.flopsPerToken * Double(tokensPerStep) / agg[1] / 1e9 / machinePeak : 0,
+            cpuSecondsPerStep: agg[4], loadAverageStart: loadStart, loadAverageEnd: loadAverage())
+    }
+}

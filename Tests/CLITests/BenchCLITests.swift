@@ -1,0 +1,80 @@
+// `moe-dist bench` and `moe-dist estimate` end to end: valid JSON with the documented fields,
+// alone and under mpirun -np 2.
+import XCTest
+import Foundation
+import TestSupport
+
+final class BenchCLITests: XCTestCase {
+    private func json(_ r: CommandResult, _ what: String) throws -> [String: Any] {
+        XCTAssertEqual(r.status, 0, "\(what): \(r.stderr)")
+        let obj = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8))
+        return try XCTUnwrap(obj as? [String: Any], "\(what) prints one JSON object: \(r.stdout)")
+    }
+
+    private func checkBench(_ j: [String: Any], world: Int) throws {
+        for key in ["blas_core_name", "sgemm", "machine_peak_gflops", "tokens_per_second", "flops_per_token",
+                    "flops_per_token_formula", "mfu", "mfu_definition", "time_split_seconds", "time_split_fraction",
+                    "time_split_source", "communication_fraction", "peak_resident_bytes", "estimate",
+                    "estimated_total_bytes", "peak_over_estimate", "load_average_start", "cpu_seconds_per_step"] {
+            XCTAssertNotNil(j[key], "field \(key)")
+        }
+        XCTAssertEqual(j["world_size"] as? Int, world)
+        XCTAssertFalse((j["blas_core_name"] as? String ?? "").isEmpty)
+        let sgemm = try XCTUnwrap(j["sgemm"] as? [String: Any])
+        XCTAssertGreaterThan(sgemm["single_thread"] as? Double ?? 0, 0)
+        XCTAssertGreaterThan(sgemm["all_thread"] as? Double ?? 0, 0)
+        XCTAssertGreaterThan(j["tokens_per_second"] as? Double ?? 0, 0)
+        let mfu = j["mfu"] as? Double ?? -1
+        XCTAssertTrue(mfu > 0 && mfu < 2, "mfu \(mfu)")
+        let split = try XCTUnwrap(j["time_split_fraction"] as? [String: Double])
+        XCTAssertEqual(Set(split.keys), ["attention", "experts", "router_dispatch", "all_to_all", "all_reduce", "head",
+                                         "optimizer", "other"])
+        XCTAssertEqual(split.values.reduce(0, +), 1, accuracy: 0.05)
+        XCTAssertGreaterThan(j["peak_resident_bytes"] as? Int ?? 0, 0)
+        let est = try XCTUnwrap(j["estimate"] as? [String: Any])
+        for key in ["parameters", "parameter_bytes", "gradient_bytes", "optimizer_bytes", "activation_bytes", "scratch_bytes"] {
+            XCTAssertNotNil(est[key], "estimate.\(key)")
+        }
+    }
+
+    func testBenchJSON() throws {
+        try requireBinary()
+        let r = try runCommand(moeDist, ["bench", "--config", tinyConfig, "--steps", "2", "--json"])
+        try checkBench(try json(r, "bench"), world: 1)
+    }
+
+    func testBenchJSONUnderMpirun() throws {
+        try requireBinary()
+        let (exe, args) = try mpirun(2, ["bench", "--config", tinyConfig, "--steps", "2", "--json"])
+        let r = try runCommand(exe, args)
+        let j = try json(r, "mpirun -np 2 bench")        // rank 0 alone prints
+        try checkBench(j, world: 2)
+        XCTAssertEqual(j["micro_batch"] as? Int, 4, "micro-batch = global batch 8 / 2 ranks")
+    }
+
+    func testEstimateTableJSON() throws {
+        try requireBinary()
+        let r = try runCommand(moeDist, ["estimate", "--config", TestPaths.repoRoot + "/jobs/configs/seed-reference.yaml",
+                                         "--table", "--json"])
+        let j = try json(r, "estimate")
+        XCTAssertNotNil(j["formulas"])
+        let rows = try XCTUnwrap(j["estimates"] as? [[String: Any]])
+        XCTAssertEqual(rows.map { $0["world_size"] as? Int ?? 0 }, [8, 16, 32, 64, 128, 256, 512, 1024])
+        let total = Set(rows.map { $0["total_parameters"] as? Int ?? 0 })
+        XCTAssertEqual(total.count, 1)
+        let experts = rows.map { $0["expert_parameters_per_rank"] as? Int ?? 0 }
+        XCTAssertEqual(experts, experts.sorted(by: >), "expert parameters per rank never grow with the world")
+        for row in rows {
+            let mem = try XCTUnwrap(row["memory"] as? [String: Any])
+            XCTAssertEqual(mem["parameter_bytes"] as? Int, 4 * (row["parameters_per_rank"] as? Int ?? 0))
+            XCTAssertGreaterThan(row["all_to_all_bytes_per_rank"] as? Double ?? 0, 0)
+        }
+    }
+
+    func testEstimateRejectsAnExpertGroupThatDoesNotDivideTheWorld() throws {
+        try requireBinary()
+        let r = try runCommand(moeDist, ["estimate", "--config", tinyConfig, "--world", "8", "--expert-parallel", "3"])
+        XCTAssertNotEqual(r.status, 0)
+        XCTAssertTrue(r.stderr.contains("--expert-parallel"), r.stderr)
+    }
+}
