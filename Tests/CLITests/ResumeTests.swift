@@ -100,16 +100,7 @@ final class ResumeTests: XCTestCase {
         assert np.allclose(pm.sum(axis=2), 1, atol=1e-4), pm.sum(axis=2)
         print("ok")
         """
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["python3", "-c", script, dir + "/metrics.h5"]
-        let err = Pipe(), out = Pipe()
-        p.standardError = err; p.standardOutput = out
-        try p.run(); p.waitUntilExit()
-        let e = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        if e.contains("No module named 'h5py'") { throw XCTSkip("h5py not installed") }
-        XCTAssertEqual(p.terminationStatus, 0, e)
-        XCTAssertEqual(String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self), "ok\n")
+        XCTAssertEqual(try Python.run(script, [dir + "/metrics.h5"]), "ok\n")
     }
 
     /// A full disk during a checkpoint: a clear message, a non-zero exit, and the previous checkpoint and

@@ -2,6 +2,7 @@
 // nothing behind when it fails; readers and a writer that keeps the file open.
 import Foundation
 import XCTest
+import TestSupport
 @testable import HDF5
 
 final class HDF5FailureTests: XCTestCase {

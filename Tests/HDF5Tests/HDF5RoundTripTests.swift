@@ -2,6 +2,7 @@
 // resizing, attributes, groups; h5py as an independent reader.
 import Foundation
 import XCTest
+import TestSupport
 @testable import HDF5
 
 final class HDF5RoundTripTests: XCTestCase {

@@ -117,29 +117,7 @@ final class CheckpointTests: XCTestCase {
         assert (abs(w1).sum(axis=(1, 2)) > 0).all(), "every expert's rows were written"
         print("ok")
         """
-        let out = try runPython(script, args: [path, json])
+        let out = try Python.run(script, [path, json])
         XCTAssertEqual(out.trimmingCharacters(in: .whitespacesAndNewlines), "ok")
     }
-}
-
-/// Runs a Python script (skips the test when h5py is missing); returns standard output, fails on error.
-func runPython(_ script: String, args: [String]) throws -> String {
-    let check = Process()
-    check.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    check.arguments = ["python3", "-c", "import h5py"]
-    check.standardError = FileHandle.nullDevice
-    try check.run(); check.waitUntilExit()
-    if check.terminationStatus != 0 { throw XCTSkip("python3 with h5py is not installed (pip install -r notebooks/requirements.txt)") }
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    p.arguments = ["python3", "-c", script] + args
-    let out = Pipe(), err = Pipe()
-    p.standardOutput = out; p.standardError = err
-    try p.run()
-    let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    if p.terminationStatus != 0 {
-        XCTFail("python failed: \(String(decoding: e, as: UTF8.self))")
-    }
-    return String(decoding: o, as: UTF8.self)
 }

@@ -4,6 +4,7 @@
 import Foundation
 import HDF5
 import XCTest
+import TestSupport
 @testable import Training
 
 final class MetricsHistoryTests: XCTestCase {
@@ -35,7 +36,7 @@ final class MetricsHistoryTests: XCTestCase {
         try h.append(evalRow(20))
         h.close()
 
-        let out = try H5py.run("""
+        let out = try Python.run("""
         import h5py, sys, json
         f = h5py.File(sys.argv[1], 'r')
         d = {'attrs': {k: (v if isinstance(v, str) else int(v)) for k, v in f.attrs.items()},
@@ -75,7 +76,7 @@ final class MetricsHistoryTests: XCTestCase {
         }
 
         // Values, read back through h5py.
-        let values = try H5py.run("""
+        let values = try Python.run("""
         import h5py, sys
         f = h5py.File(sys.argv[1], 'r')
         print(list(map(int, f['train/step'][:])), list(map(float, f['train/loss'][:])), list(map(int, f['train/nan_events'][:])))
@@ -243,11 +244,11 @@ final class MetricsHistoryTests: XCTestCase {
             print(f.attrs['format'], list(map(int, f['train/step'][:])), f['experts/counts'].shape)
         """
         try h.append(trainRow(1)); try h.append(expertRow(1))
-        XCTAssertEqual(try H5py.run(script, [path]), "moe-dist/metrics [1] (1, 2, 3)\n")
+        XCTAssertEqual(try Python.run(script, [path]), "moe-dist/metrics [1] (1, 2, 3)\n")
         try h.append(trainRow(2)); try h.append(expertRow(2))
-        XCTAssertEqual(try H5py.run(script, [path]), "moe-dist/metrics [1, 2] (2, 2, 3)\n")
+        XCTAssertEqual(try Python.run(script, [path]), "moe-dist/metrics [1, 2] (2, 2, 3)\n")
         try h.truncate(afterStep: 1)
-        XCTAssertEqual(try H5py.run(script, [path]), "moe-dist/metrics [1] (1, 2, 3)\n")
+        XCTAssertEqual(try Python.run(script, [path]), "moe-dist/metrics [1] (1, 2, 3)\n")
         try h.append(trainRow(3))   // still writable after readers came and went
         h.close()
         XCTAssertThrowsError(try h.append(trainRow(4))) { XCTAssertTrue("\($0)".contains("closed"), "\($0)") }
@@ -262,29 +263,3 @@ final class MetricsHistoryTests: XCTestCase {
 }
 
 /// python3 + h5py as an independent reader; skips the test when they are missing.
-private enum H5py {
-    struct Failure: Error, CustomStringConvertible { var description: String }
-
-    static func run(_ script: String, _ args: [String]) throws -> String {
-        guard (try? exec(["-c", "import h5py, numpy"]))?.0 == 0 else {
-            throw XCTSkip("python3 with h5py and numpy is not available; install them (pip install h5py) to run the h5py cross-checks")
-        }
-        let (status, out, err) = try exec(["-c", script] + args)
-        guard status == 0 else { throw Failure(description: "python3 exited with status \(status):\n\(err)") }
-        return out
-    }
-
-    private static func exec(_ args: [String]) throws -> (Int32, String, String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["python3"] + args
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
-    }
-}

@@ -1,26 +1,26 @@
-// Runs python3 + h5py as an independent reader of the files the wrapper writes.
+// Runs python3 + h5py as an independent reader of the HDF5 files moe-dist writes.
 import Foundation
 import XCTest
 
-struct PythonFailure: Error, CustomStringConvertible {
-    var status: Int32
-    var stderr: String
-    var description: String { "python3 exited with status \(status):\n\(stderr)" }
+public struct PythonFailure: Error, CustomStringConvertible {
+    public var status: Int32
+    public var stderr: String
+    public var description: String { "python3 exited with status \(status):\n\(stderr)" }
 }
 
-enum Python {
+public enum Python {
     /// Runs `python3 -c script args...`; returns stdout. Skips the test when python3 or
     /// h5py is missing; throws `PythonFailure` (failing the test) when the script fails.
-    static func run(_ script: String, _ args: [String] = []) throws -> String {
+    public static func run(_ script: String, _ args: [String] = []) throws -> String {
         try requireH5py()
         let (status, out, err) = try exec(["-c", script] + args)
         if status != 0 { throw PythonFailure(status: status, stderr: err) }
         return out
     }
 
-    private static var h5pyAvailable: Bool?
+    nonisolated(unsafe) private static var h5pyAvailable: Bool?
 
-    static func requireH5py() throws {
+    public static func requireH5py() throws {
         if h5pyAvailable == nil {
             h5pyAvailable = (try? exec(["-c", "import h5py, numpy"]))?.0 == 0
         }
@@ -44,11 +44,3 @@ enum Python {
     }
 }
 
-/// A fresh temporary directory, removed at the end of the test.
-func temporaryDirectory(_ test: XCTestCase) throws -> String {
-    let dir = FileManager.default.temporaryDirectory
-        .appendingPathComponent("moe-hdf5-tests-\(UUID().uuidString)").path
-    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-    test.addTeardownBlock { try? FileManager.default.removeItem(atPath: dir) }
-    return dir
-}
