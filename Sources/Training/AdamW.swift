@@ -18,7 +18,24 @@ public struct AdamW: Sendable {
         for p in s.infos where p.count > 0 {
             let wd = p.decays ? Float(weightDecay) : 0
             let th = s.params + p.offset, g = s.grads + p.offset, m = s.expAvg + p.offset, v = s.expAvgSq + p.offset
-            for i in 0 ..< p.count {
+            // 8 lanes at a time (the same IEEE operations per element as the scalar tail).
+            let n8 = p.count / 8 * 8
+            var i = 0
+            while i < n8 {
+                let gi = UnsafeRawPointer(g + i).loadUnaligned(as: SIMD8<Float>.self) * gradScale
+                var mi = UnsafeRawPointer(m + i).loadUnaligned(as: SIMD8<Float>.self)
+                var vi = UnsafeRawPointer(v + i).loadUnaligned(as: SIMD8<Float>.self)
+                var ti = UnsafeRawPointer(th + i).loadUnaligned(as: SIMD8<Float>.self)
+                mi = b1 * mi + (1 - b1) * gi
+                vi = b2 * vi + (1 - b2) * gi * gi
+                let mHat = mi / c1, vHat = vi / c2
+                ti -= lrF * (mHat / (vHat.squareRoot() + epsF) + wd * ti)
+                UnsafeMutableRawPointer(m + i).storeBytes(of: mi, as: SIMD8<Float>.self)
+                UnsafeMutableRawPointer(v + i).storeBytes(of: vi, as: SIMD8<Float>.self)
+                UnsafeMutableRawPointer(th + i).storeBytes(of: ti, as: SIMD8<Float>.self)
+                i += 8
+            }
+            for i in n8 ..< p.count {
                 let gi = g[i] * gradScale
                 m[i] = b1 * m[i] + (1 - b1) * gi
                 v[i] = b2 * v[i] + (1 - b2) * gi * gi
