@@ -30,9 +30,11 @@ let package = Package(
                        providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CHDF5", path: "Sources/CHDF5", pkgConfig: "hdf5",
                        providers: [.apt(["libhdf5-dev"])]),
+        // CPUID/XGETBV as static inline C (header only): which vector extensions this CPU has.
+        .systemLibrary(name: "CCPUFeatures", path: "Sources/CCPUFeatures"),
 
         // MARK: Foundations: numeric kernels, communication, config, data, HDF5 files
-        .target(name: "Kernels", dependencies: ["COpenBLAS"], swiftSettings: fast),
+        .target(name: "Kernels", dependencies: ["COpenBLAS", "CCPUFeatures"], swiftSettings: fast),
         .target(name: "Collectives", dependencies: ["CMPI"], swiftSettings: fast),
         .target(name: "Configuration", dependencies: [.product(name: "Yams", package: "Yams")]),
         .target(name: "DataPipeline", swiftSettings: fast),

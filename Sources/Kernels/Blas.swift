@@ -63,6 +63,24 @@ public enum Blas {
         return String(cString: p)
     }
 
+    /// OpenBLAS's build description, e.g. "OpenBLAS 0.3.21 DYNAMIC_ARCH NO_AFFINITY Prescott MAX_THREADS=64".
+    public static var libraryConfig: String {
+        guard let p = openblas_get_config() else { return "unknown" }
+        return String(cString: p)
+    }
+
+    /// Whether this OpenBLAS can change its kernel set after loading (a DYNAMIC_ARCH build).
+    public static var canSwitchKernels: Bool { copenblas_can_reselect() != 0 }
+
+    /// Makes OpenBLAS choose its kernel set again as if `OPENBLAS_CORETYPE` were `name`, and returns the set
+    /// now in use (OpenBLAS keeps its own choice for a name it does not have). Only with no product running:
+    /// at start, before any rank thread exists, or in a benchmark between measurements.
+    @discardableResult
+    public static func switchKernels(to name: String) -> String {
+        _ = copenblas_reselect(name)
+        return coreName
+    }
+
     /// OpenBLAS worker threads (openblas_get_num_threads / openblas_set_num_threads).
     public static var numThreads: Int {
         get { Int(openblas_get_num_threads()) }

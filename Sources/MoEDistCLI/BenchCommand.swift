@@ -15,11 +15,12 @@ struct BenchCommand: ParsableCommand {
           moe-dist bench --config jobs/configs/bench.yaml --json
           mpirun -np 2 moe-dist bench --config jobs/configs/bench.yaml --steps 10 --json
 
-        Measures in this process the single-thread and all-thread sgemm peak of the loaded BLAS (its kernel set
-        is reported: openblas_get_corename, and OPENBLAS_CORETYPE when set), then trains --warmup plus --steps
-        steps of the configuration (no checkpoints, no evaluation, nothing written) and reports, on rank 0:
-        tokens/s, model FLOPs per token, MFU, the per-phase time split, the communication share and peak
-        resident memory against the analytic estimate. When train.micro_batch · ranks does not divide
+        Measures in this process the sgemm peak (median of 5 calls, best square size) of the OpenBLAS kernel
+        set in use and of every set the library offers for this CPU's vector extensions, then trains
+        --warmup plus --steps steps of the configuration (no checkpoints, no evaluation, nothing written) and
+        reports, on rank 0: the kernel set and why it runs, tokens/s, model FLOPs per token, MFU against the
+        best set's peak (and against the set in use), the per-phase time split, the communication share and
+        peak resident memory against the analytic estimate. When train.micro_batch · ranks does not divide
         train.global_batch, the micro-batch becomes global_batch / ranks.
         """)
 
@@ -71,11 +72,15 @@ struct BenchCommand: ParsableCommand {
         func gb(_ b: Int) -> String { String(format: "%.2f GB", Double(b) / 1e9) }
         var lines = [
             "config \(r.config), \(r.worldSize) rank(s) x \(r.blasThreadsPerRank) BLAS thread(s), \(r.cores) cores",
-            "BLAS kernels \(r.blasCoreName)" + (r.openblasCoretype.map { " (OPENBLAS_CORETYPE=\($0))" } ?? ""),
-            String(format: "sgemm peak: %.1f GFLOP/s 1 thread, %.1f GFLOP/s %d threads; machine peak %.1f GFLOP/s",
-                   r.sgemm.singleThread, r.sgemm.allThread, r.sgemm.threads, r.machinePeakGflops),
-            String(format: "step %.3f s (min %.3f) | %.0f tokens/s | %.1f MFLOP/token | %.1f GFLOP/s | MFU %.1f%%",
-                   r.stepTimeSeconds, r.stepTimeMin, r.tokensPerSecond, r.flopsPerToken / 1e6, r.modelGflops, 100 * r.mfu),
+            "CPU \(r.cpu)",
+            "BLAS kernels \(r.blasCoreName): \(r.blasKernelReason)",
+            String(format: "sgemm peak (%@): %.1f GFLOP/s 1 thread, %.1f GFLOP/s %d thread(s); machine peak %.1f GFLOP/s",
+                   r.blasCoreName, r.sgemm.singleThread, r.sgemm.allThread, r.sgemm.threads, r.machinePeakGflops),
+            "machine peak by kernel set: " + r.kernelSetPeaks.map { String(format: "%@ %.1f", $0.name, $0.machineGflops) }
+                .joined(separator: ", ") + String(format: " GFLOP/s; best %@ %.1f", r.bestKernelSet, r.bestMachinePeakGflops),
+            String(format: "step %.3f s (min %.3f) | %.0f tokens/s | %.1f MFLOP/token | %.1f GFLOP/s | MFU %.1f%% of the best set (%.1f%% of the set in use)",
+                   r.stepTimeSeconds, r.stepTimeMin, r.tokensPerSecond, r.flopsPerToken / 1e6, r.modelGflops, 100 * r.mfu,
+                   100 * r.mfuInUse),
             "time split (rank 0): " + r.timeSplitFraction.sorted { $0.value > $1.value }
                 .map { String(format: "%@ %.1f%%", $0.key, 100 * $0.value) }.joined(separator: ", "),
             String(format: "communication %.1f%% of the step (max over ranks)", 100 * r.communicationFraction),

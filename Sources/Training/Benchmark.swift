@@ -2,11 +2,12 @@
 // configuration, reported as tokens/s, model FLOPs utilisation (MFU), a per-phase time split and peak
 // memory against the analytic estimate. Every rank runs it together; the result is the same on every rank.
 //
-//   peak    best GFLOP/s of cblas_sgemm over square sizes (best of several calls each), measured on every
-//           rank at the same time, once with 1 BLAS thread and once with the rank's BLAS threads;
-//           machine peak = Σ over ranks of the rank's all-thread peak (with ranks × threads = cores this is
-//           the node's peak under the same contention the training sees)
-//   MFU     flops_per_token · tokens/s (all ranks) / machine peak
+//   peak    GFLOP/s of cblas_sgemm: the best over square sizes of the median of several calls, measured on
+//           every rank at the same time with the rank's BLAS threads (and once with 1 thread); machine peak =
+//           Σ over ranks (with ranks × threads = cores, the node's peak under the contention training sees).
+//           Measured for the kernel set in use and for every set this OpenBLAS offers for the CPU's vector
+//           extensions (each checked for correct results first); the best of those is the reference.
+//   MFU     flops_per_token · tokens/s (all ranks) / best machine peak (also reported against the set in use)
 //   split   seconds per phase summed over the measured steps, on rank 0 ("other" = step time − Σ phases);
 //           communication share = max over ranks of (all-to-all + all-reduce) / step time
 //   memory  VmHWM of /proc/self/status, max over ranks, against MemoryEstimate plus the process's resident
@@ -29,6 +30,13 @@ public struct SgemmPeak: Codable, Sendable {
     public var threads: Int
 }
 
+/// The sgemm peak of one OpenBLAS kernel set: rank 0's, and summed over the ranks.
+public struct KernelSetPeak: Codable, Sendable {
+    public var name: String
+    public var rankGflops: Double
+    public var machineGflops: Double
+}
+
 public struct BenchmarkReport: Codable, Sendable {
     public var config: String
     public var worldSize: Int
@@ -37,6 +45,14 @@ public struct BenchmarkReport: Codable, Sendable {
     public var blasCoreName: String
     /// OPENBLAS_CORETYPE when set (it forces the kernel set).
     public var openblasCoretype: String?
+    /// Why this kernel set runs (BlasKernelSelection), the set OpenBLAS loaded by itself, and the CPU.
+    public var blasKernelReason: String
+    public var blasLoadedCoreName: String
+    public var cpu: String
+    /// Every kernel set measured (the one in use first) and the fastest of them: MFU's reference.
+    public var kernelSetPeaks: [KernelSetPeak]
+    public var bestKernelSet: String
+    public var bestMachinePeakGflops: Double
     public var corpus: String
     public var microBatch: Int
     public var globalBatch: Int
@@ -53,7 +69,9 @@ public struct BenchmarkReport: Codable, Sendable {
     public var flopsPerToken: Double
     public var flopsPerTokenFormula: String
     public var modelGflops: Double
+    /// Against the best kernel set's machine peak; `mfuInUse` against the set that ran.
     public var mfu: Double
+    public var mfuInUse: Double
     public var mfuDefinition: String
     /// Seconds per step by phase (rank 0, mean over measured steps), and the same as fractions of the step.
     public var timeSplitSeconds: [String: Double]
@@ -81,31 +99,61 @@ public struct BenchmarkReport: Codable, Sendable {
 }
 
 public enum Benchmark {
-    /// GFLOP/s of the best of `repeats` calls of an n×n×n sgemm with the current BLAS threads.
+    /// GFLOP/s of the median of `repeats` calls of an n×n×n sgemm with the current BLAS threads (the median,
+    /// not the best: one lucky call on a shared machine would inflate the peak and so deflate nothing else).
     public static func sgemmGFLOPs(n: Int, repeats: Int) -> Double {
         let a = UnsafeMutablePointer<Float>.allocate(capacity: n * n)
         let b = UnsafeMutablePointer<Float>.allocate(capacity: n * n)
         let c = UnsafeMutablePointer<Float>.allocate(capacity: n * n)
         defer { a.deallocate(); b.deallocate(); c.deallocate() }
         for i in 0 ..< n * n { a[i] = Float(i % 7) * 0.01; b[i] = Float(i % 5) * 0.01; c[i] = 0 }
-        var best = Double.infinity
-        for _ in 0 ..< repeats + 1 {     // first call warms caches and BLAS threads
+        var times: [Double] = []
+        for call in 0 ..< repeats + 1 {     // the first call warms caches and BLAS threads
             let t = PhaseTimer.now()
             Blas.gemm(transA: false, transB: false, M: n, N: n, K: n, alpha: 1, A: a, lda: n, B: b, ldb: n,
                       beta: 0, C: c, ldc: n)
-            best = min(best, PhaseTimer.now() - t)
+            if call > 0 { times.append(PhaseTimer.now() - t) }
         }
-        return 2 * Double(n * n * n) / best / 1e9
+        times.sort()
+        return 2 * Double(n * n * n) / times[times.count / 2] / 1e9
     }
 
     /// Single-thread and `threads`-thread peaks over square sizes; leaves BLAS at `threads` threads.
-    public static func sgemmPeak(threads: Int, sizes: [Int] = [384, 768, 1024, 1536], repeats: Int = 5) -> SgemmPeak {
+    public static func sgemmPeak(threads: Int, sizes: [Int] = defaultPeakSizes, repeats: Int = 5) -> SgemmPeak {
         Blas.numThreads = 1
         let single = sizes.map { sgemmGFLOPs(n: $0, repeats: repeats) }
         Blas.numThreads = threads
         let all = threads == 1 ? single : sizes.map { sgemmGFLOPs(n: $0, repeats: repeats) }
         return SgemmPeak(sizes: sizes, singleThreadBySize: single, allThreadBySize: all,
                          singleThread: single.max() ?? 0, allThread: all.max() ?? 0, threads: threads)
+    }
+
+    public static let defaultPeakSizes = [512, 1024, 1536]
+
+    /// The all-thread peak of every kernel set this OpenBLAS offers for the CPU (and of the set in use), on
+    /// every rank at once (collective: every rank tries the same sets in the same order). A set that is not in
+    /// the library or computes wrong results is left out. Leaves the set in use loaded.
+    static func kernelSetPeaks(inUse: String, threads: Int, world: Communicator) -> [KernelSetPeak] {
+        var names = [inUse]
+        if Blas.canSwitchKernels {
+            for n in BlasKernelSelection.candidates(for: .current) where n.lowercased() != inUse.lowercased() { names.append(n) }
+        }
+        var peaks: [KernelSetPeak] = []
+        Blas.numThreads = threads
+        for name in names {
+            let loaded = name == inUse ? Blas.coreName : Blas.switchKernels(to: name)
+            var usable = [loaded.lowercased() == name.lowercased() && BlasKernelSelection.productsAgree() ? 1.0 : 0.0]
+            usable.withUnsafeMutableBufferPointer { world.allReduceMax($0) }   // same verdict on every rank
+            // (a set one rank rejects is not measured anywhere; the ranks share one CPU model)
+            guard usable[0] > 0 else { continue }
+            world.barrier()
+            let rank = defaultPeakSizes.map { sgemmGFLOPs(n: $0, repeats: 5) }.max() ?? 0
+            var sum = [rank]
+            sum.withUnsafeMutableBufferPointer { world.allReduceSum($0) }
+            peaks.append(KernelSetPeak(name: name, rankGflops: rank, machineGflops: sum[0]))
+        }
+        if Blas.coreName.lowercased() != inUse.lowercased() { Blas.switchKernels(to: inUse) }
+        return peaks
     }
 
     /// A field of /proc/self/status in bytes (e.g. "VmHWM", "VmRSS"); 0 where unavailable.
@@ -142,6 +190,13 @@ public enum Benchmark {
         var sums = [peak.allThread]
         sums.withUnsafeMutableBufferPointer { world.allReduceSum($0) }
         let machinePeak = sums[0]
+        let choice = BlasKernelSelection.current
+        let inUse = Blas.coreName
+        let setPeaks = kernelSetPeaks(inUse: inUse, threads: threads, world: world)
+        let best = setPeaks.max { $0.machineGflops < $1.machineGflops }
+        // The reference is the best set measured, and never below the set in use's own measurement.
+        let bestPeak = max(best?.machineGflops ?? 0, machinePeak)
+        let bestName = (best?.machineGflops ?? 0) >= machinePeak ? (best?.name ?? inUse) : inUse
 
         let baseline = procStatusBytes("VmRSS")
         var c = config
@@ -196,17 +251,22 @@ public enum Benchmark {
             config: configPath, worldSize: world.size, blasThreadsPerRank: threads,
             cores: ProcessInfo.processInfo.activeProcessorCount, blasCoreName: Blas.coreName,
             openblasCoretype: ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"],
+            blasKernelReason: choice?.reason ?? "kernels \(inUse), chosen by OpenBLAS (no selection ran)",
+            blasLoadedCoreName: choice?.loaded ?? inUse, cpu: CPUFeatures.current.description,
+            kernelSetPeaks: setPeaks, bestKernelSet: bestName, bestMachinePeakGflops: bestPeak,
             corpus: data.summary, microBatch: c.train.microBatch, globalBatch: c.train.globalBatch,
             warmupSteps: warmup, steps: steps, sgemm: peak, machinePeakGflops: machinePeak,
-            peakDefinition: "sum over ranks of each rank's best n^3 sgemm GFLOP/s (n in sgemm.sizes, best of 5 calls) "
-                + "at its own BLAS thread count, all ranks measuring at the same time",
+            peakDefinition: "sum over ranks of each rank's n^3 sgemm GFLOP/s (max over n in sgemm.sizes of the median of "
+                + "5 calls) at its own BLAS thread count, all ranks measuring at the same time; machine_peak_gflops for "
+                + "the kernel set in use, best_machine_peak_gflops for the fastest set of kernel_set_peaks",
             tokensPerStep: tokensPerStep, stepTimeSeconds: stepTime, stepTimeMin: agg[1],
             tokensPerSecond: tps, flopsPerToken: cost.flopsPerToken,
             flopsPerTokenFormula: "6*(R*(4*d^2 + d*E + k*m*d*F) + d*V) + 6*R*T*d, m = 2 (gelu) or 3 (swiglu); "
                 + "dense: d*E + k*m*d*F -> m*d*F (training = forward + backward = 3x forward 2*params; causal attention QK^T and PV)",
-            modelGflops: achieved, mfu: machinePeak > 0 ? achieved / machinePeak : 0,
-            mfuDefinition: "flops_per_token * tokens_per_second / machine_peak_gflops; tokens/s = global tokens per step / "
-                + "mean step time of the slowest rank",
+            modelGflops: achieved, mfu: bestPeak > 0 ? achieved / bestPeak : 0,
+            mfuInUse: machinePeak > 0 ? achieved / machinePeak : 0,
+            mfuDefinition: "flops_per_token * tokens_per_second / best_machine_peak_gflops (mfu_in_use: / machine_peak_gflops); "
+                + "tokens/s = global tokens per step / mean step time of the slowest rank",
             timeSplitSeconds: splitSeconds, timeSplitFraction: splitFraction,
             timeSplitSource: "rank 0, mean seconds per measured step (PhaseTimer); other = step time - sum of phases",
             communicationFraction: commShare[0],
@@ -220,7 +280,7 @@ public enum Benchmark {
                 + "was built (runtime, MPI, BLAS, corpus); estimate = parameters + gradients + AdamW moments + saved "
                 + "activations of one micro-batch + scratch (MemoryEstimate)",
             finalLoss: last.loss,
-            mfuBestStep: machinePeak > 0 && agg[1] > 0 ? cost.flopsPerToken * Double(tokensPerStep) / agg[1] / 1e9 / machinePeak : 0,
+            mfuBestStep: bestPeak > 0 && agg[1] > 0 ? cost.flopsPerToken * Double(tokensPerStep) / agg[1] / 1e9 / bestPeak : 0,
             cpuSecondsPerStep: agg[4], loadAverageStart: loadStart, loadAverageEnd: loadAverage())
     }
 }

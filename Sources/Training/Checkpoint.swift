@@ -20,6 +20,7 @@ import Configuration
 import Collectives
 import HDF5
 import Model
+import Kernels
 import DataPipeline
 
 public struct CheckpointState: Sendable {
@@ -70,6 +71,10 @@ public enum Checkpoint {
                 try f.setAttribute("tokens", Int64(trainer.counters.tokens))
                 try f.setAttribute("world_size", Int64(world.size))
                 try f.setAttribute("config", trainer.config.toJSON())
+                if let blas = BlasKernelSelection.current {   // which kernels produced these numbers
+                    try f.setAttribute("blas_kernels", blas.inUse)
+                    try f.setAttribute("blas_kernels_reason", blas.reason)
+                }
                 let state = try f.createGroup("state")
                 try state.setAttribute("updates", Int64(trainer.counters.updates))
                 try state.setAttribute("nan_events", Int64(trainer.counters.nanEvents))

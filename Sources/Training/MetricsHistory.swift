@@ -260,6 +260,11 @@ public final class MetricsHistory {
         try openFile("flush").syncToDisk()
     }
 
+    /// Sets a root string attribute (e.g. the BLAS kernels of the latest start), replacing an earlier value.
+    public func setRootAttribute(_ name: String, _ value: String) throws {
+        try openFile("set \(name)").setAttribute(name, value)
+    }
+
     /// Flushes and closes the file. Idempotent; later appends throw.
     public func close() {
         guard let f = file else { return }

@@ -4,6 +4,7 @@ import Foundation
 import Configuration
 import DataPipeline
 import Model
+import Kernels
 
 public final class TrainingSession {
     public let config: RunConfig
@@ -80,6 +81,10 @@ public final class TrainingSession {
             try openHistory()
         }
         try metrics?.truncate(afterStep: Int64(trainer.counters.step))
+        if let blas = BlasKernelSelection.current {
+            try metrics?.setRootAttribute("blas_kernels", blas.inUse)
+            try metrics?.setRootAttribute("blas_kernels_reason", blas.reason)
+        }
     }
 
     /// The start-up banner: configuration, sizes and layout.
@@ -91,6 +96,9 @@ public final class TrainingSession {
         lines.append(String(format: "parameters: %@ total, %@ in experts, %@ active per token; model FLOPs/token %@",
                             human(cost.totalParameters), human(cost.expertParameters), human(cost.activeParameters),
                             human(Int(cost.flopsPerToken))))
+        if let blas = BlasKernelSelection.current {
+            lines.append("BLAS: \(blas.inUse) kernels (\(blas.reason)), \(Blas.configuredThreads) thread(s) per rank")
+        }
         lines.append("budget: \(trainer.totalSteps) steps of \(c.train.globalBatch * c.model.seqLen) tokens")
         return lines
     }

@@ -15,7 +15,8 @@ final class BenchCLITests: XCTestCase {
         for key in ["blas_core_name", "sgemm", "machine_peak_gflops", "tokens_per_second", "flops_per_token",
                     "flops_per_token_formula", "mfu", "mfu_definition", "time_split_seconds", "time_split_fraction",
                     "time_split_source", "communication_fraction", "peak_resident_bytes", "estimate",
-                    "estimated_total_bytes", "peak_over_estimate", "load_average_start", "cpu_seconds_per_step"] {
+                    "estimated_total_bytes", "peak_over_estimate", "load_average_start", "cpu_seconds_per_step",
+                    "blas_kernel_reason", "kernel_set_peaks", "best_kernel_set", "best_machine_peak_gflops", "mfu_in_use"] {
             XCTAssertNotNil(j[key], "field \(key)")
         }
         XCTAssertEqual(j["world_size"] as? Int, world)
@@ -24,8 +25,20 @@ final class BenchCLITests: XCTestCase {
         XCTAssertGreaterThan(sgemm["single_thread"] as? Double ?? 0, 0)
         XCTAssertGreaterThan(sgemm["all_thread"] as? Double ?? 0, 0)
         XCTAssertGreaterThan(j["tokens_per_second"] as? Double ?? 0, 0)
-        let mfu = j["mfu"] as? Double ?? -1
-        XCTAssertTrue(mfu > 0 && mfu < 2, "mfu \(mfu)")
+        // Both peaks: the set in use and the best set offered; MFU is against the best, so never above 1.
+        let inUse = j["blas_core_name"] as? String ?? ""
+        let peaks = try XCTUnwrap(j["kernel_set_peaks"] as? [[String: Any]])
+        XCTAssertEqual(peaks.first?["name"] as? String, inUse, "the set in use is measured first")
+        let machinePeak = j["machine_peak_gflops"] as? Double ?? 0, best = j["best_machine_peak_gflops"] as? Double ?? 0
+        XCTAssertGreaterThan(machinePeak, 0)
+        XCTAssertGreaterThanOrEqual(best, machinePeak, "the best set's peak is the largest measured")
+        let bestOfSets = peaks.map { $0["machine_gflops"] as? Double ?? 0 }.max() ?? 0
+        XCTAssertEqual(best, max(bestOfSets, machinePeak), accuracy: 1e-9 * best, "best = the largest peak measured")
+        XCTAssertTrue(peaks.contains { $0["name"] as? String == j["best_kernel_set"] as? String } || j["best_kernel_set"] as? String == inUse)
+        let mfu = j["mfu"] as? Double ?? -1, mfuInUse = j["mfu_in_use"] as? Double ?? -1
+        XCTAssertTrue(mfu > 0 && mfu <= 1, "mfu \(mfu) must be in (0, 1]")
+        XCTAssertTrue(mfuInUse >= mfu, "MFU against the set in use \(mfuInUse) >= against the best \(mfu)")
+        XCTAssertFalse((j["blas_kernel_reason"] as? String ?? "").isEmpty)
         let split = try XCTUnwrap(j["time_split_fraction"] as? [String: Double])
         XCTAssertEqual(Set(split.keys), ["attention", "experts", "router_dispatch", "all_to_all", "all_reduce", "head",
                                          "optimizer", "other"])
