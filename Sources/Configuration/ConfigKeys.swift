@@ -147,6 +147,7 @@ extension RunConfig {
         doubleKey("train.eps", \.train.eps),
         doubleKey("train.grad_clip", \.train.gradClip),
         intKey("train.seed", \.train.seed),
+        optIntKey("train.data_seed", \.train.dataSeed),
         optIntKey("train.max_steps", \.train.maxSteps),
         optIntKey("train.max_tokens", \.train.maxTokens),
         intKey("train.eval_interval", \.train.evalInterval),
@@ -172,6 +173,7 @@ extension RunConfig {
         doubleKey("gate.entropy_margin", \.gate.entropyMargin),
         doubleKey("gate.max_load_margin", \.gate.maxLoadMargin),
         doubleKey("gate.throughput_margin", \.gate.throughputMargin),
+        doubleKey("gate.noise_sigmas", \.gate.noiseSigmas),
     ]
 
     /// The YAML sections, in order.

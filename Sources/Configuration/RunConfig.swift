@@ -60,7 +60,13 @@ public struct TrainConfig: Codable, Equatable, Sendable {
     public var eps = 1e-8
     /// Maximum global L2 norm of the gradients; 0 disables clipping.
     public var gradClip = 1.0
+    /// Seeds the initialisation (and dropout-free training has no other randomness).
     public var seed = 1234
+    /// Seeds the data order (and the built-in generated corpus); nil = `seed`. Replicates vary `seed`,
+    /// `dataSeed` or both (`moe-dist sweep --seeds N --vary init|data|both`).
+    public var dataSeed: Int? = nil
+    /// The data seed in force: `dataSeed`, else `seed`.
+    public var effectiveDataSeed: Int { dataSeed ?? seed }
     /// Step budget; nil = none (then `maxTokens` must be set).
     public var maxSteps: Int? = nil
     /// Token budget; nil = none. Training ends at whichever budget ends first.
@@ -117,6 +123,9 @@ public struct GateConfig: Codable, Equatable, Sendable {
     public var entropyMargin = 0.02
     public var maxLoadMargin = 0.1
     public var throughputMargin = 0.1
+    /// With replicates (runs equal but for name and seeds): "better loss" also needs the mean improvement
+    /// to exceed this many standard errors of the difference of the means.
+    public var noiseSigmas = 2.0
     public init() {}
 }
 

@@ -63,6 +63,8 @@ public func validationErrors(_ c: RunConfig, worldSize: Int) -> [ConfigError] {
     unitOpen("train.beta2", t.beta2)
     positive("train.eps", t.eps)
     nonNegative("train.grad_clip", t.gradClip)
+    atLeast("train.seed", t.seed, 0)
+    if let s = t.dataSeed { atLeast("train.data_seed", s, 0) }
     if t.maxSteps == nil && t.maxTokens == nil {
         fail("train.max_steps", "one of train.max_steps and train.max_tokens must be set (the run needs a budget)")
     }
@@ -103,6 +105,7 @@ public func validationErrors(_ c: RunConfig, worldSize: Int) -> [ConfigError] {
     nonNegative("gate.entropy_margin", g.entropyMargin)
     nonNegative("gate.max_load_margin", g.maxLoadMargin)
     nonNegative("gate.throughput_margin", g.throughputMargin)
+    nonNegative("gate.noise_sigmas", g.noiseSigmas)
     return errors
 }
 

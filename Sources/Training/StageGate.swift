@@ -71,9 +71,14 @@ public struct GateClause: Equatable, Sendable, Codable {
 public struct StopDecision: Equatable, Sendable {
     public var stop: Bool
     public var clauses: [GateClause]
+    /// Replicates: the first clause (the vote) decides and the rest are each replicate's decision.
+    public var decidedByFirstClause = false
+    public init(stop: Bool, clauses: [GateClause], decidedByFirstClause: Bool = false) {
+        self.stop = stop; self.clauses = clauses; self.decidedByFirstClause = decidedByFirstClause
+    }
     /// `stop: plateau (...); flat (...); routing (...)`, or the clauses that fail.
     public var reason: String {
-        let shown = stop ? clauses : clauses.filter { !$0.holds }
+        let shown = decidedByFirstClause ? Array(clauses.prefix(1)) : stop ? clauses : clauses.filter { !$0.holds }
         return (stop ? "stop: " : "continue: ") + shown.map { "\($0.name) \($0.holds ? "" : "not met ")(\($0.detail))" }.joined(separator: "; ")
     }
 }
@@ -85,6 +90,13 @@ public struct PromoteDecision: Equatable, Sendable {
     public var step: Int?
     public var evalLoss: Double?
     public var referenceEvalLoss: Double?
+    /// With replicates: reference mean − run mean and its standard error (StageGateReplicates.swift).
+    public var noise: ReplicateDifference? = nil
+    public init(promote: Bool, clauses: [GateClause], step: Int?, evalLoss: Double?, referenceEvalLoss: Double?,
+                noise: ReplicateDifference? = nil) {
+        self.promote = promote; self.clauses = clauses; self.step = step; self.evalLoss = evalLoss
+        self.referenceEvalLoss = referenceEvalLoss; self.noise = noise
+    }
     public var reason: String {
         let shown = promote ? clauses.filter(\.holds) : clauses
         return (promote ? "promote: " : "no promotion: ") + shown.map { "\($0.name) \($0.holds ? "" : "not met ")(\($0.detail))" }.joined(separator: "; ")

@@ -63,7 +63,7 @@ public final class Trainer {
         model = RecurrentMoEModel(config: config, ctx: ctx)
         loader = try BatchLoader(source: train, seqLen: config.model.seqLen, globalBatch: t.globalBatch,
                                  microBatch: t.microBatch, rank: ctx.world.rank, worldSize: ctx.world.size,
-                                 seed: UInt64(t.seed))
+                                 seed: UInt64(t.effectiveDataSeed))
         schedule = LearningRateSchedule(t, totalSteps: totalSteps)
         adamw = AdamW(t)
     }

@@ -30,8 +30,10 @@ public struct TrainingData {
         }
         let V = c.model.vocabSize > 0 ? c.model.vocabSize : GeneratedCorpus.defaultVocabSize
         // Same chain (vocabulary, seed), two independent samples of it: stream 0 trains, stream 1 validates.
-        let train = GeneratedCorpus.make(vocabSize: V, tokens: generatedTrainTokens, seed: UInt64(c.train.seed), stream: 0)
-        let valid = GeneratedCorpus.make(vocabSize: V, tokens: generatedValidTokens, seed: UInt64(c.train.seed), stream: 1)
+        // The data seed (train.data_seed, default train.seed) keys the corpus, so init-only replicates share it.
+        let seed = UInt64(c.train.effectiveDataSeed)
+        let train = GeneratedCorpus.make(vocabSize: V, tokens: generatedTrainTokens, seed: seed, stream: 0)
+        let valid = GeneratedCorpus.make(vocabSize: V, tokens: generatedValidTokens, seed: seed, stream: 1)
         return TrainingData(train: train, valid: valid, vocabSize: V,
                             summary: "data: generated corpus (\(generatedTrainTokens) train + \(generatedValidTokens) valid tokens, vocab \(V))")
     }

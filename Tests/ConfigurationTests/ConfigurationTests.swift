@@ -43,6 +43,7 @@ final class DefaultsTests: XCTestCase {
             "train.min_lr_ratio": .double(0.1), "train.warmup_steps": .int(200),
             "train.weight_decay": .double(0.1), "train.beta1": .double(0.9), "train.beta2": .double(0.95),
             "train.eps": .double(1e-8), "train.grad_clip": .double(1.0), "train.seed": .int(1234),
+            "train.data_seed": .null,   // not in SPEC: the data order's seed, null = train.seed (replicates)
             "train.max_steps": .null, "train.max_tokens": .null,
             "train.eval_interval": .int(500), "train.eval_tokens": .int(13299), "train.log_interval": .int(10),
             "train.checkpoint_interval": .int(500), "train.keep_checkpoints": .int(3),
@@ -53,7 +54,7 @@ final class DefaultsTests: XCTestCase {
             "gate.slope_window": .int(1000), "gate.flat_slope": .double(0.04), "gate.routing_tolerance": .double(0.05),
             "gate.promote_margin": .double(0.05), "gate.equal_tolerance": .double(0.01),
             "gate.entropy_margin": .double(0.02), "gate.max_load_margin": .double(0.1),
-            "gate.throughput_margin": .double(0.1),
+            "gate.throughput_margin": .double(0.1), "gate.noise_sigmas": .double(2),
         ]
         XCTAssertEqual(Set(RunConfig.keys.map(\.name)), Set(expected.keys), "the key table is SPEC section 1 plus gate.*")
         for (k, v) in expected { XCTAssertEqual(c.value(forKey: k), v, k) }
@@ -307,7 +308,7 @@ final class SerializationTests: XCTestCase {
 }
 
 final class PresetTests: XCTestCase {
-    static let presets = ["tiny", "cpu-small", "seed-reference", "bench"]
+    static let presets = ["tiny", "cpu-small", "seed-reference", "bench", "bench-seed"]
 
     func testEveryPresetLoadsAndValidates() throws {
         let dir = TestPaths.repoRoot + "/jobs/configs"
