@@ -4,6 +4,7 @@ import Foundation
 import ArgumentParser
 import Configuration
 import Model
+import Training
 
 struct SweepCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -25,7 +26,12 @@ struct SweepCommand: ParsableCommand {
         {"phase"|"ablation", "base", "gate", "steps", "runs": [{"name", "config", "changes": {key: value},
         "max_steps", "max_tokens", "active_parameters_per_token", "active_expert_parameters_per_token",
         "total_parameters"}]}. Active parameters count the embedding only once data fix the vocabulary.
+        Replicates: --seeds N writes N runs of every arm, named <arm>-s<seed> with seeds S, S+1, ..., S+N-1
+        (S = the arm's train.seed); --vary init changes train.seed and keeps the data order (train.data_seed
+        fixed at S), --vary data changes train.data_seed only, --vary both changes both. compare and gate treat
+        runs that differ only in name and seeds as replicates of one arm.
         Example: moe-dist sweep --phase 1 --base jobs/configs/seed-reference.yaml --out sweeps
+                 moe-dist sweep --phase 1 --base jobs/configs/cpu-small.yaml --out sweeps/noise --seeds 3
         """)
 
     @Option(help: ArgumentHelp("Stage of the matrix: 1, 1b, 2 or 3.", valueName: "P"))
@@ -48,7 +54,17 @@ struct SweepCommand: ParsableCommand {
                                valueName: "gate.json"))
     var gate: String?
 
+    @Option(help: ArgumentHelp("Replicates per arm, each with its own seed (named <arm>-s<seed>).", valueName: "N"))
+    var seeds: Int = 1
+
+    enum Vary: String, ExpressibleByArgument, CaseIterable { case `init`, data, both }
+
+    @Option(help: ArgumentHelp("What the replicates' seeds vary: init (train.seed), data (train.data_seed) or both.",
+                               valueName: "init|data|both"))
+    var vary: Vary = .both
+
     func validate() throws {
+        if seeds < 1 { throw ValidationError("--seeds must be at least 1, got \(seeds)") }
         switch (phase, ablation) {
         case (nil, nil): throw ValidationError("give --phase 1|1b|2|3 or --ablation A3|A4|A5")
         case (.some, .some): throw ValidationError("give either --phase or --ablation, not both")
@@ -86,6 +102,18 @@ struct SweepCommand: ParsableCommand {
             best = obj["best"] as? String
             if runs.isEmpty && best == nil { throw UserError("\(path): the gate JSON lists no run with an eval loss") }
         }
+        /// One run directory per arm (replicates share an arm), arms ordered by their mean eval loss.
+        func armsByMeanLoss() throws -> [String] {
+            let arms = Replicates.arms(try runs.map { ($0, try GateResult.config($0.dir)) }) { $0.1 }
+            let ranked = arms.map { arm in (dir: arm[0].0.dir, mean: ReplicateSummary(arm.map(\.0.loss)).mean) }
+            return ranked.sorted { $0.mean < $1.mean }.map(\.dir)
+        }
+
+        /// The first directory of each arm among `dirs`, in order.
+        static func distinctArms(_ dirs: [String]) throws -> [String] {
+            Replicates.arms(try dirs.map { ($0, try config($0)) }) { $0.1 }.map { $0[0].0 }
+        }
+
         /// RUN_DIR/config.yaml of a listed run.
         static func config(_ dir: String) throws -> RunConfig {
             let p = dir + "/config.yaml"
@@ -139,7 +167,7 @@ struct SweepCommand: ParsableCommand {
             return ("phase 1b", "phase-1b", steps ?? 1000, [run])
         case "2":
             let g = try GateResult(path: gate!)
-            let top = Array(g.runs.prefix(2).map(\.dir))
+            let top = Array(try g.armsByMeanLoss().prefix(2))
             guard let winner = top.first else { throw UserError("\(gate!): no run with an eval loss") }
             var runs: [Planned] = []
             for dir in top {
@@ -156,7 +184,7 @@ struct SweepCommand: ParsableCommand {
         default:
             let g = try GateResult(path: gate!)
             let losses = Dictionary(g.runs.map { ($0.dir, $0.loss) }, uniquingKeysWith: { a, _ in a })
-            var winners = g.promoted.sorted { (losses[$0] ?? .infinity) < (losses[$1] ?? .infinity) }
+            var winners = try GateResult.distinctArms(g.promoted.sorted { (losses[$0] ?? .infinity) < (losses[$1] ?? .infinity) })
             if winners.isEmpty, let best = g.best ?? g.runs.first?.dir { winners = [best] }
             let runs = try winners.prefix(2).map { dir -> Planned in
                 let c = try GateResult.config(dir)
@@ -166,10 +194,34 @@ struct SweepCommand: ParsableCommand {
         }
     }
 
+    /// Each run as `seeds` replicates (unchanged for 1): names `<name>-s<seed>`, seeds S ..< S + n.
+    static func replicate(_ runs: [Planned], seeds n: Int, vary: Vary) -> [Planned] {
+        guard n > 1 else { return runs }
+        return runs.flatMap { r in
+            (0 ..< n).map { i -> Planned in
+                var c = r.config
+                let base = c.train.seed, seed = base + i
+                let dataBase = c.train.effectiveDataSeed
+                switch vary {
+                case .`init`: c.train.seed = seed; c.train.dataSeed = dataBase
+                case .data: c.train.dataSeed = dataBase + i
+                case .both: c.train.seed = seed; c.train.dataSeed = dataBase + i
+                }
+                let tag = vary == .data ? dataBase + i : seed
+                c.name = "\(Replicates.stem(r.name))-s\(tag)"
+                var changes = r.changes
+                if vary != .data { changes.append(("train.seed", .int(c.train.seed))) }
+                changes.append(("train.data_seed", .int(c.train.dataSeed!)))
+                return Planned(name: c.name, config: c, changes: changes)
+            }
+        }
+    }
+
     func run() throws {
         try failingCleanly {
             let b = try ConfigLoader.load(yamlPath: base, overrides: [])
             var (label, sub, budget, runs) = try plan(base: b)
+            runs = Self.replicate(runs, seeds: seeds, vary: vary)
             let isA5 = ablation?.uppercased() == "A5"
             if budget == nil && !(isA5 && b.train.maxTokens != nil) {
                 throw UserError("--steps: the base \(base) has no train.max_steps; give --steps")
