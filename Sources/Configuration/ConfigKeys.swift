@@ -135,6 +135,10 @@ extension RunConfig {
         doubleKey("moe.capacity_factor", \.moe.capacityFactor),
         doubleKey("moe.aux_loss_coef", \.moe.auxLossCoef),
         doubleKey("moe.z_loss_coef", \.moe.zLossCoef),
+        choiceKey("moe.router_score", \.moe.routerScore),
+        doubleKey("moe.router_bias_rate", \.moe.routerBiasRate),
+        choiceKey("moe.aux_scope", \.moe.auxScope),
+        choiceKey("moe.routers", \.moe.routers),
 
         intKey("train.global_batch", \.train.globalBatch),
         intKey("train.micro_batch", \.train.microBatch),
@@ -191,6 +195,8 @@ extension RunConfig {
     /// alone so that `model.top_k` suggests `moe.top_k`).
     public static func closestKey(to name: String) -> String {
         let leaf = name.split(separator: ".").last.map(String.init) ?? name
+        // A truncated key ("moe.aux_loss") means the key it begins.
+        if let k = keys.first(where: { $0.name.hasPrefix(name) && name.contains(".") }) { return k.name }
         var best = keys[0].name, bestScore = Int.max
         for k in keys {
             let score = min(editDistance(name, k.name), editDistance(leaf, k.leaf) + 1)

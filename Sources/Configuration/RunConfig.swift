@@ -10,6 +10,15 @@ public enum Sharing: String, Codable, Sendable, CaseIterable { case shared, inde
 /// Expert (and dense FFN) non-linearity.
 public enum Activation: String, Codable, Sendable, CaseIterable { case gelu, swiglu }
 
+/// Router scores: `softmax` (S = P = softmax(z)) or `sigmoid` (S = σ(z), P = S / Σ S for the aux loss).
+public enum RouterScoreKind: String, Codable, Sendable, CaseIterable { case softmax, sigmoid }
+
+/// The groups the aux loss balances: the whole global micro-batch, or each sequence (averaged).
+public enum AuxScope: String, Codable, Sendable, CaseIterable { case microBatch = "micro_batch", sequence }
+
+/// One router per expert pool, or one per recurrent iteration over the shared pool.
+public enum RouterPlacement: String, Codable, Sendable, CaseIterable { case perPool = "per_pool", perIteration = "per_iteration" }
+
 /// `model.*`
 public struct ModelConfig: Codable, Equatable, Sendable {
     /// 0 until resolved: from the tokenizer, the token files, or the generated corpus.
@@ -43,6 +52,11 @@ public struct MoELayerConfig: Codable, Equatable, Sendable {
     public var capacityFactor = 0.0
     public var auxLossCoef = 0.01
     public var zLossCoef = 0.0
+    public var routerScore: RouterScoreKind = .softmax
+    /// γ > 0: auxiliary-loss-free balancing with a per-expert selection bias, b_e += γ·sign(c̄ − c_e) per step.
+    public var routerBiasRate = 0.0
+    public var auxScope: AuxScope = .microBatch
+    public var routers: RouterPlacement = .perPool
     public init() {}
     public var isDense: Bool { numExperts == 0 }
 }

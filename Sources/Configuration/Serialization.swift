@@ -61,7 +61,8 @@ extension RunConfig {
     /// all of them except the loss weights and the capacity factor, which a resumed run may change.
     public static let architectureKeys: [String] = keys.map(\.name).filter {
         ($0.hasPrefix("model.") || $0.hasPrefix("moe."))
-            && !["moe.aux_loss_coef", "moe.z_loss_coef", "moe.capacity_factor"].contains($0)
+            && !["moe.aux_loss_coef", "moe.z_loss_coef", "moe.capacity_factor", "moe.router_bias_rate",
+                 "moe.aux_scope"].contains($0)
     }
 
     /// Every key whose value in `self` differs from `other`, in table order.

@@ -39,6 +39,8 @@ final class DefaultsTests: XCTestCase {
             "moe.experts": .string("shared"), "moe.activation": .string("gelu"),
             "moe.normalize_gates": .bool(true), "moe.capacity_factor": .double(0),
             "moe.aux_loss_coef": .double(0.01), "moe.z_loss_coef": .double(0),
+            "moe.router_score": .string("softmax"), "moe.router_bias_rate": .double(0),
+            "moe.aux_scope": .string("micro_batch"), "moe.routers": .string("per_pool"),
             "train.global_batch": .int(32), "train.micro_batch": .int(8), "train.lr": .double(3e-4),
             "train.min_lr_ratio": .double(0.1), "train.warmup_steps": .int(200),
             "train.weight_decay": .double(0.1), "train.beta1": .double(0.9), "train.beta2": .double(0.95),
@@ -342,5 +344,30 @@ final class PresetTests: XCTestCase {
         XCTAssertEqual([bench.model.dModel, bench.model.nHeads, bench.model.seqLen, bench.model.depth, bench.model.vocabSize,
                         bench.moe.numExperts, bench.moe.topK, bench.moe.dFF, bench.train.globalBatch],
                        [384, 6, 256, 6, 8192, 40, 2, 1024, 8])
+    }
+}
+
+/// Routing variant keys (SPEC section 1): invalid combinations name the keys.
+final class RoutingKeyTests: XCTestCase {
+    private func errors(_ overrides: [String]) throws -> String {
+        var c = try ConfigLoader.load(yamlText: "train: {max_steps: 10}", overrides: overrides)
+        c.model.vocabSize = 256
+        do { try validate(c, worldSize: 1); return "" } catch { return "\(error)" }
+    }
+
+    func testPerIterationRoutersNeedASharedPool() throws {
+        XCTAssertTrue(try errors(["moe.routers=per_iteration", "moe.experts=indexed"]).contains("moe.routers"))
+    }
+
+    func testDenseRunsRefuseRoutingKeys() throws {
+        for o in ["moe.router_score=sigmoid", "moe.router_bias_rate=0.001", "moe.aux_scope=sequence", "moe.routers=per_iteration"] {
+            let key = String(o.prefix { $0 != "=" })
+            XCTAssertTrue(try errors(["moe.num_experts=0", o]).contains(key), o)
+        }
+    }
+
+    func testUnknownValuesAreRefused() throws {
+        XCTAssertThrowsError(try ConfigLoader.load(yamlText: "train: {max_steps: 10}", overrides: ["moe.router_score=relu"]))
+        XCTAssertTrue(try errors(["moe.router_bias_rate=-1"]).contains("moe.router_bias_rate"))
     }
 }
