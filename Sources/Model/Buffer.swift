@@ -37,3 +37,4 @@ public typealias FloatBuffer = Buffer<Float>
 extension Buffer where Element == Float { public convenience init(_ count: Int = 0) { self.init(count, fill: 0) } }
 extension Buffer where Element == Int32 { public convenience init(_ count: Int = 0) { self.init(count, fill: 0) } }
 extension Buffer where Element == Int { public convenience init(_ count: Int = 0) { self.init(count, fill: 0) } }
+extension Buffer where Element == Int64 { public convenience init(_ count: Int = 0) { self.init(count, fill: 0) } }

@@ -113,7 +113,7 @@ public final class Trainer {
             let r = inputs.withUnsafeBufferPointer { x in
                 targets.withUnsafeBufferPointer { y in
                     model.step(inputs: x.baseAddress!, targets: y.baseAddress!, B: b, T: T, scales: scales,
-                               training: true, backward: true)
+                               applyCapacity: true, backward: true)
                 }
             }
             ceLocal += r.ceSum

@@ -68,7 +68,7 @@ final class EvalCommandTests: XCTestCase {
         while s < M - 1 {
             let L = min(T, M - 1 - s)
             let r = model.step(inputs: Array(tokens[s ..< s + L]), targets: Array(tokens[s + 1 ..< s + L + 1]), B: 1, T: L,
-                               scales: LossScales(ce: 1, aux: 0, z: 0), training: false, backward: false)
+                               scales: LossScales(ce: 1, aux: 0, z: 0), applyCapacity: false, backward: false)
             sum += r.ceSum; scored += L; s += T
         }
         let reference = sum / Double(scored)
