@@ -137,7 +137,7 @@ final class Experts {
     /// shares of about equal rows (`activeWorkers` of them). Returns the total rows.
     private func splitWork(_ rows: [Int]) -> Int {
         var acc = 0
-        for (i, n) in rows.enumerated() { offsets[i] = acc; acc += n }
+        for i in 0 ..< rows.count { offsets[i] = acc; acc += rows[i] }
         let L = rows.count
         let W = max(1, min(shareEnds.count, L))
         activeWorkers = acc == 0 ? 1 : W

@@ -46,7 +46,11 @@ struct GlobalRoutingSums {
     /// Assignments to expert e in slot j (before drops).
     func slotCount(_ j: Int, _ e: Int) -> Int { Int(values[experts + 2 + j * experts + e]) }
     /// Assignments to expert e over all slots (before drops).
-    func assignments(_ e: Int) -> Int { (0 ..< slots).reduce(0) { $0 + slotCount($1, e) } }
+    func assignments(_ e: Int) -> Int {
+        var n = 0
+        for j in 0 ..< slots { n += slotCount(j, e) }
+        return n
+    }
 
     /// Resets to this rank's N tokens: probs [N,E], lse [N], selected [N,k] (local, no communication).
     mutating func setLocal(probs: UnsafePointer<Float>, lse: UnsafePointer<Float>, selected: UnsafePointer<Int32>, N: Int) {

@@ -57,11 +57,17 @@ final class TokenDispatcher {
     private let sourceMajor = FloatBuffer()    // [recvRows, d] rows as the all-to-all delivers them
     private let expertOutputScratch = FloatBuffer()   // [recvRows, d] expert outputs before they travel back
     private var cursor: [Int]                  // [E]
+    // The count exchange: [E] counts out, [G, localE] counts in, experts per group rank, localE per group rank.
+    private let countsOut = Buffer<Int64>(), countsIn = Buffer<Int64>()
+    private let expertsPerRank: [Int], localPerRank: [Int]
 
     init(ctx: ParallelContext, width: Int, experts E: Int, topK k: Int) {
         self.ctx = ctx; self.width = width; self.E = E; self.k = k
         isDirect = ctx.expertGroup.size == 1
         cursor = [Int](repeating: 0, count: E)
+        countsOut.ensure(E); countsIn.ensure(ctx.expertGroup.size * ctx.localExperts.count)
+        expertsPerRank = ctx.expertSlices.map { $0.count }
+        localPerRank = [Int](repeating: ctx.localExperts.count, count: ctx.expertGroup.size)
     }
 
     private var G: Int { ctx.expertGroup.size }
@@ -89,17 +95,23 @@ final class TokenDispatcher {
         exchangeCounts(s)
     }
 
-    /// The count exchange of `plan` (communicates).
+    /// The count exchange of `plan` (communicates: one Int64 all-to-all-v over the expert group).
     private func exchangeCounts(_ s: DispatchState) {
-        s.recvPerSourceExpert = ctx.timer.measure(.allToAll) {
-            ctx.expertGroup.exchangeCounts(s.sendPerExpert, sendBlocks: ctx.expertSlices.map { $0.count },
-                                           recvBlocks: [Int](repeating: L, count: G))
+        for e in 0 ..< E { countsOut.pointer[e] = Int64(s.sendPerExpert[e]) }
+        ctx.timer.measure(.allToAll) {
+            ctx.expertGroup.allToAllV(send: UnsafeBufferPointer(start: countsOut.pointer, count: E), sendCounts: expertsPerRank,
+                                      recv: UnsafeMutableBufferPointer(start: countsIn.pointer, count: G * L),
+                                      recvCounts: localPerRank)
         }
-        s.recvRows = s.recvPerSourceExpert.reduce(0, +)
-        for le in 0 ..< L { s.rowsPerLocalExpert[le] = (0 ..< G).reduce(0) { $0 + s.recvPerSourceExpert[$1 * L + le] } }
-        for (r, slice) in ctx.expertSlices.enumerated() {
-            s.sendFloats[r] = slice.reduce(0) { $0 + s.sendPerExpert[$1] } * width
-            s.recvFloats[r] = (0 ..< L).reduce(0) { $0 + s.recvPerSourceExpert[r * L + $1] } * width
+        s.recvRows = 0
+        for i in 0 ..< G * L { s.recvPerSourceExpert[i] = Int(countsIn.pointer[i]); s.recvRows += s.recvPerSourceExpert[i] }
+        for le in 0 ..< L { s.rowsPerLocalExpert[le] = 0 }
+        for r in 0 ..< G {
+            var sent = 0, received = 0
+            for e in ctx.expertSlices[r].lowerBound ..< ctx.expertSlices[r].upperBound { sent += s.sendPerExpert[e] }
+            for le in 0 ..< L { received += s.recvPerSourceExpert[r * L + le]; s.rowsPerLocalExpert[le] += s.recvPerSourceExpert[r * L + le] }
+            s.sendFloats[r] = sent * width
+            s.recvFloats[r] = received * width
         }
         var acc = 0
         for r in 0 ..< G { for le in 0 ..< L { s.sourceOffsets[r * L + le] = acc; acc += s.recvPerSourceExpert[r * L + le] } }
