@@ -109,8 +109,7 @@ public final class Trainer {
         report.lr = schedule(counters.step)
 
         if report.loss.isFinite && report.gradNorm.isFinite {
-            let clip = c.train.gradClip
-            let scale: Float = clip > 0 && report.gradNorm > clip ? Float(clip / (report.gradNorm + 1e-6)) : 1
+            let scale = GradientClipping.scale(gradNorm: report.gradNorm, maxNorm: c.train.gradClip)
             counters.updates += 1
             adamw.update(store, lr: report.lr, t: counters.updates, gradScale: scale)
         } else {

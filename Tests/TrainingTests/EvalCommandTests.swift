@@ -55,7 +55,7 @@ final class EvalCommandTests: XCTestCase {
 
     func testEvalCommandMatchesIndependentMeanNLLAtWorldSizes1And2() throws {
         let exe = TestPaths.binary
-        guard FileManager.default.isExecutableFile(atPath: exe) else { throw XCTSkip("\(exe) is not built") }
+        guard FileManager.default.isExecutableFile(atPath: exe) else { throw missingTool("\(exe) is not built") }
         let (ck, tok, c) = try fixture()
         let T = c.model.seqLen
         let M = 7 * T + 5                                       // not a multiple of T
@@ -97,7 +97,7 @@ final class EvalCommandTests: XCTestCase {
 
     func testEvalCommandBadInputsNameTheFile() throws {
         let exe = TestPaths.binary
-        guard FileManager.default.isExecutableFile(atPath: exe) else { throw XCTSkip("\(exe) is not built") }
+        guard FileManager.default.isExecutableFile(atPath: exe) else { throw missingTool("\(exe) is not built") }
         let (ck, tok, _) = try fixture()
         let other = URL(fileURLWithPath: tok).deletingLastPathComponent().path + "/v300.tok"
         let w = try TokenFileWriter(path: other, vocabSize: 300)
