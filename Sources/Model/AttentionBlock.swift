@@ -15,6 +15,11 @@ final class AttentionActivations {
     let heads = FloatBuffer()     // [N,d] attention output, heads concatenated, before wo
 }
 
+extension AttentionActivations {
+    /// Bytes saved per iteration (buffer table, see MicroBatchShape).
+    static func bufferBytes(_ s: MicroBatchShape) -> Int { 4 * (s.N + 5 * s.N * s.d + s.B * s.H * s.T * s.T) }
+}
+
 final class AttentionBlock {
     let d: Int, H: Int
     let normEps: Float
@@ -23,6 +28,9 @@ final class AttentionBlock {
     // Backward scratch (one iteration at a time): [N,d] gradients, and workers·T·T of softmax gradients.
     private let dHeads = FloatBuffer(), dq = FloatBuffer(), dk = FloatBuffer(), dv = FloatBuffer()
     private let dNormed = FloatBuffer(), dScores = FloatBuffer()
+
+    /// Bytes of the backward scratch (buffer table, see MicroBatchShape).
+    static func scratchBytes(_ s: MicroBatchShape) -> Int { 4 * (5 * s.N * s.d + s.workers * s.T * s.T) }
 
     init(_ m: ModelConfig, workers: Int) {
         d = m.dModel; H = m.nHeads; normEps = Float(m.normEps); self.workers = workers

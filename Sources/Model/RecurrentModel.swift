@@ -45,6 +45,12 @@ final class IterationActivations {
     let dense = FFNActivations()       // [N,F] hidden activations of the dense FFN (num_experts = 0)
 
     init(_ c: RunConfig, ctx: ParallelContext) { moe = c.moe.isDense ? nil : MoEUseState(cfg: c.moe, ctx: ctx) }
+
+    /// Bytes saved per iteration (buffer table, see MicroBatchShape).
+    static func bufferBytes(_ s: MicroBatchShape) -> Int {
+        4 * (3 * s.N * s.d + s.N) + AttentionActivations.bufferBytes(s)
+            + (s.dense ? FFNActivations.bufferBytes(rows: s.N, s) : MoEUseState.bufferBytes(s))
+    }
 }
 
 public final class RecurrentMoEModel {
@@ -71,6 +77,15 @@ public final class RecurrentMoEModel {
     /// Finite-difference checks: forward passes reuse the routing decisions (top-k sets, drops, f_e) of the
     /// last forward pass instead of deciding anew, so the loss is smooth in the parameters.
     public var replayRouting = false
+
+    /// Bytes of the buffers saved once per micro-batch (h, head input and rstd, logits, losses, token ids).
+    static func savedOnceBytes(_ s: MicroBatchShape) -> Int { 4 * (2 * s.N * s.d + s.N + s.N * s.V + 2 * s.N) }
+
+    /// Bytes of the working buffers (FFN output, the three gradients) and of every part's scratch.
+    static func scratchBytes(_ s: MicroBatchShape) -> Int {
+        4 * 4 * s.N * s.d + AttentionBlock.scratchBytes(s)
+            + (s.dense ? FFNBackwardScratch.bufferBytes(rows: s.N, s) : MoELayer.scratchBytes(s))
+    }
 
     /// Builds the model for `config` (vocab size resolved) on the ranks of `ctx`; parameters are initialised.
     public init(config: RunConfig, ctx: ParallelContext) {

@@ -17,6 +17,9 @@ final class FFNActivations {
     let h3 = FloatBuffer()    // [n,F] x·w3 (swiglu; else unused)
     let act = FloatBuffer()   // [n,F] gelu(h1) or silu(h1) ⊙ h3
 
+    /// Bytes for n rows (buffer table, see MicroBatchShape).
+    static func bufferBytes(rows n: Int, _ s: MicroBatchShape) -> Int { 4 * n * s.F * s.mats }
+
     func ensure(rows n: Int, F: Int, activation: Activation) {
         h1.ensure(n * F); act.ensure(n * F)
         h3.ensure(activation == .swiglu ? n * F : 1)
@@ -26,6 +29,9 @@ final class FFNActivations {
 /// Scratch of an FFN backward, for n rows (reused; never saved).
 final class FFNBackwardScratch {
     let dact = FloatBuffer(), dh1 = FloatBuffer(), dh3 = FloatBuffer()   // [n,F] each (dh3: swiglu)
+
+    /// Bytes for n rows (buffer table, see MicroBatchShape).
+    static func bufferBytes(rows n: Int, _ s: MicroBatchShape) -> Int { 4 * n * s.F * s.mats }
 
     func ensure(rows n: Int, F: Int, activation: Activation) {
         dact.ensure(n * F); dh1.ensure(n * F)

@@ -17,6 +17,12 @@ final class MoEUseState {
     let expertInput = FloatBuffer()     // [recvRows, d] the experts' input rows, expert-major
     let ffn = FFNActivations()          // [recvRows, F] the experts' hidden activations, expert-major
 
+    /// Bytes per use (buffer table, see MicroBatchShape).
+    static func bufferBytes(_ s: MicroBatchShape) -> Int {
+        RouterState.bufferBytes(s) + DispatchState.bufferBytes(s) + 4 * s.expertRows * s.d
+            + FFNActivations.bufferBytes(rows: s.expertRows, s)
+    }
+
     init(cfg: MoELayerConfig, ctx: ParallelContext) {
         router = RouterState(experts: cfg.numExperts)
         dispatch = DispatchState(experts: cfg.numExperts, localExperts: ctx.localExperts.count,
@@ -31,6 +37,12 @@ final class MoELayer {
     let experts: Experts
     // Backward scratch, expert-major [recvRows, d] each, and [N, k].
     private let dExpertOutputs = FloatBuffer(), dExpertInputs = FloatBuffer(), dGates = FloatBuffer()
+
+    /// Bytes of the layer's scratch, its parts' included (buffer table, see MicroBatchShape).
+    static func scratchBytes(_ s: MicroBatchShape) -> Int {
+        4 * (2 * s.expertRows * s.d + s.N * s.k) + Router.scratchBytes(s) + TokenDispatcher.scratchBytes(s)
+            + FFNBackwardScratch.bufferBytes(rows: s.expertRows, s)
+    }
 
     init(cfg: MoELayerConfig, dModel: Int, ctx: ParallelContext) {
         d = dModel

@@ -33,6 +33,9 @@ final class RouterState {
     var zGrad: Float = 0
 
     init(experts E: Int) { stats = RoutingStats(experts: E) }
+
+    /// Bytes per use of the buffers (buffer table, see MicroBatchShape; the O(E) statistics arrays are left out).
+    static func bufferBytes(_ s: MicroBatchShape) -> Int { 4 * (2 * s.N * s.E + s.N + 3 * s.N * s.k + s.E) }
 }
 
 final class Router {
@@ -45,6 +48,10 @@ final class Router {
     private let perRankSlotCounts = Buffer<Int64>()         // [W,k,E]
     private let slotCounts = Buffer<Int>(), slotCountsBefore = Buffer<Int>(), cursor = Buffer<Int>()  // [k,E] each
     private let dlogits = FloatBuffer()                     // [N,E]
+
+    /// Bytes of the router's scratch buffers (buffer table, see MicroBatchShape): dlogits, the per-rank and
+    /// global slot counts (Int64 and Int, 8 bytes), cursor.
+    static func scratchBytes(_ s: MicroBatchShape) -> Int { 4 * s.N * s.E + 8 * (s.W * s.k * s.E + 3 * s.k * s.E) }
 
     init(cfg: MoELayerConfig, dModel: Int, ctx: ParallelContext) {
         E = cfg.numExperts; k = cfg.topK; d = dModel; normalizeGates = cfg.normalizeGates; self.ctx = ctx

@@ -36,6 +36,9 @@ final class DispatchState {
     /// [sendRows, d] expert outputs back at this rank, in row order (saved for the gates' gradient).
     let returned = FloatBuffer()
 
+    /// Bytes per use of the row buffers (buffer table, see MicroBatchShape; the count arrays are left out).
+    static func bufferBytes(_ s: MicroBatchShape) -> Int { 4 * (s.sentRows + s.sentRows * s.d) }
+
     init(experts E: Int, localExperts L: Int, groupSize G: Int) {
         sendPerExpert = [Int](repeating: 0, count: E)
         recvPerSourceExpert = [Int](repeating: 0, count: G * L)
@@ -60,6 +63,12 @@ final class TokenDispatcher {
     // The count exchange: [E] counts out, [G, localE] counts in, experts per group rank, localE per group rank.
     private let countsOut = Buffer<Int64>(), countsIn = Buffer<Int64>()
     private let expertsPerRank: [Int], localPerRank: [Int]
+
+    /// Bytes of the scratch buffers (buffer table, see MicroBatchShape): the Int64 counts, and the exchanging
+    /// path's staged rows (none when direct).
+    static func scratchBytes(_ s: MicroBatchShape) -> Int {
+        8 * (s.E + s.G * s.L) + (s.G == 1 ? 0 : 4 * (s.sentRows * s.d + 2 * s.expertRows * s.d))
+    }
 
     init(ctx: ParallelContext, width: Int, experts E: Int, topK k: Int) {
         self.ctx = ctx; self.width = width; self.E = E; self.k = k

@@ -1,19 +1,17 @@
-// Analytic memory of one rank during training, from the configuration alone, counted the way
-// RecurrentMoEModel, MoELayer and the ParameterStore actually allocate (float32 = 4 bytes):
+// Analytic memory of one rank during training, from the configuration alone (float32 = 4 bytes):
 //
 //   parameters   P_rank = trunk + ceil(E/G)·(2 or 3)·d·F per pool          (trunk replicated, experts sliced)
 //   gradients    P_rank            moments   2·P_rank                        (AdamW m and v)
-//   activations  saved forward state of one micro-batch of N = micro_batch·T local tokens:
-//                per iteration  8·N·d (hIn, a1, q, k, v, att, hMid, u) + 2·N (rstd) + B·H·T² (probs)
-//                             + MoE: 2·N·E + N (logits, probs, lse) + 4·N·k (top, gates, kept, row ids)
-//                                    + N·k·d (returned rows) + X·d + X·F·(2, or 3 with swiglu) (expert x, h1, act, h3)
-//                  (dense FFN: N·F·(2 or 3))
-//                once  N·d (h) + N·d + N (final norm) + N·V (logits, reused as dlogits) + N (losses)
-//   scratch      6·N·d (dh, dtmp, dq, dk, dv, dtmp2) + T² + N·k·d (send rows) + X·d (staging)
-//                + 2·X·d (expert outputs, dy) + X·F·(2 or 3) (dact, dh1, dh3) + N·k + N·E
+//   activations  what backward needs from one micro-batch of N = micro_batch·T local tokens: R times the
+//                iteration's saved buffers (IterationActivations.bufferBytes), plus the buffers saved once
+//                (RecurrentMoEModel.savedOnceBytes)
+//   scratch      working buffers reused by every iteration (RecurrentMoEModel.scratchBytes and the parts'
+//                scratch tables it sums)
 //
-// X = rows an expert-parallel rank receives per use = N·k with balanced routing (each of the G ranks of
-// an expert group sends N·k rows spread over all E experts and holds E/G of them). Buffers grow by 1.5x
+// The activation and scratch terms are the buffer tables that sit next to each part of the model
+// (AttentionActivations, MoEUseState, Router, TokenDispatcher, ...), evaluated at MicroBatchShape; a test
+// builds the model, runs a step and checks that it allocates exactly this. X = rows an expert-parallel rank
+// receives per use = N·k with balanced routing (exact with one rank per expert group). Buffers grow by 1.5x
 // when a later step needs more rows (`Buffer.ensure`), which the estimate does not include.
 import Configuration
 
@@ -30,38 +28,20 @@ public struct MemoryEstimate: Sendable, Codable {
     public var scratchBytes: Int
     public var totalBytes: Int { parameterBytes + gradientBytes + optimizerBytes + activationBytes + scratchBytes }
 
-    /// `tokensPerMicroBatch` = micro_batch·T local tokens; `expertParallel` = G ranks share one copy of the experts;
-    /// `expertGroupRank` picks the slice (the first E mod G ranks hold one more expert; default: the largest slice).
-    public init(_ c: RunConfig, expertParallel G: Int, microBatch B: Int) {
-        let m = c.model, f = c.moe
-        let d = m.dModel, T = m.seqLen, V = m.vocabSize, R = m.depth, H = m.nHeads
-        let N = B * T, k = f.topK, E = f.numExperts, F = f.dFF
-        let mats = f.activation == .swiglu ? 3 : 2
+    /// `microBatch` sequences of seq_len tokens per micro-step; `expertParallel` = G ranks share one copy of the
+    /// experts (the estimate is for a rank holding the largest slice, ceil(E/G)); `worldSize` sizes the
+    /// capacity limit's per-rank counts; `workers` = threads of a parallel region (attention scratch).
+    public init(_ c: RunConfig, expertParallel G: Int, microBatch B: Int, worldSize W: Int = 1, workers: Int = 1) {
         var trunk = 0, expertPerExpert = 0
         for t in ModelTensors.list(c) {
             if t.isExpert { expertPerExpert += t.shape.dropFirst().reduce(1, *) } else { trunk += t.shape.reduce(1, *) }
         }
-        let localE = f.isDense ? 0 : (E + max(G, 1) - 1) / max(G, 1)
-        parameters = trunk + localE * expertPerExpert
+        let shape = MicroBatchShape(c, microBatch: B, worldSize: max(W, G), expertParallel: G, workers: workers)
+        parameters = trunk + shape.L * expertPerExpert
         parameterBytes = 4 * parameters
         gradientBytes = 4 * parameters
         optimizerBytes = 8 * parameters
-
-        let X = f.isDense ? 0 : N * k
-        var perIteration = 8 * N * d + 2 * N + B * H * T * T
-        if f.isDense {
-            perIteration += N * F * mats
-        } else {
-            perIteration += 2 * N * E + N + 4 * N * k + N * k * d + X * d + X * F * mats
-        }
-        let once = 2 * N * d + N + N * V + N
-        activationBytes = 4 * (R * perIteration + once)
-        var scratch = 6 * N * d + T * T
-        if f.isDense {
-            scratch += N * F * mats
-        } else {
-            scratch += N * k * d + X * d + 2 * X * d + X * F * mats + N * k + N * E
-        }
-        scratchBytes = 4 * scratch
+        activationBytes = shape.R * IterationActivations.bufferBytes(shape) + RecurrentMoEModel.savedOnceBytes(shape)
+        scratchBytes = RecurrentMoEModel.scratchBytes(shape)
     }
 }
