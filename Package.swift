@@ -56,13 +56,17 @@ let package = Package(
 
         // MARK: Tests
         .target(name: "TestSupport", path: "Tests/TestSupport"),
+        // Counts the heap allocations of the test process (replaces malloc and friends in the test binary).
+        .target(name: "MallocCounter", path: "Tests/MallocCounter"),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels", "TestSupport"]),
         .testTarget(name: "CollectivesTests", dependencies: ["Collectives", "TestSupport"]),
         .testTarget(name: "ConfigurationTests", dependencies: ["Configuration", "TestSupport"]),
         .testTarget(name: "DataPipelineTests", dependencies: ["DataPipeline", "TestSupport"]),
         .testTarget(name: "HDF5Tests", dependencies: ["HDF5", "TestSupport"]),
-        .testTarget(name: "ModelTests", dependencies: ["Model", "Kernels", "Collectives", "Configuration", "TestSupport"]),
-        .testTarget(name: "TrainingTests", dependencies: ["Training", "Model", "Configuration", "DataPipeline", "HDF5", "TestSupport"]),
+        .testTarget(name: "ModelTests",
+                    dependencies: ["Model", "Kernels", "Collectives", "Configuration", "TestSupport", "MallocCounter"]),
+        .testTarget(name: "TrainingTests",
+                    dependencies: ["Training", "Model", "Configuration", "DataPipeline", "HDF5", "TestSupport", "MallocCounter"]),
         .testTarget(name: "CLITests", dependencies: ["TestSupport", "HDF5"]),
     ],
     swiftLanguageModes: [.v5]

@@ -136,6 +136,14 @@ static inline int moe_mpi_alltoallv_float(MPI_Comm comm,
                          recv, recv_counts, recv_displs, MPI_FLOAT, comm);
 }
 
+/// Personalised exchange of int64s; counts and displacements in elements.
+static inline int moe_mpi_alltoallv_int64(MPI_Comm comm,
+                                          const int64_t *send, const int *send_counts, const int *send_displs,
+                                          int64_t *recv, const int *recv_counts, const int *recv_displs) {
+    return MPI_Alltoallv(send, send_counts, send_displs, MPI_INT64_T,
+                         recv, recv_counts, recv_displs, MPI_INT64_T, comm);
+}
+
 /// `count` bytes from `root` to every rank.
 static inline int moe_mpi_bcast_bytes(MPI_Comm comm, void *buffer, int count, int root) {
     return MPI_Bcast(buffer, count, MPI_BYTE, root, comm);

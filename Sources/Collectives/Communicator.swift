@@ -13,6 +13,9 @@ public protocol Communicator: AnyObject {
     var rank: Int { get }
     /// Number of ranks.
     var size: Int { get }
+    /// True when this rank is alone in its process (an MPI rank, a world of one); false for the ranks of an
+    /// in-process world, which share process-wide state such as OpenBLAS's one thread setting.
+    var isAloneInProcess: Bool { get }
 
     /// In-place element-wise sum over all ranks.
     func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>)
@@ -29,6 +32,9 @@ public protocol Communicator: AnyObject {
     /// from rank i, stored consecutively in `recv` in rank order.
     func allToAllV(send: UnsafeBufferPointer<Float>, sendCounts: [Int],
                    recv: UnsafeMutableBufferPointer<Float>, recvCounts: [Int])
+    /// The same for Int64 payloads (counts, indices).
+    func allToAllV(send: UnsafeBufferPointer<Int64>, sendCounts: [Int],
+                   recv: UnsafeMutableBufferPointer<Int64>, recvCounts: [Int])
 
     /// Root's bytes are copied to every rank (buffers have the same size on all ranks).
     func broadcast(_ buffer: UnsafeMutableRawBufferPointer, root: Int)

@@ -9,6 +9,7 @@ import Foundation
 public final class MPICommunicator: Communicator {
     public let rank: Int
     public let size: Int
+    public var isAloneInProcess: Bool { true }
     /// The underlying `MPI_Comm`.
     let handle: MPI_Comm
     private let ownsHandle: Bool
@@ -111,6 +112,19 @@ public final class MPICommunicator: Communicator {
             let r = recv.baseAddress ?? spareP
             let sc = sendCounts.map { Int32($0) }, rc = recvCounts.map { Int32($0) }
             mustSucceed(moe_mpi_alltoallv_float(handle, s, sc, sendDispls, r, rc, recvDispls), "MPI_Alltoallv(float)")
+        }
+    }
+
+    public func allToAllV(send: UnsafeBufferPointer<Int64>, sendCounts: [Int],
+                          recv: UnsafeMutableBufferPointer<Int64>, recvCounts: [Int]) {
+        let sendDispls = displacements(sendCounts, buffer: send.count, "send")
+        let recvDispls = displacements(recvCounts, buffer: recv.count, "recv")
+        var spare: Int64 = 0
+        withUnsafeMutablePointer(to: &spare) { spareP in
+            let s = send.baseAddress ?? UnsafePointer(spareP)
+            let r = recv.baseAddress ?? spareP
+            let sc = sendCounts.map { Int32($0) }, rc = recvCounts.map { Int32($0) }
+            mustSucceed(moe_mpi_alltoallv_int64(handle, s, sc, sendDispls, r, rc, recvDispls), "MPI_Alltoallv(int64)")
         }
     }
 

@@ -7,6 +7,7 @@ public final class SingleProcessCommunicator: Communicator {
 
     public var rank: Int { 0 }
     public var size: Int { 1 }
+    public var isAloneInProcess: Bool { true }
 
     public func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Float>) {}
     public func allReduceSum(_ buffer: UnsafeMutableBufferPointer<Double>) {}
@@ -20,6 +21,14 @@ public final class SingleProcessCommunicator: Communicator {
 
     public func allToAllV(send: UnsafeBufferPointer<Float>, sendCounts: [Int],
                           recv: UnsafeMutableBufferPointer<Float>, recvCounts: [Int]) {
+        copyToSelf(send: send, sendCounts: sendCounts, recv: recv, recvCounts: recvCounts)
+    }
+    public func allToAllV(send: UnsafeBufferPointer<Int64>, sendCounts: [Int],
+                          recv: UnsafeMutableBufferPointer<Int64>, recvCounts: [Int]) {
+        copyToSelf(send: send, sendCounts: sendCounts, recv: recv, recvCounts: recvCounts)
+    }
+    private func copyToSelf<T>(send: UnsafeBufferPointer<T>, sendCounts: [Int],
+                               recv: UnsafeMutableBufferPointer<T>, recvCounts: [Int]) {
         guard sendCounts.count == 1, recvCounts.count == 1 else {
             fail("allToAllV: sendCounts/recvCounts have \(sendCounts.count)/\(recvCounts.count) entries, expected 1")
         }

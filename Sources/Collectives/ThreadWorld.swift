@@ -133,6 +133,7 @@ final class ThreadCommunicator: Communicator {
     let group: Group
     let rank: Int
     var size: Int { group.members.count }
+    var isAloneInProcess: Bool { world.size == 1 }
     var worldRank: Int { group.members[rank] }
     /// Number of splits this rank made on this communicator (the same on all
     /// ranks when they call collectives in the same order).
@@ -248,19 +249,29 @@ final class ThreadCommunicator: Communicator {
         }
     }
 
-    private struct VExchange {
-        let send: UnsafeBufferPointer<Float>
+    private struct VExchange<T> {
+        let send: UnsafeBufferPointer<T>
         let sendCounts: [Int]
-        let recv: UnsafeMutableBufferPointer<Float>
+        let recv: UnsafeMutableBufferPointer<T>
         let recvCounts: [Int]
     }
 
     func allToAllV(send: UnsafeBufferPointer<Float>, sendCounts: [Int],
                    recv: UnsafeMutableBufferPointer<Float>, recvCounts: [Int]) {
+        exchangeV(send: send, sendCounts: sendCounts, recv: recv, recvCounts: recvCounts, "allToAllV")
+    }
+
+    func allToAllV(send: UnsafeBufferPointer<Int64>, sendCounts: [Int],
+                   recv: UnsafeMutableBufferPointer<Int64>, recvCounts: [Int]) {
+        exchangeV(send: send, sendCounts: sendCounts, recv: recv, recvCounts: recvCounts, "allToAllV(Int64)")
+    }
+
+    private func exchangeV<T>(send: UnsafeBufferPointer<T>, sendCounts: [Int],
+                              recv: UnsafeMutableBufferPointer<T>, recvCounts: [Int], _ name: String) {
         let mine = VExchange(send: send, sendCounts: sendCounts, recv: recv, recvCounts: recvCounts)
-        rendezvous("allToAllV", mine) { all in
-            let xs = all.map { $0.value as! VExchange }
-            if let problem = Self.checkExchange(xs) { fail("allToAllV: \(problem)") }
+        rendezvous(name, mine) { all in
+            let xs = all.map { $0.value as! VExchange<T> }
+            if let problem = Self.checkExchange(xs) { fail("\(name): \(problem)") }
             // Rank r gathers its part of every rank's send buffer.
             var out = 0
             for (i, x) in xs.enumerated() {
@@ -274,7 +285,7 @@ final class ThreadCommunicator: Communicator {
 
     /// The first inconsistency among the ranks' counts, or nil. Every rank
     /// sees the same contributions, so every rank finds the same problem.
-    private static func checkExchange(_ xs: [VExchange]) -> String? {
+    private static func checkExchange<T>(_ xs: [VExchange<T>]) -> String? {
         let n = xs.count
         for (i, x) in xs.enumerated() {
             if x.sendCounts.count != n || x.recvCounts.count != n {

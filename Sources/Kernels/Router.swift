@@ -1,6 +1,6 @@
-// MoE router math (SPEC section 3, MoE FFN and losses): softmax, top-k selection with gates,
-// the backward through gates, the Switch auxiliary term and the z-loss, and the Switch aux loss value.
-// The router's logits come from `matmulForward(u, router)`; its tokens/experts are dispatched elsewhere.
+// The router's softmax top-k kernels (SPEC section 3, MoE FFN and losses): scores, selection and gates,
+// and their backward with the aux and z terms' gradients added. The Router (Sources/Model/MoE) owns
+// everything else about routing: logits, global statistics, losses, capacity.
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -92,14 +92,4 @@ public func routerBackward(_ dlogits: UnsafeMutablePointer<Float>, _ dgates: Uns
         let zTerm = zGrad * 2 * lse[t]
         for e in 0 ..< E { dP[e] = p[e] * (dP[e] - dot + zTerm) }
     }
-}
-
-/// Switch load-balancing loss aux = E · Σ_e f_e · Pbar_e, where f_e is the fraction of the N·k assignments
-/// routed to expert e (before drops; a constant for differentiation) and Pbar_e the mean router probability
-/// of e over the N tokens. Equals 1 for a perfectly uniform router; its gradient wrt P[t,e] is E·f_e/N.
-public func switchAuxLoss(fraction: UnsafePointer<Double>, meanProb: UnsafePointer<Double>, _ E: Int) -> Double {
-    // fraction and meanProb are (E)
-    var s: Double = 0
-    for e in 0 ..< E { s += fraction[e] * meanProb[e] }
-    return Double(E) * s
 }

@@ -1,7 +1,14 @@
 // A growable scratch buffer: allocated once and reused every step, so the
 // training step does not allocate once sizes have settled.
 
-public final class Buffer<Element> {
+/// Any Buffer, for counting what the model allocates.
+public protocol AllocatedBuffer: AnyObject {
+    /// Bytes held (capacity · stride).
+    var allocatedBytes: Int { get }
+}
+
+public final class Buffer<Element>: AllocatedBuffer {
+    public var allocatedBytes: Int { capacity * MemoryLayout<Element>.stride }
     public private(set) var pointer: UnsafeMutablePointer<Element>
     public private(set) var capacity: Int
     private let fill: Element
@@ -37,3 +44,4 @@ public typealias FloatBuffer = Buffer<Float>
 extension Buffer where Element == Float { public convenience init(_ count: Int = 0) { self.init(count, fill: 0) } }
 extension Buffer where Element == Int32 { public convenience init(_ count: Int = 0) { self.init(count, fill: 0) } }
 extension Buffer where Element == Int { public convenience init(_ count: Int = 0) { self.init(count, fill: 0) } }
+extension Buffer where Element == Int64 { public convenience init(_ count: Int = 0) { self.init(count, fill: 0) } }

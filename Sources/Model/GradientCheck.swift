@@ -45,7 +45,7 @@ public enum GradientCheck {
             inputs.withUnsafeBufferPointer { x in
                 targets.withUnsafeBufferPointer { y in
                     loss(model.step(inputs: x.baseAddress!, targets: y.baseAddress!, B: B, T: T, scales: scales,
-                                    training: true, backward: backward), scales: scales)
+                                    applyCapacity: true, backward: backward), scales: scales)
                 }
             }
         }

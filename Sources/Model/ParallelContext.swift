@@ -50,19 +50,3 @@ public struct ParallelContext {
                                expertSlices: (0 ..< G).map { layout.experts(ofGroupRank: $0) })
     }
 }
-
-extension Communicator {
-    /// Personalised exchange of small non-negative counts: `send` holds `sendBlocks[j]` counts for rank j,
-    /// in rank order; returns the `recvBlocks[i]` counts from each rank i, in rank order. Carried by the
-    /// Float all-to-all-v: counts are token-assignment counts of one micro-batch, far below 2^24, so exact.
-    public func exchangeCounts(_ send: [Int], sendBlocks: [Int], recvBlocks: [Int]) -> [Int] {
-        let s = send.map { c -> Float in precondition(c < 1 << 24, "count \(c) too large to exchange exactly"); return Float(c) }
-        var r = [Float](repeating: 0, count: recvBlocks.reduce(0, +))
-        s.withUnsafeBufferPointer { sp in
-            r.withUnsafeMutableBufferPointer { rp in
-                allToAllV(send: sp, sendCounts: sendBlocks, recv: rp, recvCounts: recvBlocks)
-            }
-        }
-        return r.map { Int($0) }
-    }
-}

@@ -40,8 +40,20 @@ public final class PhaseTimer {
         return try body()
     }
 
+    /// Seconds charged so far to `phase`.
+    public func charged(_ phase: Phase) -> Double { seconds[index[phase]!] }
+
     public func totals() -> [Phase: Double] {
         Dictionary(uniqueKeysWithValues: Phase.allCases.map { ($0, seconds[index[$0]!]) })
     }
     public func reset() { for i in seconds.indices { seconds[i] = 0 } }
+}
+
+extension PhaseTimer {
+    /// Seconds charged so far to `phases`, summed (an index loop: no iterator to allocate in debug builds).
+    public func charged(_ phases: [Phase]) -> Double {
+        var s = 0.0
+        for i in 0 ..< phases.count { s += charged(phases[i]) }
+        return s
+    }
 }

@@ -3,12 +3,12 @@
 //   h = embed[x]
 //   for r in 0 ..< R (block i = trunk shared ? 0 : r, pool p = experts shared ? 0 : r):
 //       h = h + depth_embed[r]                      (if depth embeddings)
-//       h = h + Attn_i(RMSNorm(h; attn_norm_i))
-//       h = h + FFN_p(RMSNorm(h; ffn_norm_i))
+//       h = h + Attn_i(RMSNorm(h; attn_norm_i))     AttentionBlock
+//       h = h + FFN_p(RMSNorm(h; ffn_norm_i))       MoELayer (or a dense FFN)
 //   logits = RMSNorm(h; final_norm) · (tied ? embedᵀ : lm_head)
 //
-// Forward saves what backward needs, per iteration; backward walks the forward
-// in exact reverse order and adds into the gradients of the ParameterStore.
+// Forward saves what backward needs, per iteration; backward walks the forward in exact reverse order
+// and adds into the gradients of the ParameterStore (every backward adds into its input gradients).
 import Kernels
 import Configuration
 import Collectives
@@ -34,38 +34,58 @@ public struct MicroStepResult: Sendable {
     public var routing: [RoutingStats] = []
 }
 
-/// Saved activations of one recurrent iteration; sizes in comments are for N = B·T tokens.
+/// Saved activations of one recurrent iteration; N = B·T tokens.
 final class IterationActivations {
-    let hIn = FloatBuffer()    // [N,d] residual entering the iteration (after the depth embedding)
-    let rstd1 = FloatBuffer()  // [N]
-    let a1 = FloatBuffer()     // [N,d] RMSNorm(hIn)
-    let q = FloatBuffer(), k = FloatBuffer(), v = FloatBuffer()   // [N,d] (q, k rotated)
-    let probs = FloatBuffer()  // [B,H,T,T]
-    let att = FloatBuffer()    // [N,d] attention output before wo
-    let hMid = FloatBuffer()   // [N,d] residual after attention
-    let rstd2 = FloatBuffer()  // [N]
-    let u = FloatBuffer()      // [N,d] RMSNorm(hMid): the FFN input
-    let ffn = MoEUseState()    // router, dispatch and expert (or dense FFN) activations
+    let hIn = FloatBuffer()            // [N,d] residual entering the iteration (after the depth embedding)
+    let attention = AttentionActivations()
+    let hMid = FloatBuffer()           // [N,d] residual after attention
+    let ffnRstd = FloatBuffer()        // [N] of RMSNorm(hMid)
+    let ffnInput = FloatBuffer()       // [N,d] RMSNorm(hMid)
+    let moe: MoEUseState?              // router, dispatch and expert activations (MoE runs)
+    let dense = FFNActivations()       // [N,F] hidden activations of the dense FFN (num_experts = 0)
+
+    init(_ c: RunConfig, ctx: ParallelContext) { moe = c.moe.isDense ? nil : MoEUseState(cfg: c.moe, ctx: ctx) }
+
+    /// Bytes saved per iteration (buffer table, see MicroBatchShape).
+    static func bufferBytes(_ s: MicroBatchShape) -> Int {
+        4 * (3 * s.N * s.d + s.N) + AttentionActivations.bufferBytes(s)
+            + (s.dense ? FFNActivations.bufferBytes(rows: s.N, s) : MoEUseState.bufferBytes(s))
+    }
 }
 
 public final class RecurrentMoEModel {
     public let config: RunConfig
     public let store: ParameterStore
     public let ctx: ParallelContext
-    private let rope: RopeTable
+    private let params: ParameterTensors, grads: ParameterTensors
+    private let attention: AttentionBlock
     private let moe: MoELayer?
-    private var acts: [IterationActivations]
-    // Working buffers
-    private let h = FloatBuffer(), xFinal = FloatBuffer(), rstdFinal = FloatBuffer()
-    private let logits = FloatBuffer(), losses = FloatBuffer(), ffnOut = FloatBuffer()
-    private let dh = FloatBuffer(), dtmp = FloatBuffer(), dq = FloatBuffer(), dk = FloatBuffer(), dv = FloatBuffer()
-    private let dtmp2 = FloatBuffer(), scratchTT = FloatBuffer()
-    private let dactScratch = FloatBuffer(), dh1Scratch = FloatBuffer(), dh3Scratch = FloatBuffer()
-    private var lastInputs: [Int32] = []
+    private let denseScratch = FFNBackwardScratch()
+    private let acts: [IterationActivations]
+    // Working buffers, one meaning each; N = B·T tokens.
+    private let h = FloatBuffer()              // [N,d] the residual stream
+    private let ffnOut = FloatBuffer()         // [N,d] the feed-forward branch's output
+    private let headInput = FloatBuffer()      // [N,d] RMSNorm(h; final_norm)
+    private let headRstd = FloatBuffer()       // [N]
+    private let logits = FloatBuffer()         // [N,V] logits; the fused loss turns them into dlogits in place
+    private let losses = FloatBuffer()         // [N] token NLLs
+    private let tokenIDs = Buffer<Int32>()     // [N] inputs of the last forward (for the embedding gradient)
+    private let residualGrad = FloatBuffer()   // [N,d] d(loss)/d(h), walked back through the iterations
+    private let headInputGrad = FloatBuffer()  // [N,d] d(loss)/d(headInput)
+    private let ffnInputGrad = FloatBuffer()   // [N,d] d(loss)/d(ffnInput)
+    private var result = MicroStepResult()
     /// Finite-difference checks: forward passes reuse the routing decisions (top-k sets, drops, f_e) of the
     /// last forward pass instead of deciding anew, so the loss is smooth in the parameters.
     public var replayRouting = false
-    private var lastB = 0, lastT = 0
+
+    /// Bytes of the buffers saved once per micro-batch (h, head input and rstd, logits, losses, token ids).
+    static func savedOnceBytes(_ s: MicroBatchShape) -> Int { 4 * (2 * s.N * s.d + s.N + s.N * s.V + 2 * s.N) }
+
+    /// Bytes of the working buffers (FFN output, the three gradients) and of every part's scratch.
+    static func scratchBytes(_ s: MicroBatchShape) -> Int {
+        4 * 4 * s.N * s.d + AttentionBlock.scratchBytes(s)
+            + (s.dense ? FFNBackwardScratch.bufferBytes(rows: s.N, s) : MoELayer.scratchBytes(s))
+    }
 
     /// Builds the model for `config` (vocab size resolved) on the ranks of `ctx`; parameters are initialised.
     public init(config: RunConfig, ctx: ParallelContext) {
@@ -75,203 +95,171 @@ public final class RecurrentMoEModel {
         let local = config.moe.isDense ? 0 ..< 0 : ctx.localExperts
         store = ParameterStore(tensors: ModelTensors.list(config), localExperts: local)
         store.initialize(seed: config.train.seed, depth: config.model.depth)
-        rope = RopeTable(seqLen: config.model.seqLen, headDim: config.model.headDim, base: config.model.ropeBase)
+        params = ParameterTensors(store, store.params, config: config)
+        grads = ParameterTensors(store, store.grads, config: config)
+        attention = AttentionBlock(config.model, workers: ctx.blasWorkers)
         moe = config.moe.isDense ? nil : MoELayer(cfg: config.moe, dModel: config.model.dModel, ctx: ctx)
-        acts = (0 ..< config.model.depth).map { _ in IterationActivations() }
+        acts = (0 ..< config.model.depth).map { _ in IterationActivations(config, ctx: ctx) }
+        result.routing.reserveCapacity(config.model.depth)
     }
 
     private var d: Int { config.model.dModel }
     private var V: Int { config.model.vocabSize }
     private var R: Int { config.model.depth }
-    private var H: Int { config.model.nHeads }
-
-    private func block(_ r: Int) -> Int { config.model.trunk == .shared ? 0 : r }
-    private func pool(_ r: Int) -> Int { config.moe.experts == .shared ? 0 : r }
-
-    private func poolWeights(_ p: Int, grads: Bool) -> PoolWeights {
-        let s = store
-        func ptr(_ path: String) -> UnsafeMutablePointer<Float> { grads ? s.grad(path) : s.param(path) }
-        let swiglu = config.moe.activation == .swiglu
-        return PoolWeights(router: config.moe.isDense ? nil : ptr("ffn/\(p)/router"),
-                           w1: ptr("ffn/\(p)/w1"), w3: swiglu ? ptr("ffn/\(p)/w3") : nil, w2: ptr("ffn/\(p)/w2"))
-    }
 
     // MARK: forward
 
     /// Runs the forward pass on B sequences of T ≤ seq_len tokens (inputs and targets [B·T]);
     /// with `backward`, also the backward pass, adding d(loss)/dθ into `store.grads`.
-    /// `training` applies the capacity limit (evaluation is always dropless).
+    /// `applyCapacity`: apply moe.capacity_factor (training); evaluation passes false and is always dropless.
     /// Every rank of the world calls this together (B may be 0 on some ranks).
     public func step(inputs: UnsafePointer<Int32>, targets: UnsafePointer<Int32>, B: Int, T: Int,
-                     scales: LossScales, training: Bool, backward: Bool) -> MicroStepResult {
+                     scales: LossScales, applyCapacity: Bool, backward: Bool) -> MicroStepResult {
         precondition(T <= config.model.seqLen && T > 0)
-        let N = B * T, d = self.d, V = self.V, H = self.H
-        let c = config
-        var result = MicroStepResult()
-        lastB = B; lastT = T
-        lastInputs = Array(UnsafeBufferPointer(start: inputs, count: N))
-
-        let timer = ctx.timer
+        let N = B * T
+        result.ceSum = 0
+        result.targets = N
+        result.routing.removeAll(keepingCapacity: true)
         var t0 = PhaseTimer.now()
-        // h = embed[x]
-        let hp = h.ensure(N * d)
-        let embed = store.param("embed")
+        embed(inputs, N: N)
+        t0 = ctx.timer.add(.head, since: t0)
+        for r in 0 ..< R {
+            iterationForward(r, B: B, T: T, scales: scales, capacityFactor: applyCapacity ? config.moe.capacityFactor : 0)
+        }
+        t0 = PhaseTimer.now()
+        headForward(targets, N: N, scales: scales, backward: backward)
+        ctx.timer.add(.head, since: t0)
+        if backward { self.backward(B: B, T: T) }
+        return result
+    }
+
+    /// h[N,d] = embed[inputs]; remembers the ids for the embedding gradient.
+    private func embed(_ inputs: UnsafePointer<Int32>, N: Int) {
+        let hp = h.ensure(N * d), ids = tokenIDs.ensure(N)
         for t in 0 ..< N {
             let id = Int(inputs[t])
             precondition(id >= 0 && id < V, "token id \(id) outside the vocabulary (\(V))")
-            (hp + t * d).update(from: embed + id * d, count: d)
+            ids[t] = inputs[t]
+            (hp + t * d).update(from: params.embed + id * d, count: d)
         }
-        t0 = timer.add(.head, since: t0)
-        for r in 0 ..< R {
-            let A = acts[r], i = block(r)
-            let hIn = A.hIn.ensure(N * d)
-            hIn.update(from: hp, count: N * d)
-            if c.model.depthEmbedding {
-                let de = store.param("depth_embed") + r * d
-                for t in 0 ..< N { let row = hIn + t * d; for j in 0 ..< d { row[j] += de[j] } }
-            }
-            // attention
-            let a1 = A.a1.ensure(N * d)
-            rmsnormForward(a1, A.rstd1.ensure(N), hIn, store.param("blocks/\(i)/attn_norm"), N, d, eps: Float(c.model.normEps))
-            let q = A.q.ensure(N * d), k = A.k.ensure(N * d), v = A.v.ensure(N * d)
-            matmulForward(q, a1, store.param("blocks/\(i)/wq"), N, d, d)
-            matmulForward(k, a1, store.param("blocks/\(i)/wk"), N, d, d)
-            matmulForward(v, a1, store.param("blocks/\(i)/wv"), N, d, d)
-            ropeForward(q, rope, B, T, d, H)
-            ropeForward(k, rope, B, T, d, H)
-            let att = A.att.ensure(N * d)
-            attentionForward(att, A.probs.ensure(B * H * T * T), q, k, v, B, T, d, H, workers: ctx.blasWorkers)
-            let hMid = A.hMid.ensure(N * d)
-            hMid.update(from: hIn, count: N * d)
-            matmulForward(hMid, att, store.param("blocks/\(i)/wo"), N, d, d, accumulate: true)
-            // feed-forward
-            let u = A.u.ensure(N * d)
-            rmsnormForward(u, A.rstd2.ensure(N), hMid, store.param("blocks/\(i)/ffn_norm"), N, d, eps: Float(c.model.normEps))
-            t0 = timer.add(.attention, since: t0)
-            let f = ffnOut.ensure(N * d)
-            if let moe {
-                timeMoE {
-                    moe.forward(f, u, pool: poolWeights(pool(r), grads: false), state: A.ffn, N: N,
-                                capacityFactor: training ? c.moe.capacityFactor : 0, auxScale: scales.aux, zScale: scales.z,
-                                replayRouting: replayRouting)
-                }
-                result.routing.append(A.ffn.stats)
-            } else {
-                timer.measure(.experts) { denseForward(f, u, state: A.ffn, pool: pool(r), N: N) }
-            }
-            for j in 0 ..< N * d { hp[j] = hMid[j] + f[j] }
-            t0 = PhaseTimer.now()
+    }
+
+    /// One recurrent iteration: h ← h + Attn(RMSNorm(h)) + FFN(RMSNorm(·)), saving into acts[r].
+    private func iterationForward(_ r: Int, B: Int, T: Int, scales: LossScales, capacityFactor: Double) {
+        let N = B * T, A = acts[r], block = params.block(r)
+        let t0 = PhaseTimer.now()
+        let hp = h.pointer, hIn = A.hIn.ensure(N * d)
+        hIn.update(from: hp, count: N * d)
+        if let de = params.depthEmbed.map({ $0 + r * d }) {
+            for t in 0 ..< N { let row = hIn + t * d; for j in 0 ..< d { row[j] += de[j] } }
         }
-        // head and loss
-        let xF = xFinal.ensure(N * d)
-        rmsnormForward(xF, rstdFinal.ensure(N), hp, store.param("final_norm"), N, d, eps: Float(c.model.normEps))
+        let hMid = A.hMid.ensure(N * d)
+        attention.forward(hMid, hIn, block, saved: A.attention, B: B, T: T)
+        let u = A.ffnInput.ensure(N * d)
+        rmsnormForward(u, A.ffnRstd.ensure(N), hMid, block.ffnNorm, N, d, eps: Float(config.model.normEps))
+        ctx.timer.add(.attention, since: t0)
+        let f = ffnOut.ensure(N * d)
+        if let moe, let state = A.moe {
+            timeMoE {
+                moe.forward(f, u, pool: params.pool(r), state: state, N: N, capacityFactor: capacityFactor,
+                            auxScale: scales.aux, zScale: scales.z, replayRouting: replayRouting)
+            }
+            result.routing.append(state.router.stats)
+        } else {
+            let c = config.moe
+            A.dense.ensure(rows: N, F: c.dFF, activation: c.activation)
+            ctx.timer.measure(.experts) {
+                ExpertFFN.forward(y: f, h1: A.dense.h1.pointer, h3: A.dense.h3.pointer, act: A.dense.act.pointer, x: u,
+                                  w: params.pool(r).expert(0, d: d, F: c.dFF), n: N, d: d, F: c.dFF, activation: c.activation)
+            }
+        }
+        for j in 0 ..< N * d { hp[j] = hMid[j] + f[j] }
+    }
+
+    /// Final norm, logits and the fused cross-entropy (which leaves dlogits in `logits` when training).
+    private func headForward(_ targets: UnsafePointer<Int32>, N: Int, scales: LossScales, backward: Bool) {
+        let x = headInput.ensure(N * d)
+        rmsnormForward(x, headRstd.ensure(N), h.pointer, params.finalNorm, N, d, eps: Float(config.model.normEps))
         let lg = logits.ensure(N * V)
-        if c.model.tieEmbeddings { matmulTransposedForward(lg, xF, embed, N, d, V) }
-        else { matmulForward(lg, xF, store.param("lm_head"), N, d, V) }
+        if let head = params.lmHead { matmulForward(lg, x, head, N, d, V) } else { matmulTransposedForward(lg, x, params.embed, N, d, V) }
         if N > 0 {
             result.ceSum = crossEntropyForwardBackward(backward ? lg : nil, losses.ensure(N), lg, targets, N, V,
                                                        gradScale: Float(scales.ce))
         }
-        result.targets = N
-        timer.add(.head, since: t0)
-        if backward { self.backward(B: B, T: T) }
-        return result
     }
 
     // MARK: backward
 
     private func backward(B: Int, T: Int) {
-        let N = B * T, d = self.d, V = self.V, H = self.H
-        let timer = ctx.timer
+        let N = B * T
         var t0 = PhaseTimer.now()
-        let dlogits = logits.pointer                       // overwritten in place by the fused loss
-        let dx = dtmp.zeroed(N * d)
-        if config.model.tieEmbeddings {
-            matmulTransposedBackward(dx, store.grad("embed"), dlogits, xFinal.pointer, store.param("embed"), N, d, V)
-        } else {
-            matmulBackward(dx, store.grad("lm_head"), dlogits, xFinal.pointer, store.param("lm_head"), N, d, V)
-        }
-        let g = dh.zeroed(N * d)
-        rmsnormBackward(g, store.grad("final_norm"), dx, h.pointer, store.param("final_norm"), rstdFinal.pointer, N, d)
-
-        timer.add(.head, since: t0)
-        for r in stride(from: R - 1, through: 0, by: -1) {
-            let A = acts[r], i = block(r)
-            // feed-forward: g is d(h after the FFN) = d(hMid) along the residual
-            let du = dtmp.zeroed(N * d)
-            if let moe {
-                timeMoE {
-                    moe.backward(du, g, A.u.pointer, pool: poolWeights(pool(r), grads: false),
-                                 grads: poolWeights(pool(r), grads: true), state: A.ffn, N: N)
-                }
-            } else {
-                timer.measure(.experts) { denseBackward(du, g, A.u.pointer, state: A.ffn, pool: pool(r), N: N) }
-            }
-            t0 = PhaseTimer.now()
-            rmsnormBackward(g, store.grad("blocks/\(i)/ffn_norm"), du, A.hMid.pointer,
-                            store.param("blocks/\(i)/ffn_norm"), A.rstd2.pointer, N, d)
-            // attention: g is now d(hMid) = d(hIn) along the residual
-            let dAtt = dtmp.zeroed(N * d)
-            matmulBackward(dAtt, store.grad("blocks/\(i)/wo"), g, A.att.pointer, store.param("blocks/\(i)/wo"), N, d, d)
-            let gq = dq.zeroed(N * d), gk = dk.zeroed(N * d), gv = dv.zeroed(N * d)
-            attentionBackward(gq, gk, gv, dAtt, A.q.pointer, A.k.pointer, A.v.pointer, A.probs.pointer,
-                              scratchTT.ensure(ctx.blasWorkers * T * T), B, T, d, H, workers: ctx.blasWorkers)
-            ropeBackward(gq, rope, B, T, d, H)
-            ropeBackward(gk, rope, B, T, d, H)
-            let da1 = dtmp2.zeroed(N * d)
-            matmulBackward(da1, store.grad("blocks/\(i)/wq"), gq, A.a1.pointer, store.param("blocks/\(i)/wq"), N, d, d)
-            matmulBackward(da1, store.grad("blocks/\(i)/wk"), gk, A.a1.pointer, store.param("blocks/\(i)/wk"), N, d, d)
-            matmulBackward(da1, store.grad("blocks/\(i)/wv"), gv, A.a1.pointer, store.param("blocks/\(i)/wv"), N, d, d)
-            rmsnormBackward(g, store.grad("blocks/\(i)/attn_norm"), da1, A.hIn.pointer,
-                            store.param("blocks/\(i)/attn_norm"), A.rstd1.pointer, N, d)
-            if config.model.depthEmbedding {
-                let gde = store.grad("depth_embed") + r * d
-                for t in 0 ..< N { let row = g + t * d; for j in 0 ..< d { gde[j] += row[j] } }
-            }
-            t0 = timer.add(.attention, since: t0)
-        }
-        let gEmbed = store.grad("embed")
+        headBackward(N: N)
+        t0 = ctx.timer.add(.head, since: t0)
+        for r in stride(from: R - 1, through: 0, by: -1) { iterationBackward(r, B: B, T: T) }
+        t0 = PhaseTimer.now()
+        let g = residualGrad.pointer, ids = tokenIDs.pointer
         for t in 0 ..< N {
-            let dst = gEmbed + Int(lastInputs[t]) * d, src = g + t * d
+            let dst = grads.embed + Int(ids[t]) * d, src = g + t * d
             for j in 0 ..< d { dst[j] += src[j] }
         }
-        timer.add(.head, since: t0)
+        ctx.timer.add(.head, since: t0)
     }
+
+    /// residualGrad = d(loss)/d(h) at the end of the iterations, from the dlogits the loss left in `logits`.
+    private func headBackward(N: Int) {
+        let dlogits = logits.pointer, dx = headInputGrad.zeroed(N * d)
+        if let head = params.lmHead {
+            matmulBackward(dx, grads.lmHead!, dlogits, headInput.pointer, head, N, d, V)
+        } else {
+            matmulTransposedBackward(dx, grads.embed, dlogits, headInput.pointer, params.embed, N, d, V)
+        }
+        rmsnormBackward(residualGrad.zeroed(N * d), grads.finalNorm, dx, h.pointer, params.finalNorm, headRstd.pointer, N, d)
+    }
+
+    /// Iteration r in reverse: residualGrad goes from d(loss)/d(h after r) to d(loss)/d(h before r).
+    private func iterationBackward(_ r: Int, B: Int, T: Int) {
+        let N = B * T, A = acts[r], g = residualGrad.pointer
+        let du = ffnInputGrad.zeroed(N * d)
+        if let moe, let state = A.moe {
+            timeMoE {
+                moe.backward(du, g, A.ffnInput.pointer, pool: params.pool(r), grads: grads.pool(r), state: state, N: N)
+            }
+        } else {
+            ctx.timer.measure(.experts) { denseBackward(du, g, A, pool: r, N: N) }
+        }
+        let t0 = PhaseTimer.now()
+        let block = params.block(r), blockGrads = grads.block(r)
+        rmsnormBackward(g, blockGrads.ffnNorm, du, A.hMid.pointer, block.ffnNorm, A.ffnRstd.pointer, N, d)
+        attention.backward(g, A.hIn.pointer, block, blockGrads, saved: A.attention, B: B, T: T)
+        if let gde = grads.depthEmbed.map({ $0 + r * d }) {
+            for t in 0 ..< N { let row = g + t * d; for j in 0 ..< d { gde[j] += row[j] } }
+        }
+        ctx.timer.add(.attention, since: t0)
+    }
+
+    /// du[N,d] += and the dense FFN's weight gradients += from dout[N,d].
+    private func denseBackward(_ du: UnsafeMutablePointer<Float>, _ dout: UnsafePointer<Float>, _ A: IterationActivations,
+                               pool r: Int, N: Int) {
+        let c = config.moe, F = c.dFF
+        denseScratch.ensure(rows: N, F: F, activation: c.activation)
+        ExpertFFN.backward(dx: du, dw: grads.pool(r).expert(0, d: d, F: F), dy: dout, x: A.ffnInput.pointer,
+                           h1: A.dense.h1.pointer, h3: A.dense.h3.pointer, act: A.dense.act.pointer,
+                           w: params.pool(r).expert(0, d: d, F: F), dact: denseScratch.dact.pointer,
+                           dh1: denseScratch.dh1.pointer, dh3: denseScratch.dh3.pointer, n: N, d: d, F: F,
+                           activation: c.activation)
+    }
+
+    private static let chargedInsideMoE: [Phase] = [.experts, .allToAll, .allReduce]
 
     /// Runs an MoE call, charging its time to routerDispatch less what it charged to experts and communication.
     private func timeMoE(_ body: () -> Void) {
         let timer = ctx.timer
-        let before = timer.totals()
+        let inner = Self.chargedInsideMoE
+        let before = timer.charged(inner)
         let start = PhaseTimer.now()
         body()
         let elapsed = PhaseTimer.now() - start
-        let after = timer.totals()
-        let inner = [Phase.experts, .allToAll, .allReduce].reduce(0.0) { $0 + after[$1]! - before[$1]! }
-        timer.add(.routerDispatch, since: PhaseTimer.now() - (elapsed - inner))
-    }
-
-    // MARK: dense FFN (moe.num_experts = 0)
-
-    private func denseForward(_ out: UnsafeMutablePointer<Float>, _ u: UnsafePointer<Float>, state s: MoEUseState, pool p: Int, N: Int) {
-        let F = config.moe.dFF
-        let h1 = s.h1.ensure(N * F), act = s.act.ensure(N * F)
-        let h3 = s.h3.ensure(config.moe.activation == .swiglu ? N * F : 1)
-        let w = poolWeights(p, grads: false)
-        ExpertFFN.forward(y: out, h1: h1, h3: h3, act: act, x: u, w: FFNWeights(w1: w.w1, w3: w.w3, w2: w.w2),
-                          n: N, d: d, F: F, activation: config.moe.activation)
-    }
-
-    private func denseBackward(_ du: UnsafeMutablePointer<Float>, _ dout: UnsafePointer<Float>, _ u: UnsafePointer<Float>,
-                               state s: MoEUseState, pool p: Int, N: Int) {
-        let F = config.moe.dFF
-        let w = poolWeights(p, grads: false), gw = poolWeights(p, grads: true)
-        let dx = dtmp2.ensure(N * d)
-        ExpertFFN.backward(dx: dx, dw: FFNWeights(w1: gw.w1, w3: gw.w3, w2: gw.w2), dy: dout, x: u,
-                           h1: s.h1.pointer, h3: s.h3.pointer, act: s.act.pointer,
-                           w: FFNWeights(w1: w.w1, w3: w.w3, w2: w.w2),
-                           dact: dactScratch.ensure(N * F), dh1: dh1Scratch.ensure(N * F),
-                           dh3: dh3Scratch.ensure(config.moe.activation == .swiglu ? N * F : 1),
-                           n: N, d: d, F: F, activation: config.moe.activation)
-        for j in 0 ..< N * d { du[j] += dx[j] }
+        let charged = timer.charged(inner) - before
+        timer.add(.routerDispatch, since: PhaseTimer.now() - (elapsed - charged))
     }
 }

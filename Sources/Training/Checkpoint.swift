@@ -31,8 +31,8 @@ public struct CheckpointState: Sendable {
 }
 
 public enum Checkpoint {
-    /// Serial HDF5 is not thread-safe: ranks emulated as threads (--emulate-ranks) take turns through this lock.
-    static let hdf5Lock = NSLock()
+    /// The HDF5 library's process-wide lock (kept under this name for RunRecord; use HDF5Library.lock).
+    static var hdf5Lock: NSLock { HDF5Library.lock }
 
     public static let format = "moe-dist/checkpoint"
     public static let version: Int64 = 1
@@ -57,8 +57,8 @@ public enum Checkpoint {
         var failure: Error? = nil
         // Turn 0: rank 0 creates the file with the trunk and the empty expert datasets.
         if world.rank == 0 {
-            hdf5Lock.lock()
-            defer { hdf5Lock.unlock() }
+            HDF5Library.lock.lock()
+            defer { HDF5Library.lock.unlock() }
             do {
                 try FileManager.default.createDirectory(atPath: URL(fileURLWithPath: path).deletingLastPathComponent().path,
                                                         withIntermediateDirectories: true)
@@ -99,8 +99,8 @@ public enum Checkpoint {
         let writers = store.infos.contains { $0.isExpert } ? ctx.expertGroup.size : 0
         for turn in 0 ..< writers {
             if world.rank == turn {
-                hdf5Lock.lock()
-                defer { hdf5Lock.unlock() }
+                HDF5Library.lock.lock()
+                defer { HDF5Library.lock.unlock() }
                 do {
                     let f = try H5File.open(path: partial, readOnly: false)
                     defer { f.close() }
@@ -180,8 +180,8 @@ public enum Checkpoint {
 
     /// Loads only the parameters (not moments or state) into `store`, e.g. for evaluation or a gradient dump.
     public static func loadParameters(_ path: String, into store: ParameterStore) throws {
-        hdf5Lock.lock()
-        defer { hdf5Lock.unlock() }
+        HDF5Library.lock.lock()
+        defer { HDF5Library.lock.unlock() }
         let f = try openCheckpoint(path)
         defer { f.close() }
         try readTensors(f, path, into: store, sections: [("params/", store.params)])
@@ -210,8 +210,8 @@ public enum Checkpoint {
 
     /// Per tensor of a checkpoint: path, shape and the L2 norm of the parameters.
     public static func tensorSummaries(_ path: String) throws -> [(path: String, shape: [Int], norm: Double)] {
-        hdf5Lock.lock()
-        defer { hdf5Lock.unlock() }
+        HDF5Library.lock.lock()
+        defer { HDF5Library.lock.unlock() }
         let config = try readState(path).config
         let f = try openCheckpoint(path)
         defer { f.close() }
@@ -225,8 +225,8 @@ public enum Checkpoint {
     /// each rank reads the trunk and only the expert rows it owns). Refuses a checkpoint whose
     /// architecture differs from the trainer's, naming the keys.
     public static func load(_ path: String, into trainer: Trainer) throws {
-        hdf5Lock.lock()
-        defer { hdf5Lock.unlock() }
+        HDF5Library.lock.lock()
+        defer { HDF5Library.lock.unlock() }
         let st = try readState(path)
         let diffs = trainer.config.architectureDifferences(from: st.config)
         if !diffs.isEmpty {
@@ -243,8 +243,8 @@ public enum Checkpoint {
     /// Checks a checkpoint end to end: format, version, attributes, config, and every tensor read back
     /// through its Fletcher-32 checksums with the shapes its config implies. Throws what is wrong.
     public static func verify(_ path: String) throws {
-        hdf5Lock.lock()
-        defer { hdf5Lock.unlock() }
+        HDF5Library.lock.lock()
+        defer { HDF5Library.lock.unlock() }
         let st = try readState(path)
         var config = st.config
         if config.model.vocabSize == 0 { throw TrainingError("checkpoint \(path): config has no vocabulary size") }

@@ -7,13 +7,14 @@ import Collectives
 import Configuration
 import DataPipeline
 import Model
+import HDF5
 
 public enum CheckpointEvaluation {
     /// The checkpoint's configuration and step, read under the HDF5 lock (emulated ranks share one library).
     public static func readState(_ path: String) throws -> CheckpointState {
         guard FileManager.default.fileExists(atPath: path) else { throw TrainingError("\(path): no such checkpoint file") }
-        Checkpoint.hdf5Lock.lock()
-        defer { Checkpoint.hdf5Lock.unlock() }
+        HDF5Library.lock.lock()
+        defer { HDF5Library.lock.unlock() }
         return try Checkpoint.readState(path)
     }
 

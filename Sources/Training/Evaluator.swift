@@ -36,7 +36,7 @@ public enum Evaluator {
             let r = inputs.withUnsafeBufferPointer { x in
                 targets.withUnsafeBufferPointer { y in
                     model.step(inputs: x.baseAddress!, targets: y.baseAddress!, B: B, T: T, scales: scales,
-                               training: false, backward: false)
+                               applyCapacity: false, backward: false)
                 }
             }
             sum += r.ceSum

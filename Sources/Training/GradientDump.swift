@@ -31,7 +31,7 @@ public enum GradientDump {
         }
         let scales = LossScales(ce: 1 / Double(B * T), aux: config.moe.auxLossCoef / Double(R), z: config.moe.zLossCoef / Double(R))
         model.store.zeroGrads()
-        let r = model.step(inputs: inputs, targets: targets, B: B, T: T, scales: scales, training: true, backward: true)
+        let r = model.step(inputs: inputs, targets: targets, B: B, T: T, scales: scales, applyCapacity: true, backward: true)
         let aux = r.routing.isEmpty ? 0 : r.routing.reduce(0) { $0 + $1.aux } / Double(R)
         let z = r.routing.isEmpty ? 0 : r.routing.reduce(0) { $0 + $1.z } / Double(R)
         let ce = r.ceSum / Double(B * T)

@@ -51,7 +51,11 @@ public final class Trainer {
     public let microSteps: Int
     private let schedule: LearningRateSchedule
     private let adamw: AdamW
-    private var inputs: [Int32] = [], targets: [Int32] = []
+    // Reused every step: this rank's token windows [M, b, T+1], one micro-batch's inputs and targets [b·T],
+    // the global scalars [Σ CE, expert grad²], and the report.
+    private let batchTokens = Buffer<Int32>(), inputs = Buffer<Int32>(), targets = Buffer<Int32>()
+    private var scalars = [0.0, 0.0]
+    private var report = StepReport()
 
     /// `train`: the training tokens (the whole split on every rank; each rank reads only its windows).
     public init(config: RunConfig, ctx: ParallelContext, train: TokenSource) throws {
@@ -79,78 +83,33 @@ public final class Trainer {
 
     public var isFinished: Bool { counters.step >= totalSteps }
 
-    /// Runs one optimizer step (all ranks together).
+    /// Runs one optimizer step (all ranks together). After the first step only the data loader's window
+    /// bookkeeping allocates (and the report's arrays, when the caller still holds the previous report).
     public func trainStep() -> StepReport {
-        let c = config, T = c.model.seqLen, b = c.train.microBatch
-        let R = c.model.depth, E = c.moe.numExperts
-        let M = microSteps
+        let c = config, T = c.model.seqLen, R = c.model.depth, E = c.moe.numExperts, M = microSteps
         let store = model.store
-        let world = ctx.world
-        let start = Date()
+        let start = PhaseTimer.now()
         let timer = ctx.timer
         timer.reset()
-
         let scales = LossScales(ce: 1 / Double(c.train.globalBatch * T),
                                 aux: c.moe.auxLossCoef / Double(M * R), z: c.moe.zLossCoef / Double(M * R))
-        var report = StepReport()
-        report.counts = [Int64](repeating: 0, count: R * E)
-        report.dropped = [Int64](repeating: 0, count: R)
-        report.probSum = [Double](repeating: 0, count: R * E)
-        report.routedTokens = [Int64](repeating: 0, count: R)
-
+        resetReport(R: R, E: E)
         store.zeroGrads()
-        let batches = loader.nextStep()
-        var ceLocal = 0.0, auxSum = 0.0, zSum = 0.0
-        inputs = [Int32](repeating: 0, count: b * T); targets = inputs
-        for m in 0 ..< M {
-            let w = batches[m]
-            for s in 0 ..< b {
-                for t in 0 ..< T {
-                    inputs[s * T + t] = w[s * (T + 1) + t]
-                    targets[s * T + t] = w[s * (T + 1) + t + 1]
-                }
-            }
-            let r = inputs.withUnsafeBufferPointer { x in
-                targets.withUnsafeBufferPointer { y in
-                    model.step(inputs: x.baseAddress!, targets: y.baseAddress!, B: b, T: T, scales: scales,
-                               training: true, backward: true)
-                }
-            }
-            ceLocal += r.ceSum
-            for (it, st) in r.routing.enumerated() {
-                auxSum += st.aux; zSum += st.z
-                report.dropped[it] += st.dropped
-                report.routedTokens[it] += Int64(st.tokens)
-                for e in 0 ..< E {
-                    report.counts[it * E + e] += st.counts[e]
-                    report.probSum[it * E + e] += st.probSum[e]
-                }
-            }
-        }
+        let ceLocal = runMicroSteps(scales: scales)
         var clock = PhaseTimer.now()
-        // Gradient reductions: trunk over the world, experts over their replicas.
-        world.allReduceSum(UnsafeMutableBufferPointer(start: store.grads, count: store.trunkCount))
-        if ctx.replicaGroup.size > 1 {
-            ctx.replicaGroup.allReduceSum(UnsafeMutableBufferPointer(start: store.grads + store.trunkCount,
-                                                                    count: store.count - store.trunkCount))
-        }
-        // Global scalars: [Σ CE, expert grad² of the first copy]
-        let firstCopy = world.rank < ctx.expertGroup.size
-        var scalars = [ceLocal, firstCopy ? store.gradSquaredNorm(store.trunkCount ..< store.count) : 0]
-        scalars.withUnsafeMutableBufferPointer { world.allReduceSum($0) }
+        reduceGradients(ceLocal: ceLocal)
         clock = timer.add(.allReduce, since: clock)
 
         let trunkSq = store.gradSquaredNorm(0 ..< store.trunkCount)
         report.gradNorm = (trunkSq + scalars[1]).squareRoot()
         report.ce = scalars[0] / Double(c.train.globalBatch * T)
-        report.aux = M > 0 && R > 0 && E > 0 ? auxSum / Double(M * R) : 0
-        report.z = M > 0 && R > 0 && E > 0 ? zSum / Double(M * R) : 0
+        report.aux = M > 0 && R > 0 && E > 0 ? report.aux / Double(M * R) : 0
+        report.z = M > 0 && R > 0 && E > 0 ? report.z / Double(M * R) : 0
         report.loss = report.ce + c.moe.auxLossCoef * report.aux + c.moe.zLossCoef * report.z
         report.lr = schedule(counters.step)
 
         if report.loss.isFinite && report.gradNorm.isFinite {
-            let clip = c.train.gradClip
-            let scale: Float = clip > 0 && report.gradNorm > clip ? Float(clip / (report.gradNorm + 1e-6)) : 1
+            let scale = GradientClipping.scale(gradNorm: report.gradNorm, maxNorm: c.train.gradClip)
             counters.updates += 1
             adamw.update(store, lr: report.lr, t: counters.updates, gradScale: scale)
         } else {
@@ -163,8 +122,67 @@ public final class Trainer {
         report.step = counters.step
         report.tokens = counters.tokens
         report.stepTokens = c.train.globalBatch * T
-        report.stepTime = Date().timeIntervalSince(start)
-        report.timing = timer.totals()
+        report.stepTime = PhaseTimer.now() - start
+        for p in Trainer.phases { report.timing[p] = timer.charged(p) }
         return report
+    }
+
+    private static let phases = Phase.allCases
+
+    /// Zeroes the reused report in place (its arrays are reallocated only if the caller still holds them).
+    private func resetReport(R: Int, E: Int) {
+        if report.counts.count != R * E {
+            report.counts = [Int64](repeating: 0, count: R * E)
+            report.dropped = [Int64](repeating: 0, count: R)
+            report.probSum = [Double](repeating: 0, count: R * E)
+            report.routedTokens = [Int64](repeating: 0, count: R)
+        }
+        for i in 0 ..< R * E { report.counts[i] = 0; report.probSum[i] = 0 }
+        for i in 0 ..< R { report.dropped[i] = 0; report.routedTokens[i] = 0 }
+        report.aux = 0; report.z = 0; report.skipped = false
+    }
+
+    /// Forward and backward of every micro-step of this rank's share; sums the routing statistics into the
+    /// report (aux and z as sums over micro-steps and iterations). Returns Σ CE of this rank's targets.
+    private func runMicroSteps(scales: LossScales) -> Double {
+        let T = config.model.seqLen, b = config.train.microBatch, E = config.moe.numExperts, row = T + 1
+        let windows = batchTokens.ensure(microSteps * b * row)
+        loader.nextStep(into: windows)
+        let x = inputs.ensure(b * T), y = targets.ensure(b * T)
+        var ceLocal = 0.0
+        for m in 0 ..< microSteps {
+            for s in 0 ..< b {
+                let w = windows + (m * b + s) * row
+                (x + s * T).update(from: w, count: T)
+                (y + s * T).update(from: w + 1, count: T)
+            }
+            let r = model.step(inputs: x, targets: y, B: b, T: T, scales: scales, applyCapacity: true, backward: true)
+            ceLocal += r.ceSum
+            for (it, st) in r.routing.enumerated() {
+                report.aux += st.aux; report.z += st.z
+                report.dropped[it] += st.dropped
+                report.routedTokens[it] += Int64(st.tokens)
+                for e in 0 ..< E {
+                    report.counts[it * E + e] += st.counts[e]
+                    report.probSum[it * E + e] += st.probSum[e]
+                }
+            }
+        }
+        return ceLocal
+    }
+
+    /// Gradient reductions (trunk over the world, experts over their replicas) and the global scalars
+    /// [Σ CE, expert grad² of the first copy] into `scalars` (communicates).
+    private func reduceGradients(ceLocal: Double) {
+        let store = model.store, world = ctx.world
+        world.allReduceSum(UnsafeMutableBufferPointer(start: store.grads, count: store.trunkCount))
+        if ctx.replicaGroup.size > 1 {
+            ctx.replicaGroup.allReduceSum(UnsafeMutableBufferPointer(start: store.grads + store.trunkCount,
+                                                                    count: store.count - store.trunkCount))
+        }
+        let firstCopy = world.rank < ctx.expertGroup.size
+        scalars[0] = ceLocal
+        scalars[1] = firstCopy ? store.gradSquaredNorm(store.trunkCount ..< store.count) : 0
+        scalars.withUnsafeMutableBufferPointer { world.allReduceSum($0) }
     }
 }

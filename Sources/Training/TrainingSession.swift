@@ -103,9 +103,10 @@ public final class TrainingSession {
         return lines
     }
 
-    /// Trains to the step budget. Returns the reports of every step taken.
+    /// Trains to the step budget (or a stage-gate stop). Returns the last step's report (nil when no step ran);
+    /// earlier reports are summed into the logged intervals, not kept.
     @discardableResult
-    public func run() throws -> [StepReport] {
+    public func run() throws -> StepReport? {
         if let path = resumeFrom {
             try Checkpoint.load(path, into: trainer)
         }
@@ -117,7 +118,7 @@ public final class TrainingSession {
         for line in banner() { log(line) }
         let c = config
         let R = c.model.depth, E = c.moe.numExperts
-        var reports: [StepReport] = []
+        var lastReport: StepReport?
         var interval = IntervalStats(R: R, E: E)
         let startedAt = Date()
         let startStep = trainer.counters.step
@@ -125,7 +126,7 @@ public final class TrainingSession {
         while !trainer.isFinished {
             try beforeStep?(trainer.counters.step + 1)
             let rep = trainer.trainStep()
-            reports.append(rep)
+            lastReport = rep
             interval.add(rep)
             if rep.skipped { log("step \(rep.step): non-finite loss or gradient (loss \(rep.loss), grad norm \(rep.gradNorm)); update skipped") }
             let preempted = anyRankPreempted()
@@ -195,7 +196,7 @@ public final class TrainingSession {
                 throw PreemptedError(step: rep.step, checkpoint: runDirectory.map { Checkpoint.path(runDirectory: $0, step: rep.step) })
             }
         }
-        return reports
+        return lastReport
     }
 
     /// Writes RUN_DIR/checkpoints/step-N.h5 (all ranks) and keeps the newest train.keep_checkpoints.

@@ -45,14 +45,14 @@ var tinyConfig: String { TestPaths.repoRoot + "/jobs/configs/tiny.yaml" }
 
 func requireBinary() throws {
     guard FileManager.default.isExecutableFile(atPath: moeDist) else {
-        throw XCTSkip("\(moeDist) is not built (swift build first, or set MOE_DIST_BIN)")
+        throw missingTool("\(moeDist) is not built (swift build first, or set MOE_DIST_BIN)")
     }
 }
 
 /// `mpirun` with the flags this machine needs (root, more ranks than cores), or a skip when absent.
 func mpirun(_ n: Int, _ args: [String]) throws -> (String, [String]) {
     let path = ["/usr/bin/mpirun", "/usr/local/bin/mpirun"].first { FileManager.default.isExecutableFile(atPath: $0) }
-    guard let path else { throw XCTSkip("mpirun is not installed") }
+    guard let path else { throw missingTool("mpirun is not installed") }
     return (path, ["--allow-run-as-root", "--oversubscribe", "-np", "\(n)", moeDist] + args)
 }
 

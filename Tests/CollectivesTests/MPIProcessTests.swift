@@ -12,7 +12,7 @@ final class MPIProcessTests: XCTestCase {
 
     func requireBinary() throws {
         guard FileManager.default.isExecutableFile(atPath: binary) else {
-            throw XCTSkip("\(binary) not built (run `swift build` first)")
+            throw missingTool("\(binary) not built (run `swift build` first)")
         }
     }
 
@@ -21,7 +21,7 @@ final class MPIProcessTests: XCTestCase {
             let p = "\(dir)/mpirun"
             if FileManager.default.isExecutableFile(atPath: p) { return p }
         }
-        throw XCTSkip("mpirun not found on PATH")
+        throw missingTool("mpirun not found on PATH")
     }
 
     /// Runs `path args`, killing it after `timeout` seconds.

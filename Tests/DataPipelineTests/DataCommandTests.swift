@@ -9,7 +9,7 @@ final class DataCommandTests: XCTestCase {
 
     func run(_ args: [String]) throws -> Result {
         guard FileManager.default.isExecutableFile(atPath: TestPaths.binary) else {
-            throw XCTSkip("moe-dist binary not built at \(TestPaths.binary)")
+            throw missingTool("moe-dist binary not built at \(TestPaths.binary)")
         }
         let p = Process()
         p.executableURL = URL(fileURLWithPath: TestPaths.binary)

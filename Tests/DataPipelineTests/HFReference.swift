@@ -6,7 +6,7 @@ import XCTest
 enum HFReference {
     static var script: String { TestPaths.repoRoot + "/scripts/hf_tokenize.py" }
 
-    /// Runs the script; throws XCTSkip if python3 or `tokenizers` is missing.
+    /// Runs the script; throws `missingTool` (a skip, or a failure in CI) if python3 or `tokenizers` is missing.
     static func run(_ args: [String]) throws {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
@@ -14,11 +14,11 @@ enum HFReference {
         p.environment = ProcessInfo.processInfo.environment.merging(["TOKENIZERS_PARALLELISM": "false"]) { $1 }
         let err = Pipe()
         p.standardError = err
-        do { try p.run() } catch { throw XCTSkip("cannot run python3: \(error)") }
+        do { try p.run() } catch { throw missingTool("cannot run python3: \(error)") }
         let errData = err.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
         if p.terminationStatus == 3 || p.terminationStatus == 127 {
-            throw XCTSkip("Hugging Face tokenizers not available: \(String(decoding: errData, as: UTF8.self))")
+            throw missingTool("Hugging Face tokenizers not available: \(String(decoding: errData, as: UTF8.self))")
         }
         guard p.terminationStatus == 0 else {
             throw NSError(domain: "HFReference", code: Int(p.terminationStatus),

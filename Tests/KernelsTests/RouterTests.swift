@@ -159,16 +159,4 @@ final class RouterTests: XCTestCase {
         }
         XCTAssertEqual(Array(r.top[3 ..< 6]), [3, 0, 1], "a finite row is unaffected")
     }
-
-    func testSwitchAuxLossByHand() {
-        // E = 4, f = [0.4, 0.3, 0.2, 0.1], Pbar = [0.25, 0.25, 0.3, 0.2]:
-        // Σ f·Pbar = 0.4·0.25 + 0.3·0.25 + 0.2·0.3 + 0.1·0.2 = 0.1 + 0.075 + 0.06 + 0.02 = 0.255; aux = 4 · 0.255 = 1.02
-        let f: [Double] = [0.4, 0.3, 0.2, 0.1], pbar: [Double] = [0.25, 0.25, 0.3, 0.2]
-        assertClose(switchAuxLoss(fraction: f, meanProb: pbar, 4), 1.02, rtol: 1e-12, atol: 0)
-        // perfectly balanced: f = Pbar = 1/E gives E · E · (1/E²) = 1
-        let even = [Double](repeating: 0.25, count: 4)
-        assertClose(switchAuxLoss(fraction: even, meanProb: even, 4), 1, rtol: 1e-12, atol: 0)
-        // everything on expert 0 with all probability there: 4 · 1 · 1 = 4
-        assertClose(switchAuxLoss(fraction: [1, 0, 0, 0], meanProb: [1, 0, 0, 0], 4), 4, rtol: 1e-12, atol: 0)
-    }
 }

@@ -2,7 +2,8 @@
 // model really allocates, and a hand computation of the communication bytes for a small configuration.
 import XCTest
 import Configuration
-import Model
+@testable import Model
+import Kernels
 
 final class EstimateTests: XCTestCase {
     /// d 16, T 8, R 2, E 4, k 2, F 12, V 23 (tinyConfig), micro-batch 2, global batch 8.
@@ -60,10 +61,58 @@ final class EstimateTests: XCTestCase {
         XCTAssertEqual(m.parameterBytes, 4 * P)
         XCTAssertEqual(m.gradientBytes, 4 * P)
         XCTAssertEqual(m.optimizerBytes, 8 * P)
-        // N = 16, d 16, B 2, H 2, T 8, E 4, k 2, X = N·k = 32, F 12, gelu (2 hidden tensors), V 23
-        let perIteration = 8 * 16 * 16 + 2 * 16 + 2 * 2 * 64 + 2 * 16 * 4 + 16 + 4 * 16 * 2 + 16 * 2 * 16 + 32 * 16 + 32 * 12 * 2
-        XCTAssertEqual(m.activationBytes, 4 * (2 * perIteration + 2 * 16 * 16 + 16 + 16 * 23 + 16))
-        XCTAssertEqual(m.scratchBytes, 4 * (6 * 16 * 16 + 64 + 16 * 2 * 16 + 3 * 32 * 16 + 32 * 12 * 2 + 16 * 2 + 16 * 4))
+        // N = 16, d 16, B 2, H 2, T 8, E 4, k 2, X = N·k = 32, F 12, gelu (2 hidden tensors), V 23, R 2.
+        // Per iteration: 8·N·d + 2·N + B·H·T² | router 2·N·E + N + 3·N·k + E | rows N·k + N·k·d | X·d + X·F·2
+        let perIteration = 8 * 16 * 16 + 2 * 16 + 2 * 2 * 64 + (2 * 16 * 4 + 16 + 3 * 16 * 2 + 4) + (32 + 32 * 16)
+            + 32 * 16 + 32 * 12 * 2
+        XCTAssertEqual(m.activationBytes, 4 * (2 * perIteration + 2 * 16 * 16 + 16 + 16 * 23 + 2 * 16))
+        // Scratch: 4·N·d + attention 5·N·d + T² | MoE 2·X·d + N·k + dlogits N·E + expert grads X·F·2
+        //          + 8-byte counts: W·k·E + 3·k·E (router) + E + G·L (dispatcher)
+        XCTAssertEqual(m.scratchBytes, 4 * (9 * 16 * 16 + 64 + 2 * 32 * 16 + 32 + 16 * 4 + 32 * 12 * 2)
+                                       + 8 * (8 + 3 * 8 + 4 + 4))
+    }
+
+    /// The estimate is the model's own buffer tables: a model built and run for one step allocates exactly
+    /// that (up to one-element placeholders of buffers a configuration never uses: < 1 KiB).
+    func testMemoryEstimateEqualsWhatTheModelAllocates() {
+        let threads = Blas.configuredThreads
+        Blas.numThreads = 1                       // one worker: the attention scratch of the estimate's default
+        defer { Blas.numThreads = threads }
+        let configs: [(String, (inout RunConfig) -> Void)] = [
+            ("moe gelu", { _ in }), ("moe swiglu indexed", { $0.moe.activation = .swiglu; $0.model.trunk = .indexed }),
+            ("dense", { $0.moe.numExperts = 0 }), ("untied top-1", { $0.model.tieEmbeddings = false; $0.moe.topK = 1 }),
+        ]
+        for (name, edit) in configs {
+            var c = small()
+            edit(&c)
+            let model = RecurrentMoEModel(config: c, ctx: .single(numExperts: c.moe.numExperts))
+            let B = 2, T = c.model.seqLen
+            var rng = SplitMix64(seed: 4)
+            let x = (0 ..< B * T + 1).map { _ in Int32(rng.next() % UInt64(c.model.vocabSize)) }
+            _ = Array(x.prefix(B * T)).withUnsafeBufferPointer { xp in
+                Array(x.dropFirst()).withUnsafeBufferPointer { yp in
+                    model.step(inputs: xp.baseAddress!, targets: yp.baseAddress!, B: B, T: T,
+                               scales: LossScales(ce: 1, aux: 0.01, z: 0), applyCapacity: true, backward: true)
+                }
+            }
+            let m = MemoryEstimate(c, expertParallel: 1, microBatch: B)
+            let allocated = bufferBytes(model), estimated = m.activationBytes + m.scratchBytes
+            XCTAssertGreaterThanOrEqual(allocated, estimated, name)
+            XCTAssertLessThan(allocated - estimated, 1024, "\(name): allocated \(allocated) bytes, estimated \(estimated)")
+        }
+    }
+
+    /// Bytes held by every Buffer reachable from `root` (each counted once).
+    private func bufferBytes(_ root: Any) -> Int {
+        var seen = Set<ObjectIdentifier>()
+        func walk(_ x: Any) -> Int {
+            if let b = x as? AllocatedBuffer { return seen.insert(ObjectIdentifier(b)).inserted ? b.allocatedBytes : 0 }
+            if x is [Float] || x is [Double] || x is [Int] || x is [Int32] || x is [Int64] || x is String { return 0 }
+            let m = Mirror(reflecting: x)
+            if m.displayStyle == .class, !seen.insert(ObjectIdentifier(x as AnyObject)).inserted { return 0 }
+            return m.children.reduce(0) { $0 + walk($1.value) }
+        }
+        return walk(root)
     }
 
     func testDefaultExpertGroupDividesTheWorldAndFitsTheExperts() {
@@ -75,5 +124,23 @@ final class EstimateTests: XCTestCase {
             XCTAssertLessThanOrEqual(G, 40)
         }
         XCTAssertEqual(ClusterEstimate.defaultExpertParallel(c, worldSize: 1024), 32)
+    }
+}
+
+extension EstimateTests {
+    /// The FLOP count summed from the tensor table equals the closed form R·(4d² + d·E + k·m·d·F) + d·V
+    /// (dense: R·(4d² + m·d·F) + d·V) over sharing, activation, head and top-k variants.
+    func testMatmulParametersPerTokenMatchTheClosedForm() {
+        let edits: [(inout RunConfig) -> Void] = [
+            { _ in }, { $0.model.trunk = .indexed }, { $0.moe.experts = .indexed; $0.moe.activation = .swiglu },
+            { $0.moe.numExperts = 0 }, { $0.model.tieEmbeddings = false; $0.moe.topK = 1 },
+        ]
+        for edit in edits {
+            let c = tinyConfig(edit), m = c.model, f = c.moe
+            let mats = f.activation == .swiglu ? 3 : 2
+            let ffn = f.isDense ? mats * m.dModel * f.dFF : m.dModel * f.numExperts + f.topK * mats * m.dModel * f.dFF
+            let closed = m.depth * (4 * m.dModel * m.dModel + ffn) + m.dModel * m.vocabSize
+            XCTAssertEqual(ModelCost.matmulParametersPerToken(c), closed)
+        }
     }
 }

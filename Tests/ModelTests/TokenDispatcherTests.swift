@@ -1,10 +1,14 @@
-// Dispatch then combine returns the input exactly, and the gradient of that round
-// trip (combine's backward is dispatch and vice versa) is the identity, at world
-// sizes 1-4 in the in-process world. The rows each rank's experts receive are
-// checked against an independent computation of who sends what to whom.
+// The token dispatcher at world sizes 1-4 in the in-process world, with expert groups of the whole world
+// (the exchanging path) and of one rank (the direct path):
+// - the rows each rank's experts receive, against an independent computation of who sends what to whom;
+// - dispatch and combine as adjoints: ⟨dispatch(u), y⟩ = ⟨u, dispatchBackward(y)⟩ and
+//   ⟨combine(y; g), v⟩ = ⟨y, combineBackward(v; g)⟩ over all ranks, and the gates' gradient
+//   dgates[t·k+j] = v[t]·y_(t,j) against the rows dispatched to the experts (exact in Double; rtol 1e-5 in Float);
+// - combine(dispatch(u)) with unit gates = u times the token's kept assignments (exact).
 import XCTest
 import Foundation
 import Collectives
+import TestSupport
 @testable import Model
 
 /// Failures collected from rank threads, asserted on the test thread.
@@ -17,65 +21,114 @@ final class RankFailures: @unchecked Sendable {
 }
 
 final class TokenDispatcherTests: XCTestCase {
-    let E = 7, width = 3
+    let E = 7, k = 2, width = 3
 
-    /// Rows of rank r: rank 1 has none (a rank with no tokens is normal); expert ids pseudo-random.
-    func rows(rank r: Int) -> [(expert: Int, values: [Float])] {
-        let n = r == 1 ? 0 : 5 + 2 * r
-        let list = (0 ..< n).map { i -> (Int, [Float]) in
-            let e = (i * 5 + r * 3 + (i * i) % 4) % E
-            return (e, [Float(r), Float(i), Float(e) + 0.25])
+    /// Rank r's tokens: rank 1 has none (a rank with no tokens is normal); selections pseudo-random and
+    /// distinct per token; every fifth assignment dropped.
+    struct Routing { var N: Int; var selected: [Int32]; var keep: [Int32]; var u: [Float] }
+    func routing(rank r: Int) -> Routing {
+        let N = r == 1 ? 0 : 4 + 2 * r
+        var rng = SplitMix64(seed: UInt64(17 + r))
+        var sel: [Int32] = [], keep: [Int32] = []
+        for _ in 0 ..< N {
+            let a = Int(rng.next() % UInt64(E)), b = (a + 1 + Int(rng.next() % UInt64(E - 1))) % E
+            sel += [Int32(a), Int32(b)]
         }
-        return list.sorted { $0.0 < $1.0 }   // the dispatcher takes rows sorted by expert (stable)
+        for _ in 0 ..< N * k { keep.append(rng.next() % 5 == 0 ? 0 : 1) }
+        let u = (0 ..< N * width).map { i in Float(r * 100 + i) * 0.25 - 3 }
+        return Routing(N: N, selected: sel, keep: keep, u: u)
     }
 
-    func testRoundTripAndGradientAtWorldSizes1To4() throws {
-        for W in 1 ... 4 {
+    func testDispatchCombineAdjointAndRoundTrip() throws {
+        for (W, G) in [(1, 1), (2, 2), (3, 3), (4, 4), (2, 1), (4, 2)] {
             let failures = RankFailures()
             try ThreadWorld.run(size: W) { comm in
-                let ctx = try ParallelContext.make(world: comm, expertParallel: W, numExperts: self.E)
-                let dispatcher = TokenDispatcher(ctx: ctx, width: self.width)
-                let mine = self.rows(rank: comm.rank)
-                var perExpert = [Int](repeating: 0, count: self.E)
-                for r in mine { perExpert[r.expert] += 1 }
-                // One spare element keeps every buffer non-empty (ranks with no rows are part of the test).
-                let send = mine.flatMap(\.values) + [0]
-                let n = send.count - 1
-                let plan = dispatcher.plan(sendPerExpert: perExpert)
-
-                // Independent expectation: for each local expert, every source's rows to it, sources in order.
-                var expected: [Float] = []
-                for e in ctx.localExperts {
-                    for s in 0 ..< W { for r in self.rows(rank: s) where r.expert == e { expected += r.values } }
-                }
-                func dispatch(_ x: [Float]) -> [Float] {
-                    var out = [Float](repeating: .nan, count: plan.recvRows * self.width + 1)
-                    x.withUnsafeBufferPointer { xp in
-                        out.withUnsafeMutableBufferPointer { dispatcher.dispatch(xp.baseAddress!, plan: plan, into: $0.baseAddress!) }
-                    }
-                    return out
-                }
-                func combine(_ y: [Float]) -> [Float] {
-                    var out = [Float](repeating: .nan, count: n + 1)
-                    y.withUnsafeBufferPointer { yp in
-                        out.withUnsafeMutableBufferPointer { dispatcher.combine(yp.baseAddress!, plan: plan, into: $0.baseAddress!) }
-                    }
-                    return out
-                }
-                let received = dispatch(send)
-                failures.check(Array(received.dropLast()) == expected,
-                               "W=\(W) rank \(comm.rank): expert rows \(received.dropLast()) != \(expected)")
-                let back = combine(received)
-                failures.check(Array(back.prefix(n)) == Array(send.prefix(n)), "W=\(W) rank \(comm.rank): round trip differs")
-
-                // Backward of the round trip: a cotangent goes back through combine (= dispatch) and then
-                // through dispatch (= combine), and must come out unchanged.
-                let cot = (0 ... n).map { Float($0 % 13) * 0.5 - Float(comm.rank) }
-                let dIn = combine(dispatch(cot))
-                failures.check(Array(dIn.prefix(n)) == Array(cot.prefix(n)),
-                               "W=\(W) rank \(comm.rank): gradient of the round trip is not the identity")
+                let ctx = try ParallelContext.make(world: comm, expertParallel: G, numExperts: self.E)
+                self.checkRank(ctx, comm: comm, groupSize: G, failures: failures, label: "W=\(W) G=\(G) rank \(comm.rank)")
             }
-            XCTAssertEqual(failures.messages, [], "world size \(W)")
+            XCTAssertEqual(failures.messages, [], "world size \(W), expert group \(G)")
         }
+    }
+
+    private func checkRank(_ ctx: ParallelContext, comm: Communicator, groupSize G: Int, failures: RankFailures, label: String) {
+        let me = routing(rank: comm.rank), N = me.N, d = width
+        let dispatcher = TokenDispatcher(ctx: ctx, width: d, experts: E, topK: k)
+        let s = DispatchState(experts: E, localExperts: ctx.localExperts.count, groupSize: ctx.expertGroup.size)
+        dispatcher.plan(s, selected: me.selected, keep: me.keep, N: N)
+        // Independent expectation: for each local expert, every source of the group in rank order, its kept
+        // assignments to that expert in (token, slot) order.
+        let groupStart = comm.rank / G * G
+        var expected: [Float] = []
+        for e in ctx.localExperts {
+            for src in groupStart ..< groupStart + G {
+                let o = routing(rank: src)
+                for a in 0 ..< o.N * k where o.keep[a] != 0 && Int(o.selected[a]) == e {
+                    expected += o.u[(a / k) * d ..< (a / k + 1) * d]
+                }
+            }
+        }
+        var x = [Float](repeating: .nan, count: s.recvRows * d + 1)
+        dispatcher.dispatch(s, tokens: me.u + [0], into: &x)
+        failures.check(Array(x.dropLast()) == expected, "\(label): expert rows \(x.dropLast()) != \(expected)")
+
+        // Round trip with unit gates: each token comes back once per kept assignment.
+        let ones = [Float](repeating: 1, count: N * k + 1)
+        writeExpertOutputs(dispatcher, s, Array(x.dropLast()))
+        var out = [Float](repeating: .nan, count: N * d + 1)
+        dispatcher.combine(s, gates: ones, into: &out, N: N)
+        var roundTrip: [Float] = []
+        for t in 0 ..< N {
+            let kept = Float((0 ..< k).filter { me.keep[t * k + $0] != 0 }.count)
+            roundTrip += me.u[t * d ..< (t + 1) * d].map { $0 * kept }
+        }
+        failures.check(Array(out.prefix(N * d)) == roundTrip, "\(label): combine(dispatch(u)) != u · kept")
+
+        // Adjoints, with arbitrary y (expert side), v (token side) and gates.
+        let y = (0 ..< s.recvRows * d).map { Float(($0 * 7 + comm.rank * 3) % 11) * 0.5 - 2 }
+        let v = (0 ..< N * d).map { Float(($0 * 5 + comm.rank) % 13) * 0.25 - 1 }
+        let gates = (0 ..< N * k).map { Float($0 % 3 + 1) * 0.3 }
+        // ⟨dispatch(u), y⟩ vs ⟨u, dispatchBackward(y)⟩
+        var du = [Float](repeating: 0, count: N * d + 1)
+        var yv = y + [0]
+        dispatcher.dispatchBackward(s, dExpertInputs: &yv, into: &du)
+        // ⟨combine(y; g), v⟩ vs ⟨y, combineBackward(v; g)⟩
+        writeExpertOutputs(dispatcher, s, y)
+        dispatcher.combine(s, gates: gates + [0], into: &out, N: N)
+        var dy = [Float](repeating: .nan, count: s.recvRows * d + 1), dg = [Float](repeating: .nan, count: N * k + 1)
+        dispatcher.combineBackward(s, dOut: v + [0], gates: gates + [0], dGates: &dg, dExpertOutputs: &dy, N: N)
+        var sums = [dot(Array(x.dropLast()), y), dot(me.u, Array(du.prefix(N * d))),
+                    dot(Array(out.prefix(N * d)), v), dot(y, Array(dy.prefix(s.recvRows * d)))]
+        sums.withUnsafeMutableBufferPointer { comm.allReduceSum($0) }
+        failures.check(abs(sums[0] - sums[1]) <= 1e-9 * max(1, abs(sums[0])), "\(label): dispatch adjoint \(sums[0]) vs \(sums[1])")
+        failures.check(abs(sums[2] - sums[3]) <= 1e-5 * max(1, abs(sums[2])), "\(label): combine adjoint \(sums[2]) vs \(sums[3])")
+        // dgates[a] = v[t]·y_a, with y_a the output row of assignment a: ⟨combine(y; e_a), v⟩.
+        checkGateGradient(dispatcher, s, me: me, y: y, v: v, dg: dg, failures: failures, label: label)
+    }
+
+    /// dgates against the combine's derivative in each gate: combine with only gate a set to 1.
+    private func checkGateGradient(_ dispatcher: TokenDispatcher, _ s: DispatchState, me: Routing, y: [Float], v: [Float],
+                                   dg: [Float], failures: RankFailures, label: String) {
+        // Every rank takes part in every combine (collective), so all loop over the largest local N·k.
+        var steps = [Double(me.N * k)]
+        steps.withUnsafeMutableBufferPointer { dispatcher.ctx.world.allReduceMax($0) }
+        var out = [Float](repeating: 0, count: me.N * width + 1)
+        for a in 0 ..< Int(steps[0]) {
+            var g = [Float](repeating: 0, count: me.N * k + 1)
+            if a < me.N * k { g[a] = 1 }
+            writeExpertOutputs(dispatcher, s, y)
+            dispatcher.combine(s, gates: g, into: &out, N: me.N)
+            guard a < me.N * k else { continue }
+            let want = me.keep[a] == 0 ? 0 : dot(Array(out.prefix(me.N * width)), v)
+            failures.check(abs(Double(dg[a]) - want) <= 1e-5 * max(1, abs(want)), "\(label): dgates[\(a)] \(dg[a]) vs \(want)")
+        }
+    }
+
+    private func writeExpertOutputs(_ dispatcher: TokenDispatcher, _ s: DispatchState, _ y: [Float]) {
+        let p = dispatcher.expertOutputs(s)
+        for i in 0 ..< y.count { p[i] = y[i] }
+    }
+
+    private func dot(_ a: [Float], _ b: [Float]) -> Double {
+        zip(a, b).reduce(0) { $0 + Double($1.0) * Double($1.1) }
     }
 }

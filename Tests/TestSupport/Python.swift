@@ -10,7 +10,7 @@ public struct PythonFailure: Error, CustomStringConvertible {
 
 public enum Python {
     /// Runs `python3 -c script args...`; returns stdout. Skips the test when python3 or
-    /// h5py is missing; throws `PythonFailure` (failing the test) when the script fails.
+    /// h5py is missing (fails it under MOE_DIST_REQUIRE_TOOLS=1, see `missingTool`); throws `PythonFailure` (failing the test) when the script fails.
     public static func run(_ script: String, _ args: [String] = []) throws -> String {
         try requireH5py()
         let (status, out, err) = try exec(["-c", script] + args)
@@ -25,7 +25,7 @@ public enum Python {
             h5pyAvailable = (try? exec(["-c", "import h5py, numpy"]))?.0 == 0
         }
         if h5pyAvailable != true {
-            throw XCTSkip("python3 with h5py and numpy is not available; install them (pip install h5py) to run the h5py cross-checks")
+            throw missingTool("python3 with h5py and numpy is not available; install them (pip install h5py) to run the h5py cross-checks")
         }
     }
 

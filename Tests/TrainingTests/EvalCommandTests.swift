@@ -55,7 +55,7 @@ final class EvalCommandTests: XCTestCase {
 
     func testEvalCommandMatchesIndependentMeanNLLAtWorldSizes1And2() throws {
         let exe = TestPaths.binary
-        guard FileManager.default.isExecutableFile(atPath: exe) else { throw XCTSkip("\(exe) is not built") }
+        guard FileManager.default.isExecutableFile(atPath: exe) else { throw missingTool("\(exe) is not built") }
         let (ck, tok, c) = try fixture()
         let T = c.model.seqLen
         let M = 7 * T + 5                                       // not a multiple of T
@@ -68,7 +68,7 @@ final class EvalCommandTests: XCTestCase {
         while s < M - 1 {
             let L = min(T, M - 1 - s)
             let r = model.step(inputs: Array(tokens[s ..< s + L]), targets: Array(tokens[s + 1 ..< s + L + 1]), B: 1, T: L,
-                               scales: LossScales(ce: 1, aux: 0, z: 0), training: false, backward: false)
+                               scales: LossScales(ce: 1, aux: 0, z: 0), applyCapacity: false, backward: false)
             sum += r.ceSum; scored += L; s += T
         }
         let reference = sum / Double(scored)
@@ -97,7 +97,7 @@ final class EvalCommandTests: XCTestCase {
 
     func testEvalCommandBadInputsNameTheFile() throws {
         let exe = TestPaths.binary
-        guard FileManager.default.isExecutableFile(atPath: exe) else { throw XCTSkip("\(exe) is not built") }
+        guard FileManager.default.isExecutableFile(atPath: exe) else { throw missingTool("\(exe) is not built") }
         let (ck, tok, _) = try fixture()
         let other = URL(fileURLWithPath: tok).deletingLastPathComponent().path + "/v300.tok"
         let w = try TokenFileWriter(path: other, vocabSize: 300)

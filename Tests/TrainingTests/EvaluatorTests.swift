@@ -25,7 +25,7 @@ final class EvaluatorTests: XCTestCase {
             let L = min(T, M - 1 - s)
             let x = Array(tokens[s ..< s + L]), y = Array(tokens[s + 1 ..< s + L + 1])
             let r = model.step(inputs: x, targets: y, B: 1, T: L, scales: LossScales(ce: 1, aux: 0, z: 0),
-                               training: false, backward: false)
+                               applyCapacity: false, backward: false)
             sum += r.ceSum; scored += L; s += T
         }
         let reference = sum / Double(scored)

@@ -13,12 +13,13 @@ public struct ModelCost: Sendable {
     /// Model FLOPs per trained token (forward + backward), at the configured seq_len:
     ///   6 · (matmul parameters used per token, counting each iteration's use of shared weights)
     /// + 6 · R · T · d                                      (causal attention: QKᵀ and PV)
-    /// where matmul parameters per token = R · (4d² + d·E + k·(2 or 3)·d·F) + d·V (head).
+    /// where matmul parameters per token = R · (4d² + d·E + k·(2 or 3)·d·F) + d·V (head), summed from the
+    /// model's tensor table (ModelTensors.list) by `matmulParametersPerToken`.
     public let flopsPerToken: Double
 
     public init(_ c: RunConfig) {
         let m = c.model, f = c.moe
-        let d = m.dModel, V = m.vocabSize, R = m.depth, F = f.dFF
+        let d = m.dModel, R = m.depth, F = f.dFF
         let mats = f.activation == .swiglu ? 3 : 2
         var total = 0, experts = 0
         for t in ModelTensors.list(c) {
@@ -32,8 +33,29 @@ public struct ModelCost: Sendable {
         expertParameters = experts
         totalParameters = total
         activeParameters = total - experts + activeExperts
-        let ffnPerToken = f.isDense ? mats * d * F : d * f.numExperts + f.topK * perExpert
-        let matmulPerToken = Double(R * (4 * d * d + ffnPerToken) + d * V)
-        flopsPerToken = 6 * matmulPerToken + 6 * Double(R * m.seqLen * d)
+        flopsPerToken = 6 * Double(ModelCost.matmulParametersPerToken(c)) + 6 * Double(R * m.seqLen * d)
+    }
+
+    /// Weights one token multiplies by in a forward pass, from the tensor table: each tensor's elements times
+    /// its uses per token (a block or pool shared by the R iterations is used R times; an expert tensor's
+    /// top_k experts of its E), the tied embedding once as the head; norms, depth embeddings and the embedding
+    /// lookup do no products.
+    public static func matmulParametersPerToken(_ c: RunConfig) -> Int {
+        let R = c.model.depth
+        var total = 0
+        for t in ModelTensors.list(c) {
+            let name = t.path.split(separator: "/").last.map(String.init) ?? t.path
+            let elements = t.shape.reduce(1, *)
+            switch name {
+            case "embed": total += c.model.tieEmbeddings ? elements : 0
+            case "lm_head": total += elements
+            case "wq", "wk", "wv", "wo": total += elements * R / c.model.numBlocks
+            case "router", "w1", "w2", "w3":
+                let uses = R / (c.moe.experts == .shared ? 1 : R)
+                total += (t.isExpert ? elements / c.moe.numExperts * c.moe.topK : elements) * uses
+            default: break
+            }
+        }
+        return total
     }
 }

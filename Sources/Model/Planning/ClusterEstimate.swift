@@ -63,7 +63,7 @@ public struct ClusterEstimate: Sendable, Codable {
         let cost = ModelCost(c)
         totalParameters = cost.totalParameters
         trunkParameters = cost.totalParameters - cost.expertParameters
-        memory = MemoryEstimate(c, expertParallel: G, microBatch: microBatch)
+        memory = MemoryEstimate(c, expertParallel: G, microBatch: microBatch, worldSize: W)
         parametersPerRank = memory.parameters
         expertParametersPerRank = memory.parameters - trunkParameters
         flopsPerToken = cost.flopsPerToken

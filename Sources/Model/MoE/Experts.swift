@@ -1,0 +1,160 @@
+// The experts of an MoE layer, and the feed-forward network each of them (or a dense FFN) computes on
+// contiguous rows: gelu(x·w1)·w2 or (silu(x·w1) ⊙ (x·w3))·w2. Local: no communication.
+// Forward saves the hidden pre-activations; backward adds into dx and the weight gradients.
+import Kernels
+import Configuration
+
+/// The weights (or weight gradients) of one FFN: a dense FFN or one expert's slice of a pool.
+struct FFNWeights {
+    var w1: UnsafeMutablePointer<Float>      // [d, F]
+    var w3: UnsafeMutablePointer<Float>?     // [d, F] (swiglu)
+    var w2: UnsafeMutablePointer<Float>      // [F, d]
+}
+
+/// What an FFN's forward saves for its backward, for n rows.
+final class FFNActivations {
+    let h1 = FloatBuffer()    // [n,F] x·w1
+    let h3 = FloatBuffer()    // [n,F] x·w3 (swiglu; else unused)
+    let act = FloatBuffer()   // [n,F] gelu(h1) or silu(h1) ⊙ h3
+
+    /// Bytes for n rows (buffer table, see MicroBatchShape).
+    static func bufferBytes(rows n: Int, _ s: MicroBatchShape) -> Int { 4 * n * s.F * s.mats }
+
+    func ensure(rows n: Int, F: Int, activation: Activation) {
+        h1.ensure(n * F); act.ensure(n * F)
+        h3.ensure(activation == .swiglu ? n * F : 1)
+    }
+}
+
+/// Scratch of an FFN backward, for n rows (reused; never saved).
+final class FFNBackwardScratch {
+    let dact = FloatBuffer(), dh1 = FloatBuffer(), dh3 = FloatBuffer()   // [n,F] each (dh3: swiglu)
+
+    /// Bytes for n rows (buffer table, see MicroBatchShape).
+    static func bufferBytes(rows n: Int, _ s: MicroBatchShape) -> Int { 4 * n * s.F * s.mats }
+
+    func ensure(rows n: Int, F: Int, activation: Activation) {
+        dact.ensure(n * F); dh1.ensure(n * F)
+        dh3.ensure(activation == .swiglu ? n * F : 1)
+    }
+}
+
+enum ExpertFFN {
+    /// y[n,d] = FFN(x[n,d]) (overwritten); saves h1[n,F], h3[n,F] (swiglu) and act[n,F].
+    static func forward(y: UnsafeMutablePointer<Float>, h1: UnsafeMutablePointer<Float>, h3: UnsafeMutablePointer<Float>,
+                        act: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, w: FFNWeights,
+                        n: Int, d: Int, F: Int, activation: Activation) {
+        guard n > 0 else { return }
+        matmulForward(h1, x, w.w1, n, d, F)
+        switch activation {
+        case .gelu:
+            geluForward(act, h1, n * F)
+        case .swiglu:
+            matmulForward(h3, x, w.w3!, n, d, F)
+            swigluForward(act, h1, h3, n * F)
+        }
+        matmulForward(y, act, w.w2, n, F, d)
+    }
+
+    /// dx[n,d] += and dw += the gradient from dy[n,d]; scratch dact, dh1, dh3 of n·F each.
+    static func backward(dx: UnsafeMutablePointer<Float>, dw: FFNWeights, dy: UnsafePointer<Float>,
+                         x: UnsafePointer<Float>, h1: UnsafePointer<Float>, h3: UnsafePointer<Float>,
+                         act: UnsafePointer<Float>, w: FFNWeights,
+                         dact: UnsafeMutablePointer<Float>, dh1: UnsafeMutablePointer<Float>, dh3: UnsafeMutablePointer<Float>,
+                         n: Int, d: Int, F: Int, activation: Activation) {
+        guard n > 0 else { return }
+        dact.update(repeating: 0, count: n * F)      // the scratch gradients start at 0 (the kernels add)
+        matmulBackward(dact, dw.w2, dy, act, w.w2, n, F, d)
+        dh1.update(repeating: 0, count: n * F)
+        switch activation {
+        case .gelu:
+            geluBackward(dh1, h1, dact, n * F)
+        case .swiglu:
+            dh3.update(repeating: 0, count: n * F)
+            swigluBackward(dh1, dh3, dact, h1, h3, n * F)
+            matmulBackward(dx, dw.w3!, dh3, x, w.w3!, n, d, F)
+        }
+        matmulBackward(dx, dw.w1, dh1, x, w.w1, n, d, F)
+    }
+}
+
+/// The local experts of one pool, each run once on its contiguous rows of an expert-major buffer (one GEMM
+/// per weight). Experts touch disjoint rows, hidden buffers and weight-gradient slices, so they are split
+/// over the rank's BLAS threads without changing the result.
+final class Experts {
+    let d: Int, F: Int
+    let activation: Activation
+    let ctx: ParallelContext
+    private let scratch = FFNBackwardScratch()
+    private var offsets: [Int]        // [localE] first row of each local expert
+    private var shareEnds: [Int]      // [workers] one past the last expert of each worker's share
+    private var activeWorkers = 1
+
+    init(cfg: MoELayerConfig, dModel: Int, ctx: ParallelContext) {
+        d = dModel; F = cfg.dFF; activation = cfg.activation; self.ctx = ctx
+        offsets = [Int](repeating: 0, count: ctx.localExperts.count)
+        shareEnds = [Int](repeating: 0, count: max(1, ctx.blasWorkers))
+    }
+
+    /// y[rows,d] = expert_le(x) on each local expert's rows (`rows[le]` of them, expert-major); saves into `saved`.
+    func forward(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, rows: [Int], pool: PoolTensors,
+                 saved: FFNActivations) {
+        let total = splitWork(rows)
+        saved.ensure(rows: total, F: F, activation: activation)
+        let (h1, h3, act) = (saved.h1.pointer, saved.h3.pointer, saved.act.pointer)
+        let swiglu = activation == .swiglu
+        forEachExpert(rows) { le, n, off in
+            ExpertFFN.forward(y: y + off * d, h1: h1 + off * F, h3: swiglu ? h3 + off * F : h3, act: act + off * F,
+                              x: x + off * d, w: pool.expert(le, d: d, F: F), n: n, d: d, F: F, activation: activation)
+        }
+    }
+
+    /// dx[rows,d] += and the expert weight gradients (`grads`) += the gradient from dy[rows,d].
+    func backward(_ dx: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, rows: [Int],
+                  pool: PoolTensors, grads: PoolTensors, saved: FFNActivations) {
+        let total = splitWork(rows)
+        scratch.ensure(rows: total, F: F, activation: activation)
+        let (h1, h3, act) = (saved.h1.pointer, saved.h3.pointer, saved.act.pointer)
+        let (dact, dh1, dh3) = (scratch.dact.pointer, scratch.dh1.pointer, scratch.dh3.pointer)
+        let swiglu = activation == .swiglu
+        forEachExpert(rows) { le, n, off in
+            ExpertFFN.backward(dx: dx + off * d, dw: grads.expert(le, d: d, F: F), dy: dy + off * d, x: x + off * d,
+                               h1: h1 + off * F, h3: swiglu ? h3 + off * F : h3, act: act + off * F,
+                               w: pool.expert(le, d: d, F: F), dact: dact + off * F, dh1: dh1 + off * F,
+                               dh3: swiglu ? dh3 + off * F : dh3, n: n, d: d, F: F, activation: activation)
+        }
+    }
+
+    /// Runs body(expert, rows, first row) for every local expert, the workers' shares in parallel.
+    private func forEachExpert(_ rows: [Int], _ body: (Int, Int, Int) -> Void) {
+        let tExperts = PhaseTimer.now()
+        let workers = activeWorkers
+        offsets.withUnsafeBufferPointer { off in
+            shareEnds.withUnsafeBufferPointer { ends in
+                Blas.parallel(workers: workers) { w in
+                    for le in (w == 0 ? 0 : ends[w - 1]) ..< ends[w] { body(le, rows[le], off[le]) }
+                }
+            }
+        }
+        ctx.timer.add(.experts, since: tExperts)
+    }
+
+    /// Row offsets of the experts' segments, and the experts cut into at most ctx.blasWorkers contiguous
+    /// shares of about equal rows (`activeWorkers` of them). Returns the total rows.
+    private func splitWork(_ rows: [Int]) -> Int {
+        var acc = 0
+        for i in 0 ..< rows.count { offsets[i] = acc; acc += rows[i] }
+        let L = rows.count
+        let W = max(1, min(shareEnds.count, L))
+        activeWorkers = acc == 0 ? 1 : W
+        var end = 0
+        for w in 1 ... activeWorkers {
+            if w == activeWorkers { end = L } else {
+                let target = acc * w / W          // cut where the running row count first reaches w/W of the rows
+                while end < L && offsets[end] + rows[end] <= target { end += 1 }
+            }
+            shareEnds[w - 1] = end
+        }
+        return acc
+    }
+}

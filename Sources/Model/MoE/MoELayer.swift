@@ -1,0 +1,79 @@
+// The MoE feed-forward layer (SPEC section 3), Megatron-Core's layout: the layer only orchestrates
+//
+//   route     Router           scores, top-k, gates, global statistics, aux/z losses, capacity  (all-reduce)
+//   dispatch  TokenDispatcher  kept token rows -> the ranks owning their experts, expert-major (all-to-all)
+//   experts   Experts          one FFN per local expert on its contiguous rows                  (local)
+//   combine   TokenDispatcher  outputs back, out[t] = Σ_j g_j · y_j                              (all-to-all)
+//
+// and backward walks the same four steps in reverse.
+import Kernels
+import Configuration
+import Collectives
+
+/// What one forward use of the layer saves for its backward.
+final class MoEUseState {
+    let router: RouterState
+    let dispatch: DispatchState
+    let expertInput = FloatBuffer()     // [recvRows, d] the experts' input rows, expert-major
+    let ffn = FFNActivations()          // [recvRows, F] the experts' hidden activations, expert-major
+
+    /// Bytes per use (buffer table, see MicroBatchShape).
+    static func bufferBytes(_ s: MicroBatchShape) -> Int {
+        RouterState.bufferBytes(s) + DispatchState.bufferBytes(s) + 4 * s.expertRows * s.d
+            + FFNActivations.bufferBytes(rows: s.expertRows, s)
+    }
+
+    init(cfg: MoELayerConfig, ctx: ParallelContext) {
+        router = RouterState(experts: cfg.numExperts)
+        dispatch = DispatchState(experts: cfg.numExperts, localExperts: ctx.localExperts.count,
+                                 groupSize: ctx.expertGroup.size)
+    }
+}
+
+final class MoELayer {
+    let d: Int
+    let router: Router
+    let dispatcher: TokenDispatcher
+    let experts: Experts
+    // Backward scratch, expert-major [recvRows, d] each, and [N, k].
+    private let dExpertOutputs = FloatBuffer(), dExpertInputs = FloatBuffer(), dGates = FloatBuffer()
+
+    /// Bytes of the layer's scratch, its parts' included (buffer table, see MicroBatchShape).
+    static func scratchBytes(_ s: MicroBatchShape) -> Int {
+        4 * (2 * s.expertRows * s.d + s.N * s.k) + Router.scratchBytes(s) + TokenDispatcher.scratchBytes(s)
+            + FFNBackwardScratch.bufferBytes(rows: s.expertRows, s)
+    }
+
+    init(cfg: MoELayerConfig, dModel: Int, ctx: ParallelContext) {
+        d = dModel
+        router = Router(cfg: cfg, dModel: dModel, ctx: ctx)
+        dispatcher = TokenDispatcher(ctx: ctx, width: dModel, experts: cfg.numExperts, topK: cfg.topK)
+        experts = Experts(cfg: cfg, dModel: dModel, ctx: ctx)
+    }
+
+    /// out[N,d] (overwritten) = MoE(u[N,d]) with the pool's weights. `capacityFactor` 0 = dropless.
+    /// `auxScale`, `zScale`: the loss weights of this use's aux and z terms (coef / (micro-steps · iterations)).
+    /// `replayRouting`: reuse `s`'s previous routing decisions (see `Router.forward`). Collective.
+    func forward(_ out: UnsafeMutablePointer<Float>, _ u: UnsafePointer<Float>, pool: PoolTensors, state s: MoEUseState,
+                 N: Int, capacityFactor: Double, auxScale: Double, zScale: Double, replayRouting: Bool = false) {
+        router.forward(s.router, input: u, weight: pool.router!, N: N, capacityFactor: capacityFactor,
+                       auxScale: auxScale, zScale: zScale, replay: replayRouting)
+        dispatcher.plan(s.dispatch, selected: s.router.selected.pointer, keep: s.router.keep.pointer, N: N)
+        let x = s.expertInput.ensure(s.dispatch.recvRows * d)
+        dispatcher.dispatch(s.dispatch, tokens: u, into: x)
+        experts.forward(dispatcher.expertOutputs(s.dispatch), x, rows: s.dispatch.rowsPerLocalExpert, pool: pool, saved: s.ffn)
+        dispatcher.combine(s.dispatch, gates: s.router.gates.pointer, into: out, N: N)
+    }
+
+    /// du[N,d] += dMoE/du · dout; the pool's weight gradients (`grads`) +=. Collective.
+    func backward(_ du: UnsafeMutablePointer<Float>, _ dout: UnsafePointer<Float>, _ u: UnsafePointer<Float>,
+                  pool: PoolTensors, grads: PoolTensors, state s: MoEUseState, N: Int) {
+        let rows = s.dispatch.recvRows
+        let dy = dExpertOutputs.ensure(rows * d), dg = dGates.ensure(N * router.k)
+        dispatcher.combineBackward(s.dispatch, dOut: dout, gates: s.router.gates.pointer, dGates: dg, dExpertOutputs: dy, N: N)
+        let dx = dExpertInputs.zeroed(rows * d)
+        experts.backward(dx, dy, s.expertInput.pointer, rows: s.dispatch.rowsPerLocalExpert, pool: pool, grads: grads, saved: s.ffn)
+        dispatcher.dispatchBackward(s.dispatch, dExpertInputs: dx, into: du)
+        router.backward(s.router, dInput: du, dWeight: grads.router!, dGates: dg, input: u, weight: pool.router!, N: N)
+    }
+}

@@ -1,0 +1,232 @@
+// The token dispatcher of an MoE layer: moves each kept assignment's token row to the rank that owns its
+// expert, and the expert's output back, weighted by the gate (Megatron-Core's permute -> all-to-all ->
+// unpermute).
+//
+//   plan       this rank's kept assignments sorted by expert (then token, then slot): the row order;
+//              communicates: one count exchange so each rank learns what it receives from whom
+//   dispatch   token rows -> row order -> all-to-all -> [source][local expert] -> expert-major, so every
+//              local expert's rows are contiguous (one GEMM per expert); communicates
+//   combine    expert-major outputs -> [source][local expert] -> all-to-all -> row order, then
+//              out[t] = Σ_j g_j · y_(t,j) (gates applied here); communicates
+//   backward   combineBackward (dgates, gated dy to the experts) and dispatchBackward (dx back to the
+//              tokens) mirror them; communicates
+//
+// With a one-rank expert group (expert_parallel = 1, or one rank) the row order already is expert-major:
+// the direct path gathers token rows straight into the experts' input and combines straight from their
+// output, with no exchange and no staging copies.
+import Collectives
+
+/// How one MoE use's rows travel, and the expert outputs back at this rank; filled by `TokenDispatcher.plan`,
+/// reused use after use (no allocation once sizes have settled).
+final class DispatchState {
+    /// [E] kept rows this rank sends to each expert.
+    var sendPerExpert: [Int]
+    /// [G, localE] rows this rank receives from each group rank for each local expert.
+    var recvPerSourceExpert: [Int]
+    /// [localE] rows per local expert after dispatch (the expert-major segments).
+    var rowsPerLocalExpert: [Int]
+    /// [G] floats sent to each group rank (the rows of the experts it owns) and received from each.
+    var sendFloats: [Int], recvFloats: [Int]
+    /// [G, localE] first row of each (source, local expert) block in [source][local expert] order and in
+    /// expert-major order.
+    var sourceOffsets: [Int], expertOffsets: [Int]
+    var sendRows = 0, recvRows = 0
+    /// [sendRows] the assignment t·k+j each row carries, in row order.
+    let rowAssignment = Buffer<Int32>()
+    /// [sendRows, d] expert outputs back at this rank, in row order (saved for the gates' gradient).
+    let returned = FloatBuffer()
+
+    /// Bytes per use of the row buffers (buffer table, see MicroBatchShape; the count arrays are left out).
+    static func bufferBytes(_ s: MicroBatchShape) -> Int { 4 * (s.sentRows + s.sentRows * s.d) }
+
+    init(experts E: Int, localExperts L: Int, groupSize G: Int) {
+        sendPerExpert = [Int](repeating: 0, count: E)
+        recvPerSourceExpert = [Int](repeating: 0, count: G * L)
+        rowsPerLocalExpert = [Int](repeating: 0, count: L)
+        sendFloats = [Int](repeating: 0, count: G); recvFloats = sendFloats
+        sourceOffsets = recvPerSourceExpert; expertOffsets = recvPerSourceExpert
+    }
+}
+
+final class TokenDispatcher {
+    let ctx: ParallelContext
+    /// Floats per row (d).
+    let width: Int
+    let E: Int, k: Int
+    /// The expert group is this rank alone: no exchange, no staging.
+    let isDirect: Bool
+    // Scratch of the exchanging path (one use at a time), named by the order their rows are in.
+    private let sendOrder = FloatBuffer()      // [sendRows, d] rows in this rank's row order
+    private let sourceMajor = FloatBuffer()    // [recvRows, d] rows as the all-to-all delivers them
+    private let expertOutputScratch = FloatBuffer()   // [recvRows, d] expert outputs before they travel back
+    private var cursor: [Int]                  // [E]
+    // The count exchange: [E] counts out, [G, localE] counts in, experts per group rank, localE per group rank.
+    private let countsOut = Buffer<Int64>(), countsIn = Buffer<Int64>()
+    private let expertsPerRank: [Int], localPerRank: [Int]
+
+    /// Bytes of the scratch buffers (buffer table, see MicroBatchShape): the Int64 counts, and the exchanging
+    /// path's staged rows (none when direct).
+    static func scratchBytes(_ s: MicroBatchShape) -> Int {
+        8 * (s.E + s.G * s.L) + (s.G == 1 ? 0 : 4 * (s.sentRows * s.d + 2 * s.expertRows * s.d))
+    }
+
+    init(ctx: ParallelContext, width: Int, experts E: Int, topK k: Int) {
+        self.ctx = ctx; self.width = width; self.E = E; self.k = k
+        isDirect = ctx.expertGroup.size == 1
+        cursor = [Int](repeating: 0, count: E)
+        countsOut.ensure(E); countsIn.ensure(ctx.expertGroup.size * ctx.localExperts.count)
+        expertsPerRank = ctx.expertSlices.map { $0.count }
+        localPerRank = [Int](repeating: ctx.localExperts.count, count: ctx.expertGroup.size)
+    }
+
+    private var G: Int { ctx.expertGroup.size }
+    private var L: Int { ctx.localExperts.count }
+
+    /// Row order of the kept assignments (selected [N,k], keep [N,k]) and the row counts every rank receives
+    /// (communicates unless direct).
+    func plan(_ s: DispatchState, selected: UnsafePointer<Int32>, keep: UnsafePointer<Int32>, N: Int) {
+        for e in 0 ..< E { s.sendPerExpert[e] = 0 }
+        for a in 0 ..< N * k where keep[a] != 0 { s.sendPerExpert[Int(selected[a])] += 1 }
+        var acc = 0
+        for e in 0 ..< E { cursor[e] = acc; acc += s.sendPerExpert[e] }
+        s.sendRows = acc
+        let rowOf = s.rowAssignment.ensure(acc)
+        for a in 0 ..< N * k where keep[a] != 0 {
+            let e = Int(selected[a])
+            rowOf[cursor[e]] = Int32(a)
+            cursor[e] += 1
+        }
+        if isDirect {
+            for e in 0 ..< E { s.recvPerSourceExpert[e] = s.sendPerExpert[e]; s.rowsPerLocalExpert[e] = s.sendPerExpert[e] }
+            s.recvRows = acc
+            return
+        }
+        exchangeCounts(s)
+    }
+
+    /// The count exchange of `plan` (communicates: one Int64 all-to-all-v over the expert group).
+    private func exchangeCounts(_ s: DispatchState) {
+        for e in 0 ..< E { countsOut.pointer[e] = Int64(s.sendPerExpert[e]) }
+        ctx.timer.measure(.allToAll) {
+            ctx.expertGroup.allToAllV(send: UnsafeBufferPointer(start: countsOut.pointer, count: E), sendCounts: expertsPerRank,
+                                      recv: UnsafeMutableBufferPointer(start: countsIn.pointer, count: G * L),
+                                      recvCounts: localPerRank)
+        }
+        s.recvRows = 0
+        for i in 0 ..< G * L { s.recvPerSourceExpert[i] = Int(countsIn.pointer[i]); s.recvRows += s.recvPerSourceExpert[i] }
+        for le in 0 ..< L { s.rowsPerLocalExpert[le] = 0 }
+        for r in 0 ..< G {
+            var sent = 0, received = 0
+            for e in ctx.expertSlices[r].lowerBound ..< ctx.expertSlices[r].upperBound { sent += s.sendPerExpert[e] }
+            for le in 0 ..< L { received += s.recvPerSourceExpert[r * L + le]; s.rowsPerLocalExpert[le] += s.recvPerSourceExpert[r * L + le] }
+            s.sendFloats[r] = sent * width
+            s.recvFloats[r] = received * width
+        }
+        var acc = 0
+        for r in 0 ..< G { for le in 0 ..< L { s.sourceOffsets[r * L + le] = acc; acc += s.recvPerSourceExpert[r * L + le] } }
+        acc = 0
+        for le in 0 ..< L { for r in 0 ..< G { s.expertOffsets[r * L + le] = acc; acc += s.recvPerSourceExpert[r * L + le] } }
+    }
+
+    // MARK: forward
+
+    /// x [recvRows, d] (expert-major) = the token rows u [N, d] of every rank's kept assignments to this rank's
+    /// experts (communicates unless direct).
+    func dispatch(_ s: DispatchState, tokens u: UnsafePointer<Float>, into x: UnsafeMutablePointer<Float>) {
+        let rows = isDirect ? x : sendOrder.ensure(s.sendRows * width)
+        let rowOf = s.rowAssignment.pointer
+        for row in 0 ..< s.sendRows {
+            (rows + row * width).update(from: u + (Int(rowOf[row]) / k) * width, count: width)
+        }
+        if !isDirect { exchange(rows, into: x, s, toExperts: true) }
+    }
+
+    /// Where the experts write their outputs [recvRows, d]: with a direct path the rows `combine` reads,
+    /// otherwise a scratch that `combine` sends back.
+    func expertOutputs(_ s: DispatchState) -> UnsafeMutablePointer<Float> {
+        isDirect ? s.returned.ensure(s.sendRows * width) : expertOutputScratch.ensure(s.recvRows * width)
+    }
+
+    /// out[N, d] = Σ_j gates[t·k+j] · y_(t,j) over token t's kept assignments (overwritten), the expert outputs
+    /// having been written to `expertOutputs(s)` (communicates unless direct).
+    func combine(_ s: DispatchState, gates: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>, N: Int) {
+        let back = s.returned.ensure(s.sendRows * width)
+        if !isDirect { exchange(expertOutputScratch.pointer, into: back, s, toExperts: false) }
+        out.update(repeating: 0, count: N * width)
+        let rowOf = s.rowAssignment.pointer
+        for row in 0 ..< s.sendRows {
+            let a = Int(rowOf[row]), g = gates[a]
+            let o = out + (a / k) * width, y = back + row * width
+            for i in 0 ..< width { o[i] += g * y[i] }
+        }
+    }
+
+    // MARK: backward
+
+    /// From dout [N, d]: dgates [N, k] (overwritten; 0 for dropped assignments) = dout[t]·y_(t,j), and
+    /// dy [recvRows, d] (expert-major, overwritten) = g · dout[t] at the experts (communicates unless direct).
+    func combineBackward(_ s: DispatchState, dOut dout: UnsafePointer<Float>, gates: UnsafePointer<Float>,
+                         dGates dg: UnsafeMutablePointer<Float>, dExpertOutputs dy: UnsafeMutablePointer<Float>, N: Int) {
+        dg.update(repeating: 0, count: N * k)
+        let rows = isDirect ? dy : sendOrder.ensure(s.sendRows * width)
+        let rowOf = s.rowAssignment.pointer, back = s.returned.pointer
+        for row in 0 ..< s.sendRows {
+            let a = Int(rowOf[row]), g = gates[a]
+            let o = dout + (a / k) * width, y = back + row * width, dyr = rows + row * width
+            var dot: Float = 0
+            for i in 0 ..< width { dot += o[i] * y[i]; dyr[i] = g * o[i] }
+            dg[a] = dot
+        }
+        if !isDirect { exchange(rows, into: dy, s, toExperts: true) }
+    }
+
+    /// du [N, d] += the experts' input gradient dx [recvRows, d] (expert-major), summed over each token's
+    /// kept assignments (communicates unless direct).
+    func dispatchBackward(_ s: DispatchState, dExpertInputs dx: UnsafeMutablePointer<Float>,
+                          into du: UnsafeMutablePointer<Float>) {
+        var rows = UnsafePointer(dx)
+        if !isDirect {
+            let back = sendOrder.ensure(s.sendRows * width)
+            exchange(dx, into: back, s, toExperts: false)
+            rows = UnsafePointer(back)
+        }
+        let rowOf = s.rowAssignment.pointer
+        for row in 0 ..< s.sendRows {
+            let dst = du + (Int(rowOf[row]) / k) * width, src = rows + row * width
+            for i in 0 ..< width { dst[i] += src[i] }
+        }
+    }
+
+    // MARK: the exchange
+
+    /// toExperts: row order [sendRows] -> all-to-all -> expert-major [recvRows]; else the mirror (communicates).
+    private func exchange(_ src: UnsafeMutablePointer<Float>, into dst: UnsafeMutablePointer<Float>, _ s: DispatchState,
+                          toExperts: Bool) {
+        let staged = sourceMajor.ensure(s.recvRows * width)
+        if toExperts {
+            let t = PhaseTimer.now()
+            ctx.expertGroup.allToAllV(send: UnsafeBufferPointer(start: src, count: s.sendRows * width), sendCounts: s.sendFloats,
+                                      recv: UnsafeMutableBufferPointer(start: staged, count: s.recvRows * width),
+                                      recvCounts: s.recvFloats)
+            ctx.timer.add(.allToAll, since: t)
+            permute(staged, to: dst, s, toExpertMajor: true)
+        } else {
+            permute(src, to: staged, s, toExpertMajor: false)
+            let t = PhaseTimer.now()
+            ctx.expertGroup.allToAllV(send: UnsafeBufferPointer(start: staged, count: s.recvRows * width),
+                                      sendCounts: s.recvFloats,
+                                      recv: UnsafeMutableBufferPointer(start: dst, count: s.sendRows * width),
+                                      recvCounts: s.sendFloats)
+            ctx.timer.add(.allToAll, since: t)
+        }
+    }
+
+    /// Reorders blocks of rows between [source][local expert] and [local expert][source] order.
+    private func permute(_ src: UnsafePointer<Float>, to dst: UnsafeMutablePointer<Float>, _ s: DispatchState,
+                         toExpertMajor: Bool) {
+        for i in 0 ..< G * L where s.recvPerSourceExpert[i] > 0 {
+            let (from, to) = toExpertMajor ? (s.sourceOffsets[i], s.expertOffsets[i]) : (s.expertOffsets[i], s.sourceOffsets[i])
+            (dst + to * width).update(from: src + from * width, count: s.recvPerSourceExpert[i] * width)
+        }
+    }
+}
