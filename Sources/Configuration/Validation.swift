@@ -51,11 +51,6 @@ public func validationErrors(_ c: RunConfig, worldSize: Int) -> [ConfigError] {
     if e.routers == .perIteration && e.experts == .indexed {
         fail("moe.routers", "per_iteration needs moe.experts = shared (indexed pools already have one router per iteration)")
     }
-    // The model routes with these variants only once the router implements them (see Model/MoELayer.swift).
-    for (key, isDefault) in [("moe.router_score", e.routerScore == .softmax), ("moe.router_bias_rate", e.routerBiasRate == 0),
-                             ("moe.aux_scope", e.auxScope == .microBatch), ("moe.routers", e.routers == .perPool)] where !isDefault {
-        fail(key, "this routing variant is not implemented by this build of the model yet; only the default is accepted")
-    }
     if e.isDense {
         // Routing keys mean nothing without experts: only their defaults are accepted, so a typo'd ablation fails.
         if e.routerScore != .softmax { fail("moe.router_score", "needs moe.num_experts > 0 (a dense run has no router)") }

@@ -42,6 +42,14 @@ struct GradCheckCommand: ParsableCommand {
         ("untied head", ["model.tie_embeddings=false"]),
         ("no depth embedding", ["model.depth_embedding=false"]),
         ("z-loss", ["moe.z_loss_coef=0.01"]),
+        ("sigmoid scores", ["moe.router_score=sigmoid", "moe.z_loss_coef=0.01"]),
+        ("sigmoid top-1", ["moe.router_score=sigmoid", "moe.top_k=1"]),
+        ("sequence aux", ["moe.aux_scope=sequence", "moe.aux_loss_coef=0.1"]),
+        ("sigmoid, sequence aux, capacity", ["moe.router_score=sigmoid", "moe.aux_scope=sequence", "moe.capacity_factor=0.5"]),
+        ("per-iteration routers", ["moe.routers=per_iteration"]),
+        ("per-iteration routers, sigmoid, bias", ["moe.routers=per_iteration", "moe.router_score=sigmoid",
+                                                 "moe.router_bias_rate=0.01"]),
+        ("selection bias", ["moe.router_bias_rate=0.01"]),
     ]
 
     func run() throws {

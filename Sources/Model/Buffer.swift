@@ -44,4 +44,5 @@ public typealias FloatBuffer = Buffer<Float>
 extension Buffer where Element == Float { public convenience init(_ count: Int = 0) { self.init(count, fill: 0) } }
 extension Buffer where Element == Int32 { public convenience init(_ count: Int = 0) { self.init(count, fill: 0) } }
 extension Buffer where Element == Int { public convenience init(_ count: Int = 0) { self.init(count, fill: 0) } }
+extension Buffer where Element == Double { public convenience init(_ count: Int = 0) { self.init(count, fill: 0) } }
 extension Buffer where Element == Int64 { public convenience init(_ count: Int = 0) { self.init(count, fill: 0) } }

@@ -74,6 +74,12 @@ public final class RecurrentMoEModel {
     private let headInputGrad = FloatBuffer()  // [N,d] d(loss)/d(headInput)
     private let ffnInputGrad = FloatBuffer()   // [N,d] d(loss)/d(ffnInput)
     private var result = MicroStepResult()
+    /// Selection biases [Q, E] of the Q routers (moe.router_bias_rate > 0; empty otherwise): buffers, never
+    /// trained, the same on every rank; the trainer moves them after each update (`updateSelectionBias`).
+    public let selectionBias = FloatBuffer()
+    /// Routers: one per pool, or one per iteration (moe.routers); 0 for dense runs.
+    public let routerCount: Int
+    private let routerCounts = Buffer<Int64>()   // [E] one router's counts for the bias rule
     /// Finite-difference checks: forward passes reuse the routing decisions (top-k sets, drops, f_e) of the
     /// last forward pass instead of deciding anew, so the loss is smooth in the parameters.
     public var replayRouting = false
@@ -100,7 +106,36 @@ public final class RecurrentMoEModel {
         attention = AttentionBlock(config.model, workers: ctx.blasWorkers)
         moe = config.moe.isDense ? nil : MoELayer(cfg: config.moe, dModel: config.model.dModel, ctx: ctx)
         acts = (0 ..< config.model.depth).map { _ in IterationActivations(config, ctx: ctx) }
+        routerCount = config.moe.isDense ? 0 : config.moe.routers == .perIteration ? config.model.depth : params.pools.count
+        if config.moe.routerBiasRate > 0 { selectionBias.zeroed(routerCount * config.moe.numExperts) }
         result.routing.reserveCapacity(config.model.depth)
+    }
+
+    /// The router iteration r uses: its pool's (per_pool) or its own (per_iteration).
+    public func routerIndex(iteration r: Int) -> Int { routerCount == config.model.depth ? r : (routerCount == 1 ? 0 : r) }
+
+    /// b_q += rate·sign(mean − c) for each router q, from the optimizer step's assignment counts per
+    /// iteration [R·E] (summed over the iterations that share the router). SPEC section 3.
+    public func updateSelectionBias(iterationCounts: UnsafePointer<Int64>) {
+        let E = config.moe.numExperts, rate = Float(config.moe.routerBiasRate)
+        guard rate > 0, routerCount > 0 else { return }
+        let counts = routerCounts.ensure(E)
+        for q in 0 ..< routerCount {
+            for e in 0 ..< E { counts[e] = 0 }
+            for r in 0 ..< R where routerIndex(iteration: r) == q {
+                for e in 0 ..< E { counts[e] += iterationCounts[r * E + e] }
+            }
+            Kernels.updateSelectionBias(selectionBias.pointer + q * E, counts: counts, E, rate: rate)
+        }
+    }
+
+    /// What iteration r routes with: its router's weight, gradient and bias, and the previous iteration's
+    /// selection when both use the shared pool (for /experts/agreement).
+    private func routerUse(_ r: Int, T: Int) -> RouterUse {
+        let E = config.moe.numExperts
+        let bias = config.moe.routerBiasRate > 0 ? UnsafePointer(selectionBias.pointer + routerIndex(iteration: r) * E) : nil
+        let previous = r > 0 && config.moe.experts == .shared ? UnsafePointer(acts[r - 1].moe!.router.selected.pointer) : nil
+        return RouterUse(weight: params.router(r), weightGrad: grads.router(r), bias: bias, previousSelection: previous, T: T)
     }
 
     private var d: Int { config.model.dModel }
@@ -161,7 +196,7 @@ public final class RecurrentMoEModel {
         let f = ffnOut.ensure(N * d)
         if let moe, let state = A.moe {
             timeMoE {
-                moe.forward(f, u, pool: params.pool(r), state: state, N: N, capacityFactor: capacityFactor,
+                moe.forward(f, u, pool: params.pool(r), router: routerUse(r, T: T), state: state, N: N, capacityFactor: capacityFactor,
                             auxScale: scales.aux, zScale: scales.z, replayRouting: replayRouting)
             }
             result.routing.append(state.router.stats)
@@ -222,7 +257,8 @@ public final class RecurrentMoEModel {
         let du = ffnInputGrad.zeroed(N * d)
         if let moe, let state = A.moe {
             timeMoE {
-                moe.backward(du, g, A.ffnInput.pointer, pool: params.pool(r), grads: grads.pool(r), state: state, N: N)
+                moe.backward(du, g, A.ffnInput.pointer, pool: params.pool(r), grads: grads.pool(r), router: routerUse(r, T: T),
+                             state: state, N: N)
             }
         } else {
             ctx.timer.measure(.experts) { denseBackward(du, g, A, pool: r, N: N) }

@@ -91,6 +91,7 @@ public enum Checkpoint {
                         }
                     }
                 }
+                try writeBuffers(f, trainer.model)
                 try f.flush()
             } catch { failure = error }
         }
@@ -178,6 +179,34 @@ public enum Checkpoint {
         return f
     }
 
+    /// `/buffers/<path>`: the routers' selection biases (the same on every rank; rank 0 writes them).
+    private static func writeBuffers(_ f: H5File, _ model: RecurrentMoEModel) throws {
+        let E = model.config.moe.numExperts
+        for (q, name) in ModelBuffers.routerBiasPaths(model.config).enumerated() {
+            try f.createDataset("buffers/" + name, values: Array(UnsafeBufferPointer(start: model.selectionBias.pointer + q * E, count: E)),
+                                shape: [E], chunks: [E], fletcher32: true)
+        }
+    }
+
+    /// Reads the routers' selection biases into `model`; a checkpoint written without them (router_bias_rate
+    /// was 0) leaves them at zero, their initial value.
+    public static func loadBuffers(_ path: String, into model: RecurrentMoEModel) throws {
+        HDF5Library.lock.lock()
+        defer { HDF5Library.lock.unlock() }
+        let f = try openCheckpoint(path)
+        defer { f.close() }
+        try readBuffers(f, path, into: model)
+    }
+
+    private static func readBuffers(_ f: H5File, _ path: String, into model: RecurrentMoEModel) throws {
+        let E = model.config.moe.numExperts
+        for (q, name) in ModelBuffers.routerBiasPaths(model.config).enumerated() where try f.exists("buffers/" + name) {
+            let values: [Float] = try f.read("buffers/" + name)
+            guard values.count == E else { throw TrainingError("checkpoint \(path): /buffers/\(name) has \(values.count) values, expected \(E)") }
+            values.withUnsafeBufferPointer { (model.selectionBias.pointer + q * E).update(from: $0.baseAddress!, count: E) }
+        }
+    }
+
     /// Loads only the parameters (not moments or state) into `store`, e.g. for evaluation or a gradient dump.
     public static func loadParameters(_ path: String, into store: ParameterStore) throws {
         HDF5Library.lock.lock()
@@ -236,6 +265,7 @@ public enum Checkpoint {
         let f = try openCheckpoint(path)
         defer { f.close() }
         try readTensors(f, path, into: trainer.model.store, sections: sections(trainer.model.store))
+        try readBuffers(f, path, into: trainer.model)
         trainer.counters = st.counters
         try trainer.loader.restore(JSONDecoder().decode(LoaderState.self, from: Data(st.loaderJSON.utf8)))
     }
@@ -261,6 +291,12 @@ public enum Checkpoint {
                 if prefix == "params/", let bad = values.firstIndex(where: { !$0.isFinite }) {
                     throw TrainingError("checkpoint \(path): /\(name) holds a non-finite value at \(bad)")
                 }
+            }
+        }
+        for name in ModelBuffers.routerBiasPaths(config) where try f.exists("buffers/" + name) {
+            let values: [Float] = try f.read("buffers/" + name)
+            guard values.count == config.moe.numExperts, values.allSatisfy(\.isFinite) else {
+                throw TrainingError("checkpoint \(path): /buffers/\(name) has the wrong size or a non-finite value")
             }
         }
     }

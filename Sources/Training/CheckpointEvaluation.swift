@@ -47,6 +47,7 @@ public enum CheckpointEvaluation {
         let ctx = try ParallelContext.make(world: world, config: c)
         let model = RecurrentMoEModel(config: c, ctx: ctx)
         try Checkpoint.loadParameters(checkpoint, into: model.store)
+        try Checkpoint.loadBuffers(checkpoint, into: model)
         return Evaluator.evaluate(model: model, tokens: tokens, maxTokens: maxTokens, batch: c.train.microBatch)
     }
 }

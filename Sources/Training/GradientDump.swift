@@ -23,6 +23,7 @@ public enum GradientDump {
         }
         let model = RecurrentMoEModel(config: config, ctx: .single(numExperts: max(config.moe.numExperts, 1)))
         try Checkpoint.loadParameters(checkpoint, into: model.store)
+        try Checkpoint.loadBuffers(checkpoint, into: model)
         var inputs = [Int32](repeating: 0, count: B * T), targets = inputs
         var window = [Int32](repeating: 0, count: T + 1)
         for b in 0 ..< B {

@@ -28,6 +28,8 @@ public struct StepReport: Sendable {
     /// Per iteration r, summed over the step's micro-steps: [R·E] counts before drops, [R] drops,
     /// [R·E] Σ router probabilities, [R] tokens routed.
     public var counts: [Int64] = [], dropped: [Int64] = [], probSum: [Double] = [], routedTokens: [Int64] = []
+    /// [R−1] Σ over the step's tokens of |K_r ∩ K_{r+1}| / k (shared pool; zeros otherwise).
+    public var agreementSum: [Double] = []
     /// Seconds spent in each phase of the step on this rank (see `Phase`).
     public var timing: [Phase: Double] = [:]
 }
@@ -112,6 +114,7 @@ public final class Trainer {
             let scale = GradientClipping.scale(gradNorm: report.gradNorm, maxNorm: c.train.gradClip)
             counters.updates += 1
             adamw.update(store, lr: report.lr, t: counters.updates, gradScale: scale)
+            report.counts.withUnsafeBufferPointer { model.updateSelectionBias(iterationCounts: $0.baseAddress!) }
         } else {
             report.skipped = true
             counters.nanEvents += 1
@@ -136,7 +139,9 @@ public final class Trainer {
             report.dropped = [Int64](repeating: 0, count: R)
             report.probSum = [Double](repeating: 0, count: R * E)
             report.routedTokens = [Int64](repeating: 0, count: R)
+            report.agreementSum = [Double](repeating: 0, count: max(R - 1, 0))
         }
+        for i in report.agreementSum.indices { report.agreementSum[i] = 0 }
         for i in 0 ..< R * E { report.counts[i] = 0; report.probSum[i] = 0 }
         for i in 0 ..< R { report.dropped[i] = 0; report.routedTokens[i] = 0 }
         report.aux = 0; report.z = 0; report.skipped = false
@@ -162,6 +167,7 @@ public final class Trainer {
                 report.aux += st.aux; report.z += st.z
                 report.dropped[it] += st.dropped
                 report.routedTokens[it] += Int64(st.tokens)
+                if it > 0, let a = st.agreementSum { report.agreementSum[it - 1] += a }
                 for e in 0 ..< E {
                     report.counts[it * E + e] += st.counts[e]
                     report.probSum[it * E + e] += st.probSum[e]

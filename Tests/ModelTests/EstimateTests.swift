@@ -45,8 +45,8 @@ final class EstimateTests: XCTestCase {
         XCTAssertEqual(est.trunkParameters, trunk)
         XCTAssertEqual(est.allReduceTrunkBytes, 4 * trunk)
         XCTAssertEqual(est.allReduceExpertBytes, 4 * 2 * 384)  // two experts per rank, 2 replicas
-        XCTAssertEqual(est.allReduceStatsBytes, 8 * (4 + 2 + 2 * 4) * 1 * 2)
-        let ring = 2.0 * Double(4 * trunk) * 3 / 4 + 2.0 * Double(4 * 2 * 384) * 1 / 2 + 2.0 * Double(8 * 14 * 2) * 3 / 4
+        XCTAssertEqual(est.allReduceStatsBytes, 8 * (4 + 4 + 2 * 4) * 1 * 2)   // [ΣP E, lse², N, slot counts k·E, seq aux, agreement]
+        let ring = 2.0 * Double(4 * trunk) * 3 / 4 + 2.0 * Double(4 * 2 * 384) * 1 / 2 + 2.0 * Double(8 * 16 * 2) * 3 / 4
         XCTAssertEqual(est.allReduceRingBytesPerRank, ring, accuracy: 1e-9)
         // One rank: nothing leaves it.
         let one = ClusterEstimate(small(), worldSize: 1, expertParallel: 1)
@@ -62,8 +62,9 @@ final class EstimateTests: XCTestCase {
         XCTAssertEqual(m.gradientBytes, 4 * P)
         XCTAssertEqual(m.optimizerBytes, 8 * P)
         // N = 16, d 16, B 2, H 2, T 8, E 4, k 2, X = N·k = 32, F 12, gelu (2 hidden tensors), V 23, R 2.
-        // Per iteration: 8·N·d + 2·N + B·H·T² | router 2·N·E + N + 3·N·k + E | rows N·k + N·k·d | X·d + X·F·2
-        let perIteration = 8 * 16 * 16 + 2 * 16 + 2 * 2 * 64 + (2 * 16 * 4 + 16 + 3 * 16 * 2 + 4) + (32 + 32 * 16)
+        // Per iteration: 8·N·d + 2·N + B·H·T² | router 3·N·E (logits, scores, probs) + N + 3·N·k + E
+        //               | rows N·k + N·k·d | X·d + X·F·2
+        let perIteration = 8 * 16 * 16 + 2 * 16 + 2 * 2 * 64 + (3 * 16 * 4 + 16 + 3 * 16 * 2 + 4) + (32 + 32 * 16)
             + 32 * 16 + 32 * 12 * 2
         XCTAssertEqual(m.activationBytes, 4 * (2 * perIteration + 2 * 16 * 16 + 16 + 16 * 23 + 2 * 16))
         // Scratch: 4·N·d + attention 5·N·d + T² | MoE 2·X·d + N·k + dlogits N·E + expert grads X·F·2

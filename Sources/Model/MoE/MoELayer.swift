@@ -54,9 +54,10 @@ final class MoELayer {
     /// out[N,d] (overwritten) = MoE(u[N,d]) with the pool's weights. `capacityFactor` 0 = dropless.
     /// `auxScale`, `zScale`: the loss weights of this use's aux and z terms (coef / (micro-steps · iterations)).
     /// `replayRouting`: reuse `s`'s previous routing decisions (see `Router.forward`). Collective.
-    func forward(_ out: UnsafeMutablePointer<Float>, _ u: UnsafePointer<Float>, pool: PoolTensors, state s: MoEUseState,
-                 N: Int, capacityFactor: Double, auxScale: Double, zScale: Double, replayRouting: Bool = false) {
-        router.forward(s.router, input: u, weight: pool.router!, N: N, capacityFactor: capacityFactor,
+    func forward(_ out: UnsafeMutablePointer<Float>, _ u: UnsafePointer<Float>, pool: PoolTensors, router use: RouterUse,
+                 state s: MoEUseState, N: Int, capacityFactor: Double, auxScale: Double, zScale: Double,
+                 replayRouting: Bool = false) {
+        router.forward(s.router, input: u, use: use, N: N, capacityFactor: capacityFactor,
                        auxScale: auxScale, zScale: zScale, replay: replayRouting)
         dispatcher.plan(s.dispatch, selected: s.router.selected.pointer, keep: s.router.keep.pointer, N: N)
         let x = s.expertInput.ensure(s.dispatch.recvRows * d)
@@ -67,13 +68,13 @@ final class MoELayer {
 
     /// du[N,d] += dMoE/du · dout; the pool's weight gradients (`grads`) +=. Collective.
     func backward(_ du: UnsafeMutablePointer<Float>, _ dout: UnsafePointer<Float>, _ u: UnsafePointer<Float>,
-                  pool: PoolTensors, grads: PoolTensors, state s: MoEUseState, N: Int) {
+                  pool: PoolTensors, grads: PoolTensors, router use: RouterUse, state s: MoEUseState, N: Int) {
         let rows = s.dispatch.recvRows
         let dy = dExpertOutputs.ensure(rows * d), dg = dGates.ensure(N * router.k)
         dispatcher.combineBackward(s.dispatch, dOut: dout, gates: s.router.gates.pointer, dGates: dg, dExpertOutputs: dy, N: N)
         let dx = dExpertInputs.zeroed(rows * d)
         experts.backward(dx, dy, s.expertInput.pointer, rows: s.dispatch.rowsPerLocalExpert, pool: pool, grads: grads, saved: s.ffn)
         dispatcher.dispatchBackward(s.dispatch, dExpertInputs: dx, into: du)
-        router.backward(s.router, dInput: du, dWeight: grads.router!, dGates: dg, input: u, weight: pool.router!, N: N)
+        router.backward(s.router, dInput: du, dGates: dg, input: u, use: use, N: N)
     }
 }

@@ -17,6 +17,8 @@ public struct RoutingStats: Sendable {
     public var aux: Double = 0
     /// Router z-loss: mean over tokens of logsumexp(z)².
     public var z: Double = 0
+    /// Σ over the tokens of |K_prev ∩ K| / k against the previous iteration's top-k sets (shared pool, r > 0).
+    public var agreementSum: Double? = nil
 
     init(experts E: Int) {
         counts = [Int64](repeating: 0, count: E)
@@ -27,14 +29,15 @@ public struct RoutingStats: Sendable {
 
 /// The sums over the global micro-batch that the router's losses and the capacity limit need. Every rank
 /// adds its own tokens, then one all-reduce over the world makes them global (communicates). Stored flat,
-/// in the order of that all-reduce: [Σ_t P[t,e] (E) | Σ_t lse[t]² | N | assignments per (slot j, expert e) (k·E)].
+/// in the order of that all-reduce: [Σ_t P[t,e] (E) | Σ_t lse[t]² | N | assignments per (slot j, expert e) (k·E) |
+/// Σ of the per-sequence aux terms (sequence scope) | Σ of the agreement with the previous iteration].
 struct GlobalRoutingSums {
     let experts: Int, slots: Int
     private(set) var values: [Double]
 
     init(experts E: Int, slots k: Int) {
         experts = E; slots = k
-        values = [Double](repeating: 0, count: E + 2 + k * E)
+        values = [Double](repeating: 0, count: E + 4 + k * E)
     }
 
     /// Σ_t P[t, e].
@@ -43,6 +46,16 @@ struct GlobalRoutingSums {
     var lseSquaredSum: Double { values[experts] }
     /// Tokens N.
     var tokens: Int { Int(values[experts + 1]) }
+    /// Σ over sequences of E·Σ_e f_e·Pbar_e (moe.aux_scope = sequence); set after `setLocal`.
+    var sequenceAuxSum: Double {
+        get { values[experts + 2 + slots * experts] }
+        set { values[experts + 2 + slots * experts] = newValue }
+    }
+    /// Σ over tokens of |K_prev ∩ K| / k; set after `setLocal`.
+    var agreementSum: Double {
+        get { values[experts + 3 + slots * experts] }
+        set { values[experts + 3 + slots * experts] = newValue }
+    }
     /// Assignments to expert e in slot j (before drops).
     func slotCount(_ j: Int, _ e: Int) -> Int { Int(values[experts + 2 + j * experts + e]) }
     /// Assignments to expert e over all slots (before drops).

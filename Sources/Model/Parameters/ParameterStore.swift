@@ -92,6 +92,18 @@ public final class ParameterStore {
     }
 }
 
+// MARK: - The buffers of a configuration (SPEC section 6: stored, never trained)
+
+public enum ModelBuffers {
+    /// Paths (under `/buffers/`) of the routers' selection biases, in router order (pools, or iterations with
+    /// moe.routers = per_iteration); empty unless moe.router_bias_rate > 0. Each is `[E]`.
+    public static func routerBiasPaths(_ c: RunConfig) -> [String] {
+        guard !c.moe.isDense, c.moe.routerBiasRate > 0 else { return [] }
+        if c.moe.routers == .perIteration { return (0 ..< c.model.depth).map { "ffn/0/router_bias/\($0)" } }
+        return (0 ..< (c.moe.experts == .shared ? 1 : c.model.depth)).map { "ffn/\($0)/router_bias" }
+    }
+}
+
 // MARK: - The tensors of a configuration (SPEC section 2)
 
 public enum ModelTensors {
@@ -114,7 +126,11 @@ public enum ModelTensors {
                 t.append(("ffn/\(p)/w2", [f.dFF, d], false))
             } else {
                 let E = f.numExperts
-                t.append(("ffn/\(p)/router", [d, E], false))
+                if f.routers == .perIteration {   // one router per iteration over the shared pool
+                    for r in 0 ..< R { t.append(("ffn/\(p)/router/\(r)", [d, E], false)) }
+                } else {
+                    t.append(("ffn/\(p)/router", [d, E], false))
+                }
                 t.append(("ffn/\(p)/w1", [E, d, f.dFF], true))
                 if f.activation == .swiglu { t.append(("ffn/\(p)/w3", [E, d, f.dFF], true)) }
                 t.append(("ffn/\(p)/w2", [E, f.dFF, d], true))

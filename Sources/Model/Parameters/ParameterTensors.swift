@@ -14,9 +14,9 @@ struct BlockTensors {
     let ffnNorm: UnsafeMutablePointer<Float>    // [d]
 }
 
-/// One feed-forward pool's tensors (`ffn/p/...`): the router and this rank's expert slices, or a dense FFN.
+/// One feed-forward pool's tensors (`ffn/p/...`): the router(s) and this rank's expert slices, or a dense FFN.
 struct PoolTensors {
-    let router: UnsafeMutablePointer<Float>?    // [d, E] (nil for a dense FFN)
+    let routers: [UnsafeMutablePointer<Float>]  // [d, E] each: one (`ffn/p/router`), R (`ffn/0/router/r`), none (dense)
     let w1: UnsafeMutablePointer<Float>         // [L, d, F] ([d, F] dense)
     let w3: UnsafeMutablePointer<Float>?        // [L, d, F] ([d, F] dense), swiglu only
     let w2: UnsafeMutablePointer<Float>         // [L, F, d] ([F, d] dense)
@@ -47,8 +47,9 @@ struct ParameterTensors {
                          wv: at("blocks/\(i)/wv"), wo: at("blocks/\(i)/wo"), ffnNorm: at("blocks/\(i)/ffn_norm"))
         }
         pools = (0 ..< (c.moe.experts == .shared ? 1 : c.model.depth)).map { p in
-            PoolTensors(router: optional("ffn/\(p)/router"), w1: at("ffn/\(p)/w1"), w3: optional("ffn/\(p)/w3"),
-                        w2: at("ffn/\(p)/w2"))
+            let routers = c.moe.isDense ? [] : c.moe.routers == .perIteration
+                ? (0 ..< c.model.depth).map { at("ffn/\(p)/router/\($0)") } : [at("ffn/\(p)/router")]
+            return PoolTensors(routers: routers, w1: at("ffn/\(p)/w1"), w3: optional("ffn/\(p)/w3"), w2: at("ffn/\(p)/w2"))
         }
         finalNorm = at("final_norm")
         lmHead = optional("lm_head")
@@ -57,4 +58,9 @@ struct ParameterTensors {
     /// The block iteration r runs (`model.trunk`) and the pool it uses (`moe.experts`).
     func block(_ r: Int) -> BlockTensors { blocks[blocks.count == 1 ? 0 : r] }
     func pool(_ r: Int) -> PoolTensors { pools[pools.count == 1 ? 0 : r] }
+    /// The router iteration r uses (`moe.routers`): its pool's, or its own over the shared pool.
+    func router(_ r: Int) -> UnsafeMutablePointer<Float> {
+        let routers = pool(r).routers
+        return routers[routers.count == 1 ? 0 : r]
+    }
 }

@@ -74,7 +74,7 @@ public struct ClusterEstimate: Sendable, Codable {
             allReduceStatsBytes = 0
         } else {
             allToAllBytesPerRank = 16 * Double(microSteps * R * N * k * d) * Double(G - 1) / Double(G)
-            allReduceStatsBytes = 8 * (E + 2 + k * E) * microSteps * R
+            allReduceStatsBytes = 8 * (E + 4 + k * E) * microSteps * R   // GlobalRoutingSums
         }
         allReduceTrunkBytes = 4 * trunkParameters
         allReduceExpertBytes = expertReplicas > 1 ? 4 * expertParametersPerRank : 0

@@ -9,6 +9,7 @@ struct MicroBatchShape {
     /// Hidden tensors per FFN row: 2 (gelu: h1, act) or 3 (swiglu: h1, h3, act).
     let mats: Int
     let dense: Bool
+    let auxScope: AuxScope
     /// World size, expert-group size, experts held here, threads of a parallel region.
     let W: Int, G: Int, L: Int, workers: Int
     /// Tokens of the micro-batch on this rank.
@@ -23,6 +24,7 @@ struct MicroBatchShape {
         let m = c.model, f = c.moe
         B = microBatch; T = m.seqLen; d = m.dModel; H = m.nHeads; V = m.vocabSize; R = m.depth
         E = f.numExperts; k = f.topK; F = f.dFF; mats = f.activation == .swiglu ? 3 : 2; dense = f.isDense
+        auxScope = f.auxScope
         self.W = W; self.G = max(G, 1); L = f.isDense ? 0 : (f.numExperts + max(G, 1) - 1) / max(G, 1)
         self.workers = max(workers, 1)
     }

@@ -44,6 +44,8 @@ public struct ModelCost: Sendable {
         let R = c.model.depth
         var total = 0
         for t in ModelTensors.list(c) {
+            // A per-iteration router `ffn/0/router/<r>` is used once per token, like any router of one iteration.
+            if t.path.contains("/router/") { total += t.shape.reduce(1, *); continue }
             let name = t.path.split(separator: "/").last.map(String.init) ?? t.path
             let elements = t.shape.reduce(1, *)
             switch name {
