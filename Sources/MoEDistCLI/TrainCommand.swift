@@ -41,8 +41,12 @@ struct TrainCommand: ParsableCommand {
 
     @Option(help: .hidden) var injectFailure: String?
 
+    /// Test hook: SIGKILL this process at POINT@STEP of a checkpoint or history write (see KillPoint).
+    @Option(help: .hidden) var injectKill: String?
+
     func run() throws {
         try failingCleanly {
+            if let k = injectKill { try KillPoint.arm(k) }
             try Launch.onEveryRank(emulateRanks: emulateRanks) { world in
                 let (config, data) = try Launch.resolve(options, worldSize: world.size)
                 let ctx = try ParallelContext.make(world: world, config: config)

@@ -41,6 +41,16 @@ public enum Checkpoint {
         runDirectory + "/checkpoints/" + String(format: "step-%08d.h5", step)
     }
 
+    /// The metrics history as it was when checkpoint `path` was written (`checkpoints/.step-N.h5.metrics`,
+    /// hidden and not ending in .h5). It is complete before the checkpoint gets its final name, and a
+    /// resume from that checkpoint restores it as RUN_DIR/metrics.h5.
+    public static func historySnapshotPath(_ path: String) -> String {
+        let slash = path.lastIndex(of: "/")
+        let dir = slash.map { String(path[...$0]) } ?? ""
+        let name = slash.map { String(path[path.index(after: $0)...]) } ?? path
+        return dir + "." + name + ".metrics"
+    }
+
     /// The temporary name a checkpoint has while it is written (hidden, not ending in .h5).
     static func partialPath(_ path: String) -> String {
         let url = URL(fileURLWithPath: path)
@@ -90,6 +100,7 @@ public enum Checkpoint {
             } catch { failure = error }
         }
         try agree(world, failure, partial)
+        KillPoint.checkpointPartial.reached()
         // Turns 1 ... G: the ranks of the first expert group write their experts' rows.
         let writers = store.infos.contains { $0.isExpert } ? ctx.expertGroup.size : 0
         for turn in 0 ..< writers {
@@ -113,6 +124,7 @@ public enum Checkpoint {
         }
         // Last turn: rank 0 makes it durable and gives it its final name.
         if world.rank == 0 {
+            KillPoint.beforeRename.reached()
             do {
                 let fd = open(partial, O_RDONLY)
                 if fd >= 0 { fsync(fd); close(fd) }
@@ -124,6 +136,7 @@ public enum Checkpoint {
             } catch { failure = error }
         }
         try agree(world, failure, partial)
+        KillPoint.afterRename.reached()
     }
 
     /// All ranks learn whether any rank failed; a failure removes the partial file and throws everywhere.
@@ -267,8 +280,16 @@ public enum Checkpoint {
         return names.filter { $0.hasPrefix("step-") && $0.hasSuffix(".h5") }.sorted(by: >).map { dir + "/" + $0 }
     }
 
-    /// Removes all but the newest `keep` checkpoints (rank 0 only).
+    /// Removes all but the newest `keep` checkpoints, and the history snapshots of checkpoints that are
+    /// gone (rank 0 only, after a save: the newest checkpoint's snapshot is always kept).
     public static func prune(runDirectory: String, keep: Int) {
-        for old in list(runDirectory: runDirectory).dropFirst(keep) { try? FileManager.default.removeItem(atPath: old) }
+        let all = list(runDirectory: runDirectory)
+        for old in all.dropFirst(keep) { try? FileManager.default.removeItem(atPath: old) }
+        let kept = Set(all.prefix(keep).map { historySnapshotPath($0) })
+        let dir = runDirectory + "/checkpoints"
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
+        where name.hasPrefix(".step-") && name.hasSuffix(".h5.metrics") && !kept.contains(dir + "/" + name) {
+            try? FileManager.default.removeItem(atPath: dir + "/" + name)
+        }
     }
 }

@@ -154,6 +154,7 @@ public final class MetricsHistory {
             }
             experts = g
         }
+        KillPoint.historyOpen.reached()
         try f.setAttribute("config", configJSON)
         file = f
         try flush()
@@ -391,6 +392,7 @@ final class ColumnGroup {
             case .float64(let v): try ds.appendRows(v)
             case .float32(let v): try ds.appendRows(v)
             }
+            if column == "step" { KillPoint.historyColumn.reached() }
         }
         rows += 1
         lastStep = step

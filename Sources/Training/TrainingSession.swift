@@ -59,7 +59,17 @@ public final class TrainingSession {
         if !FileManager.default.fileExists(atPath: logPath) { _ = FileManager.default.createFile(atPath: logPath, contents: nil) }
         logHandle = FileHandle(forWritingAtPath: logPath)
         logHandle?.seekToEndOfFile()
-        let path = dir + "/metrics.h5", snapshot = dir + "/.metrics.h5.at-checkpoint"
+        let path = dir + "/metrics.h5"
+        // A resumed run's history is the snapshot taken with its checkpoint (every row up to that step,
+        // written before the checkpoint got its final name), whatever a kill did to metrics.h5 since.
+        if let ck = resumeFrom, trainer.counters.step > 0 {
+            let snapshot = Checkpoint.historySnapshotPath(ck)
+            if URL(fileURLWithPath: ck).deletingLastPathComponent().standardizedFileURL.path
+                == URL(fileURLWithPath: dir + "/checkpoints").standardizedFileURL.path,
+               FileManager.default.fileExists(atPath: snapshot) {
+                try copyReplacing(snapshot, to: path)
+            }
+        }
         func openHistory() throws {
             // Stage gate: a resumed run continues, so it drops an earlier stop marker; the stop rule
             // sees the history up to the checkpoint's step.
@@ -70,16 +80,33 @@ public final class TrainingSession {
             metrics = try MetricsHistory(path: path, configJSON: config.toJSON(), iterations: config.model.depth,
                                          numExperts: config.moe.numExperts)
         }
+        let legacySnapshot = dir + "/.metrics.h5.at-checkpoint"
         do {
             try openHistory()
-        } catch where FileManager.default.fileExists(atPath: snapshot) && trainer.counters.step > 0 {
-            // A kill during a flush can leave the history unreadable: fall back to the copy taken at the last checkpoint.
+        } catch where trainer.counters.step == 0 && FileManager.default.fileExists(atPath: path) {
+            // Nothing was checkpointed: the damaged history holds no row that a resume keeps.
+            log("warning: \(path) is unreadable (\(error)); starting a new history")
+            try FileManager.default.removeItem(atPath: path)
+            try openHistory()
+        } catch where FileManager.default.fileExists(atPath: legacySnapshot) && trainer.counters.step > 0 {
+            // Run directories written before per-checkpoint snapshots: the copy taken at the last checkpoint.
             log("warning: \(path) is unreadable (\(error)); restoring the copy taken at the last checkpoint")
-            try? FileManager.default.removeItem(atPath: path)
-            try FileManager.default.copyItem(atPath: snapshot, toPath: path)
+            try copyReplacing(legacySnapshot, to: path)
             try openHistory()
         }
         try metrics?.truncate(afterStep: Int64(trainer.counters.step))
+    }
+
+    /// Copies `source` over `destination` through a temporary name (fsynced, then renamed), so a kill
+    /// leaves either the old file or the complete copy.
+    private func copyReplacing(_ source: String, to destination: String) throws {
+        let tmp = destination + ".restoring"
+        try? FileManager.default.removeItem(atPath: tmp)
+        try FileManager.default.copyItem(atPath: source, toPath: tmp)
+        fsyncFile(tmp)
+        guard rename(tmp, destination) == 0 else {
+            throw TrainingError("cannot restore \(destination) from \(source): \(String(cString: strerror(errno)))")
+        }
     }
 
     /// The start-up banner: configuration, sizes and layout.
@@ -103,6 +130,7 @@ public final class TrainingSession {
         }
         // Every rank has finished reading before rank 0 opens the history (emulated ranks share one HDF5 library).
         trainer.ctx.world.barrier()
+        if isRoot { KillPoint.currentStep = trainer.counters.step }
         try openRunDirectory()
         if let path = resumeFrom { log("resumed from \(path) at step \(trainer.counters.step)") }
         defer { metrics?.close(); try? logHandle?.close() }
@@ -116,6 +144,7 @@ public final class TrainingSession {
         Preemption.install()
         while !trainer.isFinished {
             try beforeStep?(trainer.counters.step + 1)
+            if isRoot { KillPoint.currentStep = trainer.counters.step + 1 }
             let rep = trainer.trainStep()
             reports.append(rep)
             interval.add(rep)
@@ -136,6 +165,7 @@ public final class TrainingSession {
                                                  gradNorm: rep.gradNorm, tokensPerSec: tps,
                                                  stepTime: interval.time / Double(max(interval.steps, 1)),
                                                  nanEvents: Int64(trainer.counters.nanEvents)))
+                    KillPoint.historyRow.reached()
                     gateHistory.train.append(TrainPoint(step: rep.step, loss: rep.loss, tokensPerSec: tps))
                     if E > 0 {
                         let row = interval.expertRow(step: Int64(rep.step))
@@ -191,26 +221,39 @@ public final class TrainingSession {
     }
 
     /// Writes RUN_DIR/checkpoints/step-N.h5 (all ranks) and keeps the newest train.keep_checkpoints.
+    ///
+    /// Rank 0 first copies the flushed history to the checkpoint's snapshot (`Checkpoint.historySnapshotPath`),
+    /// so that a checkpoint never exists without the history up to its step: a resume restores that
+    /// snapshot, and no kill between the checkpoint and the history can lose or repeat a row.
     public func saveCheckpoint() throws {
         guard let dir = runDirectory else { return }
         let path = Checkpoint.path(runDirectory: dir, step: trainer.counters.step)
         let start = Date()
+        var failure: Error? = nil
+        if isRoot {
+            do { try snapshotMetrics(dir, for: path) } catch { failure = error }
+        }
+        var flag = [failure == nil ? 0.0 : 1.0]
+        flag.withUnsafeMutableBufferPointer { trainer.ctx.world.allReduceMax($0) }
+        if let failure { throw failure }
+        if flag[0] > 0 { throw TrainingError("checkpoint \(path): rank 0 could not snapshot the history") }
+        KillPoint.afterSnapshot.reached()
         try Checkpoint.save(trainer, to: path)
         if isRoot {
             Checkpoint.prune(runDirectory: dir, keep: config.train.keepCheckpoints)
-            try snapshotMetrics(dir)
         }
         log(String(format: "checkpoint %@ (%.2f s)", path, Date().timeIntervalSince(start)))
     }
 
-    /// Copies the flushed history next to the checkpoints (temporary name, then rename), so a history
-    /// damaged by a kill mid-write can be restored on resume.
-    private func snapshotMetrics(_ dir: String) throws {
+    /// Copies the flushed history to the snapshot of checkpoint `checkpoint` (temporary name, fsync, rename).
+    private func snapshotMetrics(_ dir: String, for checkpoint: String) throws {
         guard let metrics else { return }
         try metrics.flush()
-        let snapshot = dir + "/.metrics.h5.at-checkpoint", tmp = snapshot + ".tmp"
+        let snapshot = Checkpoint.historySnapshotPath(checkpoint), tmp = snapshot + ".tmp"
+        try FileManager.default.createDirectory(atPath: dir + "/checkpoints", withIntermediateDirectories: true)
         try? FileManager.default.removeItem(atPath: tmp)
         try FileManager.default.copyItem(atPath: dir + "/metrics.h5", toPath: tmp)
+        fsyncFile(tmp)
         guard rename(tmp, snapshot) == 0 else { throw TrainingError("cannot write \(snapshot)") }
     }
 
@@ -245,6 +288,12 @@ struct IntervalStats {
         }
         return ExpertRow(step: step, counts: counts, dropped: dropped, probMean: mean)
     }
+}
+
+/// Asks the operating system to put `path`'s bytes on disk (best effort: a SIGKILL loses nothing that was written).
+func fsyncFile(_ path: String) {
+    let fd = open(path, O_RDONLY)
+    if fd >= 0 { _ = fsync(fd); _ = close(fd) }
 }
 
 func human(_ n: Int) -> String {
