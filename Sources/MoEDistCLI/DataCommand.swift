@@ -14,17 +14,22 @@ struct DataCommand: ParsableCommand {
         commandName: "data", abstract: "Prepare, encode, decode and inspect token files.",
         discussion: """
             Token files hold a 64-byte header (MOETOKS1, version, bytes per token, count, \
-            vocabulary size) and little-endian ids. Tokenizers are Hugging Face \
-            tokenizer.json files for byte-level BPE (GPT-2's own file loads too).
+            vocabulary size, tokenizer fingerprint) and little-endian ids. Tokenizers are Hugging Face \
+            tokenizer.json files for byte-level BPE (GPT-2's own file loads too). The fingerprint \
+            (header bytes 28..<36) is the first 8 bytes, little-endian, of the SHA-256 of the \
+            tokenizer.json that encoded the file; prepare and encode write it, decode, train and \
+            eval refuse a file whose fingerprint differs from the tokenizer's or checkpoint's \
+            (0 = written before fingerprints: accepted with a warning). \
+            Exit statuses: 0 done, 2 usage error, 3 bad input file (docs/exit-status.md).
             """,
         subcommands: [Prepare.self, Encode.self, Decode.self, Inspect.self])
 }
 
-/// Runs `body`, turning a data error into one line on stderr and exit status 1.
+/// Runs `body`, turning a data error into one line on stderr and exit status 3 (bad data, docs/exit-status.md).
 private func reportingErrors(_ body: () throws -> Void) throws {
     do { try body() } catch let e as DataFileError {
         FileHandle.standardError.write(Data("moe-dist data: \(e)\n".utf8))
-        throw ExitCode.failure
+        throw ExitCode(ExitStatus.badData)
     }
 }
 
@@ -129,6 +134,12 @@ extension DataCommand {
             try reportingErrors {
                 let tok = try BPETokenizer(contentsOf: tokenizer)
                 let file = try TokenFile(path: input)
+                if file.fingerprint == 0 {
+                    stderrLine("moe-dist data: " + TokenizerFingerprint.unknownWarning(input))
+                } else if file.fingerprint != tok.fingerprint {
+                    throw DataFileError(input, "was encoded with another tokenizer (fingerprint \(TokenizerFingerprint.hex(file.fingerprint))) "
+                                        + "than \(tokenizer) (fingerprint \(TokenizerFingerprint.hex(tok.fingerprint)))")
+                }
                 guard file.vocabSize <= tok.vocabSize else {
                     throw DataFileError(input, "vocabulary size \(file.vocabSize) is larger than the tokenizer's \(tok.vocabSize) (\(tokenizer))")
                 }
@@ -181,6 +192,9 @@ extension DataCommand {
                 print("format:          MOETOKS1 version \(f.header.version), \(f.bytesPerToken) bytes per token")
                 print("tokens:          \(f.count)")
                 print("vocabulary size: \(f.vocabSize)")
+                print("tokenizer:       fingerprint " + (f.fingerprint == 0 ? "0 (unknown: written before fingerprints)"
+                                                         : TokenizerFingerprint.hex(f.fingerprint))
+                      + (tok.map { t in t.fingerprint == f.fingerprint ? " (matches \(tokenizer!))" : " (\(tokenizer!) has \(TokenizerFingerprint.hex(t.fingerprint)))" } ?? ""))
                 print(String(format: "ids used:        %d of %d (%.1f%%)", distinct, f.vocabSize, 100 * Double(distinct) / Double(f.vocabSize)))
                 let order = counts.keys.sorted { counts[$0]! > counts[$1]! || (counts[$0]! == counts[$1]! && $0 < $1) }
                 print("top ids:")

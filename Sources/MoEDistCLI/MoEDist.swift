@@ -1,5 +1,6 @@
 // moe-dist: the command-line entry point. Each subcommand lives in its own file.
 import ArgumentParser
+import Foundation
 
 @main
 struct MoEDist: ParsableCommand {
@@ -9,4 +10,20 @@ struct MoEDist: ParsableCommand {
         subcommands: [TrainCommand.self, EvalCommand.self, CheckpointCommand.self, GateCommand.self, SweepCommand.self,
                       CompareCommand.self, CurvesCommand.self, BenchCommand.self, EstimateCommand.self,
                       DataCommand.self, DebugCommand.self])
+
+    /// ArgumentParser's own main, except that a usage error (its status 64) exits with 2, as configuration
+    /// errors do: one table of exit statuses for every command (docs/exit-status.md).
+    static func main() {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch {
+            let code = exitCode(for: error)
+            if code == .validationFailure {
+                FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
+                Foundation.exit(ExitStatus.usage)
+            }
+            exit(withError: error)
+        }
+    }
 }

@@ -1,7 +1,9 @@
 // Checkpoint files (SPEC section 6): one HDF5 file per checkpoint, whatever the
 // world size, loadable at any world size.
 //
-//   root attributes  format "moe-dist/checkpoint", version 1, step, tokens, world_size, config (JSON)
+//   root attributes  format "moe-dist/checkpoint", version 1, step, tokens, world_size, config (JSON),
+//                    tokenizer_fingerprint (int64 holding the uint64 fingerprint's bits, SPEC section 8;
+//                    0 = unknown; absent in checkpoints written before it existed)
 //   /params/<path>, /optim/exp_avg/<path>, /optim/exp_avg_sq/<path>   float32, global shapes
 //   /state           attributes: updates, nan_events, loader (JSON of the data loader position)
 //
@@ -27,6 +29,14 @@ public struct CheckpointState: Sendable {
     public var counters: TrainerCounters
     public var loaderJSON: String
     public var worldSize: Int
+    /// SPEC section 8: the tokenizer fingerprint of the run's data (0 = unknown or absent).
+    public var tokenizerFingerprint: UInt64 = 0
+}
+
+/// A checkpoint path that names no file (a usage error, exit status 2).
+public struct CheckpointMissingError: Error, CustomStringConvertible {
+    public var path: String
+    public var description: String { "checkpoint \(path): no such file" }
 }
 
 public enum Checkpoint {
@@ -60,7 +70,8 @@ public enum Checkpoint {
     // MARK: write
 
     /// Writes a checkpoint of `trainer` to `path` (collective: every rank calls it).
-    public static func save(_ trainer: Trainer, to path: String) throws {
+    /// `tokenizerFingerprint`: the data's (SPEC section 8), stored as the root attribute `tokenizer_fingerprint`.
+    public static func save(_ trainer: Trainer, to path: String, tokenizerFingerprint: UInt64 = 0) throws {
         let ctx = trainer.ctx, world = ctx.world, store = trainer.model.store
         let partial = partialPath(path)
         var failure: Error? = nil
@@ -80,6 +91,7 @@ public enum Checkpoint {
                 try f.setAttribute("tokens", Int64(trainer.counters.tokens))
                 try f.setAttribute("world_size", Int64(world.size))
                 try f.setAttribute("config", trainer.config.toJSON())
+                try f.setAttribute("tokenizer_fingerprint", Int64(bitPattern: tokenizerFingerprint))
                 let state = try f.createGroup("state")
                 try state.setAttribute("updates", Int64(trainer.counters.updates))
                 try state.setAttribute("nan_events", Int64(trainer.counters.nanEvents))
@@ -172,17 +184,18 @@ public enum Checkpoint {
         let state = try f.openGroup("state")
         c.updates = Int(try state.int64Attribute("updates"))
         c.nanEvents = Int(try state.int64Attribute("nan_events"))
+        let fingerprint = try f.hasAttribute("tokenizer_fingerprint") ? UInt64(bitPattern: try f.int64Attribute("tokenizer_fingerprint")) : 0
         return CheckpointState(config: config, counters: c, loaderJSON: try state.stringAttribute("loader"),
-                               worldSize: Int(try f.int64Attribute("world_size")))
+                               worldSize: Int(try f.int64Attribute("world_size")), tokenizerFingerprint: fingerprint)
     }
 
     private static func openCheckpoint(_ path: String) throws -> H5File {
-        guard FileManager.default.fileExists(atPath: path) else { throw TrainingError("checkpoint \(path): no such file") }
+        guard FileManager.default.fileExists(atPath: path) else { throw CheckpointMissingError(path: path) }
         let f = try H5File.open(path: path, readOnly: true)
         let fmt = (try? f.stringAttribute("format")) ?? ""
-        guard fmt == format else { f.close(); throw TrainingError("checkpoint \(path): not a moe-dist checkpoint (format \"\(fmt)\")") }
+        guard fmt == format else { f.close(); throw DataError("checkpoint \(path): not a moe-dist checkpoint (format \"\(fmt)\")") }
         let v = try f.int64Attribute("version")
-        guard v == version else { f.close(); throw TrainingError("checkpoint \(path): version \(v), this moe-dist reads version \(version)") }
+        guard v == version else { f.close(); throw DataError("checkpoint \(path): version \(v), this moe-dist reads version \(version)") }
         return f
     }
 
@@ -201,15 +214,15 @@ public enum Checkpoint {
         for p in store.infos {
             for (prefix, base) in sections {
                 let name = prefix + p.path
-                guard try f.exists(name) else { throw TrainingError("checkpoint \(path): missing tensor /\(name)") }
+                guard try f.exists(name) else { throw DataError("checkpoint \(path): missing tensor /\(name)") }
                 let ds = try f.openDataset(name)
                 let shape = try ds.shape()
                 guard shape == p.shape else {
-                    throw TrainingError("checkpoint \(path): /\(name) has shape \(shape), the configuration needs \(p.shape)")
+                    throw DataError("checkpoint \(path): /\(name) has shape \(shape), the configuration needs \(p.shape)")
                 }
                 let values: [Float] = p.isExpert ? try ds.readRows(p.localRows) : try ds.read()
                 guard values.count == p.count else {
-                    throw TrainingError("checkpoint \(path): /\(name) read \(values.count) values, expected \(p.count)")
+                    throw DataError("checkpoint \(path): /\(name) read \(values.count) values, expected \(p.count)")
                 }
                 values.withUnsafeBufferPointer { (base + p.offset).update(from: $0.baseAddress!, count: p.count) }
             }
@@ -238,7 +251,7 @@ public enum Checkpoint {
         let st = try readState(path)
         let diffs = trainer.config.architectureDifferences(from: st.config)
         if !diffs.isEmpty {
-            throw TrainingError("checkpoint \(path): architecture differs from the configuration in \(diffs.joined(separator: ", ")); "
+            throw ConfigError(key: nil, "checkpoint \(path): architecture differs from the configuration in \(diffs.joined(separator: ", ")); "
                                 + "resume with the checkpoint's values or start a new run")
         }
         let f = try openCheckpoint(path)
@@ -255,19 +268,19 @@ public enum Checkpoint {
         defer { hdf5Lock.unlock() }
         let st = try readState(path)
         var config = st.config
-        if config.model.vocabSize == 0 { throw TrainingError("checkpoint \(path): config has no vocabulary size") }
+        if config.model.vocabSize == 0 { throw DataError("checkpoint \(path): config has no vocabulary size") }
         config.moe.numExperts = max(config.moe.numExperts, 0)
         let f = try openCheckpoint(path)
         defer { f.close() }
         for t in ModelTensors.list(config) {
             for prefix in ["params/", "optim/exp_avg/", "optim/exp_avg_sq/"] {
                 let name = prefix + t.path
-                guard try f.exists(name) else { throw TrainingError("checkpoint \(path): missing tensor /\(name)") }
+                guard try f.exists(name) else { throw DataError("checkpoint \(path): missing tensor /\(name)") }
                 let ds = try f.openDataset(name)
-                guard try ds.shape() == t.shape else { throw TrainingError("checkpoint \(path): /\(name) has the wrong shape") }
+                guard try ds.shape() == t.shape else { throw DataError("checkpoint \(path): /\(name) has the wrong shape") }
                 let values: [Float] = try ds.read()       // Fletcher-32 failures throw here
                 if prefix == "params/", let bad = values.firstIndex(where: { !$0.isFinite }) {
-                    throw TrainingError("checkpoint \(path): /\(name) holds a non-finite value at \(bad)")
+                    throw DataError("checkpoint \(path): /\(name) holds a non-finite value at \(bad)")
                 }
             }
         }

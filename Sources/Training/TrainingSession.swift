@@ -18,6 +18,17 @@ public final class TrainingSession {
     public var beforeStep: ((Int) throws -> Void)?
     /// Checkpoint to continue from, loaded at the start of `run`.
     private var resumeFrom: String?
+    /// Keys whose values differ from the checkpoint's configuration (allowed by `resume`), recorded in the history.
+    public private(set) var configChanges: [ConfigDifference] = []
+    /// What the learning-rate schedule does differently after a changed budget (a line for the log), if anything.
+    private var scheduleNote: String?
+    /// The tokenizer fingerprint written to checkpoints: the data's, or the resumed checkpoint's when the
+    /// data has none (old token files).
+    public private(set) var tokenizerFingerprint: UInt64
+
+    /// Keys that may differ on resume without `--allow-config-change`: how the same global batch is laid out
+    /// over the ranks, which changes with the world size (the math is the same up to summation order).
+    public static let layoutKeys: Set<String> = ["parallel.expert_parallel", "train.micro_batch"]
     // Stage gate (gate.*): the history the stop rule reads (rank 0; earlier rows from metrics.h5 on
     // resume), and the decision that stopped the run, if one did.
     private var gateHistory = GateHistory()
@@ -31,10 +42,58 @@ public final class TrainingSession {
         self.runDirectory = runDirectory
         self.say = say
         trainer = try Trainer(config: config, ctx: ctx, train: data.train)
+        tokenizerFingerprint = data.fingerprint
     }
 
     /// Continue from `checkpoint` (parameters, moments, counters, data position) when `run` starts.
-    public func resume(from checkpoint: String) { resumeFrom = checkpoint }
+    /// Checks now (before anything is printed or written) that the checkpoint can be resumed with this
+    /// configuration and data:
+    /// - an architecture key that differs is refused (a ConfigError listing each key, old -> new);
+    /// - any other changed key (except `layoutKeys`) is refused unless `allowConfigChange`; with it, the
+    ///   changes are logged and recorded in the history (`config_changes`), which keeps its original `config`;
+    /// - a non-zero tokenizer fingerprint of the checkpoint that differs from the data's is refused (DataError).
+    public func resume(from checkpoint: String, allowConfigChange: Bool = false) throws {
+        let st: CheckpointState
+        do {
+            Checkpoint.hdf5Lock.lock()
+            defer { Checkpoint.hdf5Lock.unlock() }
+            st = try Checkpoint.readState(checkpoint)
+        }
+        let have = data.fingerprint, had = st.tokenizerFingerprint
+        if have != 0 && had != 0 && have != had {
+            throw DataError("checkpoint \(checkpoint) was trained on data of tokenizer fingerprint \(TokenizerFingerprint.hex(had)), "
+                            + "but \(data.fingerprintSource) has \(TokenizerFingerprint.hex(have)): another tokenizer's tokens")
+        }
+        let diffs = config.differences(from: st.config)
+        let architecture = Set(RunConfig.architectureKeys)
+        let arch = diffs.filter { architecture.contains($0.key) }
+        if !arch.isEmpty {
+            throw ConfigError(key: nil, "checkpoint \(checkpoint): the architecture differs from the configuration in "
+                              + arch.map { "\($0.key) \($0.old) -> \($0.new)" }.joined(separator: ", ")
+                              + "; resume with the checkpoint's values or start a new run")
+        }
+        let refused = diffs.filter { !TrainingSession.layoutKeys.contains($0.key) }
+        if !refused.isEmpty && !allowConfigChange {
+            throw ConfigError(key: nil, "checkpoint \(checkpoint) was written with a different configuration: "
+                              + refused.map { "\($0.key) \($0.old) -> \($0.new)" }.joined(separator: ", ")
+                              + "; resume with the checkpoint's values, or pass --allow-config-change to continue with "
+                              + "the new ones (the change and its step are recorded in metrics.h5)")
+        }
+        if have == 0 { tokenizerFingerprint = had }
+        configChanges = diffs
+        scheduleNote = TrainingSession.scheduleChange(from: st.config, to: config, at: st.counters.step)
+        resumeFrom = checkpoint
+    }
+
+    /// How a changed step or token budget moves the learning-rate schedule at resumed step `step`, or nil.
+    static func scheduleChange(from old: RunConfig, to new: RunConfig, at step: Int) -> String? {
+        let before = Trainer.stepBudget(old), after = Trainer.stepBudget(new)
+        guard before != after else { return nil }
+        let a = LearningRateSchedule(old.train, totalSteps: before), b = LearningRateSchedule(new.train, totalSteps: after)
+        return String(format: "learning-rate schedule: the step budget changes from %d to %d steps, so the cosine now reaches "
+                      + "its minimum at step %d instead of %d; the lr of step %d changes from %.3e to %.3e",
+                      before, after, after, before, step + 1, a(step), b(step))
+    }
 
     /// The newest intact checkpoint of `runDirectory`, skipping damaged ones (each reported through `warn`).
     public static func newestIntactCheckpoint(runDirectory: String, warn: (String) -> Void) -> String? {
@@ -78,7 +137,7 @@ public final class TrainingSession {
                 gateHistory = try RunMetrics.read(path).gateHistory.upTo(step: trainer.counters.step)
             }
             metrics = try MetricsHistory(path: path, configJSON: config.toJSON(), iterations: config.model.depth,
-                                         numExperts: config.moe.numExperts)
+                                         numExperts: config.moe.numExperts, replaceConfig: trainer.counters.step == 0)
         }
         let legacySnapshot = dir + "/.metrics.h5.at-checkpoint"
         do {
@@ -95,6 +154,10 @@ public final class TrainingSession {
             try openHistory()
         }
         try metrics?.truncate(afterStep: Int64(trainer.counters.step))
+        let step = Int64(trainer.counters.step)
+        try metrics?.recordConfigChanges(configChanges.map {
+            MetricsHistory.ConfigChange(step: step, key: $0.key, old: JSONScalar($0.old), new: JSONScalar($0.new))
+        })
     }
 
     /// Copies `source` over `destination` through a temporary name (fsynced, then renamed), so a kill
@@ -128,11 +191,18 @@ public final class TrainingSession {
         if let path = resumeFrom {
             try Checkpoint.load(path, into: trainer)
         }
+        for w in data.warnings { log(w) }
         // Every rank has finished reading before rank 0 opens the history (emulated ranks share one HDF5 library).
         trainer.ctx.world.barrier()
         if isRoot { KillPoint.currentStep = trainer.counters.step }
         try openRunDirectory()
         if let path = resumeFrom { log("resumed from \(path) at step \(trainer.counters.step)") }
+        if !configChanges.isEmpty {
+            log("configuration changed on resume at step \(trainer.counters.step): "
+                + configChanges.map { "\($0.key) \($0.old) -> \($0.new)" }.joined(separator: ", ")
+                + " (recorded in metrics.h5 config_changes; its config keeps the original values)")
+        }
+        if let note = scheduleNote { log(note) }
         defer { metrics?.close(); try? logHandle?.close() }
         for line in banner() { log(line) }
         let c = config
@@ -238,7 +308,7 @@ public final class TrainingSession {
         if let failure { throw failure }
         if flag[0] > 0 { throw TrainingError("checkpoint \(path): rank 0 could not snapshot the history") }
         KillPoint.afterSnapshot.reached()
-        try Checkpoint.save(trainer, to: path)
+        try Checkpoint.save(trainer, to: path, tokenizerFingerprint: tokenizerFingerprint)
         if isRoot {
             Checkpoint.prune(runDirectory: dir, keep: config.train.keepCheckpoints)
         }
@@ -262,6 +332,18 @@ public final class TrainingSession {
         var f = [Preemption.requested ? 1.0 : 0.0]
         f.withUnsafeMutableBufferPointer { trainer.ctx.world.allReduceMax($0) }
         return f[0] > 0
+    }
+}
+
+extension JSONScalar {
+    init(_ v: ConfigValue) {
+        switch v {
+        case .int(let x): self = .int(x)
+        case .double(let x): self = .double(x)
+        case .bool(let x): self = .bool(x)
+        case .string(let x): self = .string(x)
+        case .null: self = .null
+        }
     }
 }
 

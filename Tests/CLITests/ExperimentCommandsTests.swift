@@ -214,7 +214,8 @@ final class ExperimentCommandsTests: XCTestCase {
         XCTAssertTrue(FileManager.default.fileExists(atPath: dir2 + "/checkpoints/step-00000040.h5"))
         // Resuming continues to the budget and removes the marker; gate.enabled=false never stops.
         let again = try runCommand(moeDist, ["train", "--config", tinyConfig, "--run-dir", dir, "train.max_steps=100",
-                                             "train.eval_interval=20", "gate.enabled=false", "--resume", "auto"])
+                                             "train.eval_interval=20", "gate.enabled=false", "--resume", "auto",
+                                             "--allow-config-change"])
         XCTAssertEqual(again.status, 0, again.stderr)
         let f2 = try H5File.open(path: dir + "/metrics.h5", readOnly: true, fileLocking: false)
         defer { f2.close() }
