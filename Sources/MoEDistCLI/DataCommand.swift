@@ -42,9 +42,15 @@ extension DataCommand {
             discussion: """
                 Writes OUT/tokenizer.json and OUT/train.tok, OUT/valid.tok (and OUT/test.tok). \
                 Inputs are UTF-8 text (WikiText .tokens or .raw files work as they are). \
-                The vocabulary is the 256 bytes, then merges, then <|endoftext|> as the last id \
-                (not inserted into the token files). Training reads the train split in chunks \
-                and keeps only the distinct pre-tokens and their counts.
+                The vocabulary is the 256 bytes, then merges, then the special tokens: each \
+                --special-token in order, then " <unk>" if the train split contains WikiText's \
+                unknown-word marker, then <|endoftext|> as the last id (not inserted into the \
+                token files). A special token (Hugging Face added_tokens) is matched literally \
+                before pre-tokenisation and is always one id; " <unk>" includes the space before \
+                the marker (every <unk> in WikiText follows a space), so one <unk> is one token, \
+                decoding gives the text back byte for byte, and Hugging Face tokenizers gives \
+                the same ids. Training reads the train split in chunks and keeps only the \
+                distinct pre-tokens and their counts.
 
                 Example: moe-dist data prepare --train wiki.train.tokens --valid wiki.valid.tokens \
                 --test wiki.test.tokens --vocab-size 8192 --out data/wt2-bpe8k
@@ -60,8 +66,17 @@ extension DataCommand {
         var vocabSize: Int
         @Option(help: ArgumentHelp("Output directory (created if missing).", valueName: "dir"))
         var out: String
+        @Option(name: .customLong("special-token"),
+                help: ArgumentHelp("A literal string to keep as one special token (repeatable), e.g. '<pad>'.", valueName: "text"))
+        var specialTokens: [String] = []
+
+        /// WikiText's unknown-word marker, with the space that precedes it.
+        static let wikiTextUnknown = " <unk>"
+        static let endOfText = "<|endoftext|>"
 
         func validate() throws {
+            for t in specialTokens where t.isEmpty { throw ValidationError("--special-token must not be empty") }
+            if Set(specialTokens).count != specialTokens.count { throw ValidationError("--special-token: a token is given twice") }
             guard vocabSize >= 257 else { throw ValidationError("--vocab-size must be at least 257 (256 bytes + <|endoftext|>), got \(vocabSize)") }
             guard vocabSize <= 1 << 24 else { throw ValidationError("--vocab-size \(vocabSize) is unreasonably large (max 16777216)") }
         }
@@ -75,7 +90,14 @@ extension DataCommand {
                     try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
                 } catch { throw DataFileError(out, "cannot create output directory") }
 
-                var trainer = BPETrainer(vocabSize: vocabSize)
+                var specials = specialTokens
+                if !specials.contains(Self.wikiTextUnknown),
+                   let text = FileManager.default.contents(atPath: train), text.range(of: Data("<unk>".utf8)) != nil {
+                    specials.append(Self.wikiTextUnknown)
+                }
+                if !specials.contains(Self.endOfText) { specials.append(Self.endOfText) }
+                stderrLine("special tokens: " + specials.map { String(reflecting: $0) }.joined(separator: ", "))
+                var trainer = BPETrainer(vocabSize: vocabSize, specialTokens: specials)
                 trainer.showProgress = true
                 let t0 = Date()
                 let tokenizer = try trainer.train(files: [train])
