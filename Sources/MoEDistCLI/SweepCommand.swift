@@ -3,6 +3,7 @@
 import Foundation
 import ArgumentParser
 import Configuration
+import Training
 import Model
 
 struct SweepCommand: ParsableCommand {
@@ -44,7 +45,8 @@ struct SweepCommand: ParsableCommand {
                                valueName: "N"))
     var steps: Int?
 
-    @Option(help: ArgumentHelp("Gate JSON of the previous stage (moe-dist gate --json), needed by 1b, 2 and 3.",
+    @Option(help: ArgumentHelp("Gate JSON of the previous stage (moe-dist gate --json), needed by 1b, 2 and 3; "
+                               + "relative run directories in it are relative to the file's directory.",
                                valueName: "gate.json"))
     var gate: String?
 
@@ -77,20 +79,21 @@ struct SweepCommand: ParsableCommand {
             guard let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
                 throw UserError("\(path): not a gate JSON object (write it with moe-dist gate --json)")
             }
+            // Relative run directories are relative to the gate file's directory.
+            let base = URL(fileURLWithPath: path).deletingLastPathComponent()
+            func resolve(_ d: String) -> String { d.hasPrefix("/") ? d : base.appendingPathComponent(d).standardizedFileURL.path }
             let list = obj["runs"] as? [[String: Any]] ?? []
             runs = list.compactMap { r in
                 guard let d = r["run_dir"] as? String, let l = r["eval_loss"] as? Double else { return nil }
-                return (d, l)
+                return (resolve(d), l)
             }.sorted { $0.loss < $1.loss }
-            promoted = obj["promoted"] as? [String] ?? []
-            best = obj["best"] as? String
+            promoted = (obj["promoted"] as? [String] ?? []).map(resolve)
+            best = (obj["best"] as? String).map(resolve)
             if runs.isEmpty && best == nil { throw UserError("\(path): the gate JSON lists no run with an eval loss") }
         }
-        /// RUN_DIR/config.yaml of a listed run.
+        /// The configuration of a listed run: its config.yaml, or its metrics.h5's config.
         static func config(_ dir: String) throws -> RunConfig {
-            let p = dir + "/config.yaml"
-            guard FileManager.default.fileExists(atPath: p) else { throw UserError("\(p): no such file (run of the gate JSON)") }
-            return try ConfigLoader.load(yamlPath: p, overrides: [])
+            try RunRecord.config(dir)
         }
     }
 

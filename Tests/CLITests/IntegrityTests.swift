@@ -6,6 +6,8 @@
 // - resume with a changed key: refused without --allow-config-change (exit status 2, each key old -> new,
 //   nothing printed before the error), recorded with it (metrics.h5 keeps the original config, and
 //   config_changes holds key, old, new and step, read with h5py);
+// - gate, compare and curves on directories that hold only metrics.h5 give what they give on the full run
+//   directories; sweep --gate reads relative run directories as relative to the gate file;
 // - the same bad input gives the same exit status in every command (docs/exit-status.md).
 import XCTest
 import Foundation
@@ -174,5 +176,36 @@ final class IntegrityTests: XCTestCase {
         XCTAssertEqual(try runCommand(moeDist, ["train", "--no-such-option"]).status, 2)
         XCTAssertEqual(try runCommand(moeDist, trainArgs(root + "/k", ["moe.no_such_key=1"])).status, 2)
         XCTAssertEqual(try runCommand(moeDist, ["eval", "--checkpoint", "x", "--data", "y", "--max-tokens", "1"]).status, 2)
+    }
+
+    func testMetricsOnlyDirectoriesAndGateFileRelativePaths() throws {
+        try requireBinary()
+        let root = temporaryDirectory("metrics-only")
+        let full = root + "/full", copies = root + "/copies"
+        for (name, aux) in [("a", "0.01"), ("b", "0.0")] {
+            let r = try runCommand(moeDist, trainArgs("\(full)/\(name)", ["name=p1-aux\(aux)", "moe.aux_loss_coef=\(aux)",
+                                                                        "train.max_steps=20", "train.eval_interval=10",
+                                                                        "train.log_interval=5", "train.checkpoint_interval=10"]))
+            XCTAssertEqual(r.status, 0, r.stderr)
+            try FileManager.default.createDirectory(atPath: "\(copies)/\(name)", withIntermediateDirectories: true)
+            try FileManager.default.copyItem(atPath: "\(full)/\(name)/metrics.h5", toPath: "\(copies)/\(name)/metrics.h5")
+        }
+        // Each command gives the same output on the copies (paths aside) as on the full directories.
+        for command in [["gate", "a", "b", "--reference", "a", "--json"], ["compare", "a", "b", "--json"], ["curves", "a"]] {
+            let onFull = try runCommand(moeDist, command, cwd: full)
+            let onCopies = try runCommand(moeDist, command, cwd: copies)
+            XCTAssertEqual(onFull.status, 0, onFull.stderr)
+            XCTAssertEqual(onCopies.status, 0, "\(command[0]) on metrics.h5 alone: \(onCopies.stderr)")
+            XCTAssertEqual(onCopies.stdout, onFull.stdout, command[0])
+            XCTAssertTrue(command[0] == "curves" || onCopies.stdout.contains("p1-aux0.01"), "names from the config attribute")
+        }
+        // A gate file with relative run directories, used from another working directory.
+        let gate = try runCommand(moeDist, ["gate", "a", "b", "--reference", "a", "--json"], cwd: copies)
+        try gate.stdout.write(toFile: copies + "/gate.json", atomically: true, encoding: .utf8)
+        let sweep = try runCommand(moeDist, ["sweep", "--phase", "2", "--base", tinyConfig, "--out", root + "/sw",
+                                             "--gate", "copies/gate.json"], cwd: root)
+        XCTAssertEqual(sweep.status, 0, sweep.stderr)
+        let manifest = try String(contentsOfFile: root + "/sw/phase-2/runs.txt", encoding: .utf8)
+        XCTAssertTrue(manifest.contains("p2-aux0.01.yaml") && manifest.contains("p2-aux0.0.yaml"), manifest)
     }
 }
