@@ -7,6 +7,16 @@ struct MoEDist: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "moe-dist",
         abstract: "Train recurrent Mixture-of-Experts language models with expert parallelism over MPI.",
+        discussion: """
+        Exit statuses, the same in every command (docs/exit-status.md):
+          0   done (gate: whatever the decisions)
+          1   runtime failure: I/O or HDF5 error, a failed rank
+          2   usage or configuration error: bad option, unknown key,
+              impossible value, changed configuration on resume
+          3   bad data: an input file that is missing, damaged, or
+              from another tokenizer or vocabulary
+          75  preempted: checkpoint written, resume with --resume auto
+        """,
         subcommands: [TrainCommand.self, EvalCommand.self, CheckpointCommand.self, GateCommand.self, SweepCommand.self,
                       CompareCommand.self, CurvesCommand.self, BenchCommand.self, EstimateCommand.self,
                       DataCommand.self, DebugCommand.self])

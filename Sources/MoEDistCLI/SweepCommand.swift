@@ -75,9 +75,9 @@ struct SweepCommand: ParsableCommand {
         var promoted: [String]
         var best: String?
         init(path: String) throws {
-            guard let data = FileManager.default.contents(atPath: path) else { throw UserError("\(path): no such gate file") }
+            guard let data = FileManager.default.contents(atPath: path) else { throw UserError("\(path): no such gate file", status: ExitStatus.badData) }
             guard let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
-                throw UserError("\(path): not a gate JSON object (write it with moe-dist gate --json)")
+                throw UserError("\(path): not a gate JSON object (write it with moe-dist gate --json)", status: ExitStatus.badData)
             }
             // Relative run directories are relative to the gate file's directory.
             let base = URL(fileURLWithPath: path).deletingLastPathComponent()
@@ -89,7 +89,7 @@ struct SweepCommand: ParsableCommand {
             }.sorted { $0.loss < $1.loss }
             promoted = (obj["promoted"] as? [String] ?? []).map(resolve)
             best = (obj["best"] as? String).map(resolve)
-            if runs.isEmpty && best == nil { throw UserError("\(path): the gate JSON lists no run with an eval loss") }
+            if runs.isEmpty && best == nil { throw UserError("\(path): the gate JSON lists no run with an eval loss", status: ExitStatus.badData) }
         }
         /// The configuration of a listed run: its config.yaml, or its metrics.h5's config.
         static func config(_ dir: String) throws -> RunConfig {
@@ -134,7 +134,7 @@ struct SweepCommand: ParsableCommand {
             return ("phase 1", "phase-1", steps ?? 1000, runs)
         case "1b":
             let g = try GateResult(path: gate!)
-            guard let best = g.best ?? g.runs.first?.dir else { throw UserError("\(gate!): no best run") }
+            guard let best = g.best ?? g.runs.first?.dir else { throw UserError("\(gate!): no best run", status: ExitStatus.badData) }
             let aux = try GateResult.config(best).moe.auxLossCoef
             let run = with(b, "p1b-top1-aux\(Self.numberText(aux))", [("moe.top_k", .int(1)), ("moe.aux_loss_coef", .double(aux))]) {
                 $0.moe.topK = 1; $0.moe.auxLossCoef = aux
@@ -143,7 +143,7 @@ struct SweepCommand: ParsableCommand {
         case "2":
             let g = try GateResult(path: gate!)
             let top = Array(g.runs.prefix(2).map(\.dir))
-            guard let winner = top.first else { throw UserError("\(gate!): no run with an eval loss") }
+            guard let winner = top.first else { throw UserError("\(gate!): no run with an eval loss", status: ExitStatus.badData) }
             var runs: [Planned] = []
             for dir in top {
                 let c = try GateResult.config(dir)

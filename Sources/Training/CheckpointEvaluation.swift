@@ -14,7 +14,9 @@ public enum CheckpointEvaluation {
         guard FileManager.default.fileExists(atPath: path) else { throw CheckpointMissingError(path: path) }
         Checkpoint.hdf5Lock.lock()
         defer { Checkpoint.hdf5Lock.unlock() }
-        return try Checkpoint.readState(path)
+        do { return try Checkpoint.readState(path) } catch let e as DataError { throw e } catch {
+            throw DataError("checkpoint \(path): cannot read it: \(error)")
+        }
     }
 
     /// Opens `dataPath` and checks it against the checkpoint's vocabulary and tokenizer fingerprint

@@ -57,7 +57,9 @@ public final class TrainingSession {
         do {
             Checkpoint.hdf5Lock.lock()
             defer { Checkpoint.hdf5Lock.unlock() }
-            st = try Checkpoint.readState(checkpoint)
+            do { st = try Checkpoint.readState(checkpoint) } catch let e as CheckpointMissingError { throw e } catch let e as DataError {
+                throw e
+            } catch { throw DataError("checkpoint \(checkpoint): cannot read it: \(error)") }
         }
         let have = data.fingerprint, had = st.tokenizerFingerprint
         if have != 0 && had != 0 && have != had {
