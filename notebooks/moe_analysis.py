@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
-    "read_metrics", "read_config", "flatten_config", "dedupe_steps",
+    "read_metrics", "read_config", "flatten_config", "dedupe_steps", "config_changes_table",
     "train_table", "eval_table", "expert_load_table", "expert_summary_table",
     "Run", "load_run", "load_runs", "find_run_dirs", "runs_table", "differing_config",
     "concat_runs", "time_to_target", "tracking_table",
@@ -230,6 +230,18 @@ def read_config(run_dir: str) -> dict[str, Any]:
     return {}
 
 
+def config_changes_table(m: dict[str, Any]) -> pd.DataFrame:
+    """Keys changed on resume (``train --allow-config-change``): step, key, old, new.
+
+    From metrics.h5's root attribute ``config_changes`` (a JSON list); ``step`` is the checkpoint the
+    run resumed from: rows after it were trained with ``new``. The ``config`` attribute keeps the
+    values the run started with. Empty when nothing changed.
+    """
+    text = m["attrs"].get("config_changes")
+    rows = json.loads(text) if text else []
+    return pd.DataFrame(rows, columns=["step", "key", "old", "new"])
+
+
 def flatten_config(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"moe": {"top_k": 2}}`` -> ``{"moe.top_k": 2}``."""
     out: dict[str, Any] = {}
@@ -275,6 +287,19 @@ class Run:
     @property
     def stopped_reason(self) -> str | None:
         return self.attrs.get("stopped_reason")
+
+    @property
+    def config_changes(self) -> pd.DataFrame:
+        """Keys changed on resume (step, key, old, new); ``config`` holds the starting values."""
+        return config_changes_table({"attrs": self.attrs})
+
+    @property
+    def final_config(self) -> dict[str, Any]:
+        """``flat_config`` with every recorded change applied: the configuration the last rows used."""
+        out = dict(self.flat_config)
+        for _, c in self.config_changes.iterrows():
+            out[c["key"]] = c["new"]
+        return out
 
     @property
     def checkpoints(self) -> list[str]:

@@ -25,6 +25,9 @@ public final class BPETokenizer {
     public let addPrefixSpace: Bool
     /// Hugging Face BPE `ignore_merges`: a pre-token that is itself in the vocabulary is one token.
     public let ignoreMerges: Bool
+    /// The fingerprint (SPEC section 8) of the tokenizer.json this tokenizer was loaded from or last
+    /// written to; 0 for one only built in memory. Token files it writes carry it.
+    public internal(set) var fingerprint: UInt64 = 0
 
     /// Id of each single-byte token.
     let byteIds: [Int32]
@@ -211,7 +214,7 @@ public final class BPETokenizer {
     @discardableResult
     public func encodeFile(input: String, output: String, progress: ProgressLine? = nil) throws -> Int {
         let text = try MappedTextFile(path: input)
-        let writer = try TokenFileWriter(path: output, vocabSize: vocabSize)
+        let writer = try TokenFileWriter(path: output, vocabSize: vocabSize, fingerprint: fingerprint)
         var out: [Int32] = []
         out.reserveCapacity(1 << 20)
         let b = text.bytes, n = text.count

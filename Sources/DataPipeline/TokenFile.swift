@@ -5,7 +5,8 @@
 //   12 ..< 16  uint32 bytes per token: 2 (vocabulary <= 65536) or 4
 //   16 ..< 24  uint64 token count
 //   24 ..< 28  uint32 vocabulary size
-//   28 ..< 64  zero
+//   28 ..< 36  uint64 tokenizer fingerprint (TokenizerFingerprint.swift; 0 = unknown)
+//   36 ..< 64  zero
 //
 // `TokenFileWriter` streams ids to a temporary file in the destination's
 // directory and renames it on `finish()`; `TokenFile` memory-maps a file and
@@ -27,19 +28,22 @@ public struct TokenFileHeader: Equatable {
     public var bytesPerToken: Int
     public var count: Int
     public var vocabSize: Int
+    /// SPEC section 8: the first 8 bytes of the SHA-256 of the tokenizer.json that encoded the tokens; 0 = unknown.
+    public var fingerprint: UInt64
 
-    public init(count: Int, vocabSize: Int) {
+    public init(count: Int, vocabSize: Int, fingerprint: UInt64 = 0) {
         self.version = Self.currentVersion
         self.bytesPerToken = vocabSize <= 65536 ? 2 : 4
         self.count = count
         self.vocabSize = vocabSize
+        self.fingerprint = fingerprint
     }
 
     /// The 64 header bytes.
     public var bytes: [UInt8] {
         var out = Self.magic
         func put<T: FixedWidthInteger>(_ v: T) { withUnsafeBytes(of: v.littleEndian) { out.append(contentsOf: $0) } }
-        put(version); put(UInt32(bytesPerToken)); put(UInt64(count)); put(UInt32(vocabSize))
+        put(version); put(UInt32(bytesPerToken)); put(UInt64(count)); put(UInt32(vocabSize)); put(fingerprint)
         out.append(contentsOf: [UInt8](repeating: 0, count: Self.size - out.count))
         return out
     }
@@ -55,6 +59,8 @@ public final class TokenFile: TokenSource {
     public var count: Int { header.count }
     public var vocabSize: Int { header.vocabSize }
     public var bytesPerToken: Int { header.bytesPerToken }
+    /// The tokenizer fingerprint of the header (0: unknown, an old file).
+    public var fingerprint: UInt64 { header.fingerprint }
 
     private let mapping: UnsafeMutableRawPointer?
     private let mappedLength: Int
@@ -99,7 +105,8 @@ public final class TokenFile: TokenSource {
                                     + "(\(UInt64(TokenFileHeader.size) &+ count &* UInt64(bpt)) bytes) but the file has \(size) bytes; "
                                     + "truncated or damaged, re-create it")
             }
-            var h = TokenFileHeader(count: Int(count), vocabSize: Int(vocab))
+            let fingerprint = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 28, as: UInt64.self))
+            var h = TokenFileHeader(count: Int(count), vocabSize: Int(vocab), fingerprint: fingerprint)
             h.bytesPerToken = Int(bpt); h.version = version
             self.header = h
         } catch {
@@ -164,6 +171,7 @@ public final class TokenFileWriter {
     public let path: String
     public let vocabSize: Int
     public let bytesPerToken: Int
+    public let fingerprint: UInt64
     public private(set) var count = 0
 
     private let tempPath: String
@@ -171,12 +179,14 @@ public final class TokenFileWriter {
     private var buffer: [UInt8] = []
     private static let flushBytes = 1 << 20
 
-    public init(path: String, vocabSize: Int) throws {
+    /// `fingerprint`: the tokenizer fingerprint for the header (0 if the tokens come from no tokenizer.json).
+    public init(path: String, vocabSize: Int, fingerprint: UInt64 = 0) throws {
         guard vocabSize > 0, vocabSize <= Int(UInt32.max) else {
             throw DataFileError(path, "bad vocabulary size \(vocabSize)")
         }
         self.path = path
         self.vocabSize = vocabSize
+        self.fingerprint = fingerprint
         self.bytesPerToken = TokenFileHeader(count: 0, vocabSize: vocabSize).bytesPerToken
         let url = URL(fileURLWithPath: path)
         self.tempPath = url.deletingLastPathComponent()
@@ -231,7 +241,7 @@ public final class TokenFileWriter {
         precondition(fd >= 0, "TokenFileWriter finished twice")
         do {
             try flush()
-            let header = TokenFileHeader(count: count, vocabSize: vocabSize).bytes
+            let header = TokenFileHeader(count: count, vocabSize: vocabSize, fingerprint: fingerprint).bytes
             let n = header.withUnsafeBytes { pwrite(fd, $0.baseAddress!, $0.count, 0) }
             guard n == header.count else { throw DataFileError(path, "cannot write header (\(String(cString: strerror(errno))))") }
             guard close(fd) == 0 else { fd = -1; throw DataFileError(path, "close failed (\(String(cString: strerror(errno))))") }

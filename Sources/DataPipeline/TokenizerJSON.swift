@@ -109,6 +109,7 @@ extension BPETokenizer {
         }
         try self.init(tokens: tokens, merges: merges, specialTokens: specials,
                       addPrefixSpace: addPrefixSpace, ignoreMerges: ignoreMerges, source: path)
+        fingerprint = TokenizerFingerprint.of(data)
     }
 
     /// The Hugging Face `tokenizer.json` text.
@@ -147,9 +148,11 @@ extension BPETokenizer {
         return Data(s.utf8)
     }
 
-    /// Writes `tokenizer.json` (via a temporary file and a rename).
+    /// Writes `tokenizer.json` (via a temporary file and a rename); the tokenizer's fingerprint becomes that file's.
     public func write(to path: String) throws {
-        try writeFileAtomically(jsonData(), to: path)
+        let data = jsonData()
+        try writeFileAtomically(data, to: path)
+        fingerprint = TokenizerFingerprint.of(data)
     }
 }
 

@@ -16,7 +16,10 @@ struct CheckpointCommand: ParsableCommand {
 
         func run() throws {
             try failingCleanly {
-                let st = try Checkpoint.readState(file)
+                let st: CheckpointState
+                do { st = try Checkpoint.readState(file) } catch let e as CheckpointMissingError { throw e } catch {
+                    throw DataError("checkpoint \(file): cannot read it: \(error)")
+                }
                 print("checkpoint \(file)")
                 print("step \(st.counters.step), tokens \(st.counters.tokens), updates \(st.counters.updates), "
                       + "nan events \(st.counters.nanEvents), written by \(st.worldSize) rank(s)")
@@ -34,7 +37,7 @@ struct CheckpointCommand: ParsableCommand {
     struct Verify: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Check a checkpoint end to end (format, attributes, shapes, Fletcher-32 checksums of every tensor).",
-            discussion: "Exit status 0: intact. 1: damaged or not a checkpoint (the reason is printed).")
+            discussion: "Exit status 0: intact. 3 (bad data): missing, damaged or not a checkpoint (the reason is printed).")
         @Argument(help: ArgumentHelp("Checkpoint file (.h5).", valueName: "file")) var file: String
 
         func run() throws {
@@ -43,7 +46,7 @@ struct CheckpointCommand: ParsableCommand {
                 print("\(file): intact")
             } catch {
                 printError("\(error)")
-                throw ExitCode(1)
+                throw ExitCode(ExitStatus.badData)
             }
         }
     }

@@ -1,5 +1,5 @@
 // `moe-dist compare`: one row per run with what the research notes track (quality, efficiency,
-// MoE health, stability), read from each RUN_DIR/metrics.h5.
+// MoE health, stability), read from each RUN_DIR/metrics.h5 (which is all a run directory needs).
 import Foundation
 import ArgumentParser
 import Training
@@ -18,6 +18,7 @@ struct CompareCommand: ParsableCommand {
           iterations; 1 = even); the top expert (index, share of assignments over the final interval);
           token drops (dropped assignments, and their fraction of all assignments); final and largest
           grad norm; NaN events (cumulative).
+        A directory that holds only metrics.h5 works: its config attribute names the run.
         --json: {"equal_step": S, "equal_tokens": N, "target_loss": x, "runs": [{...}]} with the keys of each row.
         """)
 

@@ -14,17 +14,22 @@ struct DataCommand: ParsableCommand {
         commandName: "data", abstract: "Prepare, encode, decode and inspect token files.",
         discussion: """
             Token files hold a 64-byte header (MOETOKS1, version, bytes per token, count, \
-            vocabulary size) and little-endian ids. Tokenizers are Hugging Face \
-            tokenizer.json files for byte-level BPE (GPT-2's own file loads too).
+            vocabulary size, tokenizer fingerprint) and little-endian ids. Tokenizers are Hugging Face \
+            tokenizer.json files for byte-level BPE (GPT-2's own file loads too). The fingerprint \
+            (header bytes 28..<36) is the first 8 bytes, little-endian, of the SHA-256 of the \
+            tokenizer.json that encoded the file; prepare and encode write it, decode, train and \
+            eval refuse a file whose fingerprint differs from the tokenizer's or checkpoint's \
+            (0 = written before fingerprints: accepted with a warning). \
+            Exit statuses: 0 done, 2 usage error, 3 bad input file (docs/exit-status.md).
             """,
         subcommands: [Prepare.self, Encode.self, Decode.self, Inspect.self])
 }
 
-/// Runs `body`, turning a data error into one line on stderr and exit status 1.
+/// Runs `body`, turning a data error into one line on stderr and exit status 3 (bad data, docs/exit-status.md).
 private func reportingErrors(_ body: () throws -> Void) throws {
     do { try body() } catch let e as DataFileError {
         FileHandle.standardError.write(Data("moe-dist data: \(e)\n".utf8))
-        throw ExitCode.failure
+        throw ExitCode(ExitStatus.badData)
     }
 }
 
@@ -37,9 +42,15 @@ extension DataCommand {
             discussion: """
                 Writes OUT/tokenizer.json and OUT/train.tok, OUT/valid.tok (and OUT/test.tok). \
                 Inputs are UTF-8 text (WikiText .tokens or .raw files work as they are). \
-                The vocabulary is the 256 bytes, then merges, then <|endoftext|> as the last id \
-                (not inserted into the token files). Training reads the train split in chunks \
-                and keeps only the distinct pre-tokens and their counts.
+                The vocabulary is the 256 bytes, then merges, then the special tokens: each \
+                --special-token in order, then " <unk>" if the train split contains WikiText's \
+                unknown-word marker, then <|endoftext|> as the last id (not inserted into the \
+                token files). A special token (Hugging Face added_tokens) is matched literally \
+                before pre-tokenisation and is always one id; " <unk>" includes the space before \
+                the marker (every <unk> in WikiText follows a space), so one <unk> is one token, \
+                decoding gives the text back byte for byte, and Hugging Face tokenizers gives \
+                the same ids. Training reads the train split in chunks and keeps only the \
+                distinct pre-tokens and their counts.
 
                 Example: moe-dist data prepare --train wiki.train.tokens --valid wiki.valid.tokens \
                 --test wiki.test.tokens --vocab-size 8192 --out data/wt2-bpe8k
@@ -55,8 +66,17 @@ extension DataCommand {
         var vocabSize: Int
         @Option(help: ArgumentHelp("Output directory (created if missing).", valueName: "dir"))
         var out: String
+        @Option(name: .customLong("special-token"),
+                help: ArgumentHelp("A literal string to keep as one special token (repeatable), e.g. '<pad>'.", valueName: "text"))
+        var specialTokens: [String] = []
+
+        /// WikiText's unknown-word marker, with the space that precedes it.
+        static let wikiTextUnknown = " <unk>"
+        static let endOfText = "<|endoftext|>"
 
         func validate() throws {
+            for t in specialTokens where t.isEmpty { throw ValidationError("--special-token must not be empty") }
+            if Set(specialTokens).count != specialTokens.count { throw ValidationError("--special-token: a token is given twice") }
             guard vocabSize >= 257 else { throw ValidationError("--vocab-size must be at least 257 (256 bytes + <|endoftext|>), got \(vocabSize)") }
             guard vocabSize <= 1 << 24 else { throw ValidationError("--vocab-size \(vocabSize) is unreasonably large (max 16777216)") }
         }
@@ -70,7 +90,14 @@ extension DataCommand {
                     try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
                 } catch { throw DataFileError(out, "cannot create output directory") }
 
-                var trainer = BPETrainer(vocabSize: vocabSize)
+                var specials = specialTokens
+                if !specials.contains(Self.wikiTextUnknown),
+                   let text = FileManager.default.contents(atPath: train), text.range(of: Data("<unk>".utf8)) != nil {
+                    specials.append(Self.wikiTextUnknown)
+                }
+                if !specials.contains(Self.endOfText) { specials.append(Self.endOfText) }
+                stderrLine("special tokens: " + specials.map { String(reflecting: $0) }.joined(separator: ", "))
+                var trainer = BPETrainer(vocabSize: vocabSize, specialTokens: specials)
                 trainer.showProgress = true
                 let t0 = Date()
                 let tokenizer = try trainer.train(files: [train])
@@ -129,6 +156,12 @@ extension DataCommand {
             try reportingErrors {
                 let tok = try BPETokenizer(contentsOf: tokenizer)
                 let file = try TokenFile(path: input)
+                if file.fingerprint == 0 {
+                    stderrLine("moe-dist data: " + TokenizerFingerprint.unknownWarning(input))
+                } else if file.fingerprint != tok.fingerprint {
+                    throw DataFileError(input, "was encoded with another tokenizer (fingerprint \(TokenizerFingerprint.hex(file.fingerprint))) "
+                                        + "than \(tokenizer) (fingerprint \(TokenizerFingerprint.hex(tok.fingerprint)))")
+                }
                 guard file.vocabSize <= tok.vocabSize else {
                     throw DataFileError(input, "vocabulary size \(file.vocabSize) is larger than the tokenizer's \(tok.vocabSize) (\(tokenizer))")
                 }
@@ -181,6 +214,9 @@ extension DataCommand {
                 print("format:          MOETOKS1 version \(f.header.version), \(f.bytesPerToken) bytes per token")
                 print("tokens:          \(f.count)")
                 print("vocabulary size: \(f.vocabSize)")
+                print("tokenizer:       fingerprint " + (f.fingerprint == 0 ? "0 (unknown: written before fingerprints)"
+                                                         : TokenizerFingerprint.hex(f.fingerprint))
+                      + (tok.map { t in t.fingerprint == f.fingerprint ? " (matches \(tokenizer!))" : " (\(tokenizer!) has \(TokenizerFingerprint.hex(t.fingerprint)))" } ?? ""))
                 print(String(format: "ids used:        %d of %d (%.1f%%)", distinct, f.vocabSize, 100 * Double(distinct) / Double(f.vocabSize)))
                 let order = counts.keys.sorted { counts[$0]! > counts[$1]! || (counts[$0]! == counts[$1]! && $0 < $1) }
                 print("top ids:")

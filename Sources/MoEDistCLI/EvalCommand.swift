@@ -15,6 +15,8 @@ struct EvalCommand: ParsableCommand {
         so the result is the same at every world size (up to summation order).
         Output: `loss 4.6158 | ppl 101.070 | 2047 tokens scored | CHECKPOINT | DATA`, or with --json
         {"loss": x, "ppl": x, "scored": n, "checkpoint": "...", "data": "..."}.
+        The token file must come from the tokenizer the checkpoint was trained with (SPEC section 8
+        fingerprints; a file without one is scored with a warning). Exit statuses: docs/exit-status.md.
         Examples:
           moe-dist eval --checkpoint runs/tiny/checkpoints/step-00000200.h5 --data data/valid.tok
           mpirun -np 2 moe-dist eval --checkpoint C --data valid.tok --max-tokens 13299 --json
@@ -42,11 +44,10 @@ struct EvalCommand: ParsableCommand {
 
     func run() throws {
         try failingCleanly {
-            // Inputs are checked before any rank starts, so bad ones give one line and a non-zero exit.
-            do {
-                let state = try CheckpointEvaluation.readState(checkpoint)
-                _ = try CheckpointEvaluation.openTokens(data, vocabSize: state.config.model.vocabSize, checkpoint: checkpoint)
-            } catch let e as TrainingError { throw UserError(e.description) }   // bad input: exit status 2
+            // Inputs are checked before any rank starts, so bad ones give one line and exit status 3 (bad data).
+            let state = try CheckpointEvaluation.readState(checkpoint)
+            let file = try CheckpointEvaluation.openTokens(data, state: state, checkpoint: checkpoint)
+            if file.fingerprint == 0 { printError(TokenizerFingerprint.unknownWarning(data)) }
             try Launch.onEveryRank(emulateRanks: emulateRanks) { world in
                 let tokens = try TokenFile(path: data)
                 let r = try CheckpointEvaluation.evaluate(checkpoint: checkpoint, tokens: tokens, maxTokens: maxTokens, world: world)

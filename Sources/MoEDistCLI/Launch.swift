@@ -5,6 +5,7 @@ import Foundation
 import ArgumentParser
 import Collectives
 import Configuration
+import DataPipeline
 import Kernels
 import Model
 import Training
@@ -48,10 +49,14 @@ enum Launch {
         }
     }
 
+    /// The exit status of an error (docs/exit-status.md): 2 usage or configuration, 3 bad data, 1 anything else.
     static func exitStatus(_ error: Error) -> Int32 {
         if let u = error as? UserError { return u.status }
-        if error is ConfigError { return 2 }
-        return 1
+        if error is ConfigError { return ExitStatus.usage }
+        if error is DataError || error is DataFileError || error is MetricsHistoryError || error is CheckpointMissingError {
+            return ExitStatus.badData
+        }
+        return ExitStatus.failure
     }
 }
 

@@ -3,6 +3,7 @@
 import Foundation
 import ArgumentParser
 import Configuration
+import Training
 import Model
 import Training
 
@@ -50,7 +51,8 @@ struct SweepCommand: ParsableCommand {
                                valueName: "N"))
     var steps: Int?
 
-    @Option(help: ArgumentHelp("Gate JSON of the previous stage (moe-dist gate --json), needed by 1b, 2 and 3.",
+    @Option(help: ArgumentHelp("Gate JSON of the previous stage (moe-dist gate --json), needed by 1b, 2 and 3; "
+                               + "relative run directories in it are relative to the file's directory.",
                                valueName: "gate.json"))
     var gate: String?
 
@@ -89,18 +91,21 @@ struct SweepCommand: ParsableCommand {
         var promoted: [String]
         var best: String?
         init(path: String) throws {
-            guard let data = FileManager.default.contents(atPath: path) else { throw UserError("\(path): no such gate file") }
+            guard let data = FileManager.default.contents(atPath: path) else { throw UserError("\(path): no such gate file", status: ExitStatus.badData) }
             guard let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
-                throw UserError("\(path): not a gate JSON object (write it with moe-dist gate --json)")
+                throw UserError("\(path): not a gate JSON object (write it with moe-dist gate --json)", status: ExitStatus.badData)
             }
+            // Relative run directories are relative to the gate file's directory.
+            let base = URL(fileURLWithPath: path).deletingLastPathComponent()
+            func resolve(_ d: String) -> String { d.hasPrefix("/") ? d : base.appendingPathComponent(d).standardizedFileURL.path }
             let list = obj["runs"] as? [[String: Any]] ?? []
             runs = list.compactMap { r in
                 guard let d = r["run_dir"] as? String, let l = r["eval_loss"] as? Double else { return nil }
-                return (d, l)
+                return (resolve(d), l)
             }.sorted { $0.loss < $1.loss }
-            promoted = obj["promoted"] as? [String] ?? []
-            best = obj["best"] as? String
-            if runs.isEmpty && best == nil { throw UserError("\(path): the gate JSON lists no run with an eval loss") }
+            promoted = (obj["promoted"] as? [String] ?? []).map(resolve)
+            best = (obj["best"] as? String).map(resolve)
+            if runs.isEmpty && best == nil { throw UserError("\(path): the gate JSON lists no run with an eval loss", status: ExitStatus.badData) }
         }
         /// One run directory per arm (replicates share an arm), arms ordered by their mean eval loss.
         func armsByMeanLoss() throws -> [String] {
@@ -114,11 +119,9 @@ struct SweepCommand: ParsableCommand {
             Replicates.arms(try dirs.map { ($0, try config($0)) }) { $0.1 }.map { $0[0].0 }
         }
 
-        /// RUN_DIR/config.yaml of a listed run.
+        /// The configuration of a listed run: its config.yaml, or its metrics.h5's config.
         static func config(_ dir: String) throws -> RunConfig {
-            let p = dir + "/config.yaml"
-            guard FileManager.default.fileExists(atPath: p) else { throw UserError("\(p): no such file (run of the gate JSON)") }
-            return try ConfigLoader.load(yamlPath: p, overrides: [])
+            try RunRecord.config(dir)
         }
     }
 
@@ -159,7 +162,7 @@ struct SweepCommand: ParsableCommand {
             return ("phase 1", "phase-1", steps ?? 1000, runs)
         case "1b":
             let g = try GateResult(path: gate!)
-            guard let best = g.best ?? g.runs.first?.dir else { throw UserError("\(gate!): no best run") }
+            guard let best = g.best ?? g.runs.first?.dir else { throw UserError("\(gate!): no best run", status: ExitStatus.badData) }
             let aux = try GateResult.config(best).moe.auxLossCoef
             let run = with(b, "p1b-top1-aux\(Self.numberText(aux))", [("moe.top_k", .int(1)), ("moe.aux_loss_coef", .double(aux))]) {
                 $0.moe.topK = 1; $0.moe.auxLossCoef = aux
@@ -168,7 +171,7 @@ struct SweepCommand: ParsableCommand {
         case "2":
             let g = try GateResult(path: gate!)
             let top = Array(try g.armsByMeanLoss().prefix(2))
-            guard let winner = top.first else { throw UserError("\(gate!): no run with an eval loss") }
+            guard let winner = top.first else { throw UserError("\(gate!): no run with an eval loss", status: ExitStatus.badData) }
             var runs: [Planned] = []
             for dir in top {
                 let c = try GateResult.config(dir)

@@ -21,9 +21,16 @@ struct TrainCommand: ParsableCommand {
         metrics to RUN_DIR/metrics.h5, checkpoints to RUN_DIR/checkpoints/step-<8 digits>.h5.
 
         Resuming: --resume auto continues from the newest intact checkpoint (same or another world
-        size); changing an architecture key on resume is refused.
+        size). The configuration must match the checkpoint's: an architecture key (model.*, moe.* except
+        the loss weights and capacity factor) can never change; any other key (except the layout keys
+        parallel.expert_parallel and train.micro_batch) only with --allow-config-change, which keeps the
+        original configuration in metrics.h5 and records each change and its step (root attribute
+        config_changes). A changed train.max_steps or train.max_tokens moves the cosine's end; the log
+        says how. Token files, data.tokenizer and the checkpoint must share one tokenizer fingerprint.
         Preemption: SIGTERM or SIGUSR1 finishes the current step, writes a checkpoint and the history,
         and exits with status 75 on every rank (Slurm: #SBATCH --signal=USR1@120 and --requeue).
+        Exit statuses: 0 done, 1 runtime failure, 2 usage or configuration error, 3 bad data, 75 preempted
+        (docs/exit-status.md).
         """)
 
     @OptionGroup var options: RunOptions
@@ -39,10 +46,17 @@ struct TrainCommand: ParsableCommand {
                                + "if there is none) or a checkpoint file.", valueName: "auto|file"))
     var resume: String?
 
+    @Flag(help: ArgumentHelp("On resume, accept changed non-architecture keys (recorded in metrics.h5 config_changes)."))
+    var allowConfigChange = false
+
     @Option(help: .hidden) var injectFailure: String?
+
+    /// Test hook: SIGKILL this process at POINT@STEP of a checkpoint or history write (see KillPoint).
+    @Option(help: .hidden) var injectKill: String?
 
     func run() throws {
         try failingCleanly {
+            if let k = injectKill { try KillPoint.arm(k) }
             try Launch.onEveryRank(emulateRanks: emulateRanks) { world in
                 let (config, data) = try Launch.resolve(options, worldSize: world.size)
                 let ctx = try ParallelContext.make(world: world, config: config)
@@ -63,12 +77,13 @@ struct TrainCommand: ParsableCommand {
                         }
                         chosen.withUnsafeMutableBufferPointer { world.allReduceMax($0) }
                         if chosen[0] >= 0 {
-                            session.resume(from: Checkpoint.path(runDirectory: dir, step: Int(chosen[0])))
+                            try session.resume(from: Checkpoint.path(runDirectory: dir, step: Int(chosen[0])),
+                                               allowConfigChange: allowConfigChange)
                         } else if world.rank == 0 {
                             print("no checkpoint in \(dir)/checkpoints: starting from step 0")
                         }
                     } else {
-                        session.resume(from: r)
+                        try session.resume(from: r, allowConfigChange: allowConfigChange)
                     }
                 } else {
                     // A fresh run must not mix with an earlier run's checkpoints and history.

@@ -1,7 +1,9 @@
 // Checkpoint files (SPEC section 6): one HDF5 file per checkpoint, whatever the
 // world size, loadable at any world size.
 //
-//   root attributes  format "moe-dist/checkpoint", version 1, step, tokens, world_size, config (JSON)
+//   root attributes  format "moe-dist/checkpoint", version 1, step, tokens, world_size, config (JSON),
+//                    tokenizer_fingerprint (int64 holding the uint64 fingerprint's bits, SPEC section 8;
+//                    0 = unknown; absent in checkpoints written before it existed)
 //   /params/<path>, /optim/exp_avg/<path>, /optim/exp_avg_sq/<path>   float32, global shapes
 //   /state           attributes: updates, nan_events, loader (JSON of the data loader position)
 //
@@ -28,18 +30,33 @@ public struct CheckpointState: Sendable {
     public var counters: TrainerCounters
     public var loaderJSON: String
     public var worldSize: Int
+    /// SPEC section 8: the tokenizer fingerprint of the run's data (0 = unknown or absent).
+    public var tokenizerFingerprint: UInt64 = 0
+}
+
+/// A checkpoint path that names no file (a usage error, exit status 2).
+public struct CheckpointMissingError: Error, CustomStringConvertible {
+    public var path: String
+    public var description: String { "checkpoint \(path): no such file" }
 }
 
 public enum Checkpoint {
-    /// The HDF5 library's process-wide lock (kept under this name for RunRecord; use HDF5Library.lock).
-    static var hdf5Lock: NSLock { HDF5Library.lock }
-
     public static let format = "moe-dist/checkpoint"
     public static let version: Int64 = 1
 
     /// `RUN_DIR/checkpoints/step-<8 digits>.h5`
     public static func path(runDirectory: String, step: Int) -> String {
         runDirectory + "/checkpoints/" + String(format: "step-%08d.h5", step)
+    }
+
+    /// The metrics history as it was when checkpoint `path` was written (`checkpoints/.step-N.h5.metrics`,
+    /// hidden and not ending in .h5). It is complete before the checkpoint gets its final name, and a
+    /// resume from that checkpoint restores it as RUN_DIR/metrics.h5.
+    public static func historySnapshotPath(_ path: String) -> String {
+        let slash = path.lastIndex(of: "/")
+        let dir = slash.map { String(path[...$0]) } ?? ""
+        let name = slash.map { String(path[path.index(after: $0)...]) } ?? path
+        return dir + "." + name + ".metrics"
     }
 
     /// The temporary name a checkpoint has while it is written (hidden, not ending in .h5).
@@ -51,7 +68,8 @@ public enum Checkpoint {
     // MARK: write
 
     /// Writes a checkpoint of `trainer` to `path` (collective: every rank calls it).
-    public static func save(_ trainer: Trainer, to path: String) throws {
+    /// `tokenizerFingerprint`: the data's (SPEC section 8), stored as the root attribute `tokenizer_fingerprint`.
+    public static func save(_ trainer: Trainer, to path: String, tokenizerFingerprint: UInt64 = 0) throws {
         let ctx = trainer.ctx, world = ctx.world, store = trainer.model.store
         let partial = partialPath(path)
         var failure: Error? = nil
@@ -75,6 +93,7 @@ public enum Checkpoint {
                     try f.setAttribute("blas_kernels", blas.inUse)
                     try f.setAttribute("blas_kernels_reason", blas.reason)
                 }
+                try f.setAttribute("tokenizer_fingerprint", Int64(bitPattern: tokenizerFingerprint))
                 let state = try f.createGroup("state")
                 try state.setAttribute("updates", Int64(trainer.counters.updates))
                 try state.setAttribute("nan_events", Int64(trainer.counters.nanEvents))
@@ -96,6 +115,7 @@ public enum Checkpoint {
             } catch { failure = error }
         }
         try agree(world, failure, partial)
+        KillPoint.checkpointPartial.reached()
         // Turns 1 ... G: the ranks of the first expert group write their experts' rows.
         let writers = store.infos.contains { $0.isExpert } ? ctx.expertGroup.size : 0
         for turn in 0 ..< writers {
@@ -119,6 +139,7 @@ public enum Checkpoint {
         }
         // Last turn: rank 0 makes it durable and gives it its final name.
         if world.rank == 0 {
+            KillPoint.beforeRename.reached()
             do {
                 let fd = open(partial, O_RDONLY)
                 if fd >= 0 { fsync(fd); close(fd) }
@@ -130,6 +151,7 @@ public enum Checkpoint {
             } catch { failure = error }
         }
         try agree(world, failure, partial)
+        KillPoint.afterRename.reached()
     }
 
     /// All ranks learn whether any rank failed; a failure removes the partial file and throws everywhere.
@@ -165,17 +187,18 @@ public enum Checkpoint {
         let state = try f.openGroup("state")
         c.updates = Int(try state.int64Attribute("updates"))
         c.nanEvents = Int(try state.int64Attribute("nan_events"))
+        let fingerprint = try f.hasAttribute("tokenizer_fingerprint") ? UInt64(bitPattern: try f.int64Attribute("tokenizer_fingerprint")) : 0
         return CheckpointState(config: config, counters: c, loaderJSON: try state.stringAttribute("loader"),
-                               worldSize: Int(try f.int64Attribute("world_size")))
+                               worldSize: Int(try f.int64Attribute("world_size")), tokenizerFingerprint: fingerprint)
     }
 
     private static func openCheckpoint(_ path: String) throws -> H5File {
-        guard FileManager.default.fileExists(atPath: path) else { throw TrainingError("checkpoint \(path): no such file") }
+        guard FileManager.default.fileExists(atPath: path) else { throw CheckpointMissingError(path: path) }
         let f = try H5File.open(path: path, readOnly: true)
         let fmt = (try? f.stringAttribute("format")) ?? ""
-        guard fmt == format else { f.close(); throw TrainingError("checkpoint \(path): not a moe-dist checkpoint (format \"\(fmt)\")") }
+        guard fmt == format else { f.close(); throw DataError("checkpoint \(path): not a moe-dist checkpoint (format \"\(fmt)\")") }
         let v = try f.int64Attribute("version")
-        guard v == version else { f.close(); throw TrainingError("checkpoint \(path): version \(v), this moe-dist reads version \(version)") }
+        guard v == version else { f.close(); throw DataError("checkpoint \(path): version \(v), this moe-dist reads version \(version)") }
         return f
     }
 
@@ -222,15 +245,15 @@ public enum Checkpoint {
         for p in store.infos {
             for (prefix, base) in sections {
                 let name = prefix + p.path
-                guard try f.exists(name) else { throw TrainingError("checkpoint \(path): missing tensor /\(name)") }
+                guard try f.exists(name) else { throw DataError("checkpoint \(path): missing tensor /\(name)") }
                 let ds = try f.openDataset(name)
                 let shape = try ds.shape()
                 guard shape == p.shape else {
-                    throw TrainingError("checkpoint \(path): /\(name) has shape \(shape), the configuration needs \(p.shape)")
+                    throw DataError("checkpoint \(path): /\(name) has shape \(shape), the configuration needs \(p.shape)")
                 }
                 let values: [Float] = p.isExpert ? try ds.readRows(p.localRows) : try ds.read()
                 guard values.count == p.count else {
-                    throw TrainingError("checkpoint \(path): /\(name) read \(values.count) values, expected \(p.count)")
+                    throw DataError("checkpoint \(path): /\(name) read \(values.count) values, expected \(p.count)")
                 }
                 values.withUnsafeBufferPointer { (base + p.offset).update(from: $0.baseAddress!, count: p.count) }
             }
@@ -259,7 +282,7 @@ public enum Checkpoint {
         let st = try readState(path)
         let diffs = trainer.config.architectureDifferences(from: st.config)
         if !diffs.isEmpty {
-            throw TrainingError("checkpoint \(path): architecture differs from the configuration in \(diffs.joined(separator: ", ")); "
+            throw ConfigError(key: nil, "checkpoint \(path): architecture differs from the configuration in \(diffs.joined(separator: ", ")); "
                                 + "resume with the checkpoint's values or start a new run")
         }
         let f = try openCheckpoint(path)
@@ -277,19 +300,19 @@ public enum Checkpoint {
         defer { HDF5Library.lock.unlock() }
         let st = try readState(path)
         var config = st.config
-        if config.model.vocabSize == 0 { throw TrainingError("checkpoint \(path): config has no vocabulary size") }
+        if config.model.vocabSize == 0 { throw DataError("checkpoint \(path): config has no vocabulary size") }
         config.moe.numExperts = max(config.moe.numExperts, 0)
         let f = try openCheckpoint(path)
         defer { f.close() }
         for t in ModelTensors.list(config) {
             for prefix in ["params/", "optim/exp_avg/", "optim/exp_avg_sq/"] {
                 let name = prefix + t.path
-                guard try f.exists(name) else { throw TrainingError("checkpoint \(path): missing tensor /\(name)") }
+                guard try f.exists(name) else { throw DataError("checkpoint \(path): missing tensor /\(name)") }
                 let ds = try f.openDataset(name)
-                guard try ds.shape() == t.shape else { throw TrainingError("checkpoint \(path): /\(name) has the wrong shape") }
+                guard try ds.shape() == t.shape else { throw DataError("checkpoint \(path): /\(name) has the wrong shape") }
                 let values: [Float] = try ds.read()       // Fletcher-32 failures throw here
                 if prefix == "params/", let bad = values.firstIndex(where: { !$0.isFinite }) {
-                    throw TrainingError("checkpoint \(path): /\(name) holds a non-finite value at \(bad)")
+                    throw DataError("checkpoint \(path): /\(name) holds a non-finite value at \(bad)")
                 }
             }
         }
@@ -308,8 +331,16 @@ public enum Checkpoint {
         return names.filter { $0.hasPrefix("step-") && $0.hasSuffix(".h5") }.sorted(by: >).map { dir + "/" + $0 }
     }
 
-    /// Removes all but the newest `keep` checkpoints (rank 0 only).
+    /// Removes all but the newest `keep` checkpoints, and the history snapshots of checkpoints that are
+    /// gone (rank 0 only, after a save: the newest checkpoint's snapshot is always kept).
     public static func prune(runDirectory: String, keep: Int) {
-        for old in list(runDirectory: runDirectory).dropFirst(keep) { try? FileManager.default.removeItem(atPath: old) }
+        let all = list(runDirectory: runDirectory)
+        for old in all.dropFirst(keep) { try? FileManager.default.removeItem(atPath: old) }
+        let kept = Set(all.prefix(keep).map { historySnapshotPath($0) })
+        let dir = runDirectory + "/checkpoints"
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []
+        where name.hasPrefix(".step-") && name.hasSuffix(".h5.metrics") && !kept.contains(dir + "/" + name) {
+            try? FileManager.default.removeItem(atPath: dir + "/" + name)
+        }
     }
 }

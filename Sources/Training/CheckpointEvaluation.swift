@@ -12,22 +12,30 @@ import HDF5
 public enum CheckpointEvaluation {
     /// The checkpoint's configuration and step, read under the HDF5 lock (emulated ranks share one library).
     public static func readState(_ path: String) throws -> CheckpointState {
-        guard FileManager.default.fileExists(atPath: path) else { throw TrainingError("\(path): no such checkpoint file") }
+        guard FileManager.default.fileExists(atPath: path) else { throw CheckpointMissingError(path: path) }
         HDF5Library.lock.lock()
         defer { HDF5Library.lock.unlock() }
-        return try Checkpoint.readState(path)
+        do { return try Checkpoint.readState(path) } catch let e as DataError { throw e } catch {
+            throw DataError("checkpoint \(path): cannot read it: \(error)")
+        }
     }
 
-    /// Opens `dataPath` and checks it against the checkpoint's vocabulary; errors name the file.
-    public static func openTokens(_ dataPath: String, vocabSize: Int, checkpoint: String) throws -> TokenFile {
-        guard FileManager.default.fileExists(atPath: dataPath) else { throw TrainingError("\(dataPath): no such token file") }
-        let file: TokenFile
-        do { file = try TokenFile(path: dataPath) } catch { throw TrainingError("\(dataPath): \(error)") }
+    /// Opens `dataPath` and checks it against the checkpoint's vocabulary and tokenizer fingerprint
+    /// (SPEC section 8: non-zero fingerprints must agree); errors (DataError, DataFileError) name both files.
+    public static func openTokens(_ dataPath: String, state: CheckpointState, checkpoint: String) throws -> TokenFile {
+        guard FileManager.default.fileExists(atPath: dataPath) else { throw DataFileError(dataPath, "no such token file") }
+        let file = try TokenFile(path: dataPath)
+        let vocabSize = state.config.model.vocabSize
         guard file.vocabSize == vocabSize else {
-            throw TrainingError("\(dataPath): vocabulary size \(file.vocabSize) differs from the checkpoint's model.vocab_size "
-                                + "\(vocabSize) (\(checkpoint))")
+            throw DataError("\(dataPath): vocabulary size \(file.vocabSize) differs from the checkpoint's model.vocab_size "
+                            + "\(vocabSize) (\(checkpoint))")
         }
-        guard file.count >= 2 else { throw TrainingError("\(dataPath): \(file.count) token(s), need at least 2 to score one") }
+        let have = file.fingerprint, had = state.tokenizerFingerprint
+        if have != 0 && had != 0 && have != had {
+            throw DataError("\(dataPath) was encoded with another tokenizer (fingerprint \(TokenizerFingerprint.hex(have))) "
+                            + "than checkpoint \(checkpoint) was trained on (\(TokenizerFingerprint.hex(had)))")
+        }
+        guard file.count >= 2 else { throw DataError("\(dataPath): \(file.count) token(s), need at least 2 to score one") }
         return file
     }
 

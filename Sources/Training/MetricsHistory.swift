@@ -65,7 +65,12 @@ public struct MetricsHistoryError: Error, CustomStringConvertible {
 /// `counts` `[S,R,E]` int64, `dropped` `[S,R]` int64, `prob_mean` `[S,R,E]` float32,
 /// `entropy`, `max_load`, `min_load` `[S,R]` float64 (absent for a dense run). Every
 /// dataset is chunked and extendable along its first axis. Root attributes `format =
-/// "moe-dist/metrics"`, `version = 1`, `config` (JSON of the run that last opened it).
+/// "moe-dist/metrics"`, `version = 1`, `config` (JSON of the configuration the run started
+/// with), and, once a resume changed the configuration (`train --allow-config-change`),
+/// `config_changes`: a JSON array with one object per changed key and resume,
+/// `{"step": 230, "key": "moe.aux_loss_coef", "old": 0.01, "new": 0.05}` (step: the checkpoint
+/// the run resumed from; rows after it were trained with `new`), in resume order. Read it with
+/// `json.loads(f.attrs.get("config_changes", "[]"))`.
 ///
 /// Readers: the file is written with HDF5 file locking off and flushed (and fsynced)
 /// after every append, so `h5py.File(path, "r")` opens it while the trainer runs and
@@ -122,7 +127,9 @@ public final class MetricsHistory {
     /// appending). If a crash left a group's datasets of unequal length, each group is cut
     /// to its shortest dataset. A new file is built under a temporary name and renamed
     /// into place, so a crash during creation leaves no half-made `path`.
-    public init(path: String, configJSON: String, iterations R: Int, numExperts E: Int) throws {
+    ///
+    /// `replaceConfig: false` (a resumed run) keeps the `config` the history was created with.
+    public init(path: String, configJSON: String, iterations R: Int, numExperts E: Int, replaceConfig: Bool = true) throws {
         guard R >= 1, E >= 0 else {
             throw MetricsHistoryError(path: path, message: "needs iterations >= 1 and numExperts >= 0 (got R = \(R), E = \(E))")
         }
@@ -154,7 +161,8 @@ public final class MetricsHistory {
             }
             experts = g
         }
-        try f.setAttribute("config", configJSON)
+        KillPoint.historyOpen.reached()
+        if try replaceConfig || !f.hasAttribute("config") { try f.setAttribute("config", configJSON) }
         file = f
         try flush()
     }
@@ -169,7 +177,50 @@ public final class MetricsHistory {
         try train.truncate(afterStep: step)
         try eval.truncate(afterStep: step)
         try experts?.truncate(afterStep: step)
+        let kept = try configChanges().filter { $0.step <= step }
+        try writeConfigChanges(kept)
         try flush()
+    }
+
+    // MARK: Configuration changes on resume
+
+    /// One changed key of one resume: `config_changes` entries.
+    public struct ConfigChange: Equatable, Codable, Sendable {
+        public var step: Int64
+        public var key: String
+        public var old: JSONScalar
+        public var new: JSONScalar
+        public init(step: Int64, key: String, old: JSONScalar, new: JSONScalar) {
+            self.step = step; self.key = key; self.old = old; self.new = new
+        }
+    }
+
+    /// The recorded configuration changes, oldest first (empty when there are none).
+    public func configChanges() throws -> [ConfigChange] {
+        let f = try openFile("read config_changes")
+        guard try f.hasAttribute("config_changes") else { return [] }
+        let text = try f.stringAttribute("config_changes")
+        do { return try JSONDecoder().decode([ConfigChange].self, from: Data(text.utf8)) } catch {
+            throw MetricsHistoryError(path: path, message: "the config_changes attribute is not a JSON list of changes: \(error)")
+        }
+    }
+
+    /// Appends the changes of a resume at `step` (after the history was cut back to `step`).
+    public func recordConfigChanges(_ changes: [ConfigChange]) throws {
+        guard !changes.isEmpty else { return }
+        try writeConfigChanges(try configChanges() + changes)
+        try flush()
+    }
+
+    private func writeConfigChanges(_ changes: [ConfigChange]) throws {
+        let f = try openFile("write config_changes")
+        if changes.isEmpty {
+            if try f.hasAttribute("config_changes") { try f.removeAttribute("config_changes") }
+            return
+        }
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.sortedKeys]
+        try f.setAttribute("config_changes", String(decoding: try enc.encode(changes), as: UTF8.self))
     }
 
     // MARK: Appending
@@ -322,6 +373,41 @@ public final class MetricsHistory {
     }
 }
 
+/// A configuration value as JSON: number, string, bool or null.
+public enum JSONScalar: Equatable, Codable, Sendable, CustomStringConvertible {
+    case int(Int), double(Double), bool(Bool), string(String), null
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if c.decodeNil() { self = .null }
+        else if let b = try? c.decode(Bool.self) { self = .bool(b) }
+        else if let i = try? c.decode(Int.self) { self = .int(i) }
+        else if let d = try? c.decode(Double.self) { self = .double(d) }
+        else { self = .string(try c.decode(String.self)) }
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.singleValueContainer()
+        switch self {
+        case .int(let v): try c.encode(v)
+        case .double(let v): try c.encode(v)
+        case .bool(let v): try c.encode(v)
+        case .string(let v): try c.encode(v)
+        case .null: try c.encodeNil()
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .int(let v): return String(v)
+        case .double(let v): return String(v)
+        case .bool(let v): return String(v)
+        case .string(let v): return v
+        case .null: return "null"
+        }
+    }
+}
+
 // MARK: - Columns of one group
 
 /// One dataset of a group: its name, element type and the shape of one row.
@@ -396,6 +482,7 @@ final class ColumnGroup {
             case .float64(let v): try ds.appendRows(v)
             case .float32(let v): try ds.appendRows(v)
             }
+            if column == "step" { KillPoint.historyColumn.reached() }
         }
         rows += 1
         lastStep = step

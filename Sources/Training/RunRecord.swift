@@ -1,6 +1,8 @@
 // Reading a finished (or running) run directory for the gates and reports: its
-// config.yaml, the whole metrics.h5 (SPEC section 7) and the stop marker the trainer
-// leaves when a stage gate ends the run early.
+// configuration, the whole metrics.h5 (SPEC section 7) and the stop marker the trainer
+// leaves when a stage gate ends the run early. metrics.h5 is self-describing: a directory
+// that holds only it (histories copied back from a cluster) is a run record too, its
+// configuration being the `config` attribute with any `config_changes` applied.
 //
 // Stop marker: root attributes of metrics.h5, written by rank 0 after the history is
 // closed when `gate.enabled` stops a run:
@@ -15,6 +17,7 @@ import HDF5
 public struct RunMetrics: Sendable {
     public var trainStep: [Int64] = [], trainTokens: [Int64] = []
     public var trainLoss: [Double] = [], trainCE: [Double] = [], trainAux: [Double] = [], trainZ: [Double] = []
+    public var trainLR: [Double] = [], trainEpoch: [Double] = [], evalEpoch: [Double] = []
     public var trainGradNorm: [Double] = [], trainTokensPerSec: [Double] = [], trainStepTime: [Double] = []
     public var trainNaNEvents: [Int64] = []
     public var evalStep: [Int64] = [], evalTokens: [Int64] = [], evalLoss: [Double] = [], evalPPL: [Double] = []
@@ -25,13 +28,16 @@ public struct RunMetrics: Sendable {
     public var entropy: [Double] = [], maxLoad: [Double] = [], minLoad: [Double] = []
     public var stoppedStep: Int? = nil
     public var stoppedReason: String? = nil
+    /// Root attributes: the configuration the run started with (JSON), and the changes of later resumes.
+    public var configJSON: String? = nil
+    public var configChanges: [MetricsHistory.ConfigChange] = []
 
     public init() {}
 
     /// Reads `path` (read-only, without file locking, so it works while a trainer writes it).
     public static func read(_ path: String) throws -> RunMetrics {
-        Checkpoint.hdf5Lock.lock()
-        defer { Checkpoint.hdf5Lock.unlock() }
+        HDF5Library.lock.lock()
+        defer { HDF5Library.lock.unlock() }
         let f = try H5File.open(path: path, readOnly: true, fileLocking: false)
         defer { f.close() }
         let fmt = (try? f.stringAttribute("format")) ?? ""
@@ -43,13 +49,16 @@ public struct RunMetrics: Sendable {
         func col<T: H5Element>(_ name: String, _ n: Int, width: Int = 1) throws -> [T] {
             Array((try f.read(name) as [T]).prefix(n * width))
         }
-        let tn = try rows("train", ["step", "tokens", "loss", "ce", "aux", "z", "grad_norm", "tokens_per_sec", "step_time", "nan_events"])
+        let tn = try rows("train", ["step", "tokens", "epoch", "loss", "ce", "aux", "z", "lr", "grad_norm", "tokens_per_sec",
+                                    "step_time", "nan_events"])
+        m.trainLR = try col("train/lr", tn); m.trainEpoch = try col("train/epoch", tn)
         m.trainStep = try col("train/step", tn); m.trainTokens = try col("train/tokens", tn)
         m.trainLoss = try col("train/loss", tn); m.trainCE = try col("train/ce", tn)
         m.trainAux = try col("train/aux", tn); m.trainZ = try col("train/z", tn)
         m.trainGradNorm = try col("train/grad_norm", tn); m.trainTokensPerSec = try col("train/tokens_per_sec", tn)
         m.trainStepTime = try col("train/step_time", tn); m.trainNaNEvents = try col("train/nan_events", tn)
-        let en = try rows("eval", ["step", "tokens", "loss", "ppl", "scored"])
+        let en = try rows("eval", ["step", "tokens", "epoch", "loss", "ppl", "scored"])
+        m.evalEpoch = try col("eval/epoch", en)
         m.evalStep = try col("eval/step", en); m.evalTokens = try col("eval/tokens", en)
         m.evalLoss = try col("eval/loss", en); m.evalPPL = try col("eval/ppl", en); m.evalScored = try col("eval/scored", en)
         if try f.exists("experts") {
@@ -66,6 +75,14 @@ public struct RunMetrics: Sendable {
         }
         if try f.hasAttribute("stopped_step") { m.stoppedStep = Int(try f.int64Attribute("stopped_step")) }
         if try f.hasAttribute("stopped_reason") { m.stoppedReason = try f.stringAttribute("stopped_reason") }
+        if try f.hasAttribute("config") { m.configJSON = try f.stringAttribute("config") }
+        if try f.hasAttribute("config_changes") {
+            let text = try f.stringAttribute("config_changes")
+            guard let changes = try? JSONDecoder().decode([MetricsHistory.ConfigChange].self, from: Data(text.utf8)) else {
+                throw MetricsHistoryError(path: path, message: "the config_changes attribute is not a JSON list of changes")
+            }
+            m.configChanges = changes
+        }
         return m
     }
 
@@ -85,28 +102,47 @@ public struct RunMetrics: Sendable {
     }
 }
 
-/// A run directory: RUN_DIR/config.yaml and RUN_DIR/metrics.h5.
+/// A run directory: RUN_DIR/metrics.h5, and RUN_DIR/config.yaml when it is there.
 public struct RunRecord: Sendable {
     public var directory: String
     public var config: RunConfig
     public var metrics: RunMetrics
 
+    /// Reads RUN_DIR/metrics.h5 and the run's configuration: RUN_DIR/config.yaml (the configuration the
+    /// run last used) if present, otherwise metrics.h5's `config` with its `config_changes` applied.
     public static func load(_ directory: String) throws -> RunRecord {
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDir), isDir.boolValue else {
-            throw TrainingError("\(directory): no such run directory")
+            throw DataError("\(directory): no such run directory")
         }
-        let configPath = directory + "/config.yaml", metricsPath = directory + "/metrics.h5"
-        guard FileManager.default.fileExists(atPath: configPath) else { throw TrainingError("\(configPath): no such file (not a run directory?)") }
-        guard FileManager.default.fileExists(atPath: metricsPath) else { throw TrainingError("\(metricsPath): no such file (the run has not started?)") }
-        let config = try ConfigLoader.load(yamlPath: configPath, overrides: [])
-        return RunRecord(directory: directory, config: config, metrics: try RunMetrics.read(metricsPath))
+        let metricsPath = directory + "/metrics.h5"
+        guard FileManager.default.fileExists(atPath: metricsPath) else {
+            throw DataError("\(metricsPath): no such file (not a run directory, or the run has not started)")
+        }
+        let metrics = try RunMetrics.read(metricsPath)
+        return RunRecord(directory: directory, config: try config(directory, metrics: metrics), metrics: metrics)
+    }
+
+    /// The configuration of a run directory (see `load`), reading metrics.h5 only if there is no config.yaml.
+    public static func config(_ directory: String, metrics known: RunMetrics? = nil) throws -> RunConfig {
+        let configPath = directory + "/config.yaml"
+        if FileManager.default.fileExists(atPath: configPath) { return try ConfigLoader.load(yamlPath: configPath, overrides: []) }
+        let metricsPath = directory + "/metrics.h5"
+        guard known != nil || FileManager.default.fileExists(atPath: metricsPath) else {
+            throw DataError("\(directory): neither config.yaml nor metrics.h5 (not a run directory)")
+        }
+        let m = try known ?? RunMetrics.read(metricsPath)
+        guard let json = m.configJSON else { throw DataError("\(metricsPath): no config attribute, and no config.yaml beside it") }
+        var config: RunConfig
+        do { config = try RunConfig.fromJSON(json) } catch { throw DataError("\(metricsPath): config attribute: \(error)") }
+        try ConfigLoader.apply(overrides: m.configChanges.map { "\($0.key)=\($0.new)" }, to: &config)
+        return config
     }
 
     /// Writes the stop marker (root attributes stopped_step, stopped_reason) on a closed metrics.h5.
     public static func markStopped(metricsPath: String, step: Int, reason: String) throws {
-        Checkpoint.hdf5Lock.lock()
-        defer { Checkpoint.hdf5Lock.unlock() }
+        HDF5Library.lock.lock()
+        defer { HDF5Library.lock.unlock() }
         let f = try H5File.open(path: metricsPath, readOnly: false, fileLocking: false)
         defer { f.close() }
         try f.setAttribute("stopped_step", Int64(step))
@@ -117,8 +153,8 @@ public struct RunRecord: Sendable {
     /// Removes the stop marker (a resumed run continues), if the file exists and has one.
     public static func clearStopped(metricsPath: String) throws {
         guard FileManager.default.fileExists(atPath: metricsPath) else { return }
-        Checkpoint.hdf5Lock.lock()
-        defer { Checkpoint.hdf5Lock.unlock() }
+        HDF5Library.lock.lock()
+        defer { HDF5Library.lock.unlock() }
         let f = try H5File.open(path: metricsPath, readOnly: false, fileLocking: false)
         defer { f.close() }
         guard try f.hasAttribute("stopped_step") || f.hasAttribute("stopped_reason") else { return }

@@ -5,6 +5,7 @@ import Configuration
 import DataPipeline
 import Model
 import Kernels
+import HDF5
 
 public final class TrainingSession {
     public let config: RunConfig
@@ -19,6 +20,17 @@ public final class TrainingSession {
     public var beforeStep: ((Int) throws -> Void)?
     /// Checkpoint to continue from, loaded at the start of `run`.
     private var resumeFrom: String?
+    /// Keys whose values differ from the checkpoint's configuration (allowed by `resume`), recorded in the history.
+    public private(set) var configChanges: [ConfigDifference] = []
+    /// What the learning-rate schedule does differently after a changed budget (a line for the log), if anything.
+    private var scheduleNote: String?
+    /// The tokenizer fingerprint written to checkpoints: the data's, or the resumed checkpoint's when the
+    /// data has none (old token files).
+    public private(set) var tokenizerFingerprint: UInt64
+
+    /// Keys that may differ on resume without `--allow-config-change`: how the same global batch is laid out
+    /// over the ranks, which changes with the world size (the math is the same up to summation order).
+    public static let layoutKeys: Set<String> = ["parallel.expert_parallel", "train.micro_batch"]
     // Stage gate (gate.*): the history the stop rule reads (rank 0; earlier rows from metrics.h5 on
     // resume), and the decision that stopped the run, if one did.
     private var gateHistory = GateHistory()
@@ -32,10 +44,60 @@ public final class TrainingSession {
         self.runDirectory = runDirectory
         self.say = say
         trainer = try Trainer(config: config, ctx: ctx, train: data.train)
+        tokenizerFingerprint = data.fingerprint
     }
 
     /// Continue from `checkpoint` (parameters, moments, counters, data position) when `run` starts.
-    public func resume(from checkpoint: String) { resumeFrom = checkpoint }
+    /// Checks now (before anything is printed or written) that the checkpoint can be resumed with this
+    /// configuration and data:
+    /// - an architecture key that differs is refused (a ConfigError listing each key, old -> new);
+    /// - any other changed key (except `layoutKeys`) is refused unless `allowConfigChange`; with it, the
+    ///   changes are logged and recorded in the history (`config_changes`), which keeps its original `config`;
+    /// - a non-zero tokenizer fingerprint of the checkpoint that differs from the data's is refused (DataError).
+    public func resume(from checkpoint: String, allowConfigChange: Bool = false) throws {
+        let st: CheckpointState
+        do {
+            HDF5Library.lock.lock()
+            defer { HDF5Library.lock.unlock() }
+            do { st = try Checkpoint.readState(checkpoint) } catch let e as CheckpointMissingError { throw e } catch let e as DataError {
+                throw e
+            } catch { throw DataError("checkpoint \(checkpoint): cannot read it: \(error)") }
+        }
+        let have = data.fingerprint, had = st.tokenizerFingerprint
+        if have != 0 && had != 0 && have != had {
+            throw DataError("checkpoint \(checkpoint) was trained on data of tokenizer fingerprint \(TokenizerFingerprint.hex(had)), "
+                            + "but \(data.fingerprintSource) has \(TokenizerFingerprint.hex(have)): another tokenizer's tokens")
+        }
+        let diffs = config.differences(from: st.config)
+        let architecture = Set(RunConfig.architectureKeys)
+        let arch = diffs.filter { architecture.contains($0.key) }
+        if !arch.isEmpty {
+            throw ConfigError(key: nil, "checkpoint \(checkpoint): the architecture differs from the configuration in "
+                              + arch.map { "\($0.key) \($0.old) -> \($0.new)" }.joined(separator: ", ")
+                              + "; resume with the checkpoint's values or start a new run")
+        }
+        let refused = diffs.filter { !TrainingSession.layoutKeys.contains($0.key) }
+        if !refused.isEmpty && !allowConfigChange {
+            throw ConfigError(key: nil, "checkpoint \(checkpoint) was written with a different configuration: "
+                              + refused.map { "\($0.key) \($0.old) -> \($0.new)" }.joined(separator: ", ")
+                              + "; resume with the checkpoint's values, or pass --allow-config-change to continue with "
+                              + "the new ones (the change and its step are recorded in metrics.h5)")
+        }
+        if have == 0 { tokenizerFingerprint = had }
+        configChanges = diffs
+        scheduleNote = TrainingSession.scheduleChange(from: st.config, to: config, at: st.counters.step)
+        resumeFrom = checkpoint
+    }
+
+    /// How a changed step or token budget moves the learning-rate schedule at resumed step `step`, or nil.
+    static func scheduleChange(from old: RunConfig, to new: RunConfig, at step: Int) -> String? {
+        let before = Trainer.stepBudget(old), after = Trainer.stepBudget(new)
+        guard before != after else { return nil }
+        let a = LearningRateSchedule(old.train, totalSteps: before), b = LearningRateSchedule(new.train, totalSteps: after)
+        return String(format: "learning-rate schedule: the step budget changes from %d to %d steps, so the cosine now reaches "
+                      + "its minimum at step %d instead of %d; the lr of step %d changes from %.3e to %.3e",
+                      before, after, after, before, step + 1, a(step), b(step))
+    }
 
     /// The newest intact checkpoint of `runDirectory`, skipping damaged ones (each reported through `warn`).
     public static func newestIntactCheckpoint(runDirectory: String, warn: (String) -> Void) -> String? {
@@ -60,7 +122,17 @@ public final class TrainingSession {
         if !FileManager.default.fileExists(atPath: logPath) { _ = FileManager.default.createFile(atPath: logPath, contents: nil) }
         logHandle = FileHandle(forWritingAtPath: logPath)
         logHandle?.seekToEndOfFile()
-        let path = dir + "/metrics.h5", snapshot = dir + "/.metrics.h5.at-checkpoint"
+        let path = dir + "/metrics.h5"
+        // A resumed run's history is the snapshot taken with its checkpoint (every row up to that step,
+        // written before the checkpoint got its final name), whatever a kill did to metrics.h5 since.
+        if let ck = resumeFrom, trainer.counters.step > 0 {
+            let snapshot = Checkpoint.historySnapshotPath(ck)
+            if URL(fileURLWithPath: ck).deletingLastPathComponent().standardizedFileURL.path
+                == URL(fileURLWithPath: dir + "/checkpoints").standardizedFileURL.path,
+               FileManager.default.fileExists(atPath: snapshot) {
+                try copyReplacing(snapshot, to: path)
+            }
+        }
         func openHistory() throws {
             // Stage gate: a resumed run continues, so it drops an earlier stop marker; the stop rule
             // sees the history up to the checkpoint's step.
@@ -69,21 +141,42 @@ public final class TrainingSession {
                 gateHistory = try RunMetrics.read(path).gateHistory.upTo(step: trainer.counters.step)
             }
             metrics = try MetricsHistory(path: path, configJSON: config.toJSON(), iterations: config.model.depth,
-                                         numExperts: config.moe.numExperts)
+                                         numExperts: config.moe.numExperts, replaceConfig: trainer.counters.step == 0)
         }
+        let legacySnapshot = dir + "/.metrics.h5.at-checkpoint"
         do {
             try openHistory()
-        } catch where FileManager.default.fileExists(atPath: snapshot) && trainer.counters.step > 0 {
-            // A kill during a flush can leave the history unreadable: fall back to the copy taken at the last checkpoint.
+        } catch where trainer.counters.step == 0 && FileManager.default.fileExists(atPath: path) {
+            // Nothing was checkpointed: the damaged history holds no row that a resume keeps.
+            log("warning: \(path) is unreadable (\(error)); starting a new history")
+            try FileManager.default.removeItem(atPath: path)
+            try openHistory()
+        } catch where FileManager.default.fileExists(atPath: legacySnapshot) && trainer.counters.step > 0 {
+            // Run directories written before per-checkpoint snapshots: the copy taken at the last checkpoint.
             log("warning: \(path) is unreadable (\(error)); restoring the copy taken at the last checkpoint")
-            try? FileManager.default.removeItem(atPath: path)
-            try FileManager.default.copyItem(atPath: snapshot, toPath: path)
+            try copyReplacing(legacySnapshot, to: path)
             try openHistory()
         }
         try metrics?.truncate(afterStep: Int64(trainer.counters.step))
         if let blas = BlasKernelSelection.current {
             try metrics?.setRootAttribute("blas_kernels", blas.inUse)
             try metrics?.setRootAttribute("blas_kernels_reason", blas.reason)
+        }
+        let step = Int64(trainer.counters.step)
+        try metrics?.recordConfigChanges(configChanges.map {
+            MetricsHistory.ConfigChange(step: step, key: $0.key, old: JSONScalar($0.old), new: JSONScalar($0.new))
+        })
+    }
+
+    /// Copies `source` over `destination` through a temporary name (fsynced, then renamed), so a kill
+    /// leaves either the old file or the complete copy.
+    private func copyReplacing(_ source: String, to destination: String) throws {
+        let tmp = destination + ".restoring"
+        try? FileManager.default.removeItem(atPath: tmp)
+        try FileManager.default.copyItem(atPath: source, toPath: tmp)
+        fsyncFile(tmp)
+        guard rename(tmp, destination) == 0 else {
+            throw TrainingError("cannot restore \(destination) from \(source): \(String(cString: strerror(errno)))")
         }
     }
 
@@ -110,10 +203,18 @@ public final class TrainingSession {
         if let path = resumeFrom {
             try Checkpoint.load(path, into: trainer)
         }
+        for w in data.warnings { log(w) }
         // Every rank has finished reading before rank 0 opens the history (emulated ranks share one HDF5 library).
         trainer.ctx.world.barrier()
+        if isRoot { KillPoint.currentStep = trainer.counters.step }
         try openRunDirectory()
         if let path = resumeFrom { log("resumed from \(path) at step \(trainer.counters.step)") }
+        if !configChanges.isEmpty {
+            log("configuration changed on resume at step \(trainer.counters.step): "
+                + configChanges.map { "\($0.key) \($0.old) -> \($0.new)" }.joined(separator: ", ")
+                + " (recorded in metrics.h5 config_changes; its config keeps the original values)")
+        }
+        if let note = scheduleNote { log(note) }
         defer { metrics?.close(); try? logHandle?.close() }
         for line in banner() { log(line) }
         let c = config
@@ -125,6 +226,7 @@ public final class TrainingSession {
         Preemption.install()
         while !trainer.isFinished {
             try beforeStep?(trainer.counters.step + 1)
+            if isRoot { KillPoint.currentStep = trainer.counters.step + 1 }
             let rep = trainer.trainStep()
             lastReport = rep
             interval.add(rep)
@@ -145,6 +247,7 @@ public final class TrainingSession {
                                                  gradNorm: rep.gradNorm, tokensPerSec: tps,
                                                  stepTime: interval.time / Double(max(interval.steps, 1)),
                                                  nanEvents: Int64(trainer.counters.nanEvents)))
+                    KillPoint.historyRow.reached()
                     gateHistory.train.append(TrainPoint(step: rep.step, loss: rep.loss, tokensPerSec: tps))
                     if E > 0 {
                         let row = interval.expertRow(step: Int64(rep.step))
@@ -200,26 +303,39 @@ public final class TrainingSession {
     }
 
     /// Writes RUN_DIR/checkpoints/step-N.h5 (all ranks) and keeps the newest train.keep_checkpoints.
+    ///
+    /// Rank 0 first copies the flushed history to the checkpoint's snapshot (`Checkpoint.historySnapshotPath`),
+    /// so that a checkpoint never exists without the history up to its step: a resume restores that
+    /// snapshot, and no kill between the checkpoint and the history can lose or repeat a row.
     public func saveCheckpoint() throws {
         guard let dir = runDirectory else { return }
         let path = Checkpoint.path(runDirectory: dir, step: trainer.counters.step)
         let start = Date()
-        try Checkpoint.save(trainer, to: path)
+        var failure: Error? = nil
+        if isRoot {
+            do { try snapshotMetrics(dir, for: path) } catch { failure = error }
+        }
+        var flag = [failure == nil ? 0.0 : 1.0]
+        flag.withUnsafeMutableBufferPointer { trainer.ctx.world.allReduceMax($0) }
+        if let failure { throw failure }
+        if flag[0] > 0 { throw TrainingError("checkpoint \(path): rank 0 could not snapshot the history") }
+        KillPoint.afterSnapshot.reached()
+        try Checkpoint.save(trainer, to: path, tokenizerFingerprint: tokenizerFingerprint)
         if isRoot {
             Checkpoint.prune(runDirectory: dir, keep: config.train.keepCheckpoints)
-            try snapshotMetrics(dir)
         }
         log(String(format: "checkpoint %@ (%.2f s)", path, Date().timeIntervalSince(start)))
     }
 
-    /// Copies the flushed history next to the checkpoints (temporary name, then rename), so a history
-    /// damaged by a kill mid-write can be restored on resume.
-    private func snapshotMetrics(_ dir: String) throws {
+    /// Copies the flushed history to the snapshot of checkpoint `checkpoint` (temporary name, fsync, rename).
+    private func snapshotMetrics(_ dir: String, for checkpoint: String) throws {
         guard let metrics else { return }
         try metrics.flush()
-        let snapshot = dir + "/.metrics.h5.at-checkpoint", tmp = snapshot + ".tmp"
+        let snapshot = Checkpoint.historySnapshotPath(checkpoint), tmp = snapshot + ".tmp"
+        try FileManager.default.createDirectory(atPath: dir + "/checkpoints", withIntermediateDirectories: true)
         try? FileManager.default.removeItem(atPath: tmp)
         try FileManager.default.copyItem(atPath: dir + "/metrics.h5", toPath: tmp)
+        fsyncFile(tmp)
         guard rename(tmp, snapshot) == 0 else { throw TrainingError("cannot write \(snapshot)") }
     }
 
@@ -228,6 +344,18 @@ public final class TrainingSession {
         var f = [Preemption.requested ? 1.0 : 0.0]
         f.withUnsafeMutableBufferPointer { trainer.ctx.world.allReduceMax($0) }
         return f[0] > 0
+    }
+}
+
+extension JSONScalar {
+    init(_ v: ConfigValue) {
+        switch v {
+        case .int(let x): self = .int(x)
+        case .double(let x): self = .double(x)
+        case .bool(let x): self = .bool(x)
+        case .string(let x): self = .string(x)
+        case .null: self = .null
+        }
     }
 }
 
@@ -254,6 +382,12 @@ struct IntervalStats {
         }
         return ExpertRow(step: step, counts: counts, dropped: dropped, probMean: mean)
     }
+}
+
+/// Asks the operating system to put `path`'s bytes on disk (best effort: a SIGKILL loses nothing that was written).
+func fsyncFile(_ path: String) {
+    let fd = open(path, O_RDONLY)
+    if fd >= 0 { _ = fsync(fd); _ = close(fd) }
 }
 
 func human(_ n: Int) -> String {

@@ -76,6 +76,8 @@ final class CLIBasicsTests: XCTestCase {
         let again = try runCommand(moeDist, base + ["train.max_steps=20"])
         XCTAssertNotEqual(again.status, 0)
         XCTAssertTrue(again.stderr.contains("--resume auto"), again.stderr)
-        XCTAssertEqual(try runCommand(moeDist, base + ["train.max_steps=20", "--resume", "auto"]).status, 0)
+        // A longer budget is a configuration change: refused on resume unless allowed (and then recorded).
+        XCTAssertEqual(try runCommand(moeDist, base + ["train.max_steps=20", "--resume", "auto"]).status, 2)
+        XCTAssertEqual(try runCommand(moeDist, base + ["train.max_steps=20", "--resume", "auto", "--allow-config-change"]).status, 0)
     }
 }

@@ -302,6 +302,23 @@ def test_resumed_run_has_unique_steps(run, tmp_path):
     assert r.eval.step.is_unique and r.expert_summary.groupby("iteration").step.apply(lambda s: s.is_unique).all()
 
 
+def test_config_changes_recorded_on_resume(tmp_path):
+    d = tmp_path / "changed"
+    train(d, "moe.aux_loss_coef=0.01")
+    assert ma.load_run(str(d)).config_changes.empty
+    mid = os.path.join(d, "checkpoints", f"step-{CKPT:08d}.h5")
+    cmd = [need_binary(), "train", "--config", CONFIG, "--run-dir", str(d), *OVERRIDES, "moe.aux_loss_coef=0.05", "--resume", mid]
+    refused = subprocess.run(cmd, capture_output=True, text=True)
+    assert refused.returncode == 2 and "moe.aux_loss_coef 0.01 -> 0.05" in refused.stderr, refused.stderr
+    p = subprocess.run(cmd + ["--allow-config-change"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr[-2000:]
+    r = ma.load_run(str(d))
+    assert r.flat_config["moe.aux_loss_coef"] == 0.01          # the configuration the run started with
+    assert r.config_changes.to_dict("records") == [{"step": CKPT, "key": "moe.aux_loss_coef", "old": 0.01, "new": 0.05}]
+    assert r.final_config["moe.aux_loss_coef"] == 0.05
+    assert list(r.train.step) == list(range(LOG, STEPS + 1, LOG))
+
+
 # ---------------------------------------------------------------- gate decisions
 
 
