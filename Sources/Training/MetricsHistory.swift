@@ -42,9 +42,15 @@ public struct ExpertRow: Equatable {
     public var dropped: [Int64]
     /// Mean router probability per iteration and expert: `[R, E]` row-major.
     public var probMean: [Float]
+    /// Each router's selection bias after the row's step: `[Q, E]` (moe.router_bias_rate > 0), else nil.
+    public var bias: [Float]?
+    /// Mean over the interval's tokens of |K_r ∩ K_{r+1}| / k: `[R − 1]` (shared pool), else nil.
+    public var agreement: [Double]?
 
-    public init(step: Int64, counts: [Int64], dropped: [Int64], probMean: [Float]) {
+    public init(step: Int64, counts: [Int64], dropped: [Int64], probMean: [Float], bias: [Float]? = nil,
+                agreement: [Double]? = nil) {
         self.step = step; self.counts = counts; self.dropped = dropped; self.probMean = probMean
+        self.bias = bias; self.agreement = agreement
     }
 }
 
@@ -105,6 +111,10 @@ public final class MetricsHistory {
     public let iterations: Int
     /// `E`; 0 for a dense run (no `/experts` group).
     public let numExperts: Int
+    /// `Q`, routers with a selection bias (`/experts/bias` `[S, Q, E]`); 0 = no such dataset.
+    public let biasRouters: Int
+    /// Whether `/experts/agreement` `[S, R − 1]` is kept (moe.experts = shared).
+    public let recordsAgreement: Bool
 
     private var file: H5File?
     private let train: ColumnGroup
@@ -129,13 +139,18 @@ public final class MetricsHistory {
     /// into place, so a crash during creation leaves no half-made `path`.
     ///
     /// `replaceConfig: false` (a resumed run) keeps the `config` the history was created with.
-    public init(path: String, configJSON: String, iterations R: Int, numExperts E: Int, replaceConfig: Bool = true) throws {
+    public init(path: String, configJSON: String, iterations R: Int, numExperts E: Int, replaceConfig: Bool = true,
+                biasRouters Q: Int = 0, agreement: Bool = false) throws {
         guard R >= 1, E >= 0 else {
             throw MetricsHistoryError(path: path, message: "needs iterations >= 1 and numExperts >= 0 (got R = \(R), E = \(E))")
         }
         self.path = path; self.iterations = R; self.numExperts = E
+        biasRouters = E > 0 ? Q : 0; recordsAgreement = E > 0 && agreement && R > 1
+        let expertColumns = MetricsHistory.expertColumns(biasRouters: biasRouters, agreement: recordsAgreement)
         if !FileManager.default.fileExists(atPath: path) {
-            try AtomicFile.write(to: path) { f in try MetricsHistory.createLayout(f, configJSON: configJSON, R: R, E: E) }
+            try AtomicFile.write(to: path) { f in
+                try MetricsHistory.createLayout(f, configJSON: configJSON, R: R, E: E, Q: Q, expertColumns: expertColumns)
+            }
         }
         let f = try H5File.open(path: path, readOnly: false, fileLocking: false)
         let format = (try? f.stringAttribute("format")) ?? "<missing>"
@@ -153,7 +168,7 @@ public final class MetricsHistory {
                 : "the file has no /experts group but this run has \(E) experts")
         }
         if E > 0 {
-            let g = try ColumnGroup(open: f, name: "experts", columns: MetricsHistory.expertColumns, path: path)
+            let g = try ColumnGroup(open: f, name: "experts", columns: expertColumns, path: path)
             let shape = try g.dataset("counts").shape()
             guard shape.count == 3, shape[1] == R, shape[2] == E else {
                 throw MetricsHistoryError(path: path, message: "/experts/counts has shape \(shape), "
@@ -266,13 +281,21 @@ public final class MetricsHistory {
         if row.counts.contains(where: { $0 < 0 }) || row.dropped.contains(where: { $0 < 0 }) {
             throw MetricsHistoryError(path: path, message: "experts row at step \(row.step) has negative counts")
         }
+        guard (row.bias?.count ?? 0) == biasRouters * E, (row.agreement?.count ?? 0) == (recordsAgreement ? R - 1 : 0) else {
+            throw MetricsHistoryError(path: path, message: "experts row at step \(row.step) has bias \(row.bias?.count ?? 0) and "
+                                      + "agreement \(row.agreement?.count ?? 0) values; expected \(biasRouters * E) and "
+                                      + "\(recordsAgreement ? R - 1 : 0)")
+        }
         try experts.requireAfter(row.step)
         let s = MetricsHistory.loadSummary(counts: row.counts, iterations: R, experts: E)
-        try experts.append([
+        var values: [String: ColumnValues] = [
             "step": .int64([row.step]), "counts": .int64(row.counts), "dropped": .int64(row.dropped),
             "prob_mean": .float32(row.probMean), "entropy": .float64(s.entropy),
             "max_load": .float64(s.maxLoad), "min_load": .float64(s.minLoad),
-        ], step: row.step)
+        ]
+        if biasRouters > 0 { values["bias"] = .float32(row.bias ?? []) }
+        if recordsAgreement { values["agreement"] = .float64(row.agreement ?? []) }
+        try experts.append(values, step: row.step)
         try flush()
     }
 
@@ -341,14 +364,21 @@ public final class MetricsHistory {
         Column("step", .int64), Column("tokens", .int64), Column("epoch", .float64), Column("loss", .float64),
         Column("ppl", .float64), Column("scored", .int64),
     ]
-    /// Trailing shape: `.iterations` is `[R]`, `.iterationsByExperts` `[R, E]`.
-    static let expertColumns: [Column] = [
-        Column("step", .int64), Column("counts", .int64, .iterationsByExperts), Column("dropped", .int64, .iterations),
-        Column("prob_mean", .float32, .iterationsByExperts), Column("entropy", .float64, .iterations),
-        Column("max_load", .float64, .iterations), Column("min_load", .float64, .iterations),
-    ]
+    /// Trailing shape: `.iterations` is `[R]`, `.iterationsByExperts` `[R, E]`, `.routersByExperts` `[Q, E]`,
+    /// `.iterationPairs` `[R − 1]`.
+    static func expertColumns(biasRouters Q: Int = 0, agreement: Bool = false) -> [Column] {
+        var columns = [
+            Column("step", .int64), Column("counts", .int64, .iterationsByExperts), Column("dropped", .int64, .iterations),
+            Column("prob_mean", .float32, .iterationsByExperts), Column("entropy", .float64, .iterations),
+            Column("max_load", .float64, .iterations), Column("min_load", .float64, .iterations),
+        ]
+        if Q > 0 { columns.append(Column("bias", .float32, .routersByExperts)) }
+        if agreement { columns.append(Column("agreement", .float64, .iterationPairs)) }
+        return columns
+    }
 
-    private static func createLayout(_ f: H5File, configJSON: String, R: Int, E: Int) throws {
+    private static func createLayout(_ f: H5File, configJSON: String, R: Int, E: Int, Q: Int = 0,
+                                     expertColumns: [Column] = expertColumns()) throws {
         try f.setAttribute("format", format)
         try f.setAttribute("version", version)
         try f.setAttribute("config", configJSON)
@@ -357,7 +387,7 @@ public final class MetricsHistory {
         for (group, columns) in groups {
             try f.createGroup(group)
             for c in columns {
-                let trailing = c.trailing.shape(R: R, E: E)
+                let trailing = c.trailing.shape(R: R, E: E, Q: Q)
                 let rowBytes = trailing.reduce(1, *) * c.type.byteSize
                 let chunkRows = max(1, min(1024, 65536 / rowBytes))
                 let shape = [0] + trailing, chunks = [chunkRows] + trailing
@@ -413,9 +443,15 @@ public enum JSONScalar: Equatable, Codable, Sendable, CustomStringConvertible {
 /// One dataset of a group: its name, element type and the shape of one row.
 struct Column {
     enum Trailing {
-        case none, iterations, iterationsByExperts
-        func shape(R: Int, E: Int) -> [Int] {
-            switch self { case .none: return []; case .iterations: return [R]; case .iterationsByExperts: return [R, E] }
+        case none, iterations, iterationsByExperts, routersByExperts, iterationPairs
+        func shape(R: Int, E: Int, Q: Int = 0) -> [Int] {
+            switch self {
+            case .none: return []
+            case .iterations: return [R]
+            case .iterationsByExperts: return [R, E]
+            case .routersByExperts: return [Q, E]
+            case .iterationPairs: return [max(R - 1, 0)]
+            }
         }
     }
     var name: String

@@ -141,7 +141,9 @@ public final class TrainingSession {
                 gateHistory = try RunMetrics.read(path).gateHistory.upTo(step: trainer.counters.step)
             }
             metrics = try MetricsHistory(path: path, configJSON: config.toJSON(), iterations: config.model.depth,
-                                         numExperts: config.moe.numExperts, replaceConfig: trainer.counters.step == 0)
+                                         numExperts: config.moe.numExperts, replaceConfig: trainer.counters.step == 0,
+                                         biasRouters: ModelBuffers.routerBiasPaths(config).count,
+                                         agreement: config.moe.experts == .shared)
         }
         let legacySnapshot = dir + "/.metrics.h5.at-checkpoint"
         do {
@@ -178,6 +180,15 @@ public final class TrainingSession {
         guard rename(tmp, destination) == 0 else {
             throw TrainingError("cannot restore \(destination) from \(source): \(String(cString: strerror(errno)))")
         }
+    }
+
+    /// Whether the history records /experts/agreement (one shared pool, two or more iterations).
+    private var recordsAgreement: Bool { config.moe.experts == .shared && !config.moe.isDense && config.model.depth > 1 }
+
+    /// The routers' selection biases now ([Q·E]), or nil when the run has none.
+    private func currentBias() -> [Float]? {
+        let n = ModelBuffers.routerBiasPaths(config).count * config.moe.numExperts
+        return n > 0 ? Array(UnsafeBufferPointer(start: trainer.model.selectionBias.pointer, count: n)) : nil
     }
 
     /// The start-up banner: configuration, sizes and layout.
@@ -220,7 +231,7 @@ public final class TrainingSession {
         let c = config
         let R = c.model.depth, E = c.moe.numExperts
         var lastReport: StepReport?
-        var interval = IntervalStats(R: R, E: E)
+        var interval = IntervalStats(R: R, E: E, agreement: recordsAgreement)
         let startedAt = Date()
         let startStep = trainer.counters.step
         Preemption.install()
@@ -250,7 +261,7 @@ public final class TrainingSession {
                     KillPoint.historyRow.reached()
                     gateHistory.train.append(TrainPoint(step: rep.step, loss: rep.loss, tokensPerSec: tps))
                     if E > 0 {
-                        let row = interval.expertRow(step: Int64(rep.step))
+                        let row = interval.expertRow(step: Int64(rep.step), bias: currentBias())
                         try metrics?.append(row)
                         let s = MetricsHistory.loadSummary(counts: row.counts, iterations: R, experts: E)
                         gateHistory.routing.append(RoutingPoint(step: rep.step, entropy: s.entropy.reduce(0, +) / Double(R),
@@ -259,7 +270,7 @@ public final class TrainingSession {
                     }
                     try metrics?.flush()
                 }
-                interval = IntervalStats(R: R, E: E)
+                interval = IntervalStats(R: R, E: E, agreement: recordsAgreement)
             }
             var gateStops = false
             // A preempted run saves first: the signal's grace period may not cover an evaluation.
@@ -364,23 +375,29 @@ struct IntervalStats {
     let R: Int, E: Int
     var steps = 0, tokens = 0, time = 0.0
     var counts: [Int64], dropped: [Int64], probSum: [Double], routed: [Int64]
-    init(R: Int, E: Int) {
+    /// [R−1] Σ over tokens of |K_r ∩ K_{r+1}| / k; nil when the run does not record agreement.
+    var agreementSum: [Double]?
+    init(R: Int, E: Int, agreement: Bool = false) {
         self.R = R; self.E = E
         counts = .init(repeating: 0, count: R * E); dropped = .init(repeating: 0, count: R)
         probSum = .init(repeating: 0, count: R * E); routed = .init(repeating: 0, count: R)
+        agreementSum = agreement && R > 1 ? .init(repeating: 0, count: R - 1) : nil
     }
     mutating func add(_ r: StepReport) {
         steps += 1; time += r.stepTime
         tokens += r.stepTokens
         for i in 0 ..< counts.count { counts[i] += r.counts[i]; probSum[i] += r.probSum[i] }
         for i in 0 ..< R { dropped[i] += r.dropped[i]; routed[i] += r.routedTokens[i] }
+        if agreementSum != nil { for i in 0 ..< R - 1 { agreementSum![i] += r.agreementSum[i] } }
     }
-    func expertRow(step: Int64) -> ExpertRow {
+    func expertRow(step: Int64, bias: [Float]? = nil) -> ExpertRow {
         var mean = [Float](repeating: 0, count: R * E)
         for r in 0 ..< R where routed[r] > 0 {
             for e in 0 ..< E { mean[r * E + e] = Float(probSum[r * E + e] / Double(routed[r])) }
         }
-        return ExpertRow(step: step, counts: counts, dropped: dropped, probMean: mean)
+        // Agreement of iterations r and r+1 over the tokens both routed (the same tokens: routed[r + 1]).
+        let agreement = agreementSum.map { sums in (0 ..< R - 1).map { routed[$0 + 1] > 0 ? sums[$0] / Double(routed[$0 + 1]) : 0 } }
+        return ExpertRow(step: step, counts: counts, dropped: dropped, probMean: mean, bias: bias, agreement: agreement)
     }
 }
 
