@@ -8,7 +8,8 @@
 #   3. the ablation chain: jobs/submit_phase.sh writes the Phase 1 sweep (30 steps per run),
 #      submits its array, a reference run and the gate job; each gate job writes gate.json, the
 #      next phase's sweep (--gate) and submits that phase and its gate: 1 -> 1b -> 2 -> 3, up to
-#      TEST_MAX_PHASE (default 3; the chain then ends by itself).
+#      TEST_MAX_PHASE (default 3; the chain then ends by itself);
+#   4. the routing ablations: sweep --ablation balancing and routers, each as a phase.sbatch array.
 # Checks run dirs (final checkpoint, metrics.h5), job states, gate.json (a decision per run),
 # and the chaining. Prints "N passed, N failed"; exits non-zero on any failure.
 #
@@ -231,6 +232,37 @@ else
     check "chain stopped at MAX_PHASE=$LAST ($(head -1 "$SWEEP/phase-$LAST/next.txt" 2>/dev/null))" \
         grep -q "^stop: next phase .* is beyond MAX_PHASE=$LAST" "$SWEEP/phase-$LAST/next.txt"
 fi
+
+# ---------------------------------------------------------------- 4. the routing ablations as arrays
+# moe-dist sweep --ablation balancing|routers, then phase.sbatch over its runs.txt (jobs/README.md).
+ABL=$TMP/ablations
+for ablation in balancing routers; do
+    if "$MOE_DIST_BIN" sweep --ablation "$ablation" --base "$REPO/jobs/configs/tiny.yaml" --out "$ABL" --steps 20 \
+        >"$TMP/sweep-$ablation.out" 2>&1; then
+        runs=$ABL/ablation-$ablation/runs.txt
+        n=$(grep -c . "$runs")
+        job=$(SWEEP_DIR=$ABL RUNS_FILE=$runs sbatch --parsable --array=0-$((n - 1)) \
+            --output="$TMP/abl-$ablation-%A_%a.out" "$REPO/jobs/phase.sbatch")
+        check "sweep --ablation $ablation: $n runs submitted as array $job" test -n "$job" -a "$n" -eq 3
+    else
+        cat "$TMP/sweep-$ablation.out"; fail "moe-dist sweep --ablation $ablation"
+    fi
+done
+wait_until "the ablation arrays" queue_empty
+for name in bal-aux0.01 bal-bias bal-deepseek rt-shared rt-per-iteration rt-indexed; do
+    check "ablation run $name finished (step-00000020.h5 and metrics.h5; token budget for routers)" \
+        test -f "$ABL/runs/$name/checkpoints/step-00000020.h5" -a -s "$ABL/runs/$name/metrics.h5"
+done
+check "bal-bias and bal-deepseek record /experts/bias; rt-per-iteration has one router per iteration" python3 - "$ABL/runs" <<'PY'
+import h5py, sys
+root = sys.argv[1]
+def experts(name): return h5py.File(f"{root}/{name}/metrics.h5", "r", locking=False)["experts"]
+assert "bias" in experts("bal-bias") and "bias" in experts("bal-deepseek") and "bias" not in experts("bal-aux0.01")
+assert "agreement" in experts("rt-per-iteration") and "agreement" not in experts("rt-indexed")
+ck = h5py.File(f"{root}/rt-per-iteration/checkpoints/step-00000020.h5", "r")
+assert "router" in ck["params/ffn/0"] and isinstance(ck["params/ffn/0/router"], h5py.Group), list(ck["params/ffn/0"])
+PY
+
 check "queue empty at the end" queue_empty
 
 if ((FAILED > 0)); then

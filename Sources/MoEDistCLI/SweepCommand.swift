@@ -10,7 +10,7 @@ import Training
 struct SweepCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sweep",
-        abstract: "Write the run configs of a stage (1, 1b, 2, 3) or ablation (A3, A4, A5) and a Slurm array manifest.",
+        abstract: "Write the run configs of a stage (1, 1b, 2, 3) or ablation (A3-A5, balancing, routers) and a Slurm array manifest.",
         discussion: """
         Phases (research notes, "Practical Experiment Matrix"):
           1   quick screen, --steps 1000: moe.aux_loss_coef 0.0, 0.005, 0.01 (control), 0.02
@@ -21,7 +21,11 @@ struct SweepCommand: ParsableCommand {
               (lowest eval loss first), or its best when none was promoted
         Ablations (--ablation, budget --steps or the base's): A3 moe.num_experts 20/40/60; A4 moe.d_ff
         1024/2048/3072; A5 moe.experts shared vs indexed at the same token budget (train.max_tokens =
-        steps x global_batch x seq_len, no step budget).
+        steps x global_batch x seq_len, no step budget);
+        balancing: bal-aux0.01 (control: Switch aux 0.01), bal-bias (aux 0, selection bias rate 1e-3),
+        bal-deepseek (sigmoid scores, bias rate 1e-3, sequence aux 1e-4: the DeepSeek-V3 recipe);
+        routers, at the same token budget: rt-shared (one router for the shared pool), rt-per-iteration (one
+        router per iteration over the shared pool), rt-indexed (one pool, and router, per iteration).
         Writes OUT/phase-P/<run>.yaml (or OUT/ablation-A/<run>.yaml), runs.txt with one absolute YAML path
         per line (line i = Slurm array task i, 1-based with sed -n "${i}p"), and sweep.json:
         {"phase"|"ablation", "base", "gate", "steps", "runs": [{"name", "config", "changes": {key: value},
@@ -38,8 +42,18 @@ struct SweepCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Stage of the matrix: 1, 1b, 2 or 3.", valueName: "P"))
     var phase: String?
 
-    @Option(help: ArgumentHelp("Ablation instead of a phase: A3, A4 or A5.", valueName: "A"))
+    @Option(help: ArgumentHelp("Ablation instead of a phase: A3, A4, A5, balancing or routers.", valueName: "A"))
     var ablation: String?
+
+    static let ablations = ["A3", "A4", "A5", "balancing", "routers"]
+
+    /// The ablation's canonical name (A3-A5 in capitals, the others in lower case), or nil.
+    var ablationName: String? {
+        ablation.flatMap { a in Self.ablations.first { $0.lowercased() == a.lowercased() } }
+    }
+
+    /// Ablations whose arms differ in cost per step compare at the same token budget.
+    var sameTokenBudget: Bool { ablationName == "A5" || ablationName == "routers" }
 
     @Option(help: ArgumentHelp("Base configuration every run starts from.", valueName: "file.yaml"))
     var base: String
@@ -68,12 +82,12 @@ struct SweepCommand: ParsableCommand {
     func validate() throws {
         if seeds < 1 { throw ValidationError("--seeds must be at least 1, got \(seeds)") }
         switch (phase, ablation) {
-        case (nil, nil): throw ValidationError("give --phase 1|1b|2|3 or --ablation A3|A4|A5")
+        case (nil, nil): throw ValidationError("give --phase 1|1b|2|3 or --ablation A3|A4|A5|balancing|routers")
         case (.some, .some): throw ValidationError("give either --phase or --ablation, not both")
         default: break
         }
         if let p = phase, !["1", "1b", "2", "3"].contains(p) { throw ValidationError("--phase must be 1, 1b, 2 or 3, got \(p)") }
-        if let a = ablation, !["A3", "A4", "A5"].contains(a.uppercased()) { throw ValidationError("--ablation must be A3, A4 or A5, got \(a)") }
+        if let a = ablation, ablationName == nil { throw ValidationError("--ablation must be A3, A4, A5, balancing or routers, got \(a)") }
         if let s = steps, s < 1 { throw ValidationError("--steps must be at least 1, got \(s)") }
         if let p = phase, ["1b", "2", "3"].contains(p), gate == nil { throw ValidationError("--phase \(p) needs --gate (the previous stage's gate JSON)") }
     }
@@ -140,7 +154,7 @@ struct SweepCommand: ParsableCommand {
             c.name = name
             return Planned(name: name, config: c, changes: changes)
         }
-        if let a = ablation?.uppercased() {
+        if let a = ablationName {
             let s = steps ?? b.train.maxSteps
             var runs: [Planned] = []
             switch a {
@@ -148,6 +162,25 @@ struct SweepCommand: ParsableCommand {
                 for e in [20, 40, 60] { runs.append(with(b, "a3-e\(e)", [("moe.num_experts", .int(e))]) { $0.moe.numExperts = e }) }
             case "A4":
                 for f in [1024, 2048, 3072] { runs.append(with(b, "a4-ff\(f)", [("moe.d_ff", .int(f))]) { $0.moe.dFF = f }) }
+            case "balancing":
+                runs.append(with(b, "bal-aux0.01", [("moe.aux_loss_coef", .double(0.01))]) { $0.moe.auxLossCoef = 0.01 })
+                runs.append(with(b, "bal-bias", [("moe.aux_loss_coef", .double(0)), ("moe.router_bias_rate", .double(1e-3))]) {
+                    $0.moe.auxLossCoef = 0; $0.moe.routerBiasRate = 1e-3
+                })
+                runs.append(with(b, "bal-deepseek", [("moe.router_score", .string("sigmoid")), ("moe.router_bias_rate", .double(1e-3)),
+                                                     ("moe.aux_scope", .string("sequence")), ("moe.aux_loss_coef", .double(1e-4))]) {
+                    $0.moe.routerScore = .sigmoid; $0.moe.routerBiasRate = 1e-3; $0.moe.auxScope = .sequence; $0.moe.auxLossCoef = 1e-4
+                })
+            case "routers":
+                runs.append(with(b, "rt-shared", [("moe.experts", .string("shared")), ("moe.routers", .string("per_pool"))]) {
+                    $0.moe.experts = .shared; $0.moe.routers = .perPool
+                })
+                runs.append(with(b, "rt-per-iteration", [("moe.experts", .string("shared")), ("moe.routers", .string("per_iteration"))]) {
+                    $0.moe.experts = .shared; $0.moe.routers = .perIteration
+                })
+                runs.append(with(b, "rt-indexed", [("moe.experts", .string("indexed")), ("moe.routers", .string("per_pool"))]) {
+                    $0.moe.experts = .indexed; $0.moe.routers = .perPool
+                })
             default:
                 for x in Sharing.allCases { runs.append(with(b, "a5-\(x.rawValue)", [("moe.experts", .string(x.rawValue))]) { $0.moe.experts = x }) }
             }
@@ -225,7 +258,7 @@ struct SweepCommand: ParsableCommand {
             let b = try ConfigLoader.load(yamlPath: base, overrides: [])
             var (label, sub, budget, runs) = try plan(base: b)
             runs = Self.replicate(runs, seeds: seeds, vary: vary)
-            let isA5 = ablation?.uppercased() == "A5"
+            let isA5 = sameTokenBudget
             if budget == nil && !(isA5 && b.train.maxTokens != nil) {
                 throw UserError("--steps: the base \(base) has no train.max_steps; give --steps")
             }
@@ -278,7 +311,7 @@ struct SweepCommand: ParsableCommand {
             try (manifest.joined(separator: "\n") + "\n").write(toFile: dir + "/runs.txt", atomically: true, encoding: .utf8)
             var sweep: [String: Any] = ["base": base, "gate": gate.map { $0 as Any } ?? NSNull(),
                                         "steps": jsonNumber(budget), "runs": entries]
-            if let p = phase { sweep["phase"] = p } else { sweep["ablation"] = ablation!.uppercased() }
+            if let p = phase { sweep["phase"] = p } else { sweep["ablation"] = ablationName! }
             try (jsonText(sweep, pretty: true) + "\n").write(toFile: dir + "/sweep.json", atomically: true, encoding: .utf8)
             print("\(runs.count) run\(runs.count == 1 ? "" : "s") (\(label)): \(dir)/runs.txt")
         }
