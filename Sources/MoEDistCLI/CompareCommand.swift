@@ -15,7 +15,8 @@ struct CompareCommand: ParsableCommand {
           eval loss and ppl at equal steps and at equal tokens; last eval; mean tokens/s over the run;
           wall-clock (sum of step times) to the first eval <= --target-loss (default: the worst run's final
           eval loss, so every run reaches it); final aux; final entropy, min and max load (means over
-          iterations; 1 = even); the top expert (index, share of assignments over the final interval);
+          iterations; 1 = even) and the max load of the worst iteration (the iteration whose mean max load
+          over the final interval is highest, with its index); the top expert (index, share of assignments over the final interval);
           token drops (dropped assignments, and their fraction of all assignments); final and largest
           grad norm; NaN events (cumulative).
         A directory that holds only metrics.h5 works: its config attribute names the run.
@@ -82,6 +83,12 @@ struct CompareCommand: ParsableCommand {
             o["entropy"] = jsonNumber(rowMean(m.entropy))
             o["min_load"] = jsonNumber(rowMean(m.minLoad))
             o["max_load"] = jsonNumber(rowMean(m.maxLoad))
+            // Per iteration: a collapse in one iteration hides in the mean over iterations.
+            let perIteration = (0 ..< R).map { r in mean(xi.map { m.maxLoad[$0 * R + r] }) ?? 0 }
+            if !xi.isEmpty, let worst = perIteration.indices.max(by: { perIteration[$0] < perIteration[$1] }) {
+                o["worst_iteration"] = worst
+                o["worst_iteration_max_load"] = perIteration[worst]
+            } else { o["worst_iteration"] = NSNull(); o["worst_iteration_max_load"] = NSNull() }
             var perExpert = [Int64](repeating: 0, count: E)
             for i in xi { for k in 0 ..< R * E { perExpert[k % E] += m.counts[i * R * E + k] } }
             let total = perExpert.reduce(0, +)
@@ -93,7 +100,7 @@ struct CompareCommand: ParsableCommand {
             o["dropped"] = Int(dropped)
             o["drop_fraction"] = assigned > 0 ? Double(dropped) / Double(assigned) : 0.0
         } else {
-            for k in ["entropy", "min_load", "max_load", "top_expert", "top_expert_share", "dropped", "drop_fraction"] { o[k] = NSNull() }
+            for k in ["entropy", "min_load", "max_load", "worst_iteration", "worst_iteration_max_load", "top_expert", "top_expert_share", "dropped", "drop_fraction"] { o[k] = NSNull() }
         }
         o["stopped_step"] = jsonNumber(m.stoppedStep)
         return o
@@ -121,13 +128,14 @@ struct CompareCommand: ParsableCommand {
             print("equal steps: \(equalStep.map { "\($0)" } ?? "-"), equal tokens: \(equalTokens.map { "\($0)" } ?? "-"), "
                   + "target loss: \(target.map { String(format: "%.4f", $0) } ?? "-")")
             let header = ["run", "loss@step", "ppl@step", "loss@tok", "ppl@tok", "tok/s", "s→target", "aux", "entropy",
-                          "min load", "max load", "top", "drops", "grad", "max grad", "NaN"]
+                          "min load", "max load", "worst it.", "top", "drops", "grad", "max grad", "NaN"]
             print(header.joined(separator: "\t"))
             for o in rows {
                 let cells = [o["run_dir"] as? String ?? "", f(o["eval_loss_at_equal_steps"], "%.4f"), f(o["eval_ppl_at_equal_steps"], "%.3f"),
                              f(o["eval_loss_at_equal_tokens"], "%.4f"), f(o["eval_ppl_at_equal_tokens"], "%.3f"),
                              f(o["tokens_per_sec"], "%.0f"), f(o["seconds_to_target"], "%.1f"), f(o["aux"], "%.4f"),
                              f(o["entropy"], "%.4f"), f(o["min_load"], "%.3f"), f(o["max_load"], "%.3f"),
+                             "\(f(o["worst_iteration_max_load"], "%.3f"))(r\(f(o["worst_iteration"], "%.0f")))",
                              "\(f(o["top_expert"], "%.0f"))(\(f(o["top_expert_share"], "%.3f")))", f(o["dropped"], "%.0f"),
                              f(o["grad_norm"], "%.3f"), f(o["max_grad_norm"], "%.3f"), f(o["nan_events"], "%.0f")]
                 print(cells.joined(separator: "\t"))

@@ -86,7 +86,7 @@ public struct RunMetrics: Sendable {
         return m
     }
 
-    /// Eval, train and routing points for the stage gates (routing: means over iterations).
+    /// Eval, train and routing points for the stage gates (routing: the worst iteration of each row).
     public var gateHistory: GateHistory {
         let evals = evalStep.indices.map { EvalPoint(step: Int(evalStep[$0]), tokens: Int(evalTokens[$0]), loss: evalLoss[$0]) }
         let train = trainStep.indices.map { TrainPoint(step: Int(trainStep[$0]), loss: trainLoss[$0], tokensPerSec: trainTokensPerSec[$0]) }
@@ -94,8 +94,8 @@ public struct RunMetrics: Sendable {
         let R = iterations
         if R > 0 {
             for i in expertStep.indices {
-                func mean(_ a: [Double]) -> Double { a[i * R ..< (i + 1) * R].reduce(0, +) / Double(R) }
-                routing.append(RoutingPoint(step: Int(expertStep[i]), entropy: mean(entropy), maxLoad: mean(maxLoad), minLoad: mean(minLoad)))
+                let row = i * R ..< (i + 1) * R
+                routing.append(RoutingPoint(step: Int(expertStep[i]), worstOf: entropy[row], maxLoad: maxLoad[row], minLoad: minLoad[row]))
             }
         }
         return GateHistory(evals: evals, train: train, routing: routing)

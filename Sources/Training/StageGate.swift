@@ -9,7 +9,7 @@
 //   2. flat:    |least-squares slope of train loss over the last `slope_window` steps| · 1000
 //      < `flat_slope` (loss per 1k steps; needs 3 train points in the window);
 //   3. routing: over the same patience + 1 evaluations, the window means of entropy, max load
-//      and min load (each averaged over iterations; window i = expert rows with step in
+//      and min load (each of the worst iteration of its row; window i = expert rows with step in
 //      (eval[i-1].step, eval[i].step]) each vary (max − min) by < `routing_tolerance`.
 //      Dense runs (no expert rows) pass this clause.
 // Promote when ANY holds against a reference at the same step (`StageGate.promote`), taken as
@@ -35,11 +35,17 @@ public struct TrainPoint: Equatable, Sendable {
     public init(step: Int, loss: Double, tokensPerSec: Double = 0) { self.step = step; self.loss = loss; self.tokensPerSec = tokensPerSec }
 }
 
-/// One `/experts` row summarised over iterations: means over `r` of entropy, max_load, min_load.
+/// One `/experts` row summarised over iterations by its worst iteration: the lowest entropy, the highest
+/// max_load and the lowest min_load of any `r` (a mean over iterations hides a collapse in one of them).
 public struct RoutingPoint: Equatable, Sendable {
     public var step: Int, entropy: Double, maxLoad: Double, minLoad: Double
     public init(step: Int, entropy: Double, maxLoad: Double, minLoad: Double) {
         self.step = step; self.entropy = entropy; self.maxLoad = maxLoad; self.minLoad = minLoad
+    }
+
+    /// The worst iteration of one row, from its per-iteration values (each `[R]`).
+    public init<C: Collection>(step: Int, worstOf entropy: C, maxLoad: C, minLoad: C) where C.Element == Double {
+        self.init(step: step, entropy: entropy.min() ?? 0, maxLoad: maxLoad.max() ?? 0, minLoad: minLoad.min() ?? 0)
     }
 }
 

@@ -264,9 +264,8 @@ public final class TrainingSession {
                         let row = interval.expertRow(step: Int64(rep.step), bias: currentBias())
                         try metrics?.append(row)
                         let s = MetricsHistory.loadSummary(counts: row.counts, iterations: R, experts: E)
-                        gateHistory.routing.append(RoutingPoint(step: rep.step, entropy: s.entropy.reduce(0, +) / Double(R),
-                                                                maxLoad: s.maxLoad.reduce(0, +) / Double(R),
-                                                                minLoad: s.minLoad.reduce(0, +) / Double(R)))
+                        gateHistory.routing.append(RoutingPoint(step: rep.step, worstOf: s.entropy, maxLoad: s.maxLoad,
+                                                                minLoad: s.minLoad))
                     }
                     try metrics?.flush()
                 }

@@ -125,4 +125,30 @@ final class RoutingVariantTests: XCTestCase {
             XCTAssertTrue(out.hasPrefix("ok"), "\(label): \(out)")
         }
     }
+
+    /// compare reports the max load of the worst iteration (not only the mean over iterations), equal to the
+    /// highest per-iteration mean of /experts/max_load over the final interval computed by h5py.
+    func testCompareReportsTheWorstIteration() throws {
+        try requireBinary()
+        let dir = temporaryDirectory("worst")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let r = try run(["train", "--config", tinyConfig, "--run-dir", dir, "train.max_steps=20", "train.log_interval=2",
+                         "train.eval_interval=10", "model.depth=3", "moe.aux_loss_coef=0"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let c = try runCommand(moeDist, ["compare", dir, "--json"])
+        XCTAssertEqual(c.status, 0, c.stderr)
+        let obj = try JSONSerialization.jsonObject(with: Data(c.stdout.utf8)) as? [String: Any]
+        let row = try XCTUnwrap((obj?["runs"] as? [[String: Any]])?.first)
+        let reported = try XCTUnwrap(row["worst_iteration_max_load"] as? Double)
+        let out = try Python.run("""
+        import sys, h5py, numpy as np
+        f = h5py.File(sys.argv[1], "r", locking=False)
+        ev = f["eval/step"][:]; st = f["experts/step"][:]
+        rows = st > ev[-2]
+        per_iteration = f["experts/max_load"][:][rows].mean(axis=0)
+        print(per_iteration.max(), int(per_iteration.argmax()))
+        """, [dir + "/metrics.h5"]).split(separator: " ")
+        XCTAssertEqual(reported, Double(out[0].trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1, accuracy: 1e-9)
+        XCTAssertEqual(row["worst_iteration"] as? Int, Int(out[1].trimmingCharacters(in: .whitespacesAndNewlines)))
+    }
 }
