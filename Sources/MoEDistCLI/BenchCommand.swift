@@ -19,8 +19,9 @@ struct BenchCommand: ParsableCommand {
         is reported: openblas_get_corename, and OPENBLAS_CORETYPE when set), then trains --warmup plus --steps
         steps of the configuration (no checkpoints, no evaluation, nothing written) and reports, on rank 0:
         tokens/s, model FLOPs per token, MFU, the per-phase time split, the communication share and peak
-        resident memory against the analytic estimate. When train.micro_batch · ranks does not divide
-        train.global_batch, the micro-batch becomes global_batch / ranks.
+        resident memory against the analytic estimate. The step budget is --warmup + --steps whatever
+        train.max_steps says (a configuration without a budget is fine). The micro-batch is fitted to the
+        world by the same rule as train (the largest that divides train.global_batch / ranks; one line says so).
         """)
 
     @OptionGroup var options: RunOptions
@@ -42,14 +43,10 @@ struct BenchCommand: ParsableCommand {
     func run() throws {
         try failingCleanly {
             try Launch.onEveryRank(emulateRanks: nil) { world in
-                var config = try options.load()
-                let W = world.size
-                if config.train.globalBatch % (config.train.microBatch * W) != 0 && config.train.globalBatch % W == 0 {
-                    config.train.microBatch = config.train.globalBatch / W
-                }
-                let data = try TrainingData.open(config)
-                config.model.vocabSize = data.vocabSize
-                try Configuration.validate(config, worldSize: W)
+                var opts = options
+                opts.overrides = options.overrides + budgetOverrides(try options.load())
+                let (config, data, batchNote) = try Launch.resolve(opts, worldSize: world.size)
+                if world.rank == 0, let note = batchNote { printError(note) }
                 let ctx = try ParallelContext.make(world: world, config: config)
                 let report = try Benchmark.run(config: config, configPath: options.config, ctx: ctx, data: data,
                                                warmup: warmup, steps: steps)
@@ -65,6 +62,12 @@ struct BenchCommand: ParsableCommand {
                 fflush(stdout)
             }
         }
+    }
+
+    /// The benchmark sets its own step budget (--warmup + --steps), so a configuration without
+    /// train.max_steps or train.max_tokens (e.g. a bare model description) is accepted.
+    func budgetOverrides(_ c: RunConfig) -> [String] {
+        c.train.maxSteps == nil && c.train.maxTokens == nil ? ["train.max_steps=\(warmup + steps)"] : []
     }
 
     static func text(_ r: BenchmarkReport) -> String {

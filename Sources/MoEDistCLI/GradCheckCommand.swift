@@ -55,7 +55,7 @@ struct GradCheckCommand: ParsableCommand {
                 let extra = variantExtra.map { $0.replacingOccurrences(of: "${E}", with: "\(baseExperts)") }
                 var opts = options
                 opts.overrides += extra
-                let (config, data) = try Launch.resolve(opts, worldSize: 1)
+                let (config, data, _) = try Launch.resolve(opts, worldSize: 1)
                 let model = RecurrentMoEModel(config: config, ctx: .single(numExperts: max(config.moe.numExperts, 1)))
                 let T = config.model.seqLen
                 var window = [Int32](repeating: 0, count: batch * T + 1)

@@ -44,12 +44,13 @@ struct TrainCommand: ParsableCommand {
     func run() throws {
         try failingCleanly {
             try Launch.onEveryRank(emulateRanks: emulateRanks) { world in
-                let (config, data) = try Launch.resolve(options, worldSize: world.size)
+                let (config, data, batchNote) = try Launch.resolve(options, worldSize: world.size)
                 let ctx = try ParallelContext.make(world: world, config: config)
                 let dir = runDir ?? "runs/\(config.name)"
                 let session = try TrainingSession(config: config, ctx: ctx, data: data, runDirectory: dir) { line in
                     print(line); fflush(stdout)
                 }
+                session.startNotes = batchNote.map { [$0] } ?? []
                 if let f = try InjectedFailure.parse(injectFailure), f.rank == world.rank {
                     session.beforeStep = { step in if step == f.step { throw InjectedFailure(rank: f.rank, step: step) } }
                 }

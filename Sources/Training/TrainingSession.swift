@@ -16,6 +16,8 @@ public final class TrainingSession {
     private var isRoot: Bool { trainer.ctx.world.rank == 0 }
     /// Called with the number of the step about to run (a hook for fault-injection tests).
     public var beforeStep: ((Int) throws -> Void)?
+    /// Lines logged after the banner's first line (e.g. how the micro-batch was fitted to the world).
+    public var startNotes: [String] = []
     /// Checkpoint to continue from, loaded at the start of `run`.
     private var resumeFrom: String?
     // Stage gate (gate.*): the history the stop rule reads (rank 0; earlier rows from metrics.h5 on
@@ -85,7 +87,7 @@ public final class TrainingSession {
     /// The start-up banner: configuration, sizes and layout.
     public func banner() -> [String] {
         let c = config, cost = ModelCost(c), ctx = trainer.ctx
-        var lines = ["moe-dist: \(c.name)", data.summary]
+        var lines = ["moe-dist: \(c.name)"] + startNotes + [data.summary]
         lines.append("world: \(ctx.world.size) rank(s), expert groups of \(ctx.expertGroup.size), "
                      + "\(trainer.microSteps) micro-step(s) of \(c.train.microBatch) sequences per rank")
         lines.append(String(format: "parameters: %@ total, %@ in experts, %@ active per token; model FLOPs/token %@",
