@@ -1,7 +1,7 @@
 """Loaders for moe-dist run directories: metrics history, config, checkpoints, gate decisions.
 
 A run directory (``moe-dist train --run-dir DIR``) holds ``config.yaml``, ``train.log``,
-``metrics.h5`` (SPEC section 7) and ``checkpoints/step-XXXXXXXX.h5`` (SPEC section 6).
+``metrics.h5`` and ``checkpoints/step-XXXXXXXX.h5`` (formats: docs/file-formats.md).
 Everything here returns tidy pandas tables, one row per observation:
 
     run = load_run("runs/aux0.01")
@@ -100,7 +100,7 @@ def dedupe_steps(df: pd.DataFrame, step: str = "step") -> pd.DataFrame:
     A row is kept only if every later row has a larger step: when a run restarted from an
     earlier step without truncating its history (older files, concatenated logs), the
     rows it re-did replace the earlier ones, and the abandoned rows past the restart
-    point go too. On a well-formed history (SPEC 7: strictly increasing) this is a no-op.
+    point go too. On a well-formed history (strictly increasing steps) this is a no-op.
     """
     if df.empty:
         return df.reset_index(drop=True)
@@ -167,7 +167,7 @@ def expert_load_table(m: dict[str, Any]) -> pd.DataFrame:
 
     ``count`` is the assignments routed to the expert over the interval ending at
     ``step`` (before drops), ``share = count / Σ_e count`` and ``load = E · share``
-    (1 = perfectly even, the scale of SPEC 7's max_load/min_load). Empty for a dense run.
+    (1 = perfectly even, the scale of the history's max_load/min_load). Empty for a dense run.
     """
     cols = ["step", "iteration", "expert", "count", "share", "load", "prob_mean"]
     a = _expert_arrays(m)

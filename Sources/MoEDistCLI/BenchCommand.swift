@@ -10,10 +10,11 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Measure training throughput, MFU against the measured sgemm peak, the time split and peak memory.",
-        discussion: """
+        discussion: reflow("""
         Examples:
           moe-dist bench --config jobs/configs/bench.yaml --json
-          mpirun -np 2 moe-dist bench --config jobs/configs/bench.yaml --steps 10 --json
+          mpirun -np 2 moe-dist bench --config jobs/configs/bench.yaml --steps 10
+          moe-dist bench --config jobs/configs/seed-reference.yaml train.max_steps=null
 
         Measures in this process the single-thread and all-thread sgemm peak of the loaded BLAS (its kernel set
         is reported: openblas_get_corename, and OPENBLAS_CORETYPE when set), then trains --warmup plus --steps
@@ -22,7 +23,7 @@ struct BenchCommand: ParsableCommand {
         resident memory against the analytic estimate. The step budget is --warmup + --steps whatever
         train.max_steps says (a configuration without a budget is fine). The micro-batch is fitted to the
         world by the same rule as train (the largest that divides train.global_batch / ranks; one line says so).
-        """)
+        """))
 
     @OptionGroup var options: RunOptions
 

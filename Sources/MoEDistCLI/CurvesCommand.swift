@@ -7,12 +7,14 @@ struct CurvesCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "curves",
         abstract: "Train and eval curves from RUN_DIR/train.log, deduplicated by step (latest write wins).",
-        discussion: """
+        discussion: reflow("""
         Reads lines `step N/M | loss x | ce x | aux x | lr x | grad norm x | x tok/s | epoch x | ETA ...` and
         `eval step N | loss x | ppl x | n tokens scored`. Rows are sorted by step, train before eval.
         csv columns: kind,step,loss,ce,aux,lr,grad_norm,tokens_per_sec,epoch,ppl,scored (empty when not
         applicable); json: an array of objects with the same keys (absent values omitted).
-        """)
+        Example:
+          moe-dist curves runs/tiny --format json
+        """))
 
     @Argument(help: ArgumentHelp("Run directory (reads RUN_DIR/train.log).", valueName: "run-dir"))
     var runDir: String

@@ -12,11 +12,11 @@ import Foundation
 struct DataCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "data", abstract: "Prepare, encode, decode and inspect token files.",
-        discussion: """
+        discussion: reflow("""
             Token files hold a 64-byte header (MOETOKS1, version, bytes per token, count, \
             vocabulary size) and little-endian ids. Tokenizers are Hugging Face \
             tokenizer.json files for byte-level BPE (GPT-2's own file loads too).
-            """,
+            """),
         subcommands: [Prepare.self, Encode.self, Decode.self, Inspect.self])
 }
 
@@ -34,16 +34,19 @@ extension DataCommand {
     struct Prepare: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Train a byte-level BPE tokenizer on the train split and encode every split.",
-            discussion: """
+            discussion: reflow("""
                 Writes OUT/tokenizer.json and OUT/train.tok, OUT/valid.tok (and OUT/test.tok). \
                 Inputs are UTF-8 text (WikiText .tokens or .raw files work as they are). \
                 The vocabulary is the 256 bytes, then merges, then <|endoftext|> as the last id \
                 (not inserted into the token files). Training reads the train split in chunks \
                 and keeps only the distinct pre-tokens and their counts.
 
-                Example: moe-dist data prepare --train wiki.train.tokens --valid wiki.valid.tokens \
-                --test wiki.test.tokens --vocab-size 8192 --out data/wt2-bpe8k
-                """)
+                Example (the README's WikiText-2 walk-through):
+                  moe-dist data prepare --train downloads/wikitext-2/wiki.train.tokens \\
+                      --valid downloads/wikitext-2/wiki.valid.tokens \\
+                      --test downloads/wikitext-2/wiki.test.tokens \\
+                      --vocab-size 8192 --out data/wt2
+                """))
 
         @Option(help: ArgumentHelp("Training text; the tokenizer is learned from it.", valueName: "file"))
         var train: String
@@ -93,7 +96,11 @@ extension DataCommand {
     struct Encode: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Encode a UTF-8 text file into a token file.",
-            discussion: "Example: moe-dist data encode --tokenizer out/tokenizer.json --input wiki.valid.tokens --out valid.tok")
+            discussion: reflow("""
+                Example:
+                  moe-dist data encode --tokenizer data/wt2/tokenizer.json \\
+                      --input downloads/wikitext-2/wiki.valid.tokens --out data/wt2/valid2.tok
+                """))
 
         @Option(help: ArgumentHelp("A byte-level BPE tokenizer.json (ours or GPT-2's).", valueName: "file"))
         var tokenizer: String
@@ -118,7 +125,11 @@ extension DataCommand {
     struct Decode: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Decode a token file to text on stdout.",
-            discussion: "Example: moe-dist data decode --tokenizer out/tokenizer.json --input valid.tok > valid.txt")
+            discussion: reflow("""
+                Example:
+                  moe-dist data decode --tokenizer data/wt2/tokenizer.json --input data/wt2/valid.tok \\
+                      > valid.txt
+                """))
 
         @Option(help: ArgumentHelp("The tokenizer.json the file was encoded with.", valueName: "file"))
         var tokenizer: String
@@ -147,7 +158,11 @@ extension DataCommand {
     struct Inspect: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Show a token file's header and vocabulary use; check every id.",
-            discussion: "Example: moe-dist data inspect out/train.tok --tokenizer out/tokenizer.json --top 20")
+            discussion: reflow("""
+                Example:
+                  moe-dist data inspect data/wt2/train.tok --top 20 \\
+                      --tokenizer data/wt2/tokenizer.json
+                """))
 
         @Argument(help: ArgumentHelp("Token file.", valueName: "file.tok"))
         var file: String

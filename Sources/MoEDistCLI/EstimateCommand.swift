@@ -8,11 +8,13 @@ struct EstimateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "estimate",
         abstract: "Project a configuration to W ranks: memory per rank, FLOPs per token, communication bytes per step.",
-        discussion: """
+        discussion: reflow("""
         Examples:
           moe-dist estimate --config jobs/configs/seed-reference.yaml
-          moe-dist estimate --config jobs/configs/seed-reference.yaml --world 64 --expert-parallel 32 --json
-          moe-dist estimate --config jobs/configs/seed-reference.yaml --table --scale-batch model.vocab_size=32768
+          moe-dist estimate --config jobs/configs/seed-reference.yaml --world 64 \\
+              --expert-parallel 32 --scale-batch --json
+          moe-dist estimate --config jobs/configs/seed-reference.yaml --table \\
+              --scale-batch model.vocab_size=32768
 
         World sizes: --world, or --table (8, 16, ..., 1024), or by default the powers of two up to
         train.global_batch (at most 1024): the world sizes the configured batch can be split over.
@@ -26,9 +28,10 @@ struct EstimateCommand: ParsableCommand {
         vocabulary comes from data.train when that file exists, else 8192 is assumed (say model.vocab_size=N).
         Formulas (see ClusterEstimate.swift and MemoryEstimate.swift, and the "formulas" field of the JSON):
           all-to-all bytes sent per rank per step = 16 · M · R · N · k · d · (G−1)/G
-          all-reduce buffers per step: 4 · trunk params (world), 4 · expert params per rank (W/G replicas),
-          8 · (E + 2 + k·E) · M · R routing statistics; ring traffic per rank 2 · S · (n−1)/n.
-        """)
+          all-reduce buffers per step: 4 · trunk params (world), 4 · expert params per rank
+              (W/G replicas), 8 · (E + 2 + k·E) · M · R routing statistics
+          ring traffic per rank per all-reduce of S bytes over n ranks: 2 · S · (n−1)/n
+        """))
 
     @OptionGroup var options: RunOptions
 

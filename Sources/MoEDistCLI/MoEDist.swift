@@ -7,6 +7,6 @@ struct MoEDist: ParsableCommand {
         commandName: "moe-dist",
         abstract: "Train recurrent Mixture-of-Experts language models with expert parallelism over MPI.",
         subcommands: [TrainCommand.self, EvalCommand.self, CheckpointCommand.self, GateCommand.self, SweepCommand.self,
-                      CompareCommand.self, CurvesCommand.self, BenchCommand.self, EstimateCommand.self,
+                      CompareCommand.self, CurvesCommand.self, BenchCommand.self, EstimateCommand.self, ConfigCommand.self,
                       DataCommand.self, DebugCommand.self])
 }

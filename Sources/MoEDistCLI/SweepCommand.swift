@@ -9,7 +9,7 @@ struct SweepCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sweep",
         abstract: "Write the run configs of a stage (1, 1b, 2, 3) or ablation (A3, A4, A5) and a Slurm array manifest.",
-        discussion: """
+        discussion: reflow("""
         Phases (research notes, "Practical Experiment Matrix"):
           1   quick screen, --steps 1000: moe.aux_loss_coef 0.0, 0.005, 0.01 (control), 0.02
           1b  moe.top_k=1 with the best aux of Phase 1 (--gate: the Phase 1 gate JSON, its "best")
@@ -25,8 +25,12 @@ struct SweepCommand: ParsableCommand {
         {"phase"|"ablation", "base", "gate", "steps", "runs": [{"name", "config", "changes": {key: value},
         "max_steps", "max_tokens", "active_parameters_per_token", "active_expert_parameters_per_token",
         "total_parameters"}]}. Active parameters count the embedding only once data fix the vocabulary.
-        Example: moe-dist sweep --phase 1 --base jobs/configs/seed-reference.yaml --out sweeps
-        """)
+        Examples:
+          moe-dist sweep --phase 1 --base jobs/configs/seed-reference.yaml \\
+              --out sweeps/s1
+          moe-dist sweep --ablation A3 --base jobs/configs/cpu-small.yaml \\
+              --out sweeps/a3 --steps 300
+        """))
 
     @Option(help: ArgumentHelp("Stage of the matrix: 1, 1b, 2 or 3.", valueName: "P"))
     var phase: String?

@@ -9,12 +9,20 @@ struct TrainCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "train",
         abstract: "Train a model; under mpirun the experts are sharded over the ranks.",
-        discussion: """
-        Examples:
-          moe-dist train --config jobs/configs/tiny.yaml
-          moe-dist train --config jobs/configs/cpu-small.yaml moe.top_k=1 train.max_steps=500
-          mpirun -np 2 moe-dist train --config jobs/configs/cpu-small.yaml
-          moe-dist train --config jobs/configs/tiny.yaml --emulate-ranks 4   # 4 ranks as threads, one process
+        discussion: reflow("""
+        Examples (as root, mpirun also needs --allow-run-as-root; on 2 cores, --oversubscribe):
+          moe-dist train --config jobs/configs/tiny.yaml --run-dir runs/tiny-example
+          moe-dist train --config jobs/configs/cpu-small.yaml --run-dir runs/top1 \\
+              moe.top_k=1 train.max_steps=500
+          mpirun -np 2 moe-dist train --config jobs/configs/cpu-small.yaml \\
+              --run-dir runs/cpu-small-2ranks
+          moe-dist train --config jobs/configs/tiny.yaml --run-dir runs/tiny-threads \\
+              --emulate-ranks 4
+        The last one runs 4 ranks as threads of one process (one debugger sees all).
+
+        The run directory defaults to runs/<name>. On W ranks the micro-batch is the largest value up to
+        train.micro_batch for which value × W divides train.global_batch (one line says so); when W does
+        not divide train.global_batch the error names the override that fixes it.
 
         With no data.train the built-in generated corpus is used. The resolved configuration is printed
         and written to RUN_DIR/config.yaml; progress goes to standard output and RUN_DIR/train.log,
@@ -24,7 +32,7 @@ struct TrainCommand: ParsableCommand {
         size); changing an architecture key on resume is refused.
         Preemption: SIGTERM or SIGUSR1 finishes the current step, writes a checkpoint and the history,
         and exits with status 75 on every rank (Slurm: #SBATCH --signal=USR1@120 and --requeue).
-        """)
+        """))
 
     @OptionGroup var options: RunOptions
 

@@ -382,3 +382,32 @@ final class PresetTests: XCTestCase {
                        [384, 6, 256, 6, 8192, 40, 2, 1024, 8])
     }
 }
+
+/// docs/configuration.md against the code's key table: every key documented, no entry for a key
+/// that does not exist, and the committed file equal to what the table generates
+/// (regenerate with `moe-dist config --markdown > docs/configuration.md`).
+final class ConfigurationReferenceTests: XCTestCase {
+    func testEveryKeyIsDocumentedAndNoOther() {
+        let names = Set(RunConfig.keys.map(\.name))
+        XCTAssertEqual(Set(RunConfig.keyDocs.keys), names)
+        for (k, d) in RunConfig.keyDocs {
+            XCTAssertFalse(d.meaning.isEmpty, k)
+            XCTAssertFalse(d.values.isEmpty, k)
+        }
+    }
+
+    func testTheCommittedReferenceIsTheGeneratedOne() throws {
+        let path = TestPaths.repoRoot + "/docs/configuration.md"
+        let committed = try String(contentsOfFile: path, encoding: .utf8)
+        XCTAssertEqual(committed, RunConfig.referenceMarkdown(),
+                       "docs/configuration.md is stale: moe-dist config --markdown > docs/configuration.md")
+        // Independent of the generator: each key's row shows the default RunConfig() holds.
+        let rows = committed.split(separator: "\n").filter { $0.hasPrefix("| `") }
+        XCTAssertEqual(rows.count, RunConfig.keys.count)
+        for k in RunConfig.keys {
+            let row = rows.first { $0.hasPrefix("| `\(k.name)` |") }
+            XCTAssertNotNil(row, k.name)
+            XCTAssertTrue(row?.contains("| `\(RunConfig().value(forKey: k.name)!)` |") ?? false, "\(k.name): \(row ?? "")")
+        }
+    }
+}
