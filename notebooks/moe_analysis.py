@@ -318,8 +318,11 @@ def load_runs(paths: str | Iterable[str]) -> list[Run]:
     return [load_run(d, name=os.path.relpath(d, common)) for d in dirs]
 
 
-def differing_config(runs: list[Run], ignore: Iterable[str] = ("data.train", "data.valid", "data.tokenizer")) -> list[str]:
-    """The flattened config keys whose values differ between runs: the ablation axes."""
+def differing_config(runs: list[Run],
+                     ignore: Iterable[str] = ("name", "data.train", "data.valid", "data.tokenizer")) -> list[str]:
+    """The flattened config keys whose values differ between runs: the ablation axes.
+
+    ``name`` is not one (every run of a sweep has its own name), nor are the data paths."""
     keys = sorted({k for r in runs for k in r.flat_config})
     out = []
     for k in keys:
@@ -365,13 +368,34 @@ def runs_table(runs: list[Run], config_columns: Iterable[str] | None = None) -> 
     return pd.DataFrame(rows)
 
 
-def tracking_table(runs: list[Run], target_loss: float | None = None, tail: int = 3) -> pd.DataFrame:
-    """The research notes' tracking table, one row per run.
+def spread_summary(values: Iterable[float]) -> dict[str, float]:
+    """Median and quartiles by linear interpolation (numpy's default), non-finite values left out:
+    the definition `moe-dist compare` and `moe-dist gate` use (docs/statistics.md)."""
+    v = np.asarray([x for x in values if np.isfinite(x)], dtype=np.float64)
+    if len(v) == 0:
+        return {"count": 0, "median": np.nan, "q25": np.nan, "q75": np.nan}
+    q25, med, q75 = np.quantile(v, [0.25, 0.5, 0.75])
+    return {"count": int(len(v)), "median": float(med), "q25": float(q25), "q75": float(q75)}
 
-    quality: final/best eval loss and ppl; efficiency: median tokens/s, training wall-clock,
-    wall-clock/step/tokens to ``target_loss``; MoE health (over the last ``tail`` expert rows,
-    mean over iterations): aux, entropy, min/max load, top-expert share, dropped fraction;
-    stability: max and last grad norm, NaN events; ``stopped_step`` when a stage gate stopped the run.
+
+def final_interval(run: Run) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The train rows and expert-summary rows after the second-to-last evaluation (all rows with fewer
+    than two evaluations): the window `moe-dist compare` reports "final" values over."""
+    e = run.eval
+    start = e["step"].iloc[-2] if len(e) >= 2 else -np.inf
+    return run.train[run.train["step"] > start], run.expert_summary[run.expert_summary["step"] > start]
+
+
+def tracking_table(runs: list[Run], target_loss: float | None = None) -> pd.DataFrame:
+    """The research notes' tracking table, one row per run, with the definitions of `moe-dist compare`
+    (docs/statistics.md).
+
+    quality: final/best eval loss and ppl; efficiency: tokens/s as the median of the logged intervals
+    with its quartiles, training wall-clock, wall-clock/step/tokens to ``target_loss``; MoE health over
+    the final interval (rows after the second-to-last evaluation; means over rows and iterations): aux,
+    entropy, min/max load, the top expert and its share of the interval's assignments, and the dropped
+    fraction over the whole run; stability: mean grad norm over the final interval, largest grad norm,
+    NaN events; ``stopped_step`` when a stage gate stopped the run.
     """
     axes = differing_config(runs)
     rows = []
@@ -388,7 +412,8 @@ def tracking_table(runs: list[Run], target_loss: float | None = None, tail: int 
         row["best_eval_loss"] = float(e["loss"].min()) if len(e) else np.nan
         row["train_loss"] = float(t["loss"].iloc[-1]) if len(t) else np.nan
         # efficiency
-        row["tokens_per_sec"] = float(t["tokens_per_sec"].median()) if len(t) else np.nan
+        speed = spread_summary(t["tokens_per_sec"][t["tokens_per_sec"] > 0]) if len(t) else spread_summary([])
+        row["tokens_per_sec"], row["tokens_per_sec_q25"], row["tokens_per_sec_q75"] = speed["median"], speed["q25"], speed["q75"]
         row["wall_clock_s"] = float(t["wall_clock"].iloc[-1]) if len(t) else np.nan
         if target_loss is not None:
             tt = time_to_target(r, target_loss)
@@ -396,21 +421,23 @@ def tracking_table(runs: list[Run], target_loss: float | None = None, tail: int 
             row["step_to_target"] = tt["step"]
             row["tokens_to_target"] = tt["tokens"]
             row["wall_clock_to_target_s"] = tt["wall_clock"]
-        # MoE health
-        row["aux"] = float(t["aux"].tail(tail).mean()) if len(t) else np.nan
+        # MoE health, over the final interval
+        ft, fs = final_interval(r)
+        row["aux"] = float(ft["aux"].mean()) if len(ft) else np.nan
         if len(s):
-            last = s[s["step"].isin(sorted(s["step"].unique())[-tail:])]
-            row["entropy"] = float(last["entropy"].mean())
-            row["max_load"] = float(last["max_load"].mean())
-            row["min_load"] = float(last["min_load"].mean())
-            row["top_share"] = float(last["top_share"].mean())
+            row["entropy"] = float(fs["entropy"].mean())
+            row["max_load"] = float(fs["max_load"].mean())
+            row["min_load"] = float(fs["min_load"].mean())
+            load = r.expert_load[r.expert_load["step"].isin(fs["step"])].groupby("expert")["count"].sum()
+            row["top_expert"] = int(load.idxmax()) if load.sum() > 0 else np.nan
+            row["top_share"] = float(load.max() / load.sum()) if load.sum() > 0 else np.nan
             row["drop_frac"] = float(s["dropped"].sum() / max(s["assignments"].sum(), 1))
         else:
-            for c in ("entropy", "max_load", "min_load", "top_share", "drop_frac"):
+            for c in ("entropy", "max_load", "min_load", "top_expert", "top_share", "drop_frac"):
                 row[c] = np.nan
         # stability
+        row["grad_norm"] = float(ft["grad_norm"].mean()) if len(ft) else np.nan
         row["grad_norm_max"] = float(t["grad_norm"].max()) if len(t) else np.nan
-        row["grad_norm_last"] = float(t["grad_norm"].iloc[-1]) if len(t) else np.nan
         row["nan_events"] = int(t["nan_events"].iloc[-1]) if len(t) else 0
         row["stopped_step"] = r.stopped_step  # stage gate stop recorded by the trainer (None: not stopped)
         rows.append(row)

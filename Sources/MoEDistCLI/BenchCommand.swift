@@ -74,10 +74,11 @@ struct BenchCommand: ParsableCommand {
     static func text(_ r: BenchmarkReport) -> String {
         func gb(_ b: Int) -> String { String(format: "%.2f GB", Double(b) / 1e9) }
         var lines = [
-            "config \(r.config), \(r.worldSize) rank(s) x \(r.blasThreadsPerRank) BLAS thread(s), \(r.cores) cores",
+            "config \(r.config), \(r.worldSize) rank\(r.worldSize == 1 ? "" : "s") x \(r.blasThreadsPerRank) BLAS thread\(r.blasThreadsPerRank == 1 ? "" : "s"), \(r.cores) cores",
             "BLAS kernels \(r.blasCoreName)" + (r.openblasCoretype.map { " (OPENBLAS_CORETYPE=\($0))" } ?? ""),
-            String(format: "sgemm peak: %.1f GFLOP/s 1 thread, %.1f GFLOP/s %d threads; machine peak %.1f GFLOP/s",
-                   r.sgemm.singleThread, r.sgemm.allThread, r.sgemm.threads, r.machinePeakGflops),
+            String(format: "sgemm peak: %.1f GFLOP/s 1 thread, %.1f GFLOP/s %@; machine peak %.1f GFLOP/s",
+                   r.sgemm.singleThread, r.sgemm.allThread, r.sgemm.threads == 1 ? "1 thread" : "\(r.sgemm.threads) threads",
+                   r.machinePeakGflops),
             String(format: "step %.3f s (min %.3f) | %.0f tokens/s | %.1f MFLOP/token | %.1f GFLOP/s | MFU %.1f%%",
                    r.stepTimeSeconds, r.stepTimeMin, r.tokensPerSecond, r.flopsPerToken / 1e6, r.modelGflops, 100 * r.mfu),
             "time split (rank 0): " + r.timeSplitFraction.sorted { $0.value > $1.value }

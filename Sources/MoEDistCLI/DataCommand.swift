@@ -198,7 +198,8 @@ extension DataCommand {
                 print("vocabulary size: \(f.vocabSize)")
                 print(String(format: "ids used:        %d of %d (%.1f%%)", distinct, f.vocabSize, 100 * Double(distinct) / Double(f.vocabSize)))
                 let order = counts.keys.sorted { counts[$0]! > counts[$1]! || (counts[$0]! == counts[$1]! && $0 < $1) }
-                print("top ids:")
+                print("most frequent ids:")
+                print(String(format: "  %8@  %10@  %6@", "id", "count", "share") + (tok == nil ? "" : "  text"))
                 for id in order.prefix(max(0, top)) {
                     let c = counts[id]!
                     var line = String(format: "  %8d  %10d  %5.2f%%", id, c, 100 * Double(c) / Double(max(f.count, 1)))
