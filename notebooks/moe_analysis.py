@@ -25,6 +25,7 @@ import glob
 import json
 import math
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -368,6 +369,27 @@ def runs_table(runs: list[Run], config_columns: Iterable[str] | None = None) -> 
     return pd.DataFrame(rows)
 
 
+def resume_steps(run_dir: str) -> list[int]:
+    """Steps at which the run was resumed from a checkpoint (the trainer's `resumed from ... at step N`
+    lines in RUN_DIR/train.log), in order; curves mark them."""
+    path = os.path.join(run_dir, "train.log")
+    if not os.path.exists(path):
+        return []
+    out = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            m = re.search(r"resumed from .* at step (\d+)\s*$", line)
+            if m:
+                out.append(int(m.group(1)))
+    return out
+
+
+def mark_resumes(ax, run_dir: str, **kw) -> None:
+    """Vertical dashed lines at the steps where the run was resumed (x axis: steps)."""
+    for i, s in enumerate(resume_steps(run_dir)):
+        ax.axvline(s, color=kw.get("color", "gray"), ls="--", lw=0.8, label="resumed" if i == 0 and kw.get("label", True) else None)
+
+
 def spread_summary(values: Iterable[float]) -> dict[str, float]:
     """Median and quartiles by linear interpolation (numpy's default), non-finite values left out:
     the definition `moe-dist compare` and `moe-dist gate` use (docs/statistics.md)."""
@@ -425,15 +447,18 @@ def tracking_table(runs: list[Run], target_loss: float | None = None) -> pd.Data
         ft, fs = final_interval(r)
         row["aux"] = float(ft["aux"].mean()) if len(ft) else np.nan
         if len(s):
-            row["entropy"] = float(fs["entropy"].mean())
-            row["max_load"] = float(fs["max_load"].mean())
-            row["min_load"] = float(fs["min_load"].mean())
+            per_row = fs.groupby("step")[["entropy", "max_load", "min_load"]].mean()   # mean over iterations
+            for c in ("entropy", "max_load", "min_load"):
+                row[c] = float(fs[c].mean())
+                q = spread_summary(per_row[c])                 # spread over the interval's rows (error bars)
+                row[c + "_q25"], row[c + "_q75"] = q["q25"], q["q75"]
             load = r.expert_load[r.expert_load["step"].isin(fs["step"])].groupby("expert")["count"].sum()
             row["top_expert"] = int(load.idxmax()) if load.sum() > 0 else np.nan
             row["top_share"] = float(load.max() / load.sum()) if load.sum() > 0 else np.nan
             row["drop_frac"] = float(s["dropped"].sum() / max(s["assignments"].sum(), 1))
         else:
-            for c in ("entropy", "max_load", "min_load", "top_expert", "top_share", "drop_frac"):
+            for c in ("entropy", "max_load", "min_load", "top_expert", "top_share", "drop_frac", "entropy_q25", "entropy_q75",
+                      "max_load_q25", "max_load_q75", "min_load_q25", "min_load_q75"):
                 row[c] = np.nan
         # stability
         row["grad_norm"] = float(ft["grad_norm"].mean()) if len(ft) else np.nan

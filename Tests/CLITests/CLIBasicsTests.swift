@@ -6,10 +6,18 @@ import TestSupport
 final class CLIBasicsTests: XCTestCase {
     func testHelpOnEveryCommand() throws {
         try requireBinary()
-        for cmd in [[], ["train"], ["data"], ["data", "prepare"], ["debug"], ["debug", "gradcheck"], ["debug", "collectives"]] {
+        let commands = [[], ["train"], ["eval"], ["ckpt"], ["ckpt", "inspect"], ["ckpt", "verify"], ["gate"], ["sweep"],
+                        ["compare"], ["curves"], ["bench"], ["estimate"], ["config"], ["data"], ["data", "prepare"],
+                        ["data", "encode"], ["data", "decode"], ["data", "inspect"], ["debug"], ["debug", "grads"],
+                        ["debug", "gradcheck"], ["debug", "collectives"]]
+        for cmd in commands {
             let r = try runCommand(moeDist, cmd + ["--help"])
             XCTAssertEqual(r.status, 0, "\(cmd) --help")
             XCTAssertTrue(r.stdout.contains("USAGE"), "\(cmd) --help prints usage")
+            // Wrapped for 80 columns (HelpText.swift): no line longer, except ArgumentParser's one-line USAGE.
+            for line in r.stdout.split(separator: "\n") where !line.hasPrefix("USAGE:") {
+                XCTAssertLessThanOrEqual(line.count, 80, "\(cmd) --help: \(line)")
+            }
         }
     }
 

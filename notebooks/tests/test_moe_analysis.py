@@ -334,6 +334,9 @@ def test_resumed_run_has_unique_steps(run, tmp_path):
     r = ma.load_run(str(d))
     assert list(r.train.step) == list(range(LOG, STEPS + 1, LOG))
     assert r.eval.step.is_unique and r.expert_summary.groupby("iteration").step.apply(lambda s: s.is_unique).all()
+    # the curves mark the resume: the trainer's log names the step it resumed at
+    assert ma.resume_steps(str(d)) == [CKPT]
+    assert ma.resume_steps(run.run_dir) == []
 
 
 # ---------------------------------------------------------------- gate decisions
