@@ -1,7 +1,7 @@
 """Loaders for moe-dist run directories: metrics history, config, checkpoints, gate decisions.
 
 A run directory (``moe-dist train --run-dir DIR``) holds ``config.yaml``, ``train.log``,
-``metrics.h5`` (SPEC section 7) and ``checkpoints/step-XXXXXXXX.h5`` (SPEC section 6).
+``metrics.h5`` and ``checkpoints/step-XXXXXXXX.h5`` (formats: docs/file-formats.md).
 Everything here returns tidy pandas tables, one row per observation:
 
     run = load_run("runs/aux0.01")
@@ -25,6 +25,7 @@ import glob
 import json
 import math
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -100,7 +101,7 @@ def dedupe_steps(df: pd.DataFrame, step: str = "step") -> pd.DataFrame:
     A row is kept only if every later row has a larger step: when a run restarted from an
     earlier step without truncating its history (older files, concatenated logs), the
     rows it re-did replace the earlier ones, and the abandoned rows past the restart
-    point go too. On a well-formed history (SPEC 7: strictly increasing) this is a no-op.
+    point go too. On a well-formed history (strictly increasing steps) this is a no-op.
     """
     if df.empty:
         return df.reset_index(drop=True)
@@ -167,7 +168,7 @@ def expert_load_table(m: dict[str, Any]) -> pd.DataFrame:
 
     ``count`` is the assignments routed to the expert over the interval ending at
     ``step`` (before drops), ``share = count / Σ_e count`` and ``load = E · share``
-    (1 = perfectly even, the scale of SPEC 7's max_load/min_load). Empty for a dense run.
+    (1 = perfectly even, the scale of the history's max_load/min_load). Empty for a dense run.
     """
     cols = ["step", "iteration", "expert", "count", "share", "load", "prob_mean"]
     a = _expert_arrays(m)
@@ -343,8 +344,11 @@ def load_runs(paths: str | Iterable[str]) -> list[Run]:
     return [load_run(d, name=os.path.relpath(d, common)) for d in dirs]
 
 
-def differing_config(runs: list[Run], ignore: Iterable[str] = ("data.train", "data.valid", "data.tokenizer")) -> list[str]:
-    """The flattened config keys whose values differ between runs: the ablation axes."""
+def differing_config(runs: list[Run],
+                     ignore: Iterable[str] = ("name", "data.train", "data.valid", "data.tokenizer")) -> list[str]:
+    """The flattened config keys whose values differ between runs: the ablation axes.
+
+    ``name`` is not one (every run of a sweep has its own name), nor are the data paths."""
     keys = sorted({k for r in runs for k in r.flat_config})
     out = []
     for k in keys:
@@ -390,13 +394,55 @@ def runs_table(runs: list[Run], config_columns: Iterable[str] | None = None) -> 
     return pd.DataFrame(rows)
 
 
-def tracking_table(runs: list[Run], target_loss: float | None = None, tail: int = 3) -> pd.DataFrame:
-    """The research notes' tracking table, one row per run.
+def resume_steps(run_dir: str) -> list[int]:
+    """Steps at which the run was resumed from a checkpoint (the trainer's `resumed from ... at step N`
+    lines in RUN_DIR/train.log), in order; curves mark them."""
+    path = os.path.join(run_dir, "train.log")
+    if not os.path.exists(path):
+        return []
+    out = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            m = re.search(r"resumed from .* at step (\d+)\s*$", line)
+            if m:
+                out.append(int(m.group(1)))
+    return out
 
-    quality: final/best eval loss and ppl; efficiency: median tokens/s, training wall-clock,
-    wall-clock/step/tokens to ``target_loss``; MoE health (over the last ``tail`` expert rows,
-    mean over iterations): aux, entropy, min/max load, top-expert share, dropped fraction;
-    stability: max and last grad norm, NaN events; ``stopped_step`` when a stage gate stopped the run.
+
+def mark_resumes(ax, run_dir: str, **kw) -> None:
+    """Vertical dashed lines at the steps where the run was resumed (x axis: steps)."""
+    for i, s in enumerate(resume_steps(run_dir)):
+        ax.axvline(s, color=kw.get("color", "gray"), ls="--", lw=0.8, label="resumed" if i == 0 and kw.get("label", True) else None)
+
+
+def spread_summary(values: Iterable[float]) -> dict[str, float]:
+    """Median and quartiles by linear interpolation (numpy's default), non-finite values left out:
+    the definition `moe-dist compare` and `moe-dist gate` use (docs/statistics.md)."""
+    v = np.asarray([x for x in values if np.isfinite(x)], dtype=np.float64)
+    if len(v) == 0:
+        return {"count": 0, "median": np.nan, "q25": np.nan, "q75": np.nan}
+    q25, med, q75 = np.quantile(v, [0.25, 0.5, 0.75])
+    return {"count": int(len(v)), "median": float(med), "q25": float(q25), "q75": float(q75)}
+
+
+def final_interval(run: Run) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The train rows and expert-summary rows after the second-to-last evaluation (all rows with fewer
+    than two evaluations): the window `moe-dist compare` reports "final" values over."""
+    e = run.eval
+    start = e["step"].iloc[-2] if len(e) >= 2 else -np.inf
+    return run.train[run.train["step"] > start], run.expert_summary[run.expert_summary["step"] > start]
+
+
+def tracking_table(runs: list[Run], target_loss: float | None = None) -> pd.DataFrame:
+    """The research notes' tracking table, one row per run, with the definitions of `moe-dist compare`
+    (docs/statistics.md).
+
+    quality: final/best eval loss and ppl; efficiency: tokens/s as the median of the logged intervals
+    with its quartiles, training wall-clock, wall-clock/step/tokens to ``target_loss``; MoE health over
+    the final interval (rows after the second-to-last evaluation; means over rows and iterations): aux,
+    entropy, min/max load, the top expert and its share of the interval's assignments, and the dropped
+    fraction over the whole run; stability: mean grad norm over the final interval, largest grad norm,
+    NaN events; ``stopped_step`` when a stage gate stopped the run.
     """
     axes = differing_config(runs)
     rows = []
@@ -413,7 +459,8 @@ def tracking_table(runs: list[Run], target_loss: float | None = None, tail: int 
         row["best_eval_loss"] = float(e["loss"].min()) if len(e) else np.nan
         row["train_loss"] = float(t["loss"].iloc[-1]) if len(t) else np.nan
         # efficiency
-        row["tokens_per_sec"] = float(t["tokens_per_sec"].median()) if len(t) else np.nan
+        speed = spread_summary(t["tokens_per_sec"][t["tokens_per_sec"] > 0]) if len(t) else spread_summary([])
+        row["tokens_per_sec"], row["tokens_per_sec_q25"], row["tokens_per_sec_q75"] = speed["median"], speed["q25"], speed["q75"]
         row["wall_clock_s"] = float(t["wall_clock"].iloc[-1]) if len(t) else np.nan
         if target_loss is not None:
             tt = time_to_target(r, target_loss)
@@ -421,21 +468,26 @@ def tracking_table(runs: list[Run], target_loss: float | None = None, tail: int 
             row["step_to_target"] = tt["step"]
             row["tokens_to_target"] = tt["tokens"]
             row["wall_clock_to_target_s"] = tt["wall_clock"]
-        # MoE health
-        row["aux"] = float(t["aux"].tail(tail).mean()) if len(t) else np.nan
+        # MoE health, over the final interval
+        ft, fs = final_interval(r)
+        row["aux"] = float(ft["aux"].mean()) if len(ft) else np.nan
         if len(s):
-            last = s[s["step"].isin(sorted(s["step"].unique())[-tail:])]
-            row["entropy"] = float(last["entropy"].mean())
-            row["max_load"] = float(last["max_load"].mean())
-            row["min_load"] = float(last["min_load"].mean())
-            row["top_share"] = float(last["top_share"].mean())
+            per_row = fs.groupby("step")[["entropy", "max_load", "min_load"]].mean()   # mean over iterations
+            for c in ("entropy", "max_load", "min_load"):
+                row[c] = float(fs[c].mean())
+                q = spread_summary(per_row[c])                 # spread over the interval's rows (error bars)
+                row[c + "_q25"], row[c + "_q75"] = q["q25"], q["q75"]
+            load = r.expert_load[r.expert_load["step"].isin(fs["step"])].groupby("expert")["count"].sum()
+            row["top_expert"] = int(load.idxmax()) if load.sum() > 0 else np.nan
+            row["top_share"] = float(load.max() / load.sum()) if load.sum() > 0 else np.nan
             row["drop_frac"] = float(s["dropped"].sum() / max(s["assignments"].sum(), 1))
         else:
-            for c in ("entropy", "max_load", "min_load", "top_share", "drop_frac"):
+            for c in ("entropy", "max_load", "min_load", "top_expert", "top_share", "drop_frac", "entropy_q25", "entropy_q75",
+                      "max_load_q25", "max_load_q75", "min_load_q25", "min_load_q75"):
                 row[c] = np.nan
         # stability
+        row["grad_norm"] = float(ft["grad_norm"].mean()) if len(ft) else np.nan
         row["grad_norm_max"] = float(t["grad_norm"].max()) if len(t) else np.nan
-        row["grad_norm_last"] = float(t["grad_norm"].iloc[-1]) if len(t) else np.nan
         row["nan_events"] = int(t["nan_events"].iloc[-1]) if len(t) else 0
         row["stopped_step"] = r.stopped_step  # stage gate stop recorded by the trainer (None: not stopped)
         rows.append(row)

@@ -15,5 +15,8 @@ grep -Eq "Executed [0-9]+ tests?, with 0 failures" /tmp/moe-dist-test.log
 
 # The analysis notebooks, executed headless against two tiny runs (pytest + nbconvert).
 scripts/test_notebooks.sh
+# Every command line of the README, docs/, hostfiles/, jobs/, notebooks/ and the --help texts, as
+# written, on a fresh copy of the repository with tiny step budgets.
+python3 scripts/test_documented_commands.py
 # The ablation flow through a real one-node Slurm cluster (Phase 1 -> gate -> next phases).
 scripts/test_slurm.sh

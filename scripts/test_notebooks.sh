@@ -104,5 +104,15 @@ check_figures "$work/figures/run" run_loss run_optim run_throughput run_expert_l
 check_figures "$work/figures/ablations" ablation_eval_vs_step ablation_eval_vs_tokens ablation_train_loss \
   ablation_time_to_target ablation_tracking ablation_moe_health ablation_stability
 [ -s "$work/figures/ablations/ablation_tracking.csv" ] || fail "missing ablation_tracking.csv"
+# The tracking figure does not mislead: every bar panel starts at zero, every dot panel (an axis not
+# from zero) has error bars, and the eval loss is a dot panel (its differences are small).
+python3 - "$work/figures/ablations/ablation_tracking_axes.json" <<'PY' || fail "ablation_tracking axes"
+import json, sys
+facts = json.load(open(sys.argv[1]))
+bad = [f for f in facts if (f["kind"] == "bars" and f["xmin"] != 0) or (f["kind"] == "dots" and not f["error_bars"])]
+assert not bad, f"misleading panels: {bad}"
+assert {"panel": "eval_loss", "kind": "dots"}.items() <= next(f for f in facts if f["panel"] == "eval_loss").items()
+print(f"test_notebooks: tracking figure: {len(facts)} panels, bars from zero, dots with error bars")
+PY
 
 echo "test_notebooks: OK ($((SECONDS - started)) s)"

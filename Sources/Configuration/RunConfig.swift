@@ -117,7 +117,8 @@ public struct ParallelConfig: Codable, Equatable, Sendable {
 /// Promote when ANY holds against a reference run at the same step: eval loss lower by
 /// >= `promoteMargin`; or equal within `equalTolerance` and entropy higher by >=
 /// `entropyMargin`, max load lower by >= `maxLoadMargin`, or tokens/s higher by a
-/// fraction >= `throughputMargin`.
+/// fraction >= `throughputMargin` (only between configurations of different model FLOPs per token, and
+/// beyond both runs' tokens/s spread: StageGate.fasterClause).
 public struct GateConfig: Codable, Equatable, Sendable {
     /// Apply the stop rule at every evaluation of a training run.
     public var enabled = true

@@ -64,7 +64,12 @@ public func validationErrors(_ c: RunConfig, worldSize: Int) -> [ConfigError] {
     atLeast("train.global_batch", t.globalBatch, 1)
     atLeast("train.micro_batch", t.microBatch, 1)
     if t.globalBatch >= 1 && t.microBatch >= 1 && worldSize >= 1 && t.globalBatch % (t.microBatch * worldSize) != 0 {
-        fail("train.global_batch", "must be a multiple of train.micro_batch × world size (\(t.microBatch) × \(worldSize) = \(t.microBatch * worldSize)), got \(t.globalBatch)")
+        // The commands fit the micro-batch first (BatchFit.swift); this names the override that fixes it.
+        let fix: String
+        do { fix = "train.micro_batch=\(try c.batchFit(worldSize: worldSize).microBatch)" } catch {
+            fix = "train.global_batch=\((t.globalBatch + worldSize - 1) / worldSize * worldSize)"
+        }
+        fail("train.global_batch", "must be a multiple of train.micro_batch × world size (\(t.microBatch) × \(worldSize) = \(t.microBatch * worldSize)), got \(t.globalBatch); add the override \(fix)")
     }
     positive("train.lr", t.lr)
     if !(t.minLrRatio >= 0 && t.minLrRatio <= 1) { fail("train.min_lr_ratio", "must be in [0, 1], got \(formatDouble(t.minLrRatio))") }

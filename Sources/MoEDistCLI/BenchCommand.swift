@@ -10,19 +10,21 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Measure training throughput, MFU against the measured sgemm peak, the time split and peak memory.",
-        discussion: """
+        discussion: reflow("""
         Examples:
           moe-dist bench --config jobs/configs/bench.yaml --json
-          mpirun -np 2 moe-dist bench --config jobs/configs/bench.yaml --steps 10 --json
+          mpirun -np 2 moe-dist bench --config jobs/configs/bench.yaml --steps 10
+          moe-dist bench --config jobs/configs/seed-reference.yaml train.max_steps=null
 
         Measures in this process the sgemm peak (median of 5 calls, best square size) of the OpenBLAS kernel
         set in use and of every set the library offers for this CPU's vector extensions, then trains
         --warmup plus --steps steps of the configuration (no checkpoints, no evaluation, nothing written) and
         reports, on rank 0: the kernel set and why it runs, tokens/s, model FLOPs per token, MFU against the
         best set's peak (and against the set in use), the per-phase time split, the communication share and
-        peak resident memory against the analytic estimate. When train.micro_batch · ranks does not divide
-        train.global_batch, the micro-batch becomes global_batch / ranks.
-        """)
+        peak resident memory against the analytic estimate. The step budget is --warmup + --steps whatever
+        train.max_steps says (a configuration without a budget is fine). The micro-batch is fitted to the
+        world by the same rule as train (the largest that divides train.global_batch / ranks; one line says so).
+        """))
 
     @OptionGroup var options: RunOptions
 
@@ -43,14 +45,10 @@ struct BenchCommand: ParsableCommand {
     func run() throws {
         try failingCleanly {
             try Launch.onEveryRank(emulateRanks: nil) { world in
-                var config = try options.load()
-                let W = world.size
-                if config.train.globalBatch % (config.train.microBatch * W) != 0 && config.train.globalBatch % W == 0 {
-                    config.train.microBatch = config.train.globalBatch / W
-                }
-                let data = try TrainingData.open(config)
-                config.model.vocabSize = data.vocabSize
-                try Configuration.validate(config, worldSize: W)
+                var opts = options
+                opts.overrides = options.overrides + budgetOverrides(try options.load())
+                let (config, data, batchNote) = try Launch.resolve(opts, worldSize: world.size)
+                if world.rank == 0, let note = batchNote { printError(note) }
                 let ctx = try ParallelContext.make(world: world, config: config)
                 let report = try Benchmark.run(config: config, configPath: options.config, ctx: ctx, data: data,
                                                warmup: warmup, steps: steps)
@@ -68,14 +66,21 @@ struct BenchCommand: ParsableCommand {
         }
     }
 
+    /// The benchmark sets its own step budget (--warmup + --steps), so a configuration without
+    /// train.max_steps or train.max_tokens (e.g. a bare model description) is accepted.
+    func budgetOverrides(_ c: RunConfig) -> [String] {
+        c.train.maxSteps == nil && c.train.maxTokens == nil ? ["train.max_steps=\(warmup + steps)"] : []
+    }
+
     static func text(_ r: BenchmarkReport) -> String {
         func gb(_ b: Int) -> String { String(format: "%.2f GB", Double(b) / 1e9) }
         var lines = [
-            "config \(r.config), \(r.worldSize) rank(s) x \(r.blasThreadsPerRank) BLAS thread(s), \(r.cores) cores",
+            "config \(r.config), \(r.worldSize) rank\(r.worldSize == 1 ? "" : "s") x \(r.blasThreadsPerRank) BLAS thread\(r.blasThreadsPerRank == 1 ? "" : "s"), \(r.cores) cores",
             "CPU \(r.cpu)",
             "BLAS kernels \(r.blasCoreName): \(r.blasKernelReason)",
-            String(format: "sgemm peak (%@): %.1f GFLOP/s 1 thread, %.1f GFLOP/s %d thread(s); machine peak %.1f GFLOP/s",
-                   r.blasCoreName, r.sgemm.singleThread, r.sgemm.allThread, r.sgemm.threads, r.machinePeakGflops),
+            String(format: "sgemm peak (%@): %.1f GFLOP/s 1 thread, %.1f GFLOP/s %@; machine peak %.1f GFLOP/s",
+                   r.blasCoreName, r.sgemm.singleThread, r.sgemm.allThread,
+                   r.sgemm.threads == 1 ? "1 thread" : "\(r.sgemm.threads) threads", r.machinePeakGflops),
             "machine peak by kernel set: " + r.kernelSetPeaks.map { String(format: "%@ %.1f", $0.name, $0.machineGflops) }
                 .joined(separator: ", ") + String(format: " GFLOP/s; best %@ %.1f", r.bestKernelSet, r.bestMachinePeakGflops),
             String(format: "step %.3f s (min %.3f) | %.0f tokens/s | %.1f MFLOP/token | %.1f GFLOP/s | MFU %.1f%% of the best set (%.1f%% of the set in use)",

@@ -8,20 +8,22 @@ struct CompareCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "compare",
         abstract: "Compare runs: eval loss/ppl at equal steps and tokens, tokens/s, time to a target loss, routing, stability.",
-        discussion: """
+        discussion: reflow("""
         Equal steps: the largest eval step every run reached (each run's last eval at or before it);
         equal tokens: the same with tokens seen. "Final" values are means over the last evaluation interval
-        (train/expert rows after the previous eval step). Columns:
-          eval loss and ppl at equal steps and at equal tokens; last eval; mean tokens/s over the run;
-          wall-clock (sum of step times) to the first eval <= --target-loss (default: the worst run's final
-          eval loss, so every run reaches it); final aux; final entropy, min and max load (means over
-          iterations; 1 = even) and the max load of the worst iteration (the iteration whose mean max load
-          over the final interval is highest, with its index); the top expert (index, share of assignments over the final interval);
-          token drops (dropped assignments, and their fraction of all assignments); final and largest
-          grad norm; NaN events (cumulative).
-        A directory that holds only metrics.h5 works: its config attribute names the run.
+        (train/expert rows after the previous eval step). Columns: eval loss and ppl at equal steps and at
+        equal tokens; last eval; tokens/s over the run (median of the logged intervals, with the quartiles); wall-clock (sum of step times) to the first
+        eval <= --target-loss (default: the worst run's final eval loss, so every run reaches it); final
+        aux; final entropy, min and max load (means over iterations; 1 = even) and the max load of the worst
+        iteration (the iteration whose mean max load over the final interval is highest, with its index);
+        the top expert (index,
+        share of assignments over the final interval); token drops (dropped assignments, and their
+        fraction of all assignments); final and largest grad norm; NaN events (cumulative).
+        Examples:
+          moe-dist compare sweeps/s1/runs/*
+          moe-dist compare runs/tiny runs/tiny-threads --json
         --json: {"equal_step": S, "equal_tokens": N, "target_loss": x, "runs": [{...}]} with the keys of each row.
-        """)
+        """))
 
     @Argument(help: ArgumentHelp("Run directories.", valueName: "run-dir"))
     var runs: [String]
@@ -56,7 +58,11 @@ struct CompareCommand: ParsableCommand {
         o["last_eval_step"] = jsonNumber(m.evalStep.last.map(Int.init))
         o["last_eval_loss"] = jsonNumber(m.evalLoss.last)
         o["last_eval_ppl"] = jsonNumber(m.evalPPL.last)
-        o["tokens_per_sec"] = jsonNumber(mean(m.trainTokensPerSec))
+        // tokens/s: median and quartiles of the logged intervals (RunStatistics.swift, docs/statistics.md).
+        let speed = SpreadSummary(m.trainTokensPerSec.filter { $0 > 0 })
+        o["tokens_per_sec"] = jsonNumber(speed?.median)
+        o["tokens_per_sec_q25"] = jsonNumber(speed?.q25)
+        o["tokens_per_sec_q75"] = jsonNumber(speed?.q75)
         // Wall-clock: each train row covers (previous row's step, its step] at its mean step time.
         var wall: Double? = nil
         if let target, let i = m.evalLoss.firstIndex(where: { $0 <= target }) {
@@ -133,7 +139,8 @@ struct CompareCommand: ParsableCommand {
             for o in rows {
                 let cells = [o["run_dir"] as? String ?? "", f(o["eval_loss_at_equal_steps"], "%.4f"), f(o["eval_ppl_at_equal_steps"], "%.3f"),
                              f(o["eval_loss_at_equal_tokens"], "%.4f"), f(o["eval_ppl_at_equal_tokens"], "%.3f"),
-                             f(o["tokens_per_sec"], "%.0f"), f(o["seconds_to_target"], "%.1f"), f(o["aux"], "%.4f"),
+                             "\(f(o["tokens_per_sec"], "%.0f")) (\(f(o["tokens_per_sec_q25"], "%.0f"))-\(f(o["tokens_per_sec_q75"], "%.0f")))",
+                             f(o["seconds_to_target"], "%.1f"), f(o["aux"], "%.4f"),
                              f(o["entropy"], "%.4f"), f(o["min_load"], "%.3f"), f(o["max_load"], "%.3f"),
                              "\(f(o["worst_iteration_max_load"], "%.3f"))(r\(f(o["worst_iteration"], "%.0f")))",
                              "\(f(o["top_expert"], "%.0f"))(\(f(o["top_expert_share"], "%.3f")))", f(o["dropped"], "%.0f"),

@@ -9,13 +9,15 @@ struct CurvesCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "curves",
         abstract: "Train and eval curves from RUN_DIR/metrics.h5.",
-        discussion: """
+        discussion: reflow("""
         One row per /train row (loss, ce, aux, lr, grad_norm, tokens_per_sec, epoch) and per /eval row
         (loss, ppl, scored, epoch), sorted by step, train before eval. Numbers are the stored float64
         values in their shortest round-trip form.
         csv columns: kind,step,loss,ce,aux,lr,grad_norm,tokens_per_sec,epoch,ppl,scored (empty when not
         applicable); json: an array of objects with the same keys (absent values omitted).
-        """)
+        Example:
+          moe-dist curves runs/tiny --format json
+        """))
 
     @Argument(help: ArgumentHelp("Run directory (reads RUN_DIR/metrics.h5).", valueName: "run-dir"))
     var runDir: String

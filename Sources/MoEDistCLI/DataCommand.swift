@@ -12,7 +12,7 @@ import Foundation
 struct DataCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "data", abstract: "Prepare, encode, decode and inspect token files.",
-        discussion: """
+        discussion: reflow("""
             Token files hold a 64-byte header (MOETOKS1, version, bytes per token, count, \
             vocabulary size, tokenizer fingerprint) and little-endian ids. Tokenizers are Hugging Face \
             tokenizer.json files for byte-level BPE (GPT-2's own file loads too). The fingerprint \
@@ -21,7 +21,7 @@ struct DataCommand: ParsableCommand {
             eval refuse a file whose fingerprint differs from the tokenizer's or checkpoint's \
             (0 = written before fingerprints: accepted with a warning). \
             Exit statuses: 0 done, 2 usage error, 3 bad input file (docs/exit-status.md).
-            """,
+            """),
         subcommands: [Prepare.self, Encode.self, Decode.self, Inspect.self])
 }
 
@@ -39,7 +39,7 @@ extension DataCommand {
     struct Prepare: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Train a byte-level BPE tokenizer on the train split and encode every split.",
-            discussion: """
+            discussion: reflow("""
                 Writes OUT/tokenizer.json and OUT/train.tok, OUT/valid.tok (and OUT/test.tok). \
                 Inputs are UTF-8 text (WikiText .tokens or .raw files work as they are). \
                 The vocabulary is the 256 bytes, then merges, then the special tokens: each \
@@ -52,9 +52,12 @@ extension DataCommand {
                 the same ids. Training reads the train split in chunks and keeps only the \
                 distinct pre-tokens and their counts.
 
-                Example: moe-dist data prepare --train wiki.train.tokens --valid wiki.valid.tokens \
-                --test wiki.test.tokens --vocab-size 8192 --out data/wt2-bpe8k
-                """)
+                Example (the README's WikiText-2 walk-through):
+                  moe-dist data prepare --train downloads/wikitext-2/wiki.train.tokens \\
+                      --valid downloads/wikitext-2/wiki.valid.tokens \\
+                      --test downloads/wikitext-2/wiki.test.tokens \\
+                      --vocab-size 8192 --out data/wt2
+                """))
 
         @Option(help: ArgumentHelp("Training text; the tokenizer is learned from it.", valueName: "file"))
         var train: String
@@ -120,7 +123,11 @@ extension DataCommand {
     struct Encode: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Encode a UTF-8 text file into a token file.",
-            discussion: "Example: moe-dist data encode --tokenizer out/tokenizer.json --input wiki.valid.tokens --out valid.tok")
+            discussion: reflow("""
+                Example:
+                  moe-dist data encode --tokenizer data/wt2/tokenizer.json \\
+                      --input downloads/wikitext-2/wiki.valid.tokens --out data/wt2/valid2.tok
+                """))
 
         @Option(help: ArgumentHelp("A byte-level BPE tokenizer.json (ours or GPT-2's).", valueName: "file"))
         var tokenizer: String
@@ -145,7 +152,11 @@ extension DataCommand {
     struct Decode: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Decode a token file to text on stdout.",
-            discussion: "Example: moe-dist data decode --tokenizer out/tokenizer.json --input valid.tok > valid.txt")
+            discussion: reflow("""
+                Example:
+                  moe-dist data decode --tokenizer data/wt2/tokenizer.json --input data/wt2/valid.tok \\
+                      > valid.txt
+                """))
 
         @Option(help: ArgumentHelp("The tokenizer.json the file was encoded with.", valueName: "file"))
         var tokenizer: String
@@ -180,7 +191,11 @@ extension DataCommand {
     struct Inspect: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Show a token file's header and vocabulary use; check every id.",
-            discussion: "Example: moe-dist data inspect out/train.tok --tokenizer out/tokenizer.json --top 20")
+            discussion: reflow("""
+                Example:
+                  moe-dist data inspect data/wt2/train.tok --top 20 \\
+                      --tokenizer data/wt2/tokenizer.json
+                """))
 
         @Argument(help: ArgumentHelp("Token file.", valueName: "file.tok"))
         var file: String
@@ -219,7 +234,8 @@ extension DataCommand {
                       + (tok.map { t in t.fingerprint == f.fingerprint ? " (matches \(tokenizer!))" : " (\(tokenizer!) has \(TokenizerFingerprint.hex(t.fingerprint)))" } ?? ""))
                 print(String(format: "ids used:        %d of %d (%.1f%%)", distinct, f.vocabSize, 100 * Double(distinct) / Double(f.vocabSize)))
                 let order = counts.keys.sorted { counts[$0]! > counts[$1]! || (counts[$0]! == counts[$1]! && $0 < $1) }
-                print("top ids:")
+                print("most frequent ids:")
+                print(String(format: "  %8@  %10@  %6@", "id", "count", "share") + (tok == nil ? "" : "  text"))
                 for id in order.prefix(max(0, top)) {
                     let c = counts[id]!
                     var line = String(format: "  %8d  %10d  %5.2f%%", id, c, 100 * Double(c) / Double(max(f.count, 1)))

@@ -8,10 +8,12 @@ struct DebugCollectivesCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "collectives",
         abstract: "Check every collective (all-reduce, all-to-all(v), broadcast, split) on this job's ranks.",
-        discussion: """
-            Run under mpirun (mpirun -np 3 moe-dist debug collectives) to test MPI, or alone \
-            for a world of one. Exits non-zero, after ending every rank, at the first mismatch.
-            """)
+        discussion: reflow("""
+            Run under mpirun to test MPI, or alone for a world of one. Exits non-zero, after ending
+            every rank, at the first mismatch.
+            Example:
+              mpirun -np 3 moe-dist debug collectives
+            """))
 
     @Option(help: "Make this rank fail after the first check, to test that a failing rank ends the job.")
     var failRank: Int?

@@ -6,16 +6,19 @@ import Training
 struct DebugGradsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "grads",
-        abstract: "Dump the gradient of one micro-batch to HDF5 (SPEC section 9), for comparison with other implementations.",
-        discussion: """
+        abstract: "Dump the gradient of one micro-batch to HDF5, for comparison with other implementations.",
+        discussion: reflow("""
         Sequence b of the batch has inputs x[o + b·T ..< o + b·T + T] of the token file and the next tokens as
         targets; the output holds /grads/<path> for every parameter and root attributes loss, ce, aux, z.
-        Example: moe-dist debug grads --checkpoint runs/tiny/checkpoints/step-00000200.h5 --data valid.tok \\
-                 --batch 4 --offset 0 --out grads.h5
-        """)
+        The file format is in docs/file-formats.md.
+        Example (the README's WikiText-2 run):
+          moe-dist debug grads --batch 4 --offset 0 --out grads.h5 \\
+              --checkpoint runs/wt2-cpu-small/checkpoints/step-00000500.h5 \\
+              --data data/wt2/valid.tok
+        """))
 
     @Option(help: ArgumentHelp("Checkpoint file.", valueName: "file")) var checkpoint: String
-    @Option(help: ArgumentHelp("Token file (SPEC section 8).", valueName: "file")) var data: String
+    @Option(help: ArgumentHelp("Token file (moe-dist data prepare / encode).", valueName: "file")) var data: String
     @Option(help: "Sequences in the micro-batch.") var batch: Int = 1
     @Option(help: "Token offset o of the first sequence.") var offset: Int = 0
     @Option(help: ArgumentHelp("Output HDF5 file (written atomically).", valueName: "file")) var out: String

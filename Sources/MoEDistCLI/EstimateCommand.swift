@@ -8,22 +8,30 @@ struct EstimateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "estimate",
         abstract: "Project a configuration to W ranks: memory per rank, FLOPs per token, communication bytes per step.",
-        discussion: """
+        discussion: reflow("""
         Examples:
-          moe-dist estimate --config jobs/configs/seed-reference.yaml --world 64 --expert-parallel 32 --json
-          moe-dist estimate --config jobs/configs/seed-reference.yaml --world 8,16,32 --json
-          moe-dist estimate --config jobs/configs/seed-reference.yaml --table
+          moe-dist estimate --config jobs/configs/seed-reference.yaml
+          moe-dist estimate --config jobs/configs/seed-reference.yaml --world 64 \\
+              --expert-parallel 32 --scale-batch --json
+          moe-dist estimate --config jobs/configs/seed-reference.yaml --table \\
+              --scale-batch model.vocab_size=32768
 
-        Weak scaling: each rank keeps train.micro_batch sequences per micro-step; the global batch is
-        train.global_batch when ranks · micro_batch divides it, else ranks · micro_batch. The expert group
-        (--expert-parallel, G) defaults to parallel.expert_parallel when it fits, else to the largest divisor
-        of the world size that is at most moe.num_experts. With model.vocab_size 0 the vocabulary comes from
-        data.train when that file exists, else 8192 is assumed (say model.vocab_size=N to choose).
+        World sizes: --world, or --table (8, 16, ..., 1024), or by default the powers of two up to
+        train.global_batch (at most 1024): the world sizes the configured batch can be split over.
+        Batch: the same rule as train and bench. train.global_batch stays; the micro-batch is the largest
+        <= train.micro_batch such that micro_batch · ranks divides it. A world size that does not divide
+        train.global_batch is an error naming the override (--world), or is listed as not shown (--table,
+        default). --scale-batch instead keeps train.micro_batch and grows the global batch to the next
+        multiple of micro_batch · ranks (weak scaling, as a cluster run would be configured).
+        The expert group (--expert-parallel, G) defaults to parallel.expert_parallel when it fits, else to the
+        largest divisor of the world size that is at most moe.num_experts. With model.vocab_size 0 the
+        vocabulary comes from data.train when that file exists, else 8192 is assumed (say model.vocab_size=N).
         Formulas (see ClusterEstimate.swift and MemoryEstimate.swift, and the "formulas" field of the JSON):
           all-to-all bytes sent per rank per step = 16 · M · R · N · k · d · (G−1)/G
-          all-reduce buffers per step: 4 · trunk params (world), 4 · expert params per rank (W/G replicas),
-          8 · (E + 2 + k·E) · M · R routing statistics; ring traffic per rank 2 · S · (n−1)/n.
-        """)
+          all-reduce buffers per step: 4 · trunk params (world), 4 · expert params per rank
+              (W/G replicas), 8 · (E + 2 + k·E) · M · R routing statistics
+          ring traffic per rank per all-reduce of S bytes over n ranks: 2 · S · (n−1)/n
+        """))
 
     @OptionGroup var options: RunOptions
 
@@ -36,13 +44,16 @@ struct EstimateCommand: ParsableCommand {
     @Flag(help: "World sizes 8, 16, 32, ..., 1024.")
     var table = false
 
+    @Flag(help: "Keep train.micro_batch and grow train.global_batch to a multiple of micro_batch × ranks (weak scaling).")
+    var scaleBatch = false
+
     @Flag(help: "Print JSON (snake_case keys).")
     var json = false
 
     var worlds: [Int] {
         get throws {
             if table { return (3 ... 10).map { 1 << $0 } }
-            guard let w = world else { throw ValidationError("give --world N[,N...] or --table") }
+            guard let w = world else { return [] }     // the default, chosen from the configuration in run()
             let parts = w.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
             guard !parts.isEmpty, parts.allSatisfy({ ($0 ?? 0) >= 1 }) else {
                 throw ValidationError("--world: expected positive integers separated by commas, got '\(w)'")
@@ -77,11 +88,35 @@ struct EstimateCommand: ParsableCommand {
             if let g = expertParallel, !c.moe.isDense, g > c.moe.numExperts {
                 throw UserError("--expert-parallel: \(g) exceeds moe.num_experts = \(c.moe.numExperts)")
             }
-            let rows = try worlds.map { W in
-                ClusterEstimate(c, worldSize: W, expertParallel: expertParallel ?? ClusterEstimate.defaultExpertParallel(c, worldSize: W))
+            var sizes = try worlds
+            let listed = world != nil
+            if sizes.isEmpty {
+                sizes = (0 ... 10).map { 1 << $0 }.filter { $0 <= max(c.train.globalBatch, 1) }
             }
+            if let g = expertParallel { sizes = sizes.filter { $0 % g == 0 } }
+            var rows: [ClusterEstimate] = [], unsplittable: [Int] = []
+            for W in sizes {
+                var cw = c
+                if scaleBatch {
+                    let unit = cw.train.microBatch * W
+                    cw.train.globalBatch = (cw.train.globalBatch + unit - 1) / unit * unit
+                } else {
+                    do { try cw.fitMicroBatch(worldSize: W) } catch where !listed { unsplittable.append(W); continue }
+                }
+                rows.append(ClusterEstimate(cw, worldSize: W,
+                                            expertParallel: expertParallel ?? ClusterEstimate.defaultExpertParallel(cw, worldSize: W)))
+            }
+            guard !rows.isEmpty else {
+                throw UserError("train.global_batch \(c.train.globalBatch) cannot be split over any of the world sizes "
+                                + sizes.map(String.init).joined(separator: ", ") + "; add --scale-batch or a larger train.global_batch")
+            }
+            let notShown = unsplittable.isEmpty ? nil
+                : "not shown: " + unsplittable.map(String.init).joined(separator: ", ")
+                + " ranks (train.global_batch \(c.train.globalBatch) cannot be split over them; --scale-batch grows it)"
             if json {
                 let out = EstimateOutput(config: options.config, vocabSize: c.model.vocabSize, vocabSizeSource: vocabSource,
+                                         batchRule: scaleBatch ? "scale_batch" : "fit_micro_batch",
+                                         unsplittableWorldSizes: unsplittable,
                                          formulas: EstimateOutput.formulaText, estimates: rows)
                 let enc = JSONEncoder()
                 enc.keyEncodingStrategy = .convertToSnakeCase
@@ -91,16 +126,19 @@ struct EstimateCommand: ParsableCommand {
                 print("config \(options.config), vocab \(c.model.vocabSize) (\(vocabSource)), "
                       + String(format: "%.1fM parameters, %.1f MFLOP/token", Double(rows[0].totalParameters) / 1e6,
                                rows[0].flopsPerToken / 1e6))
-                print(String(format: "%6@ %4@ %6@ %9@ %10@ %10@ %10@ %12@ %12@", "ranks", "G", "batch", "params/rk",
+                print(scaleBatch ? "batch: train.micro_batch \(c.train.microBatch) per rank, global batch grown to a multiple of micro_batch × ranks (--scale-batch)"
+                                 : "batch: train.global_batch \(c.train.globalBatch), micro-batch fitted per world size (largest <= \(c.train.microBatch))")
+                print(String(format: "%6@ %4@ %6@ %5@ %9@ %10@ %10@ %10@ %12@ %12@", "ranks", "G", "batch", "micro", "params/rk",
                              "optim GB", "activ GB", "total GB", "a2a MB/rk", "allred MB/rk"))
                 for r in rows {
-                    print(String(format: "%6d %4d %6d %8.1fM %10.3f %10.3f %10.3f %12.1f %12.1f", r.worldSize, r.expertParallel,
-                                 r.globalBatch, Double(r.parametersPerRank) / 1e6,
+                    print(String(format: "%6d %4d %6d %5d %8.1fM %10.3f %10.3f %10.3f %12.1f %12.1f", r.worldSize, r.expertParallel,
+                                 r.globalBatch, r.microBatch, Double(r.parametersPerRank) / 1e6,
                                  Double(r.memory.gradientBytes + r.memory.optimizerBytes) / 1e9,
                                  Double(r.memory.activationBytes + r.memory.scratchBytes) / 1e9,
                                  Double(r.memory.totalBytes) / 1e9, r.allToAllBytesPerRank / 1e6,
                                  r.allReduceRingBytesPerRank / 1e6))
                 }
+                if let n = notShown { print(n) }
             }
         }
     }
@@ -110,6 +148,10 @@ struct EstimateOutput: Encodable {
     var config: String
     var vocabSize: Int
     var vocabSizeSource: String
+    /// "fit_micro_batch" (train's rule) or "scale_batch" (--scale-batch).
+    var batchRule: String
+    /// World sizes left out because train.global_batch cannot be split over them.
+    var unsplittableWorldSizes: [Int]
     var formulas: [String: String]
     var estimates: [ClusterEstimate]
 

@@ -9,18 +9,22 @@ struct EvalCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "eval",
         abstract: "Score a token file with a checkpoint: loss (mean NLL), perplexity, scored tokens.",
-        discussion: """
+        discussion: reflow("""
         The model is built from the checkpoint's stored configuration; each rank loads only its experts.
         Windows start at 0, T, 2T, ...; the first M tokens give M - 1 scored targets; routing is dropless,
         so the result is the same at every world size (up to summation order).
         Output: `loss 4.6158 | ppl 101.070 | 2047 tokens scored | CHECKPOINT | DATA`, or with --json
-        {"loss": x, "ppl": x, "scored": n, "checkpoint": "...", "data": "..."}.
+        {"loss": x, "ppl": x, "scored": n, "checkpoint": "...", "data": "..."}; a progress line (targets
+        scored, rate, ETA) goes to standard error.
         The token file must come from the tokenizer the checkpoint was trained with (SPEC section 8
         fingerprints; a file without one is scored with a warning). Exit statuses: docs/exit-status.md.
-        Examples:
-          moe-dist eval --checkpoint runs/tiny/checkpoints/step-00000200.h5 --data data/valid.tok
-          mpirun -np 2 moe-dist eval --checkpoint C --data valid.tok --max-tokens 13299 --json
-        """)
+        Examples (the README's WikiText-2 run):
+          moe-dist eval --checkpoint runs/wt2-cpu-small/checkpoints/step-00000500.h5 \\
+              --data data/wt2/test.tok
+          mpirun -np 2 moe-dist eval --max-tokens 13299 --json \\
+              --checkpoint runs/wt2-cpu-small/checkpoints/step-00000500.h5 \\
+              --data data/wt2/valid.tok
+        """))
 
     @Option(help: ArgumentHelp("Checkpoint file (RUN_DIR/checkpoints/step-N.h5).", valueName: "file.h5"))
     var checkpoint: String
@@ -50,7 +54,15 @@ struct EvalCommand: ParsableCommand {
             if file.fingerprint == 0 { printError(TokenizerFingerprint.unknownWarning(data)) }
             try Launch.onEveryRank(emulateRanks: emulateRanks) { world in
                 let tokens = try TokenFile(path: data)
-                let r = try CheckpointEvaluation.evaluate(checkpoint: checkpoint, tokens: tokens, maxTokens: maxTokens, world: world)
+                // Rank 0 draws a progress line on stderr (targets scored, rate, ETA); stdout keeps only the result.
+                let line = world.rank == 0 ? ProgressLine("eval", unit: .items("tokens")) : nil
+                var started = false
+                let r = try CheckpointEvaluation.evaluate(checkpoint: checkpoint, tokens: tokens, maxTokens: maxTokens,
+                                                          world: world) { done, total in
+                    guard let line else { return }
+                    if !started { line.start(total: Int64(total)); started = true }
+                    if done >= total { line.finish() } else { line.update(Int64(done)) }
+                }
                 guard world.rank == 0 else { return }
                 if json {
                     let obj: [String: Any] = ["loss": r.loss, "ppl": r.ppl, "scored": r.scored, "checkpoint": checkpoint, "data": data]

@@ -2,19 +2,26 @@
 import Foundation
 import ArgumentParser
 import Configuration
+import Model
 import Training
 
 struct GateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gate",
         abstract: "Decide continue / stop / promote for runs against a reference run (the notes' stage gates).",
-        discussion: """
-        promote: the promote rule holds against --reference at the largest eval step both have (eval loss
-                 lower by >= gate.promote_margin, or equal within gate.equal_tolerance with better routing
-                 balance or throughput); else
-        stop:    the run's trainer stopped it (metrics.h5 root attribute stopped_step) or the stop rule
-                 holds at its last evaluation (no eval improvement, flat train loss, routing plateau); else
-        continue.
+        discussion: reflow("""
+        Each run gets one decision:
+          promote   the promote rule holds against --reference at the largest eval step both have
+                    (eval loss lower by >= gate.promote_margin; or equal within gate.equal_tolerance
+                    and better routing balance, or, only when the model FLOPs per token differ,
+                    higher tokens/s beyond both runs' step-time spread); else
+          stop      the run's trainer stopped it (metrics.h5 root attribute stopped_step) or the stop
+                    rule holds at its last evaluation (no eval improvement, flat train loss, routing
+                    plateau); else
+          continue
+        Example (the README's Phase 1 by hand):
+          moe-dist gate sweeps/s1/runs/p1-* \\
+              --reference sweeps/s1/runs/reference-phase-1
         Thresholds come from each run's gate.* in RUN_DIR/config.yaml, or, for a directory that holds only
         metrics.h5 (histories copied back from a cluster), from its config attribute (with config_changes).
         run_dir values are the directories as given; sweep --gate reads relative ones as relative to the
@@ -24,7 +31,7 @@ struct GateCommand: ParsableCommand {
         "stop_clauses", "promote_clauses"}], "promoted": [<dir>...], "best": "<dir of lowest eval_loss>"}.
         step/tokens/eval_loss/reference_eval_loss are at the compared step (null when the runs share no
         eval step; then step/tokens/eval_loss fall back to the run's last eval).
-        """)
+        """))
 
     @Argument(help: ArgumentHelp("Run directories to decide on.", valueName: "run-dir"))
     var runs: [String]
@@ -48,7 +55,10 @@ struct GateCommand: ParsableCommand {
 
     static func decide(_ run: RunRecord, reference: RunRecord) -> Row {
         let g = run.config.gate
-        let h = run.metrics.gateHistory, rh = reference.metrics.gateHistory
+        var h = run.metrics.gateHistory, rh = reference.metrics.gateHistory
+        // Speed counts only between configurations of different compute per token (StageGate.fasterClause).
+        h.flopsPerToken = ModelCost(run.config).flopsPerToken
+        rh.flopsPerToken = ModelCost(reference.config).flopsPerToken
         let p = StageGate.promote(h, reference: rh, g)
         let s = StageGate.stop(h, g)
         let decision: String, reason: String

@@ -9,13 +9,15 @@ struct GradCheckCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gradcheck",
         abstract: "Finite-difference check of every parameter tensor's gradient (one rank).",
-        discussion: """
+        discussion: reflow("""
         Runs one micro-batch of the configured model at world size 1 and compares, for every parameter
         tensor, the analytic directional derivative with central finite differences of the loss
         (CE + aux + z), with the routing decisions at θ replayed in the perturbed passes. Prints the relative error per tensor; exits 1 if any exceeds --tolerance.
         Use small models (jobs/configs/tiny.yaml). --variants repeats the check for every architecture
-        variant of SPEC section 3 on top of the given configuration.
-        """)
+        variant (shared/indexed trunk and experts, dense, swiglu, top-1, ...) on top of the given configuration.
+        Example:
+          moe-dist debug gradcheck --config jobs/configs/tiny.yaml --variants
+        """))
 
     @OptionGroup var options: RunOptions
 
@@ -63,7 +65,7 @@ struct GradCheckCommand: ParsableCommand {
                 let extra = variantExtra.map { $0.replacingOccurrences(of: "${E}", with: "\(baseExperts)") }
                 var opts = options
                 opts.overrides += extra
-                let (config, data) = try Launch.resolve(opts, worldSize: 1)
+                let (config, data, _) = try Launch.resolve(opts, worldSize: 1)
                 let model = RecurrentMoEModel(config: config, ctx: .single(numExperts: max(config.moe.numExperts, 1)))
                 let T = config.model.seqLen
                 var window = [Int32](repeating: 0, count: batch * T + 1)

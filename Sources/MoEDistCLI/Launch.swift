@@ -17,16 +17,18 @@ enum Launch {
         if let n = LaunchEnvironment.current.blasThreads() { Blas.numThreads = n }
     }
 
-    /// Loads the configuration, fills in the vocabulary size from the data, and validates it for `worldSize`.
-    static func resolve(_ options: RunOptions, worldSize: Int) throws -> (RunConfig, TrainingData) {
+    /// Loads the configuration, fills in the vocabulary size from the data, fits the micro-batch to the
+    /// world (BatchFit.swift: the line saying so is `batchNote`) and validates it for `worldSize`.
+    static func resolve(_ options: RunOptions, worldSize: Int) throws -> (config: RunConfig, data: TrainingData, batchNote: String?) {
         var config = try options.load()
+        let batchNote = try config.fitMicroBatch(worldSize: worldSize)
         let data = try TrainingData.open(config)
         if config.model.vocabSize != 0 && config.model.vocabSize != data.vocabSize && config.data.train != nil {
             throw UserError("model.vocab_size: \(config.model.vocabSize) disagrees with data.train's vocabulary (\(data.vocabSize))")
         }
         config.model.vocabSize = data.vocabSize
         try validate(config, worldSize: worldSize)
-        return (config, data)
+        return (config, data, batchNote)
     }
 
     /// Runs `body` on every rank of the world: MPI (or a world of one without mpirun), or N threads in this

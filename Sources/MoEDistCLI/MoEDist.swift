@@ -19,7 +19,7 @@ struct MoEDist: ParsableCommand {
           75  preempted: checkpoint written, resume with --resume auto
         """,
         subcommands: [TrainCommand.self, EvalCommand.self, CheckpointCommand.self, GateCommand.self, SweepCommand.self,
-                      CompareCommand.self, CurvesCommand.self, BenchCommand.self, EstimateCommand.self,
+                      CompareCommand.self, CurvesCommand.self, BenchCommand.self, EstimateCommand.self, ConfigCommand.self,
                       DataCommand.self, DebugCommand.self])
 
     /// Chooses the BLAS kernels before anything else runs (no product, no MPI_Init yet), then runs the

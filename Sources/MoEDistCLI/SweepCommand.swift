@@ -11,7 +11,7 @@ struct SweepCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sweep",
         abstract: "Write the run configs of a stage (1, 1b, 2, 3) or ablation (A3-A5, balancing, routers) and a Slurm array manifest.",
-        discussion: """
+        discussion: reflow("""
         Phases (research notes, "Practical Experiment Matrix"):
           1   quick screen, --steps 1000: moe.aux_loss_coef 0.0, 0.005, 0.01 (control), 0.02
           1b  moe.top_k=1 with the best aux of Phase 1 (--gate: the Phase 1 gate JSON, its "best")
@@ -35,9 +35,14 @@ struct SweepCommand: ParsableCommand {
         (S = the arm's train.seed); --vary init changes train.seed and keeps the data order (train.data_seed
         fixed at S), --vary data changes train.data_seed only, --vary both changes both. compare and gate treat
         runs that differ only in name and seeds as replicates of one arm.
-        Example: moe-dist sweep --phase 1 --base jobs/configs/seed-reference.yaml --out sweeps
-                 moe-dist sweep --phase 1 --base jobs/configs/cpu-small.yaml --out sweeps/noise --seeds 3
-        """)
+        Examples:
+          moe-dist sweep --phase 1 --base jobs/configs/seed-reference.yaml \\
+              --out sweeps/s1
+          moe-dist sweep --ablation A3 --base jobs/configs/cpu-small.yaml \\
+              --out sweeps/a3 --steps 300
+          moe-dist sweep --ablation balancing --base jobs/configs/cpu-small.yaml \\
+              --out sweeps/balancing --steps 300 --seeds 3
+        """))
 
     @Option(help: ArgumentHelp("Stage of the matrix: 1, 1b, 2 or 3.", valueName: "P"))
     var phase: String?

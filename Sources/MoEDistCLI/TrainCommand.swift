@@ -9,12 +9,20 @@ struct TrainCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "train",
         abstract: "Train a model; under mpirun the experts are sharded over the ranks.",
-        discussion: """
-        Examples:
-          moe-dist train --config jobs/configs/tiny.yaml
-          moe-dist train --config jobs/configs/cpu-small.yaml moe.top_k=1 train.max_steps=500
-          mpirun -np 2 moe-dist train --config jobs/configs/cpu-small.yaml
-          moe-dist train --config jobs/configs/tiny.yaml --emulate-ranks 4   # 4 ranks as threads, one process
+        discussion: reflow("""
+        Examples (as root, mpirun also needs --allow-run-as-root; on 2 cores, --oversubscribe):
+          moe-dist train --config jobs/configs/tiny.yaml --run-dir runs/tiny-example
+          moe-dist train --config jobs/configs/cpu-small.yaml --run-dir runs/top1 \\
+              moe.top_k=1 train.max_steps=500
+          mpirun -np 2 moe-dist train --config jobs/configs/cpu-small.yaml \\
+              --run-dir runs/cpu-small-2ranks
+          moe-dist train --config jobs/configs/tiny.yaml --run-dir runs/tiny-threads \\
+              --emulate-ranks 4
+        The last one runs 4 ranks as threads of one process (one debugger sees all).
+
+        The run directory defaults to runs/<name>. On W ranks the micro-batch is the largest value up to
+        train.micro_batch for which value × W divides train.global_batch (one line says so); when W does
+        not divide train.global_batch the error names the override that fixes it.
 
         With no data.train the built-in generated corpus is used. The resolved configuration is printed
         and written to RUN_DIR/config.yaml; progress goes to standard output and RUN_DIR/train.log,
@@ -31,7 +39,7 @@ struct TrainCommand: ParsableCommand {
         and exits with status 75 on every rank (Slurm: #SBATCH --signal=USR1@120 and --requeue).
         Exit statuses: 0 done, 1 runtime failure, 2 usage or configuration error, 3 bad data, 75 preempted
         (docs/exit-status.md).
-        """)
+        """))
 
     @OptionGroup var options: RunOptions
 
@@ -58,12 +66,13 @@ struct TrainCommand: ParsableCommand {
         try failingCleanly {
             if let k = injectKill { try KillPoint.arm(k) }
             try Launch.onEveryRank(emulateRanks: emulateRanks) { world in
-                let (config, data) = try Launch.resolve(options, worldSize: world.size)
+                let (config, data, batchNote) = try Launch.resolve(options, worldSize: world.size)
                 let ctx = try ParallelContext.make(world: world, config: config)
                 let dir = runDir ?? "runs/\(config.name)"
                 let session = try TrainingSession(config: config, ctx: ctx, data: data, runDirectory: dir) { line in
                     print(line); fflush(stdout)
                 }
+                session.startNotes = batchNote.map { [$0] } ?? []
                 if let f = try InjectedFailure.parse(injectFailure), f.rank == world.rank {
                     session.beforeStep = { step in if step == f.step { throw InjectedFailure(rank: f.rank, step: step) } }
                 }

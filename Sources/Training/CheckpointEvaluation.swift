@@ -48,7 +48,8 @@ public enum CheckpointEvaluation {
     }
 
     /// Scores the first `maxTokens` tokens (default: all) of `tokens` with the checkpoint's parameters.
-    public static func evaluate(checkpoint: String, tokens: TokenSource, maxTokens: Int?, world: Communicator) throws -> EvalResult {
+    public static func evaluate(checkpoint: String, tokens: TokenSource, maxTokens: Int?, world: Communicator,
+                                progress: ((Int, Int) -> Void)? = nil) throws -> EvalResult {
         let st = try readState(checkpoint)
         var c = st.config
         c.parallel.expertParallel = expertParallel(c, worldSize: world.size)
@@ -56,6 +57,7 @@ public enum CheckpointEvaluation {
         let model = RecurrentMoEModel(config: c, ctx: ctx)
         try Checkpoint.loadParameters(checkpoint, into: model.store)
         try Checkpoint.loadBuffers(checkpoint, into: model)
-        return Evaluator.evaluate(model: model, tokens: tokens, maxTokens: maxTokens, batch: c.train.microBatch)
+        return Evaluator.evaluate(model: model, tokens: tokens, maxTokens: maxTokens, batch: c.train.microBatch,
+                                  progress: progress)
     }
 }

@@ -20,7 +20,9 @@ public struct EvalResult: Codable, Sendable, Equatable {
 }
 
 public enum Evaluator {
-    public static func evaluate(model: RecurrentMoEModel, tokens: TokenSource, maxTokens: Int?, batch: Int) -> EvalResult {
+    /// `progress(done, total)` is called after every round with the targets scored so far (on every rank).
+    public static func evaluate(model: RecurrentMoEModel, tokens: TokenSource, maxTokens: Int?, batch: Int,
+                                progress: ((Int, Int) -> Void)? = nil) -> EvalResult {
         let T = model.config.model.seqLen
         let world = model.ctx.world
         let W = world.size, rank = world.rank
@@ -53,12 +55,14 @@ public enum Evaluator {
             let B = max(0, min(batch, full - first))
             for s in 0 ..< B { load(slot: s, window: first + s, length: T) }
             run(B: B, T: T)
+            progress?(min((round + 1) * perRound, full) * T, scored)
         }
         if tail > 0 {
             let B = rank == 0 ? 1 : 0
             if B == 1 { load(slot: 0, window: full, length: tail) }
             run(B: B, T: tail)
         }
+        progress?(scored, scored)
         var total = [sum]
         total.withUnsafeMutableBufferPointer { world.allReduceSum($0) }
         let loss = scored > 0 ? total[0] / Double(scored) : .nan

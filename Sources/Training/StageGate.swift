@@ -15,9 +15,15 @@
 // Promote when ANY holds against a reference at the same step (`StageGate.promote`), taken as
 // the largest eval step both runs have:
 //   1. reference loss − run loss >= `promote_margin`;
-//   2. |run − reference| <= `equal_tolerance` and the run has better routing or efficiency:
-//      entropy higher by >= `entropy_margin`, max load lower by >= `max_load_margin` (window
-//      means at that step), or mean tokens/s up to that step higher by a fraction >= `throughput_margin`.
+//   2. |run − reference| <= `equal_tolerance` and the run has better routing: entropy higher by
+//      >= `entropy_margin` or max load lower by >= `max_load_margin` (window means at that step);
+//   3. |run − reference| <= `equal_tolerance` and the run is faster, which counts only when the two
+//      configurations differ in model FLOPs per token (with equal compute per token, as for an
+//      aux-coefficient change, a tokens/s difference is the machine's noise, never a reason to
+//      promote) and only beyond both runs' own spread: with tokens/s summarised per run as the median
+//      and quartiles of its logged intervals up to that step (RunStatistics.swift, at least
+//      `minThroughputIntervals` each), the run's median is higher by a fraction >= `throughput_margin`
+//      AND its lower quartile is above the reference's upper quartile.
 // A decision for `moe-dist gate`: promote if the promote rule holds, else stop if the run was
 // stopped by its trainer or the stop rule holds now, else continue.
 import Foundation
@@ -54,14 +60,18 @@ public struct GateHistory: Equatable, Sendable {
     public var evals: [EvalPoint]
     public var train: [TrainPoint]
     public var routing: [RoutingPoint]
+    /// Model FLOPs per token of the run's configuration (ModelCost); 0 = unknown.
+    public var flopsPerToken: Double = 0
     public init(evals: [EvalPoint] = [], train: [TrainPoint] = [], routing: [RoutingPoint] = []) {
         self.evals = evals; self.train = train; self.routing = routing
     }
 
     /// The history up to and including `step`.
     public func upTo(step: Int) -> GateHistory {
-        GateHistory(evals: evals.filter { $0.step <= step }, train: train.filter { $0.step <= step },
-                    routing: routing.filter { $0.step <= step })
+        var h = GateHistory(evals: evals.filter { $0.step <= step }, train: train.filter { $0.step <= step },
+                            routing: routing.filter { $0.step <= step })
+        h.flopsPerToken = flopsPerToken
+        return h
     }
 }
 
@@ -204,6 +214,38 @@ public enum StageGate {
         return StopDecision(stop: clauses.allSatisfy(\.holds), clauses: clauses)
     }
 
+    /// Logged intervals each run needs before its tokens/s spread is measured.
+    public static let minThroughputIntervals = 4
+
+    /// Promote clause 3 (see the top of the file): equal loss and faster beyond the runs' spread, only
+    /// when the model FLOPs per token differ.
+    static func fasterClause(_ run: GateHistory, _ reference: GateHistory, step: Int, equal: Bool, equalText: String,
+                             _ g: GateConfig) -> GateClause {
+        let name = "equal loss, faster"
+        let fa = run.flopsPerToken, fb = reference.flopsPerToken
+        guard fa > 0, fb > 0 else {
+            return GateClause(name: name, holds: false, detail: equalText + "; model FLOPs per token unknown: speed is not compared")
+        }
+        if abs(fa - fb) <= 1e-9 * max(fa, fb) {
+            return GateClause(name: name, holds: false, detail: equalText + String(
+                format: "; same model FLOPs per token (%.4g): a tokens/s difference is machine noise, not a reason to promote", fa))
+        }
+        let sa = SpreadSummary(run.train.filter { $0.step <= step && $0.tokensPerSec > 0 }.map(\.tokensPerSec))
+        let sb = SpreadSummary(reference.train.filter { $0.step <= step && $0.tokensPerSec > 0 }.map(\.tokensPerSec))
+        guard let sa, let sb, sa.count >= minThroughputIntervals, sb.count >= minThroughputIntervals else {
+            return GateClause(name: name, holds: false, detail: equalText + String(
+                format: "; %d and %d logged intervals, need %d each to measure the tokens/s spread",
+                sa?.count ?? 0, sb?.count ?? 0, minThroughputIntervals))
+        }
+        let gain = sa.median / sb.median - 1
+        let beyondSpread = sa.q25 > sb.q75
+        return GateClause(name: name, holds: equal && gain >= g.throughputMargin && beyondSpread, detail: equalText + String(
+            format: "; model FLOPs/token %.4g vs %.4g; median tokens/s %.0f vs %.0f (%+.1f%%, margin %.1f%%); "
+                + "quartiles %.0f-%.0f vs %.0f-%.0f (%@)",
+            fa, fb, sa.median, sb.median, 100 * gain, 100 * g.throughputMargin, sa.q25, sa.q75, sb.q25, sb.q75,
+            beyondSpread ? "beyond the spread" : "within the spread"))
+    }
+
     /// The promote rule: `run` against `reference` at the largest eval step both have.
     public static func promote(_ run: GateHistory, reference: GateHistory, _ g: GateConfig) -> PromoteDecision {
         let common = Set(run.evals.map(\.step)).intersection(reference.evals.map(\.step))
@@ -233,17 +275,7 @@ public enum StageGate {
         } else {
             clauses.append(GateClause(name: "equal loss, better routing", holds: false, detail: equalText + "; no routing metrics to compare"))
         }
-        let ta = run.train.filter { $0.step <= step }.map(\.tokensPerSec)
-        let tb = reference.train.filter { $0.step <= step }.map(\.tokensPerSec)
-        if !ta.isEmpty, !tb.isEmpty {
-            let sa = ta.reduce(0, +) / Double(ta.count), sb = tb.reduce(0, +) / Double(tb.count)
-            let gainFraction = sb > 0 ? sa / sb - 1 : 0
-            clauses.append(GateClause(name: "equal loss, faster", holds: equal && sb > 0 && gainFraction >= g.throughputMargin,
-                                      detail: equalText + String(format: "; %.0f vs %.0f tokens/s (%+.1f%%, margin %.1f%%)",
-                                                                 sa, sb, 100 * gainFraction, 100 * g.throughputMargin)))
-        } else {
-            clauses.append(GateClause(name: "equal loss, faster", holds: false, detail: equalText + "; no throughput to compare"))
-        }
+        clauses.append(fasterClause(run, reference, step: step, equal: equal, equalText: equalText, g))
         return PromoteDecision(promote: clauses.contains(where: \.holds), clauses: clauses, step: step,
                                evalLoss: a.loss, referenceEvalLoss: b.loss)
     }

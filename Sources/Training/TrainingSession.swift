@@ -18,6 +18,8 @@ public final class TrainingSession {
     private var isRoot: Bool { trainer.ctx.world.rank == 0 }
     /// Called with the number of the step about to run (a hook for fault-injection tests).
     public var beforeStep: ((Int) throws -> Void)?
+    /// Lines logged after the banner's first line (e.g. how the micro-batch was fitted to the world).
+    public var startNotes: [String] = []
     /// Checkpoint to continue from, loaded at the start of `run`.
     private var resumeFrom: String?
     /// Keys whose values differ from the checkpoint's configuration (allowed by `resume`), recorded in the history.
@@ -194,7 +196,7 @@ public final class TrainingSession {
     /// The start-up banner: configuration, sizes and layout.
     public func banner() -> [String] {
         let c = config, cost = ModelCost(c), ctx = trainer.ctx
-        var lines = ["moe-dist: \(c.name)", data.summary]
+        var lines = ["moe-dist: \(c.name)"] + startNotes + [data.summary]
         lines.append("world: \(ctx.world.size) rank(s), expert groups of \(ctx.expertGroup.size), "
                      + "\(trainer.microSteps) micro-step(s) of \(c.train.microBatch) sequences per rank")
         lines.append(String(format: "parameters: %@ total, %@ in experts, %@ active per token; model FLOPs/token %@",
@@ -232,26 +234,27 @@ public final class TrainingSession {
         let R = c.model.depth, E = c.moe.numExperts
         var lastReport: StepReport?
         var interval = IntervalStats(R: R, E: E, agreement: recordsAgreement)
-        let startedAt = Date()
-        let startStep = trainer.counters.step
+        var eta = RunETA(totalSteps: trainer.totalSteps, evalInterval: c.train.evalInterval,
+                         checkpointInterval: c.train.checkpointInterval, evalTokens: c.train.evalTokens,
+                         evaluates: data.valid != nil)
         Preemption.install()
         while !trainer.isFinished {
             try beforeStep?(trainer.counters.step + 1)
             if isRoot { KillPoint.currentStep = trainer.counters.step + 1 }
+            let stepStarted = Date()
+            let tokensBefore = trainer.counters.tokens
             let rep = trainer.trainStep()
+            eta.addSteps(1, tokens: trainer.counters.tokens - tokensBefore, seconds: Date().timeIntervalSince(stepStarted))
             lastReport = rep
             interval.add(rep)
             if rep.skipped { log("step \(rep.step): non-finite loss or gradient (loss \(rep.loss), grad norm \(rep.gradNorm)); update skipped") }
             let preempted = anyRankPreempted()
             let last = trainer.isFinished || preempted
             if rep.step % c.train.logInterval == 0 || last {
-                let elapsed = Date().timeIntervalSince(startedAt)
-                let done = rep.step - startStep
-                let eta = done > 0 ? elapsed / Double(done) * Double(trainer.totalSteps - rep.step) : 0
                 let tps = Double(interval.tokens) / max(interval.time, 1e-9)
                 log(String(format: "step %d/%d | loss %.4f | ce %.4f | aux %.4f | lr %.2e | grad norm %.3f | %.0f tok/s | epoch %.3f | ETA %@",
                            rep.step, trainer.totalSteps, rep.loss, rep.ce, rep.aux, rep.lr, rep.gradNorm, tps,
-                           trainer.loader.epochFraction, duration(eta)))
+                           trainer.loader.epochFraction, duration(eta.seconds(after: rep.step) ?? 0)))
                 if isRoot {
                     try metrics?.append(TrainRow(step: Int64(rep.step), tokens: Int64(rep.tokens), epoch: trainer.loader.epochFraction,
                                                  loss: rep.loss, ce: rep.ce, aux: rep.aux, z: rep.z, lr: rep.lr,
@@ -274,8 +277,10 @@ public final class TrainingSession {
             var gateStops = false
             // A preempted run saves first: the signal's grace period may not cover an evaluation.
             if let valid = data.valid, !preempted && (rep.step % c.train.evalInterval == 0 || trainer.isFinished) {
+                let evalStarted = Date()
                 let ev = Evaluator.evaluate(model: trainer.model, tokens: valid, maxTokens: c.train.evalTokens,
                                             batch: c.train.microBatch)
+                eta.addEval(seconds: Date().timeIntervalSince(evalStarted))
                 log(String(format: "eval step %d | loss %.4f | ppl %.3f | %d tokens scored", rep.step, ev.loss, ev.ppl, ev.scored))
                 if isRoot {
                     try metrics?.append(EvalRow(step: Int64(rep.step), tokens: Int64(rep.tokens), epoch: trainer.loader.epochFraction,
@@ -293,7 +298,9 @@ public final class TrainingSession {
                 }
             }
             if rep.step % c.train.checkpointInterval == 0 || last || gateStops {
+                let saveStarted = Date()
                 try saveCheckpoint()
+                eta.addCheckpoint(seconds: Date().timeIntervalSince(saveStarted))
             }
             if gateStops {
                 // Stage gate stop: the checkpoint is written; record the reason on metrics.h5 and end with status 0.

@@ -68,8 +68,9 @@ final class BenchCLITests: XCTestCase {
     func testEstimateTableJSON() throws {
         try requireBinary()
         let r = try runCommand(moeDist, ["estimate", "--config", TestPaths.repoRoot + "/jobs/configs/seed-reference.yaml",
-                                         "--table", "--json"])
+                                         "--table", "--scale-batch", "--json"])
         let j = try json(r, "estimate")
+        XCTAssertEqual(j["batch_rule"] as? String, "scale_batch")
         XCTAssertNotNil(j["formulas"])
         let rows = try XCTUnwrap(j["estimates"] as? [[String: Any]])
         XCTAssertEqual(rows.map { $0["world_size"] as? Int ?? 0 }, [8, 16, 32, 64, 128, 256, 512, 1024])
@@ -82,6 +83,49 @@ final class BenchCLITests: XCTestCase {
             XCTAssertEqual(mem["parameter_bytes"] as? Int, 4 * (row["parameters_per_rank"] as? Int ?? 0))
             XCTAssertGreaterThan(row["all_to_all_bytes_per_rank"] as? Double ?? 0, 0)
         }
+    }
+
+    /// Without --scale-batch estimate follows train's rule: global batch 32 stays, the micro-batch shrinks
+    /// to fit (8 per rank at 1-4 ranks, 4 at 8, 2 at 16, 1 at 32), larger worlds are listed as not shown.
+    func testEstimateTableFollowsTheTrainBatchRule() throws {
+        try requireBinary()
+        let r = try runCommand(moeDist, ["estimate", "--config", TestPaths.repoRoot + "/jobs/configs/seed-reference.yaml",
+                                         "--table", "--json"])
+        let j = try json(r, "estimate")
+        XCTAssertEqual(j["batch_rule"] as? String, "fit_micro_batch")
+        let rows = try XCTUnwrap(j["estimates"] as? [[String: Any]])
+        XCTAssertEqual(rows.map { $0["world_size"] as? Int ?? 0 }, [8, 16, 32])
+        XCTAssertEqual(rows.map { $0["global_batch"] as? Int ?? 0 }, [32, 32, 32])
+        XCTAssertEqual(rows.map { $0["micro_batch"] as? Int ?? 0 }, [4, 2, 1])
+        XCTAssertEqual(j["unsplittable_world_sizes"] as? [Int], [64, 128, 256, 512, 1024])
+    }
+
+    /// With neither --world nor --table: the powers of two up to the global batch (tiny: 8).
+    func testEstimateDefaultWorldSizes() throws {
+        try requireBinary()
+        let r = try runCommand(moeDist, ["estimate", "--config", tinyConfig, "--json"])
+        let rows = try XCTUnwrap(try json(r, "estimate")["estimates"] as? [[String: Any]])
+        XCTAssertEqual(rows.map { $0["world_size"] as? Int ?? 0 }, [1, 2, 4, 8])
+        XCTAssertEqual(rows.map { $0["micro_batch"] as? Int ?? 0 }, [8, 4, 2, 1])
+    }
+
+    /// A listed world size the batch cannot be split over: exit 2 and the override that fixes it.
+    func testEstimateNamesTheOverrideForAnUnsplittableWorld() throws {
+        try requireBinary()
+        let r = try runCommand(moeDist, ["estimate", "--config", tinyConfig, "--world", "3"])
+        XCTAssertEqual(r.status, 2, r.stderr)
+        XCTAssertTrue(r.stderr.contains("train.global_batch=9"), r.stderr)
+        let fixed = try runCommand(moeDist, ["estimate", "--config", tinyConfig, "--world", "3", "train.global_batch=9"])
+        XCTAssertEqual(fixed.status, 0, fixed.stderr)
+    }
+
+    /// bench sets its own budget: a configuration without train.max_steps / max_tokens is measured.
+    func testBenchWithoutABudget() throws {
+        try requireBinary()
+        let r = try runCommand(moeDist, ["bench", "--config", tinyConfig, "train.max_steps=null", "--steps", "2",
+                                         "--warmup", "0", "--json"])
+        let j = try json(r, "bench without a budget")
+        XCTAssertEqual(j["steps"] as? Int, 2)
     }
 
     func testEstimateRejectsAnExpertGroupThatDoesNotDivideTheWorld() throws {

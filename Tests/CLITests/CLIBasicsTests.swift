@@ -6,10 +6,18 @@ import TestSupport
 final class CLIBasicsTests: XCTestCase {
     func testHelpOnEveryCommand() throws {
         try requireBinary()
-        for cmd in [[], ["train"], ["data"], ["data", "prepare"], ["debug"], ["debug", "gradcheck"], ["debug", "collectives"]] {
+        let commands = [[], ["train"], ["eval"], ["ckpt"], ["ckpt", "inspect"], ["ckpt", "verify"], ["gate"], ["sweep"],
+                        ["compare"], ["curves"], ["bench"], ["estimate"], ["config"], ["data"], ["data", "prepare"],
+                        ["data", "encode"], ["data", "decode"], ["data", "inspect"], ["debug"], ["debug", "grads"],
+                        ["debug", "gradcheck"], ["debug", "collectives"]]
+        for cmd in commands {
             let r = try runCommand(moeDist, cmd + ["--help"])
             XCTAssertEqual(r.status, 0, "\(cmd) --help")
             XCTAssertTrue(r.stdout.contains("USAGE"), "\(cmd) --help prints usage")
+            // Wrapped for 80 columns (HelpText.swift): no line longer, except ArgumentParser's one-line USAGE.
+            for line in r.stdout.split(separator: "\n") where !line.hasPrefix("USAGE:") {
+                XCTAssertLessThanOrEqual(line.count, 80, "\(cmd) --help: \(line)")
+            }
         }
     }
 
@@ -23,7 +31,6 @@ final class CLIBasicsTests: XCTestCase {
             (["moe.top_k=9"], "moe.top_k"),                 // tiny has 8 experts
             (["model.n_heads=3"], "model.n_heads"),          // 32 % 3 != 0
             (["model.n_heads=32"], "head"),                  // head width 1 is odd
-            (["train.global_batch=12"], "train.global_batch"), // not a multiple of micro_batch 8
             (["moe.capacity_factor=-1"], "moe.capacity_factor"),
             (["train.lr=0"], "train.lr"),
             (["model.d_model"], "model.d_model"),            // malformed override
@@ -40,6 +47,31 @@ final class CLIBasicsTests: XCTestCase {
         let missing = try runCommand(moeDist, ["train", "--config", "/nonexistent/x.yaml"])
         XCTAssertNotEqual(missing.status, 0)
         XCTAssertTrue(missing.stderr.contains("/nonexistent/x.yaml"), missing.stderr)
+    }
+
+    /// The batch rule (Configuration/BatchFit.swift) end to end: tiny's micro-batch 8 on 4 ranks does not
+    /// divide its global batch 8, so the run uses 2, says so in one line and records it in config.yaml;
+    /// 3 ranks cannot split 8 sequences, and the error names the override, which then works.
+    func testMicroBatchIsFittedToTheWorldAndImpossibleWorldsNameTheOverride() throws {
+        try requireBinary()
+        let dir = temporaryDirectory("fit")
+        let r = try runCommand(moeDist, ["train", "--config", tinyConfig, "--run-dir", dir, "--emulate-ranks", "4",
+                                         "train.max_steps=2"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let notes = r.stdout.split(separator: "\n").filter { $0.contains("using train.micro_batch=2") }
+        XCTAssertEqual(notes.count, 1, r.stdout)
+        let yaml = try String(contentsOfFile: dir + "/config.yaml", encoding: .utf8)
+        XCTAssertTrue(yaml.contains("micro_batch: 2"), yaml)
+        XCTAssertTrue(yaml.contains("global_batch: 8"), yaml)
+
+        let bad = try runCommand(moeDist, ["train", "--config", tinyConfig, "--run-dir", dir + "/3", "--emulate-ranks", "3",
+                                           "train.max_steps=2"])
+        XCTAssertEqual(bad.status, 2)
+        XCTAssertTrue(bad.stderr.contains("train.global_batch=9"), bad.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir + "/3"))
+        let fixed = try runCommand(moeDist, ["train", "--config", tinyConfig, "--run-dir", dir + "/3", "--emulate-ranks", "3",
+                                             "train.max_steps=2", "train.global_batch=9"])
+        XCTAssertEqual(fixed.status, 0, fixed.stderr)
     }
 
     func testGradientCheckOfEveryVariantOnTiny() throws {

@@ -70,6 +70,45 @@ final class DefaultsTests: XCTestCase {
     }
 }
 
+/// The micro-batch rule shared by train, bench and estimate (BatchFit.swift), against a brute-force
+/// search over every micro-batch 1 ... micro_batch.
+final class BatchFitTests: XCTestCase {
+    func testLargestMicroBatchThatDividesAgreesWithBruteForce() throws {
+        for G in 1 ... 40 { for b in 1 ... 12 { for W in 1 ... 9 {
+            var c = validBase(); c.train.globalBatch = G; c.train.microBatch = b
+            let expected = (1 ... b).filter { G % ($0 * W) == 0 }.max()
+            if let e = expected {
+                let fit = try c.batchFit(worldSize: W)
+                XCTAssertEqual(fit.microBatch, e, "G \(G) b \(b) W \(W)")
+                XCTAssertEqual(fit.microSteps * e * W, G)
+                XCTAssertEqual(fit.note == nil, e == b)
+                try c.fitMicroBatch(worldSize: W)
+                XCTAssertNoThrow(try validate(c, worldSize: W))
+            } else {
+                // No micro-batch fits: the error names train.global_batch and an override that works.
+                var override = ""
+                assertConfigError(["train.global_batch", "cannot be split over \(W) ranks"]) {
+                    do { _ = try c.batchFit(worldSize: W) } catch let e as ConfigError {
+                        override = String(e.description.split(separator: " ").first { $0.hasPrefix("train.global_batch=") } ?? "")
+                        throw e
+                    }
+                }
+                try ConfigLoader.apply(overrides: [override], to: &c)
+                XCTAssertNoThrow(try c.fitMicroBatch(worldSize: W), override)
+                XCTAssertNoThrow(try validate(c, worldSize: W))
+            }
+        } } }
+    }
+
+    func testTheNoteIsOneLineNamingTheChosenValue() throws {
+        var c = validBase()      // global 32, micro 8
+        let note = try XCTUnwrap(try c.fitMicroBatch(worldSize: 8))
+        XCTAssertEqual(c.train.microBatch, 4)
+        XCTAssertFalse(note.contains("\n"))
+        XCTAssertTrue(note.contains("train.micro_batch=4"), note)
+    }
+}
+
 final class YAMLLoaderTests: XCTestCase {
     func testSectionsAndOverrides() throws {
         let yaml = """
@@ -196,7 +235,7 @@ final class ValidationTests: XCTestCase {
             ("z", { $0.moe.zLossCoef = -1 }, ["moe.z_loss_coef", "must be >= 0"]),
             ("global", { $0.train.globalBatch = 0 }, ["train.global_batch", "must be >= 1"]),
             ("micro", { $0.train.microBatch = 0 }, ["train.micro_batch", "must be >= 1"]),
-            ("divisible", { $0.train.globalBatch = 20 }, ["train.global_batch", "multiple of train.micro_batch × world size (8 × 2 = 16), got 20"]),
+            ("divisible", { $0.train.globalBatch = 20 }, ["train.global_batch", "multiple of train.micro_batch × world size (8 × 2 = 16), got 20", "train.micro_batch=5"]),
             ("lr", { $0.train.lr = 0 }, ["train.lr", "must be > 0, got 0.0"]),
             ("lr nan", { $0.train.lr = .nan }, ["train.lr", "must be > 0"]),
             ("min_lr_ratio", { $0.train.minLrRatio = 1.5 }, ["train.min_lr_ratio", "must be in [0, 1], got 1.5"]),
@@ -369,5 +408,34 @@ final class RoutingKeyTests: XCTestCase {
     func testUnknownValuesAreRefused() throws {
         XCTAssertThrowsError(try ConfigLoader.load(yamlText: "train: {max_steps: 10}", overrides: ["moe.router_score=relu"]))
         XCTAssertTrue(try errors(["moe.router_bias_rate=-1"]).contains("moe.router_bias_rate"))
+    }
+}
+
+/// docs/configuration.md against the code's key table: every key documented, no entry for a key
+/// that does not exist, and the committed file equal to what the table generates
+/// (regenerate with `moe-dist config --markdown > docs/configuration.md`).
+final class ConfigurationReferenceTests: XCTestCase {
+    func testEveryKeyIsDocumentedAndNoOther() {
+        let names = Set(RunConfig.keys.map(\.name))
+        XCTAssertEqual(Set(RunConfig.keyDocs.keys), names)
+        for (k, d) in RunConfig.keyDocs {
+            XCTAssertFalse(d.meaning.isEmpty, k)
+            XCTAssertFalse(d.values.isEmpty, k)
+        }
+    }
+
+    func testTheCommittedReferenceIsTheGeneratedOne() throws {
+        let path = TestPaths.repoRoot + "/docs/configuration.md"
+        let committed = try String(contentsOfFile: path, encoding: .utf8)
+        XCTAssertEqual(committed, RunConfig.referenceMarkdown(),
+                       "docs/configuration.md is stale: moe-dist config --markdown > docs/configuration.md")
+        // Independent of the generator: each key's row shows the default RunConfig() holds.
+        let rows = committed.split(separator: "\n").filter { $0.hasPrefix("| `") }
+        XCTAssertEqual(rows.count, RunConfig.keys.count)
+        for k in RunConfig.keys {
+            let row = rows.first { $0.hasPrefix("| `\(k.name)` |") }
+            XCTAssertNotNil(row, k.name)
+            XCTAssertTrue(row?.contains("| `\(RunConfig().value(forKey: k.name)!)` |") ?? false, "\(k.name): \(row ?? "")")
+        }
     }
 }

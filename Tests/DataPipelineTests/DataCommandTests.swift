@@ -60,6 +60,10 @@ final class DataCommandTests: XCTestCase {
         XCTAssertEqual(ins.status, 0)
         let report = String(decoding: ins.stdout, as: UTF8.self)
         XCTAssertTrue(report.contains("tokens:          \(tokens.count)") && report.contains("vocabulary size: 400"), report)
+        // The id table has a header row naming its columns, then --top rows.
+        let lines = report.split(separator: "\n").map(String.init)
+        let header = try XCTUnwrap(lines.firstIndex { $0.split(separator: " ") == ["id", "count", "share", "text"] }, report)
+        XCTAssertEqual(lines.count - header - 1, 3, report)
     }
 
     func testBadInputs() throws {

@@ -174,15 +174,70 @@ final class StageGateTests: XCTestCase {
         XCTAssertTrue(d.reason.hasPrefix("promote: equal loss, better routing"), d.reason)
     }
 
+    /// Train points every 10 steps up to `last` whose tokens/s cycle through `values` (a noisy machine).
+    func noisyTrain(upTo last: Int, _ values: [Double]) -> [TrainPoint] {
+        stride(from: 10, through: last, by: 10).enumerated().map {
+            TrainPoint(step: $0.element, loss: 4, tokensPerSec: values[$0.offset % values.count])
+        }
+    }
+
+    /// Different compute per token (run 1 GFLOP/token, reference 1.2): speed counts, beyond the spread.
     func testPromoteOnEqualLossWithHigherThroughput() {
         func decide(lossGap: Double, speedup: Double) -> PromoteDecision {
             var (r, ref) = pair(run: 5.0 - lossGap, reference: 5.0)
             r.train = train(upTo: 1000, tokensPerSec: 1000 * speedup)
+            r.flopsPerToken = 1e9; ref.flopsPerToken = 1.2e9
             return StageGate.promote(r, reference: ref, g)
         }
         XCTAssertTrue(decide(lossGap: 0.005, speedup: 1.11).promote)
         XCTAssertFalse(decide(lossGap: 0.005, speedup: 1.09).promote)
         XCTAssertFalse(decide(lossGap: 0.02, speedup: 2).promote)
         XCTAssertTrue(clause(decide(lossGap: 0, speedup: 1.2), "equal loss, faster").holds)
+    }
+
+    /// The case: two configurations that differ only in moe.aux_loss_coef (the same model FLOPs
+    /// per token), one 37.7% faster by chance. Equal compute per token: never promoted on speed.
+    func testEqualFlopsPerTokenNeverPromotesOnSpeed() {
+        var (r, ref) = pair(run: 5.0, reference: 5.0)
+        r.train = train(upTo: 1000, tokensPerSec: 70061)
+        ref.train = train(upTo: 1000, tokensPerSec: 50897)
+        r.flopsPerToken = 2.949e8; ref.flopsPerToken = 2.949e8
+        let d = StageGate.promote(r, reference: ref, g)
+        XCTAssertFalse(d.promote, d.reason)
+        let c = clause(d, "equal loss, faster")
+        XCTAssertFalse(c.holds)
+        XCTAssertTrue(c.detail.contains("same model FLOPs per token"), c.detail)
+        // Unknown compute (0) does not promote on speed either.
+        r.flopsPerToken = 0
+        XCTAssertFalse(StageGate.promote(r, reference: ref, g).promote)
+    }
+
+    /// Different compute per token, a 20% higher median, but the runs' quartiles overlap (each run's
+    /// tokens/s swings ±30% between intervals): within the spread, not promoted; the same medians with
+    /// tight quartiles promote. Quartiles by linear interpolation, checked by hand below.
+    func testSpeedCountsOnlyBeyondTheRunsSpread() {
+        var (r, ref) = pair(run: 5.0, reference: 5.0)
+        r.flopsPerToken = 1e9; ref.flopsPerToken = 1.2e9
+        r.train = noisyTrain(upTo: 1000, [840, 1200, 1560])      // median 1200, quartiles 840 and 1560
+        ref.train = noisyTrain(upTo: 1000, [700, 1000, 1300])    // median 1000, quartiles 700 and 1300
+        let wide = StageGate.promote(r, reference: ref, g)
+        XCTAssertFalse(wide.promote, wide.reason)
+        XCTAssertTrue(clause(wide, "equal loss, faster").detail.contains("within the spread"))
+        r.train = noisyTrain(upTo: 1000, [1190, 1200, 1210])
+        ref.train = noisyTrain(upTo: 1000, [990, 1000, 1010])
+        let tight = StageGate.promote(r, reference: ref, g)
+        XCTAssertTrue(tight.promote, tight.reason)
+        // Too few logged intervals to measure a spread: no decision on speed.
+        r.train = noisyTrain(upTo: 30, [1190, 1200, 1210]); ref.train = noisyTrain(upTo: 30, [990, 1000, 1010])
+        XCTAssertFalse(clause(StageGate.promote(r, reference: ref, g), "equal loss, faster").holds)
+    }
+
+    /// SpreadSummary against hand-computed linear-interpolation quantiles (numpy's default).
+    func testSpreadSummaryQuantiles() throws {
+        let s = try XCTUnwrap(SpreadSummary([4, 1, 3, 2]))     // sorted 1 2 3 4, positions 0.75, 1.5, 2.25
+        XCTAssertEqual(s.median, 2.5); XCTAssertEqual(s.q25, 1.75); XCTAssertEqual(s.q75, 3.25)
+        let one = try XCTUnwrap(SpreadSummary([7, .nan]))
+        XCTAssertEqual([one.count, Int(one.median), Int(one.q25), Int(one.q75)], [1, 7, 7, 7])
+        XCTAssertNil(SpreadSummary([]))
     }
 }

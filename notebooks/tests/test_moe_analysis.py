@@ -182,6 +182,40 @@ def test_tracking_table_and_time_to_target(runs):
     assert math.isnan(ma.time_to_target(r, -1.0)["step"])
 
 
+def test_tracking_table_agrees_with_compare(runs):
+    """The notebooks and `moe-dist compare` compute the tracking statistics by one definition
+    (docs/statistics.md): two implementations, the same numbers (to float64 rounding)."""
+    target = max(r.eval.loss.min() for r in runs)
+    p = subprocess.run([need_binary(), "compare", "--json", "--target-loss", repr(float(target)),
+                        *[r.run_dir for r in runs]], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    rows = {os.path.abspath(o["run_dir"]): o for o in json.loads(p.stdout)["runs"]}
+    tt = ma.tracking_table(runs, target_loss=target)
+    pairs = {"tokens_per_sec": "tokens_per_sec", "tokens_per_sec_q25": "tokens_per_sec_q25",
+             "tokens_per_sec_q75": "tokens_per_sec_q75", "aux": "aux", "entropy": "entropy",
+             "min_load": "min_load", "max_load": "max_load", "top_share": "top_expert_share",
+             "top_expert": "top_expert", "drop_frac": "drop_fraction", "grad_norm": "grad_norm",
+             "grad_norm_max": "max_grad_norm", "wall_clock_to_target_s": "seconds_to_target"}
+    for r, (_, row) in zip(runs, tt.iterrows()):
+        o = rows[os.path.abspath(r.run_dir)]
+        for mine, theirs in pairs.items():
+            assert o[theirs] is not None, theirs
+            assert row[mine] == pytest.approx(o[theirs], rel=1e-9, abs=1e-12), f"{r.name}: {mine} {row[mine]} vs {theirs} {o[theirs]}"
+
+
+def test_spread_summary_quartiles():
+    s = ma.spread_summary([4, 1, 3, 2, float("nan")])       # linear interpolation, NaN left out
+    assert (s["count"], s["median"], s["q25"], s["q75"]) == (4, 2.5, 1.75, 3.25)
+    assert ma.spread_summary([])["count"] == 0
+
+
+def test_name_is_not_an_ablation_axis(runs):
+    import copy
+    renamed = copy.copy(runs[1])
+    renamed.flat_config = dict(runs[1].flat_config, name="another-name")
+    assert "name" not in ma.differing_config([runs[0], renamed])
+
+
 # ---------------------------------------------------------------- checkpoints
 
 
@@ -300,6 +334,9 @@ def test_resumed_run_has_unique_steps(run, tmp_path):
     r = ma.load_run(str(d))
     assert list(r.train.step) == list(range(LOG, STEPS + 1, LOG))
     assert r.eval.step.is_unique and r.expert_summary.groupby("iteration").step.apply(lambda s: s.is_unique).all()
+    # the curves mark the resume: the trainer's log names the step it resumed at
+    assert ma.resume_steps(str(d)) == [CKPT]
+    assert ma.resume_steps(run.run_dir) == []
 
 
 def test_config_changes_recorded_on_resume(tmp_path):
