@@ -175,8 +175,9 @@ final class ResumeTests: XCTestCase {
         if mount.status != 0 { throw XCTSkip("cannot mount a tmpfs here (\(mount.stderr.trimmingCharacters(in: .whitespacesAndNewlines)))") }
         defer { _ = try? runCommand("/bin/umount", ["-l", dir]) }
         let run = dir + "/run"
-        let args = ["train", "--config", tinyConfig, "--run-dir", run, "--resume", "auto", "train.checkpoint_interval=10",
-                    "train.log_interval=5", "train.eval_interval=100"]
+        // The second run extends the budget: a recorded configuration change.
+        let args = ["train", "--config", tinyConfig, "--run-dir", run, "--resume", "auto", "--allow-config-change",
+                    "train.checkpoint_interval=10", "train.log_interval=5", "train.eval_interval=100"]
         XCTAssertEqual(try runCommand(moeDist, args + ["train.max_steps=10"]).status, 0)
         // Fill the file system.
         _ = try runCommand("/bin/dd", ["if=/dev/zero", "of=\(dir)/filler", "bs=4k"])
