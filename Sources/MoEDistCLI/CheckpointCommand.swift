@@ -2,6 +2,7 @@
 import Foundation
 import ArgumentParser
 import Configuration
+import DataPipeline
 import Training
 
 struct CheckpointCommand: ParsableCommand {
@@ -23,6 +24,8 @@ struct CheckpointCommand: ParsableCommand {
                 print("checkpoint \(file)")
                 print("step \(st.counters.step), tokens \(st.counters.tokens), updates \(st.counters.updates), "
                       + "nan events \(st.counters.nanEvents), written by \(st.worldSize) rank(s)")
+                print("tokenizer fingerprint " + (st.tokenizerFingerprint == 0 ? "0 (unknown: generated corpus or old files)"
+                                                  : TokenizerFingerprint.hex(st.tokenizerFingerprint)))
                 print("configuration:")
                 print(st.config.toYAML().split(separator: "\n").map { "  " + $0 }.joined(separator: "\n"))
                 print("tensors:")

@@ -56,6 +56,12 @@ final class IntegrityTests: XCTestCase {
         let fingerprintA = try Python.run(check, [a, b]).trimmingCharacters(in: .whitespacesAndNewlines)
         let inspect = try runCommand(moeDist, ["data", "inspect", a + "/train.tok", "--tokenizer", a + "/tokenizer.json"])
         XCTAssertTrue(inspect.stdout.contains("fingerprint \(fingerprintA) (matches"), inspect.stdout)
+        // data encode writes the fingerprint of the tokenizer.json it loads.
+        let encoded = temporaryDirectory("encode") + "/b-with-a.tok"
+        XCTAssertEqual(try runCommand(moeDist, ["data", "encode", "--tokenizer", a + "/tokenizer.json", "--input",
+                                                b + "/../b.txt", "--out", encoded]).status, 0)
+        let header = [UInt8](try Data(contentsOf: URL(fileURLWithPath: encoded)).prefix(36))
+        XCTAssertEqual(String(header[28 ..< 36].reversed().map { String(format: "%02x", $0) }.joined()), fingerprintA)
 
         let root = temporaryDirectory("foreign")
         // train: valid from the other tokenizer; data.tokenizer from the other tokenizer; a missing data.tokenizer.
@@ -84,6 +90,7 @@ final class IntegrityTests: XCTestCase {
                 print(format(int(np.int64(f.attrs["tokenizer_fingerprint"]).view(np.uint64)), "016x"))
             """, [ck]).trimmingCharacters(in: .whitespacesAndNewlines)
         XCTAssertEqual(stored, fingerprintA)
+        XCTAssertTrue(try runCommand(moeDist, ["ckpt", "inspect", ck]).stdout.contains("tokenizer fingerprint \(fingerprintA)"))
 
         // eval and --resume refuse B's file, naming both; data decode refuses A's file with B's tokenizer.
         let ev = try runCommand(moeDist, ["eval", "--checkpoint", ck, "--data", b + "/valid.tok"])
