@@ -50,6 +50,21 @@ extension RunConfig {
         "moe.aux_loss_coef": .init(meaning: "Weight of the Switch load-balancing loss E·Σ f_e·P_e, averaged over iterations.",
                                    values: "number >= 0"),
         "moe.z_loss_coef": .init(meaning: "Weight of the router z-loss mean(logsumexp(logits)^2).", values: "number >= 0"),
+        "moe.router_score": .init(meaning: "Router scores S: softmax(z), or sigmoid σ(z) (DeepSeek-V3); with sigmoid the aux "
+                                  + "loss sees P = S / Σ S and the gates are S of the chosen experts (renormalised when "
+                                  + "normalize_gates and top_k > 1).",
+                                  values: "softmax, sigmoid"),
+        "moe.router_bias_rate": .init(meaning: "γ > 0: auxiliary-loss-free balancing. Each router gets a selection bias b "
+                                      + "(a buffer, stored in checkpoints under /buffers): experts are the top-k of S + b, gates "
+                                      + "stay S; after every applied update b_e += γ·sign(mean(c) − c_e) from the step's "
+                                      + "assignment counts c. 0 = no bias.",
+                                      values: "number >= 0"),
+        "moe.aux_scope": .init(meaning: "The aux loss over the whole global micro-batch, or per sequence and averaged "
+                               + "(DeepSeek-V3's sequence-wise balance loss).",
+                               values: "micro_batch, sequence"),
+        "moe.routers": .init(meaning: "One router per expert pool, or one router per recurrent iteration over the shared pool "
+                             + "(ffn/0/router/<r>).",
+                             values: "per_pool, per_iteration (needs moe.experts = shared)"),
 
         "train.global_batch": .init(meaning: "Sequences per optimizer step, at every world size (tokens per step = "
                                     + "global_batch × seq_len).",
@@ -68,8 +83,11 @@ extension RunConfig {
         "train.beta2": .init(meaning: "AdamW second-moment decay.", values: "number in [0, 1)"),
         "train.eps": .init(meaning: "AdamW epsilon.", values: "number > 0"),
         "train.grad_clip": .init(meaning: "Largest global L2 norm of the gradients; 0 = no clipping.", values: "number >= 0"),
-        "train.seed": .init(meaning: "Seed of the initialisation, the data order and the generated corpus.",
-                            values: "integer"),
+        "train.seed": .init(meaning: "Seed of the initialisation (and of the data, unless train.data_seed is set).",
+                            values: "integer >= 0"),
+        "train.data_seed": .init(meaning: "Seed of the data order and of the generated corpus; null = train.seed. Replicates "
+                                 + "vary train.seed, this, or both (moe-dist sweep --seeds N --vary init|data|both).",
+                                 values: "integer >= 0 or null"),
         "train.max_steps": .init(meaning: "Step budget; training ends at whichever of max_steps and max_tokens ends first.",
                                  values: "integer >= 1 or null; one of max_steps, max_tokens must be set"),
         "train.max_tokens": .init(meaning: "Token budget (tokens = steps × global_batch × seq_len).",
@@ -120,6 +138,10 @@ extension RunConfig {
         "gate.throughput_margin": .init(meaning: "Promote at equal loss, only when the model FLOPs per token differ: tokens/s "
                                         + "higher by at least this fraction and beyond both runs' step-time spread.",
                                         values: "number >= 0"),
+        "gate.noise_sigmas": .init(meaning: "With replicates (runs equal but for name and seeds): promote on better loss only "
+                                   + "when the mean improvement also exceeds this many standard errors of the difference of "
+                                   + "the arms' means (pooled across-seed variance). Single runs: no effect.",
+                                   values: "number >= 0"),
     ]
 
     /// The type column of the reference.

@@ -19,6 +19,10 @@ struct CompareCommand: ParsableCommand {
         the top expert (index,
         share of assignments over the final interval); token drops (dropped assignments, and their
         fraction of all assignments); final and largest grad norm; NaN events (cumulative).
+        Replicates (runs equal but for name, train.seed and train.data_seed) are grouped into arms: n, mean,
+        sd and standard error of eval loss and ppl (equal steps, equal tokens), tokens/s, time to target and
+        the worst iteration's max load; with --reference (repeatable: the reference's replicates) also each
+        arm's difference to the reference with its standard error (pooled variance). --json adds "arms".
         Examples:
           moe-dist compare sweeps/s1/runs/*
           moe-dist compare runs/tiny runs/tiny-threads --json
@@ -34,7 +38,40 @@ struct CompareCommand: ParsableCommand {
     @Flag(help: "Print one JSON object.")
     var json = false
 
+    @Option(help: ArgumentHelp("The reference arm: a run directory (repeat it for its replicates); each arm's difference to it is reported with its standard error.",
+                               valueName: "run-dir"))
+    var reference: [String] = []
+
     func validate() throws { if runs.isEmpty { throw ValidationError("give at least one run directory") } }
+
+    /// The statistics reported per arm of replicates (keys of a run's row).
+    static let armStatistics = ["eval_loss_at_equal_steps", "eval_ppl_at_equal_steps", "eval_loss_at_equal_tokens",
+                                "eval_ppl_at_equal_tokens", "tokens_per_sec", "seconds_to_target", "worst_iteration_max_load"]
+
+    /// Arms of replicates (runs equal but for name and seeds): per statistic n, mean, sd and standard error over
+    /// the arm's runs, and, given a reference arm, the difference of the means and its standard error
+    /// (Replicates.swift: pooled variance).
+    static func arms(_ records: [RunRecord], rows: [[String: Any]], reference: [[String: Any]]) -> [[String: Any]] {
+        let indexed = Array(zip(records, rows))
+        return Replicates.arms(indexed) { $0.0.config }.map { arm -> [String: Any] in
+            var o: [String: Any] = ["arm": Replicates.armName(arm.map(\.0.config.name)), "n": arm.count,
+                                    "run_dirs": arm.map(\.0.directory)]
+            for key in armStatistics {
+                let values = arm.compactMap { $0.1[key] as? Double }
+                guard !values.isEmpty else { o[key] = NSNull(); continue }
+                let s = ReplicateSummary(values)
+                var stat: [String: Any] = ["n": s.n, "mean": s.mean, "sd": s.sd, "se": s.se]
+                let refValues = reference.compactMap { $0[key] as? Double }
+                if !refValues.isEmpty {
+                    let d = ReplicateDifference(s, ReplicateSummary(refValues))
+                    stat["difference_to_reference"] = d.difference
+                    stat["difference_standard_error"] = jsonNumber(d.standardError)
+                }
+                o[key] = stat
+            }
+            return o
+        }
+    }
 
     static func mean(_ a: [Double]) -> Double? { a.isEmpty ? nil : a.reduce(0, +) / Double(a.count) }
 
@@ -121,9 +158,12 @@ struct CompareCommand: ParsableCommand {
             let equalTokens = lastTokens.contains(where: { $0 == nil }) ? nil : lastTokens.map { $0! }.min()
             let target = targetLoss ?? records.compactMap { $0.metrics.evalLoss.last }.max()
             let rows = records.map { Self.row($0, equalStep: equalStep, equalTokens: equalTokens, target: target) }
+            let refRows = try reference.map { Self.row(try RunRecord.load($0), equalStep: equalStep, equalTokens: equalTokens, target: target) }
+            let arms = Self.arms(records, rows: rows, reference: refRows)
             if json {
                 print(jsonText(["equal_step": jsonNumber(equalStep.map(Int.init)), "equal_tokens": jsonNumber(equalTokens.map(Int.init)),
-                                "target_loss": jsonNumber(target), "runs": rows], pretty: true))
+                                "target_loss": jsonNumber(target), "runs": rows, "arms": arms,
+                                "reference_runs": reference], pretty: true))
                 return
             }
             func f(_ v: Any?, _ fmt: String) -> String {
@@ -146,6 +186,24 @@ struct CompareCommand: ParsableCommand {
                              "\(f(o["top_expert"], "%.0f"))(\(f(o["top_expert_share"], "%.3f")))", f(o["dropped"], "%.0f"),
                              f(o["grad_norm"], "%.3f"), f(o["max_grad_norm"], "%.3f"), f(o["nan_events"], "%.0f")]
                 print(cells.joined(separator: "\t"))
+            }
+            // Replicates: one line per arm, mean ± sd over its runs (and the difference to the reference ± its se).
+            if arms.contains(where: { ($0["n"] as? Int ?? 1) > 1 }) || !reference.isEmpty {
+                print("\narms (mean ± sd over replicates; Δ = arm − reference ± its standard error)")
+                print(["arm", "n", "loss@step", "Δ loss@step", "loss@tok", "tok/s", "worst it. max load"].joined(separator: "\t"))
+                for a in arms {
+                    func ms(_ key: String, _ fmt: String) -> String {
+                        guard let s = a[key] as? [String: Any], let m = s["mean"] as? Double, let sd = s["sd"] as? Double else { return "-" }
+                        return String(format: "\(fmt) ± \(fmt)", m, sd)
+                    }
+                    var delta = "-"
+                    if let s = a["eval_loss_at_equal_steps"] as? [String: Any], let d = s["difference_to_reference"] as? Double {
+                        delta = String(format: "%+.4f", d) + ((s["difference_standard_error"] as? Double).map { String(format: " ± %.4f", $0) } ?? "")
+                    }
+                    print([a["arm"] as? String ?? "", "\(a["n"] as? Int ?? 0)", ms("eval_loss_at_equal_steps", "%.4f"), delta,
+                           ms("eval_loss_at_equal_tokens", "%.4f"), ms("tokens_per_sec", "%.0f"),
+                           ms("worst_iteration_max_load", "%.3f")].joined(separator: "\t"))
+                }
             }
         }
     }

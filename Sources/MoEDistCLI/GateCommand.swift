@@ -19,6 +19,12 @@ struct GateCommand: ParsableCommand {
                     rule holds at its last evaluation (no eval improvement, flat train loss, routing
                     plateau); else
           continue
+        Replicates: runs whose configurations are equal apart from name, train.seed and train.data_seed
+        form one arm and get one decision: the arm's mean history is judged, and "better loss" also
+        needs the mean improvement to exceed gate.noise_sigmas standard errors of the difference of the
+        means (pooled across-seed variance); the stop rule is applied per replicate and voted (more than
+        half). Give the reference arm's replicates as repeated --reference options. With one run per arm
+        the decisions are the single-run ones.
         Example (the README's Phase 1 by hand):
           moe-dist gate sweeps/s1/runs/p1-* \\
               --reference sweeps/s1/runs/reference-phase-1
@@ -28,7 +34,9 @@ struct GateCommand: ParsableCommand {
         gate file's directory, so write the file where the paths start (or give absolute paths).
         --json prints {"reference": "<dir>", "runs": [{"run_dir", "name", "decision", "reason", "step",
         "tokens", "eval_loss", "reference_eval_loss", "last_eval_step", "last_eval_loss", "stopped_step",
-        "stop_clauses", "promote_clauses"}], "promoted": [<dir>...], "best": "<dir of lowest eval_loss>"}.
+        "stop_clauses", "promote_clauses", "arm", "replicates", "reference_replicates", "decided_by",
+        "noise": null or {"difference", "standard_error", "pooled_sd", "degrees_of_freedom", "noise_floor"}}],
+        "reference_runs": [<dir>...], "promoted": [<dir>...], "best": "<dir of lowest eval_loss>"}.
         step/tokens/eval_loss/reference_eval_loss are at the compared step (null when the runs share no
         eval step; then step/tokens/eval_loss fall back to the run's last eval).
         """))
@@ -36,14 +44,16 @@ struct GateCommand: ParsableCommand {
     @Argument(help: ArgumentHelp("Run directories to decide on.", valueName: "run-dir"))
     var runs: [String]
 
-    @Option(help: ArgumentHelp("The reference run directory (e.g. the control).", valueName: "run-dir"))
-    var reference: String
+    @Option(help: ArgumentHelp("The reference run directory (e.g. the control); repeat it for the reference's replicates.",
+                               valueName: "run-dir"))
+    var reference: [String]
 
     @Flag(help: "Print one JSON object (the contract used by the Slurm scripts).")
     var json = false
 
     func validate() throws {
         if runs.isEmpty { throw ValidationError("give at least one run directory") }
+        if reference.isEmpty { throw ValidationError("give --reference (the reference run directory)") }
     }
 
     struct Row {
@@ -51,6 +61,48 @@ struct GateCommand: ParsableCommand {
         var step: Int?, tokens: Int?, evalLoss: Double?, referenceEvalLoss: Double?
         var lastEvalStep: Int?, lastEvalLoss: Double?, stoppedStep: Int?
         var stopClauses: [GateClause], promoteClauses: [GateClause]
+        /// The arm (replicates) the run belongs to, its size, and the noise figure of the decision.
+        var arm: String, replicates: Int, referenceReplicates: Int
+        var noise: ReplicateDifference?
+        var noiseSigmas: Double
+        var decidedBy: String
+    }
+
+    /// One decision for an arm of replicates (one or more runs) against the reference arm.
+    static func decide(arm: [RunRecord], reference refs: [RunRecord]) -> [Row] {
+        if arm.count == 1 && refs.count == 1 { return [decide(arm[0], reference: refs[0])] }
+        let g = arm[0].config.gate
+        func history(_ r: RunRecord) -> GateHistory {
+            var h = r.metrics.gateHistory
+            h.flopsPerToken = ModelCost(r.config).flopsPerToken
+            return h
+        }
+        let hs = arm.map(history), rhs = refs.map(history)
+        let p = StageGate.promote(replicates: hs, reference: rhs, g)
+        // A run its trainer stopped votes for stopping.
+        var s = StageGate.stop(replicates: hs, g)
+        let trainerStops = arm.filter { $0.metrics.stoppedStep != nil }.count
+        if trainerStops > 0 {
+            let votes = zip(arm, hs).filter { $0.0.metrics.stoppedStep != nil || StageGate.stop($0.1, g).stop }.count
+            s.stop = 2 * votes > arm.count
+            s.clauses[0] = GateClause(name: "vote", holds: s.stop,
+                                      detail: "\(votes) of \(arm.count) replicates stopped by their trainer or meeting the stop rule")
+        }
+        let decision = p.promote ? "promote" : s.stop ? "stop" : "continue"
+        let reason = p.promote ? p.reason : s.stop ? s.reason : s.reason + "; " + p.reason
+        let betterLoss = p.clauses.first { $0.name == "better loss" }
+        let decidedBy = p.promote ? p.clauses.filter(\.holds).map(\.name).joined(separator: ", ")
+            : (betterLoss?.detail.contains("decided by the noise floor") == true ? "noise floor" : s.stop ? "stop vote" : "none held")
+        let armName = Replicates.armName(arm.map(\.config.name))
+        return arm.map { run in
+            let last = run.metrics.gateHistory.evals.last
+            let at = p.step.flatMap { st in run.metrics.gateHistory.evals.last { $0.step == st } } ?? last
+            return Row(dir: run.directory, name: run.config.name, decision: decision, reason: reason,
+                       step: at?.step, tokens: at?.tokens, evalLoss: at?.loss, referenceEvalLoss: p.referenceEvalLoss,
+                       lastEvalStep: last?.step, lastEvalLoss: last?.loss, stoppedStep: run.metrics.stoppedStep,
+                       stopClauses: s.clauses, promoteClauses: p.clauses, arm: armName, replicates: arm.count,
+                       referenceReplicates: refs.count, noise: p.noise, noiseSigmas: g.noiseSigmas, decidedBy: decidedBy)
+        }
     }
 
     static func decide(_ run: RunRecord, reference: RunRecord) -> Row {
@@ -72,19 +124,23 @@ struct GateCommand: ParsableCommand {
         return Row(dir: run.directory, name: run.config.name, decision: decision, reason: reason,
                    step: at?.step, tokens: at?.tokens, evalLoss: at?.loss, referenceEvalLoss: p.referenceEvalLoss,
                    lastEvalStep: last?.step, lastEvalLoss: last?.loss, stoppedStep: run.metrics.stoppedStep,
-                   stopClauses: s.clauses, promoteClauses: p.clauses)
+                   stopClauses: s.clauses, promoteClauses: p.clauses, arm: run.config.name, replicates: 1,
+                   referenceReplicates: 1, noise: nil, noiseSigmas: g.noiseSigmas,
+                   decidedBy: p.promote ? p.clauses.filter(\.holds).map(\.name).joined(separator: ", ")
+                       : decision == "stop" ? (run.metrics.stoppedStep != nil ? "trainer stop" : "stop rule") : "none held")
     }
 
     func run() throws {
         try failingCleanly {
-            let ref = try RunRecord.load(reference)
-            let rows = try runs.map { Self.decide(try RunRecord.load($0), reference: ref) }
+            let refs = try reference.map { try RunRecord.load($0) }
+            let records = try runs.map { try RunRecord.load($0) }
+            let rows = Replicates.arms(records) { $0.config }.flatMap { Self.decide(arm: $0, reference: refs) }
             let promoted = rows.filter { $0.decision == "promote" }.map(\.dir)
             let best = rows.filter { $0.evalLoss != nil }.min { $0.evalLoss! < $1.evalLoss! }?.dir
             if json {
                 func clauses(_ c: [GateClause]) -> [[String: Any]] { c.map { ["name": $0.name, "holds": $0.holds, "detail": $0.detail] } }
                 let obj: [String: Any] = [
-                    "reference": reference,
+                    "reference": reference[0], "reference_runs": reference,
                     "runs": rows.map { r -> [String: Any] in [
                         "run_dir": r.dir, "name": r.name, "decision": r.decision, "reason": r.reason,
                         "step": jsonNumber(r.step), "tokens": jsonNumber(r.tokens), "eval_loss": jsonNumber(r.evalLoss),
@@ -92,6 +148,12 @@ struct GateCommand: ParsableCommand {
                         "last_eval_step": jsonNumber(r.lastEvalStep), "last_eval_loss": jsonNumber(r.lastEvalLoss),
                         "stopped_step": jsonNumber(r.stoppedStep),
                         "stop_clauses": clauses(r.stopClauses), "promote_clauses": clauses(r.promoteClauses),
+                        "arm": r.arm, "replicates": r.replicates, "reference_replicates": r.referenceReplicates,
+                        "decided_by": r.decidedBy,
+                        "noise": r.noise.map { n -> Any in
+                            ["difference": n.difference, "standard_error": jsonNumber(n.standardError),
+                             "pooled_sd": jsonNumber(n.pooledSD), "degrees_of_freedom": n.degreesOfFreedom,
+                             "noise_floor": jsonNumber(n.standardError.map { $0 * r.noiseSigmas })] } ?? NSNull(),
                     ] },
                     "promoted": promoted,
                     "best": best.map { $0 as Any } ?? NSNull(),
@@ -99,7 +161,7 @@ struct GateCommand: ParsableCommand {
                 print(jsonText(obj, pretty: true))
                 return
             }
-            print("reference: \(reference)")
+            print("reference: \(reference.joined(separator: " "))")
             for r in rows {
                 let loss = r.evalLoss.map { String(format: "%.4f", $0) } ?? "-"
                 let refLoss = r.referenceEvalLoss.map { String(format: "%.4f", $0) } ?? "-"

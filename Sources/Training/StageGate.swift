@@ -82,6 +82,7 @@ public struct GateClause: Equatable, Sendable, Codable {
     public var name: String
     public var holds: Bool
     public var detail: String
+    public init(name: String, holds: Bool, detail: String) { self.name = name; self.holds = holds; self.detail = detail }
 }
 
 public struct StopDecision: Equatable, Sendable {

@@ -36,7 +36,9 @@ public extension StageGate {
             return RoutingPoint(step: s, entropy: rows.map(\.entropy).reduce(0, +) / n,
                                 maxLoad: rows.map(\.maxLoad).reduce(0, +) / n, minLoad: rows.map(\.minLoad).reduce(0, +) / n)
         }
-        return GateHistory(evals: evals, train: train, routing: routing)
+        var mean = GateHistory(evals: evals, train: train, routing: routing)
+        mean.flopsPerToken = first.flopsPerToken     // replicates share their configuration
+        return mean
     }
 
     /// The promote rule for an arm of replicates against a reference arm (either may be one run).

@@ -79,7 +79,10 @@ final class CLIBasicsTests: XCTestCase {
         let r = try runCommand(moeDist, ["debug", "gradcheck", "--config", tinyConfig, "--variants"])
         XCTAssertEqual(r.status, 0, r.stdout + r.stderr)
         XCTAssertTrue(r.stdout.contains("gradient check passed"))
-        XCTAssertEqual(r.stdout.components(separatedBy: "== ").count - 1, 13, "13 variants checked")
+        XCTAssertEqual(r.stdout.components(separatedBy: "== ").count - 1, 20, "20 variants checked (13 + 7 routing variants)")
+        for v in ["sigmoid scores", "sequence aux", "per-iteration routers", "selection bias"] {
+            XCTAssertTrue(r.stdout.contains("== \(v)"), v)
+        }
     }
 
     func testTinyTrainsAndItsLossFalls() throws {
