@@ -136,9 +136,10 @@ final class ResumeTests: XCTestCase {
                     "tokens_per_sec": "float64", "step_time": "float64", "nan_events": "int64"},
           "eval": {"step": "int64", "tokens": "int64", "epoch": "float64", "loss": "float64", "ppl": "float64", "scored": "int64"},
           "experts": {"step": "int64", "counts": "int64", "dropped": "int64", "prob_mean": "float32", "entropy": "float64",
-                      "max_load": "float64", "min_load": "float64"},
+                      "max_load": "float64", "min_load": "float64", "agreement": "float64"},   # agreement: shared pool, R > 1
         }
-        shapes = {"counts": (R, E), "prob_mean": (R, E), "dropped": (R,), "entropy": (R,), "max_load": (R,), "min_load": (R,)}
+        shapes = {"counts": (R, E), "prob_mean": (R, E), "dropped": (R,), "entropy": (R,), "max_load": (R,), "min_load": (R,),
+                  "agreement": (R - 1,)}
         for g, names in spec.items():
             assert sorted(f[g].keys()) == sorted(names), (g, sorted(f[g].keys()))
             n = None
