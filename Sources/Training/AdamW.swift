@@ -15,7 +15,8 @@ public struct AdamW: Sendable {
         let b1 = Float(beta1), b2 = Float(beta2)
         let c1 = Float(1 - pow(beta1, Double(t))), c2 = Float(1 - pow(beta2, Double(t)))
         let lrF = Float(lr), epsF = Float(eps)
-        for p in s.infos where p.count > 0 {
+        for index in 0 ..< s.infos.count where s.infos[index].count > 0 {   // index loop: no iterator allocation
+            let p = s.infos[index]
             let wd = p.decays ? Float(weightDecay) : 0
             let th = s.params + p.offset, g = s.grads + p.offset, m = s.expAvg + p.offset, v = s.expAvgSq + p.offset
             // 8 lanes at a time (the same IEEE operations per element as the scalar tail).

@@ -126,7 +126,7 @@ public final class Trainer {
         report.tokens = counters.tokens
         report.stepTokens = c.train.globalBatch * T
         report.stepTime = PhaseTimer.now() - start
-        for p in Trainer.phases { report.timing[p] = timer.charged(p) }
+        for i in 0 ..< Trainer.phases.count { report.timing[Trainer.phases[i]] = timer.charged(Trainer.phases[i]) }
         return report
     }
 
@@ -163,7 +163,8 @@ public final class Trainer {
             }
             let r = model.step(inputs: x, targets: y, B: b, T: T, scales: scales, applyCapacity: true, backward: true)
             ceLocal += r.ceSum
-            for (it, st) in r.routing.enumerated() {
+            for it in 0 ..< r.routing.count {
+                let st = r.routing[it]
                 report.aux += st.aux; report.z += st.z
                 report.dropped[it] += st.dropped
                 report.routedTokens[it] += Int64(st.tokens)
