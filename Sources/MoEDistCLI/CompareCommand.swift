@@ -18,7 +18,7 @@ struct CompareCommand: ParsableCommand {
         share of assignments over the final interval); token drops (dropped assignments, and their
         fraction of all assignments); final and largest grad norm; NaN events (cumulative).
         Examples:
-          moe-dist compare sweeps/s1/runs/*
+          moe-dist compare sweeps/s1/runs/p1-* sweeps/s1/runs/reference-phase-1
           moe-dist compare runs/tiny runs/tiny-threads --json
         --json: {"equal_step": S, "equal_tokens": N, "target_loss": x, "runs": [{...}]} with the keys of each row.
         """))
