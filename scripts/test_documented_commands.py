@@ -8,7 +8,8 @@ exactly as a reader following the documents line by line would):
      a plain ``` block whose first line is `$ command` is run and its output must equal the rest
      of the block (so printed tables cannot go stale);
   2. inline `moe-dist ...` / `mpirun ...` spans of those documents that are complete commands
-     (they name --config or another option and hold no placeholder such as RUN_DIR, N, <x>, ...);
+     (they name a --config and hold no placeholder such as RUN_DIR, N, <x>, ...; a span such as
+     `moe-dist compare --json` in a sentence names an option, it is not a command to run);
   3. the `Examples:` lines of every `moe-dist <command> --help`.
 
 How the test makes that fast (the commands themselves are not edited):
@@ -17,7 +18,7 @@ How the test makes that fast (the commands themselves are not edited):
       train: train.max_steps=2 train.log_interval=1 train.eval_interval=1 train.checkpoint_interval=2
              train.eval_tokens=64
       bench: --steps 1 --warmup 0
-      eval:  --max-tokens 2048
+      eval:  --max-tokens 512
     and, for every configuration other than jobs/configs/tiny.yaml (the big presets and the sweep
     configs made from them), shrinks the model: model.d_model=32 model.n_heads=4 model.seq_len=16
     model.depth=2 moe.d_ff=32. Appended overrides come last, so they win over the command's own.
@@ -33,7 +34,8 @@ How the test makes that fast (the commands themselves are not edited):
     lines of each WikiText-2 split.
   * Not run here, because another test runs them: scripts/setup.sh and scripts/test.sh (CI runs them
     around this test), Slurm lines (sbatch, submit_phase.sh, local_cluster.sh, squeue, scancel,
-    scontrol, SLURM_CONF: scripts/test_slurm.sh), pip installs and `jupyter lab` (interactive).
+    scontrol, SLURM_CONF: scripts/test_slurm.sh), scripts/test_notebooks.sh, pip installs,
+    `jupyter lab` (interactive) and `debug gradcheck --variants` (CLIBasicsTests runs it).
 
 Usage: scripts/test_documented_commands.py [-k SUBSTRING] [--keep]
 Prints one line per command, `N passed, N failed`, and exits non-zero on a failure.
@@ -59,6 +61,7 @@ SKIP = [  # (pattern on a logical line, reason)
     (r"\b(sbatch|submit_phase\.sh|local_cluster\.sh|squeue|scancel|scontrol|SLURM_CONF)\b", "scripts/test_slurm.sh"),
     (r"\bpip install\b", "installation (CI installs the Python packages before the tests)"),
     (r"\bjupyter lab\b", "interactive"),
+    (r"debug gradcheck .*--variants", "CLIBasicsTests.testGradientCheckOfEveryVariantOnTiny runs it"),
 ]
 PLACEHOLDER = re.compile(r"\b(RUN_DIR|CONFIG|FILE|DIR|N|M|K|P|A|G|W)\b|<[^>]*>|\.\.\.|\[|\]")
 TIMEOUT = 900
@@ -89,7 +92,7 @@ if args[:1] == ["train"]:
 elif args[:1] == ["bench"]:
     args += ["--steps", "1", "--warmup", "0"] + shrink
 elif args[:1] == ["eval"]:
-    args += ["--max-tokens", "2048"]
+    args += ["--max-tokens", "512"]
 os.execv(real, [real] + args)
 '''
 
@@ -159,22 +162,28 @@ def extract(path):
     prose = re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
     for m in re.finditer(r"`([^`]+)`", prose):
         cmd = " ".join(m.group(1).split())
-        if re.match(r"(moe-dist|mpirun) ", cmd) and " --" in cmd and not PLACEHOLDER.search(cmd):
+        if re.match(r"(moe-dist|mpirun) ", cmd) and " --config " in cmd and not PLACEHOLDER.search(cmd):
             items.append(("inline", cmd))
     return items
 
 
+def subcommands(help_text):
+    """The names listed under SUBCOMMANDS: (up to the blank line that ends the list)."""
+    if "SUBCOMMANDS:" not in help_text:
+        return []
+    block = help_text.split("SUBCOMMANDS:", 1)[1].split("\n\n", 1)[0]
+    return [n for n in re.findall(r"^  ([a-z][a-z0-9-]*)(?:\s|$)", block, re.M) if n != "help"]
+
+
 def help_examples(binary):
-    """Example command lines of every `moe-dist <command> --help`."""
+    """Example command lines of every `moe-dist <command> --help`, in the order of the command list."""
     top = subprocess.run([binary, "--help"], capture_output=True, text=True).stdout
-    commands = re.findall(r"^  (\S+)", top.split("SUBCOMMANDS:")[1], re.M)
     found = []
-    queue = [[c] for c in commands if c != "help"]
+    queue = [[c] for c in subcommands(top)]
     while queue:
         cmd = queue.pop(0)
         out = subprocess.run([binary] + cmd + ["--help"], capture_output=True, text=True).stdout
-        if "SUBCOMMANDS:" in out:
-            queue += [cmd + [c] for c in re.findall(r"^  (\S+)", out.split("SUBCOMMANDS:")[1], re.M) if c != "help"]
+        queue = [cmd + [c] for c in subcommands(out)] + queue
         # Examples: lines starting with moe-dist or mpirun (continuations joined), in the order shown.
         joined = re.sub(r"\\\n\s*", " ", out.split("USAGE:")[0])
         for line in joined.splitlines():

@@ -24,7 +24,7 @@ struct CompareCommand: ParsableCommand {
         the worst iteration's max load; with --reference (repeatable: the reference's replicates) also each
         arm's difference to the reference with its standard error (pooled variance). --json adds "arms".
         Examples:
-          moe-dist compare sweeps/s1/runs/*
+          moe-dist compare sweeps/s1/runs/p1-* sweeps/s1/runs/reference-phase-1
           moe-dist compare runs/tiny runs/tiny-threads --json
         --json: {"equal_step": S, "equal_tokens": N, "target_loss": x, "runs": [{...}]} with the keys of each row.
         """))

@@ -154,8 +154,8 @@ extension DataCommand {
             abstract: "Decode a token file to text on stdout.",
             discussion: reflow("""
                 Example:
-                  moe-dist data decode --tokenizer data/wt2/tokenizer.json --input data/wt2/valid.tok \\
-                      > valid.txt
+                  moe-dist data decode --input data/wt2/valid.tok \\
+                      --tokenizer data/wt2/tokenizer.json > valid.txt
                 """))
 
         @Option(help: ArgumentHelp("The tokenizer.json the file was encoded with.", valueName: "file"))
