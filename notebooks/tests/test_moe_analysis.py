@@ -195,7 +195,8 @@ def test_tracking_table_agrees_with_compare(runs):
              "tokens_per_sec_q75": "tokens_per_sec_q75", "aux": "aux", "entropy": "entropy",
              "min_load": "min_load", "max_load": "max_load", "top_share": "top_expert_share",
              "top_expert": "top_expert", "drop_frac": "drop_fraction", "grad_norm": "grad_norm",
-             "grad_norm_max": "max_grad_norm", "wall_clock_to_target_s": "seconds_to_target"}
+             "grad_norm_max": "max_grad_norm", "wall_clock_to_target_s": "seconds_to_target",
+             "worst_iteration": "worst_iteration", "worst_iteration_max_load": "worst_iteration_max_load"}
     for r, (_, row) in zip(runs, tt.iterrows()):
         o = rows[os.path.abspath(r.run_dir)]
         for mine, theirs in pairs.items():
