@@ -42,6 +42,9 @@ __all__ = [
     "list_checkpoints", "newest_checkpoint", "read_checkpoint_info",
     "router_stats", "expert_weight_norms",
     "load_gate", "gate_table", "same_run_dir", "figures_dir", "save_figure", "resolve_path",
+    "agreement_table", "bias_table", "load_array", "load_heatmaps", "iteration_load_table",
+    "worst_iteration_max_load", "REPLICATE_KEYS", "arm_key", "arm_name", "group_replicates",
+    "arm_curves", "noise_floor", "arm_tracking_table", "plus_minus_table",
 ]
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -211,6 +214,98 @@ def expert_summary_table(m: dict[str, Any]) -> pd.DataFrame:
     return df
 
 
+AGREEMENT_COLUMNS = ["step", "iteration", "pair", "agreement"]
+BIAS_COLUMNS = ["step", "router", "expert", "bias"]
+
+
+def agreement_table(m: dict[str, Any]) -> pd.DataFrame:
+    """``/experts/agreement`` long: step, iteration r, pair ``"r-(r+1)"``, agreement.
+
+    ``agreement`` is the mean over the interval's tokens of |K_r ∩ K_(r+1)| / k, the share of a token's
+    top-k experts at iteration r that it picks again at iteration r+1 (1 = the same experts every
+    iteration, 0 = never the same). Written only for a shared pool with R > 1; empty otherwise.
+    """
+    a = _expert_arrays(m)
+    if a is None or "agreement" not in a or a["agreement"].size == 0:
+        return pd.DataFrame(columns=AGREEMENT_COLUMNS)
+    ag = a["agreement"].astype(np.float64)                  # [S, R-1]
+    S, P = ag.shape
+    st, it = np.meshgrid(a["step"], np.arange(P), indexing="ij")
+    return pd.DataFrame({"step": st.ravel(), "iteration": it.ravel(),
+                         "pair": [f"{r}-{r + 1}" for r in it.ravel()], "agreement": ag.ravel()})
+
+
+def bias_table(m: dict[str, Any]) -> pd.DataFrame:
+    """``/experts/bias`` long: step, router, expert, bias (the selection bias after the row's step).
+
+    Routers are the pools (``moe.routers = per_pool``) or the iterations (``per_iteration``). Written
+    only when ``moe.router_bias_rate > 0``; empty otherwise.
+    """
+    a = _expert_arrays(m)
+    if a is None or "bias" not in a or a["bias"].size == 0:
+        return pd.DataFrame(columns=BIAS_COLUMNS)
+    b = a["bias"].astype(np.float64)                         # [S, Q, E]
+    S, Q, E = b.shape
+    st, q, ex = np.meshgrid(a["step"], np.arange(Q), np.arange(E), indexing="ij")
+    return pd.DataFrame({"step": st.ravel(), "router": q.ravel(), "expert": ex.ravel(), "bias": b.ravel()})
+
+
+def load_array(run: "Run") -> tuple[np.ndarray, np.ndarray]:
+    """``(steps [S], load [S, R, E])``: each iteration's load per expert and interval, not averaged
+    over iterations (``load = E · count / Σ_e count``; 1 = even). Empty arrays for a dense run."""
+    el = run.expert_load
+    if el.empty:
+        return np.zeros(0, np.int64), np.zeros((0, run.iterations, 0))
+    steps = np.sort(el["step"].unique())
+    R, E = int(el["iteration"].max()) + 1, int(el["expert"].max()) + 1
+    arr = el.sort_values(["step", "iteration", "expert"])["load"].to_numpy(np.float64).reshape(len(steps), R, E)
+    return steps, arr
+
+
+def load_heatmaps(run: "Run") -> dict[int, pd.DataFrame]:
+    """Heatmap data, one per recurrent iteration: ``{r: DataFrame(index=step, columns=expert, values=load)}``."""
+    steps, arr = load_array(run)
+    return {r: pd.DataFrame(arr[:, r, :], index=pd.Index(steps, name="step"),
+                            columns=pd.Index(range(arr.shape[2]), name="expert"))
+            for r in range(arr.shape[1])}
+
+
+def iteration_load_table(run: "Run") -> pd.DataFrame:
+    """Per iteration over the final interval (docs/statistics.md): mean max load, mean min load, mean
+    entropy, the top expert and its share of that iteration's assignments, and ``worst``: whether it is
+    the iteration with the highest mean max load (the one ``moe-dist compare`` reports)."""
+    cols = ["iteration", "max_load", "min_load", "entropy", "top_expert", "top_share", "worst"]
+    if run.expert_summary.empty:
+        return pd.DataFrame(columns=cols)
+    _, fs = final_interval(run)
+    g = fs.groupby("iteration")[["max_load", "min_load", "entropy"]].mean()
+    el = run.expert_load[run.expert_load["step"].isin(fs["step"])]
+    counts = el.groupby(["iteration", "expert"])["count"].sum().unstack("expert")
+    df = g.reset_index()
+    df["top_expert"] = counts.to_numpy().argmax(axis=1)
+    df["top_share"] = counts.max(axis=1).to_numpy() / np.maximum(counts.sum(axis=1).to_numpy(), 1)
+    df["worst"] = False
+    w = worst_iteration_max_load(run)
+    if w["iteration"] is not None:
+        df.loc[df["iteration"] == w["iteration"], "worst"] = True
+    return df[cols]
+
+
+def worst_iteration_max_load(run: "Run") -> dict[str, Any]:
+    """The highest per-iteration mean of max load over the final interval, and its iteration:
+    ``{"iteration": r, "max_load": x}`` (the first iteration on a tie), as ``moe-dist compare``'s
+    ``worst_iteration`` / ``worst_iteration_max_load``. The mean over iterations hides a collapse in one
+    of them. ``None``/NaN for a dense run."""
+    if run.expert_summary.empty:
+        return {"iteration": None, "max_load": np.nan}
+    _, fs = final_interval(run)
+    if fs.empty:
+        return {"iteration": None, "max_load": np.nan}
+    per = fs.groupby("iteration")["max_load"].mean()
+    r = int(per.to_numpy().argmax())                         # first maximum, as compare
+    return {"iteration": int(per.index[r]), "max_load": float(per.iloc[r])}
+
+
 # ---------------------------------------------------------------------------
 # configuration
 
@@ -270,6 +365,8 @@ class Run:
     expert_load: pd.DataFrame
     expert_summary: pd.DataFrame
     attrs: dict[str, Any] = field(default_factory=dict)
+    agreement: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=AGREEMENT_COLUMNS))
+    bias: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=BIAS_COLUMNS))
 
     @property
     def num_experts(self) -> int:
@@ -319,7 +416,8 @@ def load_run(run_dir: str, name: str | None = None) -> Run:
     train = train_table(m)
     return Run(run_dir=run_dir, name=name or os.path.basename(run_dir.rstrip("/")), config=cfg,
                flat_config=flatten_config(cfg), train=train, eval=eval_table(m, train),
-               expert_load=expert_load_table(m), expert_summary=expert_summary_table(m), attrs=m["attrs"])
+               expert_load=expert_load_table(m), expert_summary=expert_summary_table(m), attrs=m["attrs"],
+               agreement=agreement_table(m), bias=bias_table(m))
 
 
 def find_run_dirs(root: str) -> list[str]:
@@ -440,7 +538,7 @@ def tracking_table(runs: list[Run], target_loss: float | None = None) -> pd.Data
     quality: final/best eval loss and ppl; efficiency: tokens/s as the median of the logged intervals
     with its quartiles, training wall-clock, wall-clock/step/tokens to ``target_loss``; MoE health over
     the final interval (rows after the second-to-last evaluation; means over rows and iterations): aux,
-    entropy, min/max load, the top expert and its share of the interval's assignments, and the dropped
+    entropy, min/max load, the worst iteration's max load (``worst_iteration_max_load``), the top expert and its share of the interval's assignments, and the dropped
     fraction over the whole run; stability: mean grad norm over the final interval, largest grad norm,
     NaN events; ``stopped_step`` when a stage gate stopped the run.
     """
@@ -481,8 +579,11 @@ def tracking_table(runs: list[Run], target_loss: float | None = None) -> pd.Data
             row["top_expert"] = int(load.idxmax()) if load.sum() > 0 else np.nan
             row["top_share"] = float(load.max() / load.sum()) if load.sum() > 0 else np.nan
             row["drop_frac"] = float(s["dropped"].sum() / max(s["assignments"].sum(), 1))
+            w = worst_iteration_max_load(r)
+            row["worst_iteration"], row["worst_iteration_max_load"] = w["iteration"], w["max_load"]
         else:
             for c in ("entropy", "max_load", "min_load", "top_expert", "top_share", "drop_frac", "entropy_q25", "entropy_q75",
+                      "worst_iteration", "worst_iteration_max_load",
                       "max_load_q25", "max_load_q75", "min_load_q25", "min_load_q75"):
                 row[c] = np.nan
         # stability
@@ -492,6 +593,161 @@ def tracking_table(runs: list[Run], target_loss: float | None = None) -> pd.Data
         row["stopped_step"] = r.stopped_step  # stage gate stop recorded by the trainer (None: not stopped)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------
+# replicates: runs of one arm that differ only in their seeds
+
+# Keys that make two runs replicates rather than different arms (docs/statistics.md).
+REPLICATE_KEYS = ("name", "train.seed", "train.data_seed")
+
+
+def arm_key(run: Run) -> str:
+    """The run's configuration without ``name``, ``train.seed`` and ``train.data_seed``, as canonical
+    JSON: runs with the same key are replicates of one arm (as ``moe-dist compare`` groups them)."""
+    return json.dumps({k: v for k, v in run.flat_config.items() if k not in REPLICATE_KEYS}, sort_keys=True)
+
+
+def _strip_seed(name: str) -> str:
+    return re.sub(r"-s\d+$", "", name)
+
+
+def arm_name(runs: list[Run]) -> str:
+    """A label for an arm: the config ``name`` with the sweep's ``-s<seed>`` suffix removed, when the
+    replicates agree on it; else the run name of the first replicate."""
+    names = {_strip_seed(str(r.flat_config.get("name") or r.name)) for r in runs}
+    return names.pop() if len(names) == 1 else _strip_seed(runs[0].name)
+
+
+def group_replicates(runs: list[Run]) -> dict[str, list[Run]]:
+    """``{arm: [runs]}``, runs grouped by ``arm_key`` in the order their arms first appear, each arm's
+    runs ordered by (train.seed, train.data_seed). Labels are ``arm_name``; two arms with the same label
+    get ``#2``, ``#3`` suffixes. A single run is an arm of one."""
+    groups: dict[str, list[Run]] = {}
+    for r in runs:
+        groups.setdefault(arm_key(r), []).append(r)
+    out: dict[str, list[Run]] = {}
+    for members in groups.values():
+        members = sorted(members, key=lambda r: (r.flat_config.get("train.seed") or 0,
+                                                 r.flat_config.get("train.data_seed") or r.flat_config.get("train.seed") or 0))
+        label, i = arm_name(members), 2
+        while label in out:
+            label = f"{arm_name(members)}#{i}"
+            i += 1
+        out[label] = members
+    return out
+
+
+def _sd(v: np.ndarray) -> float:
+    return float(np.std(v, ddof=1)) if len(v) >= 2 else np.nan
+
+
+def arm_curves(runs: list[Run], table: str = "eval", column: str = "loss", x: str = "step") -> pd.DataFrame:
+    """Per arm and x value (``step`` or ``tokens``) that every replicate of the arm logged: n, mean, sd
+    (sample, ddof 1; NaN for n = 1), se = sd/√n, min, max of ``column`` across the replicates.
+
+    Columns: arm, ``x``, n, mean, sd, se, min, max. Only common x values: a replicate that stopped
+    earlier (or has not logged yet) ends the arm's curve there, so a band is never made of fewer runs.
+    """
+    rows = []
+    for arm, members in group_replicates(runs).items():
+        frames = [getattr(r, table).set_index(x)[column] for r in members]
+        common = sorted(set.intersection(*[set(f.index) for f in frames])) if frames else []
+        for xv in common:
+            v = np.array([float(f.loc[xv]) for f in frames])
+            sd = _sd(v)
+            rows.append({"arm": arm, x: xv, "n": len(v), "mean": float(v.mean()), "sd": sd,
+                         "se": sd / math.sqrt(len(v)) if len(v) >= 2 else np.nan,
+                         "min": float(v.min()), "max": float(v.max())})
+    return pd.DataFrame(rows, columns=["arm", x, "n", "mean", "sd", "se", "min", "max"])
+
+
+def noise_floor(runs: list[Run], x: str = "step") -> pd.DataFrame:
+    """The noise floor: the sd of eval loss across the seeds of each arm at each eval step (arms with at
+    least two replicates): arm, ``x``, n, sd. The smallest difference two single runs can show for real
+    is a few times this."""
+    c = arm_curves(runs, "eval", "loss", x)
+    return c[c["n"] >= 2][["arm", x, "n", "sd"]].reset_index(drop=True)
+
+
+TRACKED = ("eval_loss", "eval_ppl", "best_eval_loss", "tokens_per_sec", "wall_clock_to_target_s",
+           "aux", "entropy", "max_load", "min_load", "worst_iteration_max_load", "drop_frac", "grad_norm_max",
+           "nan_events")
+
+
+def arm_tracking_table(runs: list[Run], target_loss: float | None = None, reference: str | None = None,
+                       columns: Iterable[str] = TRACKED) -> pd.DataFrame:
+    """The tracking table per arm: for each column of ``tracking_table`` (one value per replicate),
+    ``<col>`` = the mean over the arm's replicates, ``<col>_sd`` (ddof 1), ``<col>_se`` = sd/√n, plus
+    ``n``, ``runs`` and the config keys that differ between arms. Eval loss is the last evaluation at
+    the largest eval step every run reached (equal steps), so arms are compared at one budget.
+
+    ``reference`` (an arm label; default the first arm): ``delta_eval_loss`` = arm mean − reference mean
+    and ``delta_eval_loss_se`` = √(s_p²/n_a + s_p²/n_ref), s_p² the pooled variance of both arms (as
+    ``moe-dist compare`` and the gate; NaN when neither arm has two runs).
+    """
+    groups = group_replicates(runs)
+    if not groups:
+        return pd.DataFrame()
+    equal = min(int(r.eval["step"].max()) for r in runs if len(r.eval)) if any(len(r.eval) for r in runs) else None
+    tt = tracking_table(runs, target_loss)
+    if equal is not None:   # eval at equal steps
+        for i, r in enumerate(runs):
+            e = r.eval[r.eval["step"] <= equal]
+            tt.loc[i, "eval_loss"] = float(e["loss"].iloc[-1]) if len(e) else np.nan
+            tt.loc[i, "eval_ppl"] = float(e["ppl"].iloc[-1]) if len(e) else np.nan
+    by_run = {r.run_dir: i for i, r in enumerate(runs)}
+    axes = differing_config([g[0] for g in groups.values()]) if len(groups) > 1 else []
+    rows = []
+    for arm, members in groups.items():
+        sub = tt.iloc[[by_run[r.run_dir] for r in members]]
+        row: dict[str, Any] = {"arm": arm, "n": len(members), "runs": ", ".join(r.name for r in members),
+                               "eval_step": equal}
+        for c in axes:
+            row[c] = members[0].flat_config.get(c)
+        for c in columns:
+            v = pd.to_numeric(sub[c], errors="coerce").to_numpy(np.float64) if c in sub else np.array([np.nan])
+            v = v[np.isfinite(v)]
+            row[c] = float(v.mean()) if len(v) else np.nan
+            row[c + "_sd"] = _sd(v)
+            row[c + "_se"] = row[c + "_sd"] / math.sqrt(len(v)) if len(v) >= 2 else np.nan
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    ref = out[out["arm"] == (reference if reference is not None else out["arm"].iloc[0])]
+    if ref.empty:
+        raise ValueError(f"reference arm {reference!r} is not one of {list(out['arm'])}")
+    ref = ref.iloc[0]
+    out["delta_eval_loss"] = out["eval_loss"] - ref["eval_loss"]
+    # The same definition as moe-dist compare and gate (docs/statistics.md): the pooled variance of both arms,
+    # s_p² = Σ(n_i − 1)s_i² / Σ(n_i − 1), so an arm of one run borrows the other's spread.
+    def pooled_se(n_a, sd_a, n_b, sd_b):
+        dof = max(n_a - 1, 0) + max(n_b - 1, 0)
+        if dof == 0:
+            return np.nan
+        var = (max(n_a - 1, 0) * (sd_a if np.isfinite(sd_a) else 0.0) ** 2
+               + max(n_b - 1, 0) * (sd_b if np.isfinite(sd_b) else 0.0) ** 2) / dof
+        return math.sqrt(var / n_a + var / n_b)
+    out["delta_eval_loss_se"] = [pooled_se(int(r["n"]), float(r["eval_loss_sd"]), int(ref["n"]), float(ref["eval_loss_sd"]))
+                                 for _, r in out.iterrows()]
+    out["reference"] = out["arm"] == ref["arm"]
+    out.loc[out["reference"], "delta_eval_loss_se"] = np.nan      # the reference against itself
+    return out
+
+
+def plus_minus_table(arms: pd.DataFrame, columns: Iterable[str] = ("eval_loss", "delta_eval_loss", "eval_ppl",
+                     "tokens_per_sec", "worst_iteration_max_load", "max_load", "entropy", "aux"),
+                     spread: str = "sd", digits: int = 3) -> pd.DataFrame:
+    """``arm_tracking_table`` for reading: one ``mean ± sd`` string per column (``spread="se"`` for
+    standard errors; ``delta_eval_loss`` always shows its standard error), just the mean when n = 1."""
+    out = arms[["arm", "n"]].copy()
+    for c in columns:
+        if c not in arms:
+            continue
+        err = arms[c + "_se"] if c == "delta_eval_loss" else arms[f"{c}_{spread}"]
+        fmt = "{:.0f}" if c in ("tokens_per_sec", "wall_clock_to_target_s") else f"{{:.{digits}f}}"
+        out[c] = [fmt.format(m) + (f" ± {fmt.format(e)}" if np.isfinite(e) else "") if np.isfinite(m) else ""
+                  for m, e in zip(arms[c], err)]
+    return out
 
 
 # ---------------------------------------------------------------------------

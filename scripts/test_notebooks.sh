@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Tests the analysis notebooks end to end: installs notebooks/requirements.txt if anything is
-# missing, trains two tiny runs that differ in moe.aux_loss_coef, runs the moe_analysis pytest
-# tests on them, executes notebooks/run_report.ipynb and notebooks/ablations.ipynb headless and
-# checks that every expected figure was written (PNG > 5 KB). Exits non-zero on any failure.
+# missing, trains two tiny runs that differ in moe.aux_loss_coef and a tiny balancing ablation with
+# 2 seeds per arm plus a per-iteration-router run, runs the moe_analysis pytest tests on them,
+# executes notebooks/run_report.ipynb, ablations.ipynb, routing.ipynb and replicates.ipynb headless
+# and checks that every expected figure was written (PNG > 5 KB). Exits non-zero on any failure.
 #
 #   scripts/test_notebooks.sh
 #   MOE_DIST_BIN=.build/release/moe-dist scripts/test_notebooks.sh   # another binary
@@ -45,6 +46,21 @@ for aux in 0 0.02; do
 done
 echo "test_notebooks: trained $runs/aux0 and $runs/aux0.02 ($((SECONDS - started)) s)"
 
+# The balancing ablation with 2 seeds per arm (replicates) and one run with a router per iteration
+# and the selection bias, 40 steps each (same as notebooks/tests/test_routing_replicates.py).
+sweep="$work/sweep"
+"$bin" sweep --ablation balancing --base jobs/configs/tiny.yaml --out "$sweep/configs" --steps 40 --seeds 2 \
+  >"$work/sweep.log" 2>&1 || { cat "$work/sweep.log"; fail "moe-dist sweep --ablation balancing --seeds 2"; }
+while read -r yaml; do
+  name="$(basename "$yaml" .yaml)"
+  "$bin" train --config "$yaml" --run-dir "$sweep/runs/$name" train.eval_interval=20 train.checkpoint_interval=40 \
+    >"$work/train-$name.log" 2>&1 || { tail -20 "$work/train-$name.log"; fail "training run $name"; }
+done <"$sweep/configs/ablation-balancing/runs.txt"
+"$bin" train --config jobs/configs/tiny.yaml --run-dir "$sweep/runs/rt-per-iteration-bias" name=rt-per-iteration-bias \
+  train.max_steps=40 moe.routers=per_iteration moe.router_bias_rate=0.001 train.eval_interval=20 train.checkpoint_interval=40 \
+  >"$work/train-rt-per-iteration-bias.log" 2>&1 || { tail -20 "$work/train-rt-per-iteration-bias.log"; fail "training run rt-per-iteration-bias"; }
+echo "test_notebooks: trained $(ls "$sweep/runs" | wc -l) sweep runs in $sweep/runs ($((SECONDS - started)) s)"
+
 # Gate decisions, if this build has the gate command (optional: the notebooks say when there are none).
 if "$bin" --help 2>&1 | grep -qE '^[[:space:]]+gate([[:space:]]|$)'; then
   if "$bin" gate "$runs/aux0.02" --reference "$runs/aux0" --json >"$runs/gate.json" 2>"$work/gate.err"; then
@@ -60,7 +76,8 @@ fi
 # 4. The helper's tests. pytest's own status counts (5 = no tests collected is a failure too),
 #    and every test must run: skips here mean the runs or the binary were not found.
 set +e
-NOTEBOOK_TEST_RUNS="$runs" python3 -m pytest -q -rs -p no:cacheprovider notebooks/tests/test_moe_analysis.py \
+NOTEBOOK_TEST_RUNS="$runs" NOTEBOOK_TEST_SWEEP_RUNS="$sweep/runs" python3 -m pytest -q -rs -p no:cacheprovider \
+  notebooks/tests/test_moe_analysis.py notebooks/tests/test_routing_replicates.py \
   >"$work/pytest.log" 2>&1
 status=$?
 set -e
@@ -74,7 +91,7 @@ fi
 echo "$summary" | grep -qE '[0-9]+ passed' || { cat "$work/pytest.log"; fail "pytest reported no passed tests"; }
 if echo "$summary" | grep -qE 'skipped|deselected|xfail'; then cat "$work/pytest.log"; fail "pytest skipped tests"; fi
 
-# 5. Both notebooks, headless.
+# 5. The notebooks, headless.
 # ablations is started from $work with relative paths, as a user would from a checkout.
 execute() {  # notebook, directory to start from, then VAR=value environment
   local nb="$1" from="$2"; shift 2
@@ -87,6 +104,8 @@ execute() {  # notebook, directory to start from, then VAR=value environment
 }
 execute run_report.ipynb "$repo" RUN_DIR="$runs/aux0" FIGURES_DIR="$work/figures/run"
 execute ablations.ipynb "$work" RUNS_DIR=runs FIGURES_DIR=figures/ablations
+execute routing.ipynb "$work" RUNS_DIR=sweep/runs FIGURES_DIR=figures/routing
+execute replicates.ipynb "$work" RUNS_DIR=sweep/runs FIGURES_DIR=figures/replicates
 
 # 6. Every expected figure, non-trivial.
 check_figures() {  # directory, then names
@@ -113,6 +132,25 @@ bad = [f for f in facts if (f["kind"] == "bars" and f["xmin"] != 0) or (f["kind"
 assert not bad, f"misleading panels: {bad}"
 assert {"panel": "eval_loss", "kind": "dots"}.items() <= next(f for f in facts if f["panel"] == "eval_loss").items()
 print(f"test_notebooks: tracking figure: {len(facts)} panels, bars from zero, dots with error bars")
+PY
+
+check_figures "$work/figures/routing" routing_agreement routing_bias routing_load_heatmap routing_iteration_max_load \
+  routing_balance_vs_quality
+check_figures "$work/figures/replicates" replicates_eval_curves replicates_train_curves replicates_tracking \
+  replicates_noise_floor
+[ -s "$work/figures/replicates/replicates_tracking.csv" ] || fail "missing replicates_tracking.csv"
+# Honest axes: the load axis of the balancing view and every bar panel start at zero; the dot panels
+# (eval loss and its difference, small numbers) carry error bars.
+python3 - "$work/figures/routing/routing_balance_axes.json" "$work/figures/replicates/replicates_tracking_axes.json" <<'PY' \
+  || fail "routing/replicates figure axes"
+import json, sys
+routing, tracking = (json.load(open(p)) for p in sys.argv[1:])
+assert {f["panel"] for f in routing} == {"quality_vs_balance", "worst_vs_mean"}, routing
+assert all(f.get("xmin", f.get("ymin")) == 0 and f["error_bars"] for f in routing), routing
+bad = [f for f in tracking if (f["kind"] == "bars" and f["xmin"] != 0) or (f["kind"] == "dots" and not f["error_bars"])]
+assert not bad, f"misleading panels: {bad}"
+assert {"eval_loss", "delta_eval_loss"} <= {f["panel"] for f in tracking if f["kind"] == "dots"}, tracking
+print(f"test_notebooks: routing/replicates figures: load axes from zero, dots with error bars")
 PY
 
 echo "test_notebooks: OK ($((SECONDS - started)) s)"
