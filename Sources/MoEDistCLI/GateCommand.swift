@@ -31,7 +31,7 @@ struct GateCommand: ParsableCommand {
         Thresholds come from each run's gate.* in RUN_DIR/config.yaml, or, for a directory that holds only
         metrics.h5 (histories copied back from a cluster), from its config attribute (with config_changes).
         run_dir values are the directories as given; sweep --gate reads relative ones as relative to the
-        gate file's directory, so write the file where the paths start (or give absolute paths).
+        gate file's directory, or, when no such directory exists, to the working directory.
         --json prints {"reference": "<dir>", "runs": [{"run_dir", "name", "decision", "reason", "step",
         "tokens", "eval_loss", "reference_eval_loss", "last_eval_step", "last_eval_loss", "stopped_step",
         "stop_clauses", "promote_clauses", "arm", "replicates", "reference_replicates", "decided_by",

@@ -114,9 +114,17 @@ struct SweepCommand: ParsableCommand {
             guard let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
                 throw UserError("\(path): not a gate JSON object (write it with moe-dist gate --json)", status: ExitStatus.badData)
             }
-            // Relative run directories are relative to the gate file's directory.
+            // Relative run directories are relative to the gate file's directory; a gate file written
+            // elsewhere than where its paths start (`moe-dist gate runs/* > sweeps/s1/phase-1/gate.json`, run
+            // from the directory the paths start in) falls back to the working directory.
             let base = URL(fileURLWithPath: path).deletingLastPathComponent()
-            func resolve(_ d: String) -> String { d.hasPrefix("/") ? d : base.appendingPathComponent(d).standardizedFileURL.path }
+            func resolve(_ d: String) -> String {
+                if d.hasPrefix("/") { return d }
+                let nextToFile = base.appendingPathComponent(d).standardizedFileURL.path
+                if FileManager.default.fileExists(atPath: nextToFile) { return nextToFile }
+                let fromHere = URL(fileURLWithPath: d).standardizedFileURL.path
+                return FileManager.default.fileExists(atPath: fromHere) ? fromHere : nextToFile
+            }
             let list = obj["runs"] as? [[String: Any]] ?? []
             runs = list.compactMap { r in
                 guard let d = r["run_dir"] as? String, let l = r["eval_loss"] as? Double else { return nil }
