@@ -29,6 +29,21 @@ private func refGates(_ p: [Double], _ top: [Int], normalize: Bool) -> [Double] 
     return g
 }
 
+/// The softmax router of RouterScoring.swift with the arguments these tests use (S = P for softmax).
+private func routerForward(_ probs: inout [Float], _ lse: inout [Float], _ top: inout [Int32], _ gates: inout [Float],
+                           _ logits: [Float], _ N: Int, _ E: Int, _ k: Int, normalize: Bool) {
+    var scores = [Float](repeating: .nan, count: N * E)
+    routerScoreForward(&scores, &probs, &lse, &top, &gates, logits, bias: nil, N, E, k, score: .softmax, normalize: normalize)
+}
+
+/// Its backward, with one aux-gradient row shared by every token (the micro-batch scope).
+private func routerBackward(_ dz: inout [Float], _ dgates: [Float], _ probs: [Float], _ lse: [Float], _ top: [Int32],
+                            _ N: Int, _ E: Int, _ k: Int, normalize: Bool, auxGrad: [Float]?, zGrad: Float) {
+    // Softmax reads neither the logits nor separate scores (S = P): probs stands in for both.
+    routerScoreBackward(&dz, dgates, probs, probs, lse, probs, top, N, E, k, score: .softmax, normalize: normalize,
+                        auxGrad: auxGrad, tokensPerAuxRow: N, zGrad: zGrad)
+}
+
 final class RouterTests: XCTestCase {
     private func route(_ logits: [Float], _ N: Int, _ E: Int, _ k: Int, normalize: Bool)
         -> (probs: [Float], lse: [Float], top: [Int32], gates: [Float]) {
