@@ -18,6 +18,9 @@ public enum KillPoint: String, CaseIterable, Sendable {
     case afterRename = "after-rename"
     /// In `MetricsHistory`'s open on resume, after a group was cut back, before the flush.
     case historyOpen = "history-open"
+    /// At the start of a step, before any work: the kill test's backstop for a randomly timed kill, so that
+    /// a fast machine cannot run past the checkpoints the later kills need.
+    case stepStart = "step-start"
 
     nonisolated(unsafe) private static var armed: (point: KillPoint, step: Int)?
     /// The step rank 0 is at (only rank 0 sets it: emulated ranks share it, and a kill of rank 0 ends the job).

@@ -241,6 +241,7 @@ public final class TrainingSession {
         while !trainer.isFinished {
             try beforeStep?(trainer.counters.step + 1)
             if isRoot { KillPoint.currentStep = trainer.counters.step + 1 }
+            KillPoint.stepStart.reached()
             let stepStarted = Date()
             let tokensBefore = trainer.counters.tokens
             let rep = trainer.trainStep()

@@ -14,7 +14,8 @@ final class ResumeTests: XCTestCase {
     /// time: 19 moments chosen by the hidden `--inject-kill POINT@STEP` inside checkpoint and history writes
     /// (between the columns of a row, between /train and /experts, with the checkpoint only partly written,
     /// just before and just after its rename, after the history snapshot, while a resume opens the
-    /// history), 7 at random times (start-up, resume, training); every third attempt also tears
+    /// history), 7 at random times (start-up, resume, training; at the latest at the start of the sixth step after
+    /// the resume, so that the run's speed cannot exhaust the schedule); every third attempt also tears
     /// metrics.h5 in half, as a kill in the middle of an HDF5 flush can. The finished history must equal
     /// an uninterrupted run's bit for bit in every column except the two timings (tokens_per_sec,
     /// step_time), and every checkpoint that looks finished must verify.
@@ -46,7 +47,10 @@ final class ResumeTests: XCTestCase {
             let nextCheckpoint = (newest / interval + 1) * interval
             var extra: [String] = []
             switch point {
-            case "random": break
+            // A random kill lands in start-up, resume or the first steps; on a fast machine 3 s could run far
+            // past the checkpoints the later kills need, so a backstop kills at the start of step newest + 6
+            // (at most one more checkpoint per random attempt).
+            case "random": extra = ["--inject-kill", "step-start@\(newest + 6)"]
             case "history-column", "history-row": extra = ["--inject-kill", "\(point)@\(newest + 1 + attempt % 3)"]
             case "history-open": extra = ["--inject-kill", newest > 0 ? "history-open@\(newest)" : "history-row@1"]
             default: extra = ["--inject-kill", "\(point)@\(nextCheckpoint)"]
