@@ -100,7 +100,7 @@ public final class RecurrentMoEModel {
         self.ctx = ctx
         let local = config.moe.isDense ? 0 ..< 0 : ctx.localExperts
         store = ParameterStore(tensors: ModelTensors.list(config), localExperts: local)
-        store.initialize(seed: config.train.seed, depth: config.model.depth)
+        store.initialize(seed: config.train.seed, depth: config.model.depth, workers: ctx.blasWorkers)
         params = ParameterTensors(store, store.params, config: config)
         grads = ParameterTensors(store, store.grads, config: config)
         attention = AttentionBlock(config.model, workers: ctx.blasWorkers)
@@ -285,7 +285,7 @@ public final class RecurrentMoEModel {
                            activation: c.activation)
     }
 
-    private static let chargedInsideMoE: [Phase] = [.experts, .allToAll, .allReduce]
+    private static let chargedInsideMoE: [Phase] = [.experts, .allToAll, .allReduce, .rankWait]
 
     /// Runs an MoE call, charging its time to routerDispatch less what it charged to experts and communication.
     private func timeMoE(_ body: () -> Void) {

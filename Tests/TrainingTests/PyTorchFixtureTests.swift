@@ -66,13 +66,19 @@ final class PyTorchFixtureTests: XCTestCase {
         var c = RunConfig()
         c.model.dModel = f["d_model"] as! Int; c.model.nHeads = 2; c.model.vocabSize = f["vocab_size"] as! Int
         c.model.depth = f["depth"] as! Int; c.moe.numExperts = f["num_experts"] as! Int; c.moe.dFF = f["d_ff"] as! Int
-        let store = ParameterStore(tensors: ModelTensors.list(c), localExperts: 0 ..< c.moe.numExperts)
-        store.initialize(seed: f["seed"] as! Int, depth: c.model.depth)
         let values = f["values"] as! [String: [Double]]
-        XCTAssertEqual(Set(values.keys), Set(store.infos.map(\.path)))
-        for p in store.infos {
-            let ours = Array(UnsafeBufferPointer(start: store.params + p.offset, count: p.count))
-            assertClose(ours, values[p.path]!, rtol: 1e-6, atol: 1e-12, p.path)
+        var first: [Float] = []
+        // One thread, and several drawing the independent streams at once: the same values, bit for bit.
+        for workers in [1, 3] {
+            let store = ParameterStore(tensors: ModelTensors.list(c), localExperts: 0 ..< c.moe.numExperts)
+            store.initialize(seed: f["seed"] as! Int, depth: c.model.depth, workers: workers)
+            XCTAssertEqual(Set(values.keys), Set(store.infos.map(\.path)))
+            for p in store.infos {
+                let ours = Array(UnsafeBufferPointer(start: store.params + p.offset, count: p.count))
+                assertClose(ours, values[p.path]!, rtol: 1e-6, atol: 1e-12, "\(p.path), \(workers) workers")
+            }
+            let all = Array(UnsafeBufferPointer(start: store.params, count: store.count))
+            if first.isEmpty { first = all } else { XCTAssertEqual(all.map(\.bitPattern), first.map(\.bitPattern), "\(workers) workers") }
         }
     }
 

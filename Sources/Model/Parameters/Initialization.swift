@@ -36,8 +36,11 @@ public func parameterStream(seed: Int, path: String, expert: Int) -> SplitMix64 
 }
 
 extension ParameterStore {
-    /// Fills the parameters per SPEC section 2; moments are zeroed.
-    public func initialize(seed: Int, depth R: Int) {
+    /// Fills the parameters per SPEC section 2; moments are zeroed. The streams are independent, so they are
+    /// drawn on `workers` threads at once (largest first) with the same values as one thread would draw.
+    public func initialize(seed: Int, depth R: Int, workers: Int = 1) {
+        // One unit per stream: (destination, count, path, expert or -1, std).
+        var units: [(dst: UnsafeMutablePointer<Float>, count: Int, path: String, expert: Int, std: Double)] = []
         for p in infos {
             let dst = params + p.offset
             let name = p.path.split(separator: "/").last.map(String.init) ?? p.path
@@ -46,16 +49,41 @@ extension ParameterStore {
             let std = 0.02 * ((name == "wo" || name == "w2") ? 1 / (2 * Double(R)).squareRoot() : 1)
             if p.isExpert {
                 for (j, e) in p.localRows.enumerated() {
-                    var rng = parameterStream(seed: seed, path: p.path, expert: e)
-                    let row = dst + j * p.rowSize
-                    for i in 0 ..< p.rowSize { row[i] = Float(std * rng.nextNormal()) }
+                    units.append((dst + j * p.rowSize, p.rowSize, p.path, e, std))
                 }
             } else {
-                var rng = parameterStream(seed: seed, path: p.path, expert: -1)
-                for i in 0 ..< p.count { dst[i] = Float(std * rng.nextNormal()) }
+                units.append((dst, p.count, p.path, -1, std))
+            }
+        }
+        units.sort { $0.count > $1.count }
+        let draw = { (u: (dst: UnsafeMutablePointer<Float>, count: Int, path: String, expert: Int, std: Double)) in
+            var rng = parameterStream(seed: seed, path: u.path, expert: u.expert)
+            for i in 0 ..< u.count { u.dst[i] = Float(u.std * rng.nextNormal()) }
+        }
+        if workers <= 1 {
+            for u in units { draw(u) }
+        } else {
+            // Units are taken in order from a shared cursor: the big ones first, the small ones fill the gaps.
+            let next = UnitCursor()
+            units.withUnsafeBufferPointer { all in
+                DispatchQueue.concurrentPerform(iterations: min(workers, all.count)) { _ in
+                    while let i = next.take(below: all.count) { draw(all[i]) }
+                }
             }
         }
         expAvg.update(repeating: 0, count: count)
         expAvgSq.update(repeating: 0, count: count)
+    }
+}
+
+/// A shared work index for `initialize`'s threads.
+private final class UnitCursor: @unchecked Sendable {
+    private var value = 0
+    private let lock = NSLock()
+    func take(below n: Int) -> Int? {
+        lock.lock(); defer { lock.unlock() }
+        guard value < n else { return nil }
+        value += 1
+        return value - 1
     }
 }
