@@ -78,9 +78,12 @@ struct BenchCommand: ParsableCommand {
             "config \(r.config), \(r.worldSize) rank\(r.worldSize == 1 ? "" : "s") x \(r.blasThreadsPerRank) BLAS thread\(r.blasThreadsPerRank == 1 ? "" : "s"), \(r.cores) cores",
             "CPU \(r.cpu)",
             "BLAS kernels \(r.blasCoreName): \(r.blasKernelReason)",
-            String(format: "sgemm peak (%@): %.1f GFLOP/s 1 thread, %.1f GFLOP/s %@; machine peak %.1f GFLOP/s",
+            String(format: "sgemm peak (%@): %.1f GFLOP/s 1 thread, %.1f GFLOP/s %@%@; machine peak %.1f GFLOP/s",
                    r.blasCoreName, r.sgemm.singleThread, r.sgemm.allThread,
-                   r.sgemm.threads == 1 ? "1 thread" : "\(r.sgemm.threads) threads", r.machinePeakGflops),
+                   r.sgemm.threads == 1 ? "1 thread" : "\(r.sgemm.threads) threads",
+                   r.sgemm.threads == 1 ? "" : String(format: ", %.1f GFLOP/s %d single-thread products at once",
+                                                      r.sgemm.concurrentSingleThread, r.sgemm.threads),
+                   r.machinePeakGflops),
             "machine peak by kernel set: " + r.kernelSetPeaks.map { String(format: "%@ %.1f", $0.name, $0.machineGflops) }
                 .joined(separator: ", ") + String(format: " GFLOP/s; best %@ %.1f", r.bestKernelSet, r.bestMachinePeakGflops),
             String(format: "step %.3f s (min %.3f) | %.0f tokens/s | %.1f MFLOP/token | %.1f GFLOP/s | MFU %.1f%% of the best set (%.1f%% of the set in use)",
@@ -88,7 +91,8 @@ struct BenchCommand: ParsableCommand {
                    100 * r.mfuInUse),
             "time split (rank 0): " + r.timeSplitFraction.sorted { $0.value > $1.value }
                 .map { String(format: "%@ %.1f%%", $0.key, 100 * $0.value) }.joined(separator: ", "),
-            String(format: "communication %.1f%% of the step (max over ranks)", 100 * r.communicationFraction),
+            String(format: "communication %.1f%% of the step, waiting for slower ranks %.1f%% (max over ranks)",
+                   100 * r.communicationFraction, 100 * r.rankWaitFraction),
             "peak memory \(gb(r.peakResidentBytes)) (baseline \(gb(r.baselineResidentBytes))), estimate \(gb(r.estimatedTotalBytes))"
                 + String(format: " -> %.2fx", r.peakOverEstimate),
         ]

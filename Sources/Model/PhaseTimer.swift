@@ -2,6 +2,7 @@
 // and the communication share. A monotonic clock read costs ~20 ns, so the
 // timer stays on.
 import Foundation
+import Collectives
 
 public enum Phase: String, CaseIterable, Sendable {
     case attention          // norms, QKV/output projections, rotary, attention
@@ -11,11 +12,15 @@ public enum Phase: String, CaseIterable, Sendable {
     case allReduce          // routing-statistics and gradient reductions (communication)
     case head               // embedding, final norm, logits, cross-entropy
     case optimizer          // clipping and AdamW
+    case rankWait           // waiting for a slower rank before a collective (only with `separatesWaits`)
 }
 
 public final class PhaseTimer {
     private var seconds = [Double](repeating: 0, count: Phase.allCases.count)
     private let index: [Phase: Int] = Dictionary(uniqueKeysWithValues: Phase.allCases.enumerated().map { ($1, $0) })
+    /// When set (by the benchmark), `waitForSlowerRanks` separates the time a rank waits for the others
+    /// before a collective from the collective itself, so the communication share is the exchange alone.
+    public var separatesWaits = false
     public init() {}
 
     @inline(__always) public static func now() -> Double {
@@ -55,5 +60,17 @@ extension PhaseTimer {
         var s = 0.0
         for i in 0 ..< phases.count { s += charged(phases[i]) }
         return s
+    }
+}
+
+extension PhaseTimer {
+    /// With `separatesWaits`, a barrier of `comm` charged to `.rankWait` (collective: every rank of `comm`
+    /// calls it at the same point, just before the collective it separates); otherwise nothing.
+    @inline(__always)
+    public func waitForSlowerRanks(_ comm: Communicator) {
+        guard separatesWaits, comm.size > 1 else { return }
+        let t = PhaseTimer.now()
+        comm.barrier()
+        add(.rankWait, since: t)
     }
 }

@@ -28,6 +28,12 @@ public struct SgemmPeak: Codable, Sendable {
     public var singleThread: Double
     public var allThread: Double
     public var threads: Int
+    /// GFLOP/s per size of `threads` single-thread products at once (summed), as the trainer runs experts
+    /// and attention heads; 0 with one thread. On some machines this beats OpenBLAS's threading of one product.
+    public var concurrentSingleThreadBySize: [Double]
+    public var concurrentSingleThread: Double
+    /// The rank's peak: the better of `allThread` and `concurrentSingleThread`.
+    public var rankPeak: Double { max(allThread, concurrentSingleThread) }
 }
 
 /// The sgemm peak of one OpenBLAS kernel set: rank 0's, and summed over the ranks.
@@ -79,6 +85,9 @@ public struct BenchmarkReport: Codable, Sendable {
     public var timeSplitSource: String
     public var communicationFraction: Double
     public var communicationDefinition: String
+    /// Time a rank waits for slower ranks before the collectives (expert-load or other imbalance), max over ranks.
+    public var rankWaitFraction: Double
+    public var rankWaitDefinition: String
     public var peakResidentBytes: Int
     public var baselineResidentBytes: Int
     public var estimate: MemoryEstimate
@@ -101,7 +110,10 @@ public struct BenchmarkReport: Codable, Sendable {
 public enum Benchmark {
     /// GFLOP/s of the median of `repeats` calls of an n×n×n sgemm with the current BLAS threads (the median,
     /// not the best: one lucky call on a shared machine would inflate the peak and so deflate nothing else).
-    public static func sgemmGFLOPs(n: Int, repeats: Int) -> Double {
+    /// With `world`, every call starts on all ranks together (a barrier before each), so that each rank's
+    /// figure is what it reaches while the others compute too, as in training; otherwise a rank that runs
+    /// ahead measures alone on an idle machine and the summed peak counts cores twice.
+    public static func sgemmGFLOPs(n: Int, repeats: Int, world: Communicator? = nil) -> Double {
         let a = UnsafeMutablePointer<Float>.allocate(capacity: n * n)
         let b = UnsafeMutablePointer<Float>.allocate(capacity: n * n)
         let c = UnsafeMutablePointer<Float>.allocate(capacity: n * n)
@@ -109,6 +121,7 @@ public enum Benchmark {
         for i in 0 ..< n * n { a[i] = Float(i % 7) * 0.01; b[i] = Float(i % 5) * 0.01; c[i] = 0 }
         var times: [Double] = []
         for call in 0 ..< repeats + 1 {     // the first call warms caches and BLAS threads
+            world?.barrier()
             let t = PhaseTimer.now()
             Blas.gemm(transA: false, transB: false, M: n, N: n, K: n, alpha: 1, A: a, lda: n, B: b, ldb: n,
                       beta: 0, C: c, ldc: n)
@@ -118,19 +131,35 @@ public enum Benchmark {
         return 2 * Double(n * n * n) / times[times.count / 2] / 1e9
     }
 
-    /// Single-thread and `threads`-thread peaks over square sizes; leaves BLAS at `threads` threads.
-    public static func sgemmPeak(threads: Int, sizes: [Int] = defaultPeakSizes, repeats: Int = 5) -> SgemmPeak {
+    /// GFLOP/s of `workers` single-thread n³ sgemms run at once on this rank (each worker's median of
+    /// `repeats` calls, summed); 0 when workers <= 1. With `world`, all ranks start together.
+    public static func concurrentSingleThreadGFLOPs(n: Int, repeats: Int, workers: Int, world: Communicator? = nil) -> Double {
+        guard workers > 1 else { return 0 }
+        var rates = [Double](repeating: 0, count: workers)
+        world?.barrier()
+        rates.withUnsafeMutableBufferPointer { r in
+            Blas.parallel(workers: workers) { w in r[w] = sgemmGFLOPs(n: n, repeats: repeats) }
+        }
+        return rates.reduce(0, +)
+    }
+
+    /// Single-thread, `threads`-thread and `threads` concurrent single-thread peaks over square sizes (with
+    /// `world`, measured on all ranks at once); leaves BLAS at `threads` threads.
+    public static func sgemmPeak(threads: Int, sizes: [Int] = defaultPeakSizes, repeats: Int = 5,
+                                 world: Communicator? = nil) -> SgemmPeak {
         Blas.numThreads = 1
-        let single = sizes.map { sgemmGFLOPs(n: $0, repeats: repeats) }
+        let single = sizes.map { sgemmGFLOPs(n: $0, repeats: repeats, world: world) }
         Blas.numThreads = threads
-        let all = threads == 1 ? single : sizes.map { sgemmGFLOPs(n: $0, repeats: repeats) }
+        let all = threads == 1 ? single : sizes.map { sgemmGFLOPs(n: $0, repeats: repeats, world: world) }
+        let concurrent = sizes.map { concurrentSingleThreadGFLOPs(n: $0, repeats: repeats, workers: threads, world: world) }
         return SgemmPeak(sizes: sizes, singleThreadBySize: single, allThreadBySize: all,
-                         singleThread: single.max() ?? 0, allThread: all.max() ?? 0, threads: threads)
+                         singleThread: single.max() ?? 0, allThread: all.max() ?? 0, threads: threads,
+                         concurrentSingleThreadBySize: concurrent, concurrentSingleThread: concurrent.max() ?? 0)
     }
 
     public static let defaultPeakSizes = [512, 1024, 1536]
 
-    /// The all-thread peak of every kernel set this OpenBLAS offers for the CPU (and of the set in use), on
+    /// The rank peak (the better of all-thread and concurrent single-thread products) of every kernel set this OpenBLAS offers for the CPU (and of the set in use), on
     /// every rank at once (collective: every rank tries the same sets in the same order). A set that is not in
     /// the library or computes wrong results is left out. Leaves the set in use loaded.
     static func kernelSetPeaks(inUse: String, threads: Int, world: Communicator) -> [KernelSetPeak] {
@@ -146,8 +175,10 @@ public enum Benchmark {
             usable.withUnsafeMutableBufferPointer { world.allReduceMax($0) }   // same verdict on every rank
             // (a set one rank rejects is not measured anywhere; the ranks share one CPU model)
             guard usable[0] > 0 else { continue }
-            world.barrier()
-            let rank = defaultPeakSizes.map { sgemmGFLOPs(n: $0, repeats: 5) }.max() ?? 0
+            let rank = defaultPeakSizes.map {
+                max(sgemmGFLOPs(n: $0, repeats: 5, world: world),
+                    concurrentSingleThreadGFLOPs(n: $0, repeats: 5, workers: threads, world: world))
+            }.max() ?? 0
             var sum = [rank]
             sum.withUnsafeMutableBufferPointer { world.allReduceSum($0) }
             peaks.append(KernelSetPeak(name: name, rankGflops: rank, machineGflops: sum[0]))
@@ -186,8 +217,8 @@ public enum Benchmark {
         let loadStart = loadAverage()
         let threads = Blas.numThreads
         world.barrier()
-        let peak = sgemmPeak(threads: threads)
-        var sums = [peak.allThread]
+        let peak = sgemmPeak(threads: threads, world: world)
+        var sums = [peak.rankPeak]
         sums.withUnsafeMutableBufferPointer { world.allReduceSum($0) }
         let machinePeak = sums[0]
         let choice = BlasKernelSelection.current
@@ -203,6 +234,8 @@ public enum Benchmark {
         c.train.maxSteps = warmup + steps          // the schedule spans the benchmark
         c.train.maxTokens = nil
         let trainer = try Trainer(config: c, ctx: ctx, train: data.train)
+        ctx.timer.separatesWaits = true
+        defer { ctx.timer.separatesWaits = false }
         var last = StepReport()
         for _ in 0 ..< warmup { last = trainer.trainStep() }
         var phaseSums = [Phase: Double]()
@@ -220,7 +253,7 @@ public enum Benchmark {
         // Step time: the slowest rank decides (max over ranks of the summed step times).
         var agg = [total, times.min() ?? 0, Double(procStatusBytes("VmHWM")),
                    (phaseSums[.allToAll] ?? 0) + (phaseSums[.allReduce] ?? 0), cpuPerStep]
-        var commShare = [total > 0 ? agg[3] / total : 0]
+        var commShare = [total > 0 ? agg[3] / total : 0, total > 0 ? (phaseSums[.rankWait] ?? 0) / total : 0]
         agg.withUnsafeMutableBufferPointer { world.allReduceMax($0) }
         commShare.withUnsafeMutableBufferPointer { world.allReduceMax($0) }
         // Rank 0's phase split, shared so every rank returns the same report.
@@ -238,7 +271,7 @@ public enum Benchmark {
         var splitSeconds: [String: Double] = [:]
         let names: [Phase: String] = [.attention: "attention", .experts: "experts", .routerDispatch: "router_dispatch",
                                       .allToAll: "all_to_all", .allReduce: "all_reduce", .head: "head",
-                                      .optimizer: "optimizer"]
+                                      .optimizer: "optimizer", .rankWait: "rank_wait"]
         for (i, p) in Phase.allCases.enumerated() { splitSeconds[names[p]!] = split[i] }
         splitSeconds["other"] = max(0, rank0Step[0] - split.reduce(0, +))
         var splitFraction: [String: Double] = [:]
@@ -257,7 +290,8 @@ public enum Benchmark {
             corpus: data.summary, microBatch: c.train.microBatch, globalBatch: c.train.globalBatch,
             warmupSteps: warmup, steps: steps, sgemm: peak, machinePeakGflops: machinePeak,
             peakDefinition: "sum over ranks of each rank's n^3 sgemm GFLOP/s (max over n in sgemm.sizes of the median of "
-                + "5 calls) at its own BLAS thread count, all ranks measuring at the same time; machine_peak_gflops for "
+                + "5 calls) at its own BLAS thread count, or of that many single-thread products at once if faster, "
+                + "all ranks measuring at the same time (a barrier before every call); machine_peak_gflops for "
                 + "the kernel set in use, best_machine_peak_gflops for the fastest set of kernel_set_peaks",
             tokensPerStep: tokensPerStep, stepTimeSeconds: stepTime, stepTimeMin: agg[1],
             tokensPerSecond: tps, flopsPerToken: cost.flopsPerToken,
@@ -270,8 +304,12 @@ public enum Benchmark {
             timeSplitSeconds: splitSeconds, timeSplitFraction: splitFraction,
             timeSplitSource: "rank 0, mean seconds per measured step (PhaseTimer); other = step time - sum of phases",
             communicationFraction: commShare[0],
-            communicationDefinition: "max over ranks of (all_to_all + all_reduce seconds) / step seconds; includes time "
-                + "waiting for slower ranks at the collective",
+            communicationDefinition: "max over ranks of (all_to_all + all_reduce seconds) / step seconds: the collectives "
+                + "themselves; the time a rank waits for slower ones before them is rank_wait",
+            rankWaitFraction: commShare[1],
+            rankWaitDefinition: "max over ranks of rank_wait seconds / step seconds: a barrier before every token exchange "
+                + "and reduction (benchmark only) separates waiting for slower ranks (expert-load imbalance, "
+                + "uneven work) from the transfer",
             peakResidentBytes: peakRSS, baselineResidentBytes: baseline, estimate: est,
             estimatedTotalBytes: est.totalBytes,
             peakOverEstimate: est.totalBytes > 0 ? Double(peakRSS) / Double(est.totalBytes) : 0,

@@ -98,6 +98,7 @@ public final class Trainer {
         resetReport(R: R, E: E)
         store.zeroGrads()
         let ceLocal = runMicroSteps(scales: scales)
+        timer.waitForSlowerRanks(ctx.world)
         var clock = PhaseTimer.now()
         reduceGradients(ceLocal: ceLocal)
         clock = timer.add(.allReduce, since: clock)
@@ -113,7 +114,7 @@ public final class Trainer {
         if report.loss.isFinite && report.gradNorm.isFinite {
             let scale = GradientClipping.scale(gradNorm: report.gradNorm, maxNorm: c.train.gradClip)
             counters.updates += 1
-            adamw.update(store, lr: report.lr, t: counters.updates, gradScale: scale)
+            adamw.update(store, lr: report.lr, t: counters.updates, gradScale: scale, workers: ctx.blasWorkers)
             report.counts.withUnsafeBufferPointer { model.updateSelectionBias(iterationCounts: $0.baseAddress!) }
         } else {
             report.skipped = true

@@ -16,7 +16,8 @@ final class BenchCLITests: XCTestCase {
                     "flops_per_token_formula", "mfu", "mfu_definition", "time_split_seconds", "time_split_fraction",
                     "time_split_source", "communication_fraction", "peak_resident_bytes", "estimate",
                     "estimated_total_bytes", "peak_over_estimate", "load_average_start", "cpu_seconds_per_step",
-                    "blas_kernel_reason", "kernel_set_peaks", "best_kernel_set", "best_machine_peak_gflops", "mfu_in_use"] {
+                    "blas_kernel_reason", "kernel_set_peaks", "best_kernel_set", "best_machine_peak_gflops", "mfu_in_use", "rank_wait_fraction",
+                    "rank_wait_definition"] {
             XCTAssertNotNil(j[key], "field \(key)")
         }
         XCTAssertEqual(j["world_size"] as? Int, world)
@@ -41,8 +42,12 @@ final class BenchCLITests: XCTestCase {
         XCTAssertFalse((j["blas_kernel_reason"] as? String ?? "").isEmpty)
         let split = try XCTUnwrap(j["time_split_fraction"] as? [String: Double])
         XCTAssertEqual(Set(split.keys), ["attention", "experts", "router_dispatch", "all_to_all", "all_reduce", "head",
-                                         "optimizer", "other"])
+                                         "optimizer", "rank_wait", "other"])
         XCTAssertEqual(split.values.reduce(0, +), 1, accuracy: 0.05)
+        // Waiting for slower ranks is measured apart from the collectives, and only where there are other ranks.
+        let wait = j["rank_wait_fraction"] as? Double ?? -1, comm = j["communication_fraction"] as? Double ?? -1
+        XCTAssertTrue(wait >= 0 && comm >= 0 && wait + comm <= 1, "rank wait \(wait), communication \(comm)")
+        if world == 1 { XCTAssertEqual(wait, 0, "one rank waits for nobody") }
         XCTAssertGreaterThan(j["peak_resident_bytes"] as? Int ?? 0, 0)
         let est = try XCTUnwrap(j["estimate"] as? [String: Any])
         for key in ["parameters", "parameter_bytes", "gradient_bytes", "optimizer_bytes", "activation_bytes", "scratch_bytes"] {

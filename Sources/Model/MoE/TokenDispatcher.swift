@@ -107,6 +107,7 @@ final class TokenDispatcher {
     /// The count exchange of `plan` (communicates: one Int64 all-to-all-v over the expert group).
     private func exchangeCounts(_ s: DispatchState) {
         for e in 0 ..< E { countsOut.pointer[e] = Int64(s.sendPerExpert[e]) }
+        ctx.timer.waitForSlowerRanks(ctx.expertGroup)
         ctx.timer.measure(.allToAll) {
             ctx.expertGroup.allToAllV(send: UnsafeBufferPointer(start: countsOut.pointer, count: E), sendCounts: expertsPerRank,
                                       recv: UnsafeMutableBufferPointer(start: countsIn.pointer, count: G * L),
@@ -204,6 +205,7 @@ final class TokenDispatcher {
                           toExperts: Bool) {
         let staged = sourceMajor.ensure(s.recvRows * width)
         if toExperts {
+            ctx.timer.waitForSlowerRanks(ctx.expertGroup)
             let t = PhaseTimer.now()
             ctx.expertGroup.allToAllV(send: UnsafeBufferPointer(start: src, count: s.sendRows * width), sendCounts: s.sendFloats,
                                       recv: UnsafeMutableBufferPointer(start: staged, count: s.recvRows * width),
@@ -212,6 +214,7 @@ final class TokenDispatcher {
             permute(staged, to: dst, s, toExpertMajor: true)
         } else {
             permute(src, to: staged, s, toExpertMajor: false)
+            ctx.timer.waitForSlowerRanks(ctx.expertGroup)
             let t = PhaseTimer.now()
             ctx.expertGroup.allToAllV(send: UnsafeBufferPointer(start: staged, count: s.recvRows * width),
                                       sendCounts: s.recvFloats,
