@@ -37,6 +37,22 @@ public func geluBackward(_ dinp: UnsafeMutablePointer<Float>, _ inp: UnsafePoint
     }
 }
 
+/// In place: d = d · gelu'(inp) (the same per-element operations as `geluBackward` into a zero gradient),
+/// so that the expert backward turns d(act) into d(h1) without a second [n, F] buffer or a zeroing pass.
+public func geluBackwardInPlace(_ d: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ n: Int) {
+    // d and inp are (n)
+    forEachSIMD8(n) { i, c in
+        let x = load8(inp, i, c)
+        let u: SIMD8<Float> = geluScale * (x + geluCubic * (x * x * x))
+        let s = 1 / (1 + simdExp(-2 * u))
+        let x2: SIMD8<Float> = x * x
+        let du: SIMD8<Float> = geluScale * (1 + (3 * geluCubic) * x2)
+        let ds: SIMD8<Float> = 2 * x * s * (1 - s)
+        let local: SIMD8<Float> = s + ds * du
+        store8(load8(d, i, c) * local, d, i, c)
+    }
+}
+
 /// out = silu(a) ⊙ b, silu(a) = a·σ(a), σ(a) = 1/(1 + e^(−a)).
 public func swigluForward(_ out: UnsafeMutablePointer<Float>, _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>,
                           _ n: Int) {
@@ -45,6 +61,21 @@ public func swigluForward(_ out: UnsafeMutablePointer<Float>, _ a: UnsafePointer
         let x = load8(a, i, c)
         let sig = 1 / (1 + simdExp(-x))
         store8(x * sig * load8(b, i, c), out, i, c)
+    }
+}
+
+/// In place: with g = d on entry, d = g · b · σ(a)(1 + a(1 − σ(a))) and db = g · a·σ(a) (overwritten):
+/// `swigluBackward` into zero gradients, reusing the buffer of d(out) for d(a).
+public func swigluBackwardInPlace(_ d: UnsafeMutablePointer<Float>, _ db: UnsafeMutablePointer<Float>,
+                                  _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) {
+    // d, db, a and b are (n)
+    forEachSIMD8(n) { i, c in
+        let x = load8(a, i, c)
+        let sig = 1 / (1 + simdExp(-x))
+        let g = load8(d, i, c)
+        let dsilu: SIMD8<Float> = sig * (1 + x * (1 - sig))
+        store8(g * load8(b, i, c) * dsilu, d, i, c)
+        store8(g * x * sig, db, i, c)
     }
 }
 

@@ -11,12 +11,31 @@ import Darwin
 /// `dlogits` may be the same buffer as `logits` (in place): each row is read fully before it is written.
 /// Stable: the row maximum is subtracted before exponentiation. Returns Σ_i losses[i] in Double.
 /// A target outside 0..<V stops the program (checked in release builds too).
+/// Rows are independent: `workers` threads take contiguous shares of them (losses and dlogits are the same
+/// as with one; the returned sum adds the shares' sums in order, so it may differ in the last bits).
 public func crossEntropyForwardBackward(_ dlogits: UnsafeMutablePointer<Float>?, _ losses: UnsafeMutablePointer<Float>,
                                         _ logits: UnsafePointer<Float>, _ targets: UnsafePointer<Int32>,
-                                        _ N: Int, _ V: Int, gradScale: Float) -> Double {
+                                        _ N: Int, _ V: Int, gradScale: Float, workers: Int = 1) -> Double {
+    let W = max(1, min(workers, N / 16))
+    if W == 1 { return crossEntropyRows(0 ..< N, dlogits, losses, logits, targets, V, gradScale: gradScale) }
+    return withUnsafeTemporaryAllocation(of: Double.self, capacity: W) { partial in
+        Blas.parallel(workers: W) { w in
+            partial[w] = crossEntropyRows(Blas.share(w, of: W, items: N), dlogits, losses, logits, targets, V,
+                                          gradScale: gradScale)
+        }
+        var total: Double = 0
+        for w in 0 ..< W { total += partial[w] }
+        return total
+    }
+}
+
+/// `crossEntropyForwardBackward` on `rows`; returns their losses' sum.
+private func crossEntropyRows(_ rows: Range<Int>, _ dlogits: UnsafeMutablePointer<Float>?, _ losses: UnsafeMutablePointer<Float>,
+                              _ logits: UnsafePointer<Float>, _ targets: UnsafePointer<Int32>,
+                              _ V: Int, gradScale: Float) -> Double {
     // dlogits and logits are (N,V), losses and targets are (N)
     var total: Double = 0
-    for i in 0 ..< N {
+    for i in rows {
         let target = Int(targets[i])
         guard target >= 0 && target < V else {
             fatalError("crossEntropy: target \(target) at row \(i) is outside the vocabulary 0..<\(V)")

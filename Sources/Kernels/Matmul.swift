@@ -10,14 +10,15 @@ public func matmulForward(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePoint
 }
 
 /// Backward of `matmulForward`: dinp[N,C] += dout · weightᵀ and dweight[C,OC] += inpᵀ · dout.
-/// A nil gradient is skipped.
+/// A nil gradient is skipped. With `overwriteInput`, dinp = dout · weightᵀ instead (its prior contents,
+/// even NaN, are ignored): the first contribution to a scratch gradient needs no zeroing pass.
 public func matmulBackward(_ dinp: UnsafeMutablePointer<Float>?, _ dweight: UnsafeMutablePointer<Float>?,
                            _ dout: UnsafePointer<Float>, _ inp: UnsafePointer<Float>, _ weight: UnsafePointer<Float>,
-                           _ N: Int, _ C: Int, _ OC: Int) {
+                           _ N: Int, _ C: Int, _ OC: Int, overwriteInput: Bool = false) {
     // dout is (N,OC), inp and dinp are (N,C), weight and dweight are (C,OC)
     if let dinp = dinp {
         Blas.gemm(transA: false, transB: true, M: N, N: C, K: OC, alpha: 1,
-                  A: dout, lda: OC, B: weight, ldb: OC, beta: 1, C: dinp, ldc: C)
+                  A: dout, lda: OC, B: weight, ldb: OC, beta: overwriteInput ? 0 : 1, C: dinp, ldc: C)
     }
     if let dweight = dweight {
         Blas.gemm(transA: true, transB: false, M: C, N: OC, K: N, alpha: 1,

@@ -60,15 +60,15 @@ final class AttentionBlock {
     func backward(_ dh: UnsafeMutablePointer<Float>, _ hIn: UnsafePointer<Float>, _ w: BlockTensors, _ g: BlockTensors,
                   saved s: AttentionActivations, B: Int, T: Int) {
         let N = B * T
-        let dHeads = self.dHeads.zeroed(N * d)
-        matmulBackward(dHeads, g.wo, dh, s.heads.pointer, w.wo, N, d, d)
+        let dHeads = self.dHeads.ensure(N * d)
+        matmulBackward(dHeads, g.wo, dh, s.heads.pointer, w.wo, N, d, d, overwriteInput: true)
         let dq = self.dq.zeroed(N * d), dk = self.dk.zeroed(N * d), dv = self.dv.zeroed(N * d)
         attentionBackward(dq, dk, dv, dHeads, s.q.pointer, s.k.pointer, s.v.pointer, s.probs.pointer,
                           dScores.ensure(workers * T * T), B, T, d, H, workers: workers)
         ropeBackward(dq, rope, B, T, d, H)
         ropeBackward(dk, rope, B, T, d, H)
-        let da = dNormed.zeroed(N * d)
-        matmulBackward(da, g.wq, dq, s.normed.pointer, w.wq, N, d, d)
+        let da = dNormed.ensure(N * d)
+        matmulBackward(da, g.wq, dq, s.normed.pointer, w.wq, N, d, d, overwriteInput: true)
         matmulBackward(da, g.wk, dk, s.normed.pointer, w.wk, N, d, d)
         matmulBackward(da, g.wv, dv, s.normed.pointer, w.wv, N, d, d)
         rmsnormBackward(dh, g.attnNorm, da, hIn, w.attnNorm, s.rstd.pointer, N, d)

@@ -219,7 +219,7 @@ public final class RecurrentMoEModel {
         if let head = params.lmHead { matmulForward(lg, x, head, N, d, V) } else { matmulTransposedForward(lg, x, params.embed, N, d, V) }
         if N > 0 {
             result.ceSum = crossEntropyForwardBackward(backward ? lg : nil, losses.ensure(N), lg, targets, N, V,
-                                                       gradScale: Float(scales.ce))
+                                                       gradScale: Float(scales.ce), workers: ctx.blasWorkers)
         }
     }
 
@@ -281,7 +281,7 @@ public final class RecurrentMoEModel {
         ExpertFFN.backward(dx: du, dw: grads.pool(r).expert(0, d: d, F: F), dy: dout, x: A.ffnInput.pointer,
                            h1: A.dense.h1.pointer, h3: A.dense.h3.pointer, act: A.dense.act.pointer,
                            w: params.pool(r).expert(0, d: d, F: F), dact: denseScratch.dact.pointer,
-                           dh1: denseScratch.dh1.pointer, dh3: denseScratch.dh3.pointer, n: N, d: d, F: F,
+                           dh3: denseScratch.dh3.pointer, n: N, d: d, F: F,
                            activation: c.activation)
     }
 

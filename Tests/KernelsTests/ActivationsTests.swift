@@ -63,4 +63,26 @@ final class ActivationsTests: XCTestCase {
         assertClose(da, add(toDouble(da0), ga), rtol: bwdRtol, atol: bwdAtol, "da")
         assertClose(db, add(toDouble(db0), gb), rtol: bwdRtol, atol: bwdAtol, "db")
     }
+
+    /// The in-place backward kernels the experts use: against finite differences, and bit for bit against
+    /// the accumulating kernels run into zero gradients.
+    func testInPlaceBackwardsMatchFiniteDifferencesAndTheAccumulatingKernels() {
+        var rng = TestRNG(seed: 57)
+        let x = inputs(58), dout = rng.floats(x.count), n = x.count
+        var d = dout
+        geluBackwardInPlace(&d, x, n)
+        let g = finiteDifference(toDouble(x)) { xs in dot(xs.map(refGelu), toDouble(dout)) }
+        assertClose(d, g, rtol: bwdRtol, atol: bwdAtol, "gelu in place")
+        var acc = [Float](repeating: 0, count: n)
+        geluBackward(&acc, x, dout, n)
+        XCTAssertEqual(d, acc, "gelu: in place = accumulated into zero")
+
+        let b = rng.floats(n)
+        var da = dout, db = [Float](repeating: .nan, count: n)
+        swigluBackwardInPlace(&da, &db, x, b, n)
+        var da0 = [Float](repeating: 0, count: n), db0 = [Float](repeating: 0, count: n)
+        swigluBackward(&da0, &db0, dout, x, b, n)
+        XCTAssertEqual(da, da0, "swiglu da: in place = accumulated into zero")
+        XCTAssertEqual(db, db0, "swiglu db: overwritten = accumulated into zero")
+    }
 }

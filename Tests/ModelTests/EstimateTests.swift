@@ -67,9 +67,9 @@ final class EstimateTests: XCTestCase {
         let perIteration = 8 * 16 * 16 + 2 * 16 + 2 * 2 * 64 + (3 * 16 * 4 + 16 + 3 * 16 * 2 + 4) + (32 + 32 * 16)
             + 32 * 16 + 32 * 12 * 2
         XCTAssertEqual(m.activationBytes, 4 * (2 * perIteration + 2 * 16 * 16 + 16 + 16 * 23 + 2 * 16))
-        // Scratch: 4·N·d + attention 5·N·d + T² | MoE 2·X·d + N·k + dlogits N·E + expert grads X·F·2
-        //          + 8-byte counts: W·k·E + 3·k·E (router) + E + G·L (dispatcher)
-        XCTAssertEqual(m.scratchBytes, 4 * (9 * 16 * 16 + 64 + 2 * 32 * 16 + 32 + 16 * 4 + 32 * 12 * 2)
+        // Scratch: 4·N·d + attention 5·N·d + T² | MoE 2·X·d + N·k + dlogits N·E + expert grads X·F·1 (gelu:
+        //          d(act) becomes d(h1) in place) + 8-byte counts: W·k·E + 3·k·E (router) + E + G·L (dispatcher)
+        XCTAssertEqual(m.scratchBytes, 4 * (9 * 16 * 16 + 64 + 2 * 32 * 16 + 32 + 16 * 4 + 32 * 12 * 1)
                                        + 8 * (8 + 3 * 8 + 4 + 4))
     }
 

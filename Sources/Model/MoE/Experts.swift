@@ -26,15 +26,16 @@ final class FFNActivations {
     }
 }
 
-/// Scratch of an FFN backward, for n rows (reused; never saved).
+/// Scratch of an FFN backward, for n rows (reused; never saved): d(act), which becomes d(h1) in place, and
+/// d(h3) (swiglu).
 final class FFNBackwardScratch {
-    let dact = FloatBuffer(), dh1 = FloatBuffer(), dh3 = FloatBuffer()   // [n,F] each (dh3: swiglu)
+    let dact = FloatBuffer(), dh3 = FloatBuffer()   // [n,F] each (dh3: swiglu)
 
-    /// Bytes for n rows (buffer table, see MicroBatchShape).
-    static func bufferBytes(rows n: Int, _ s: MicroBatchShape) -> Int { 4 * n * s.F * s.mats }
+    /// Bytes for n rows (buffer table, see MicroBatchShape): gelu 1, swiglu 2 [n,F] buffers.
+    static func bufferBytes(rows n: Int, _ s: MicroBatchShape) -> Int { 4 * n * s.F * (s.mats - 1) }
 
     func ensure(rows n: Int, F: Int, activation: Activation) {
-        dact.ensure(n * F); dh1.ensure(n * F)
+        dact.ensure(n * F)
         dh3.ensure(activation == .swiglu ? n * F : 1)
     }
 }
@@ -56,25 +57,23 @@ enum ExpertFFN {
         matmulForward(y, act, w.w2, n, F, d)
     }
 
-    /// dx[n,d] += and dw += the gradient from dy[n,d]; scratch dact, dh1, dh3 of n·F each.
+    /// dx[n,d] += and dw += the gradient from dy[n,d]; scratch dact (d(act), then d(h1) in place) and dh3
+    /// (swiglu) of n·F each, overwritten, so they need no zeroing.
     static func backward(dx: UnsafeMutablePointer<Float>, dw: FFNWeights, dy: UnsafePointer<Float>,
                          x: UnsafePointer<Float>, h1: UnsafePointer<Float>, h3: UnsafePointer<Float>,
                          act: UnsafePointer<Float>, w: FFNWeights,
-                         dact: UnsafeMutablePointer<Float>, dh1: UnsafeMutablePointer<Float>, dh3: UnsafeMutablePointer<Float>,
+                         dact: UnsafeMutablePointer<Float>, dh3: UnsafeMutablePointer<Float>,
                          n: Int, d: Int, F: Int, activation: Activation) {
         guard n > 0 else { return }
-        dact.update(repeating: 0, count: n * F)      // the scratch gradients start at 0 (the kernels add)
-        matmulBackward(dact, dw.w2, dy, act, w.w2, n, F, d)
-        dh1.update(repeating: 0, count: n * F)
+        matmulBackward(dact, dw.w2, dy, act, w.w2, n, F, d, overwriteInput: true)
         switch activation {
         case .gelu:
-            geluBackward(dh1, h1, dact, n * F)
+            geluBackwardInPlace(dact, h1, n * F)
         case .swiglu:
-            dh3.update(repeating: 0, count: n * F)
-            swigluBackward(dh1, dh3, dact, h1, h3, n * F)
+            swigluBackwardInPlace(dact, dh3, h1, h3, n * F)
             matmulBackward(dx, dw.w3!, dh3, x, w.w3!, n, d, F)
         }
-        matmulBackward(dx, dw.w1, dh1, x, w.w1, n, d, F)
+        matmulBackward(dx, dw.w1, dact, x, w.w1, n, d, F)    // dact now holds d(h1)
     }
 }
 
@@ -115,12 +114,12 @@ final class Experts {
         let total = splitWork(rows)
         scratch.ensure(rows: total, F: F, activation: activation)
         let (h1, h3, act) = (saved.h1.pointer, saved.h3.pointer, saved.act.pointer)
-        let (dact, dh1, dh3) = (scratch.dact.pointer, scratch.dh1.pointer, scratch.dh3.pointer)
+        let (dact, dh3) = (scratch.dact.pointer, scratch.dh3.pointer)
         let swiglu = activation == .swiglu
         forEachExpert(rows) { le, n, off in
             ExpertFFN.backward(dx: dx + off * d, dw: grads.expert(le, d: d, F: F), dy: dy + off * d, x: x + off * d,
                                h1: h1 + off * F, h3: swiglu ? h3 + off * F : h3, act: act + off * F,
-                               w: pool.expert(le, d: d, F: F), dact: dact + off * F, dh1: dh1 + off * F,
+                               w: pool.expert(le, d: d, F: F), dact: dact + off * F,
                                dh3: swiglu ? dh3 + off * F : dh3, n: n, d: d, F: F, activation: activation)
         }
     }
