@@ -45,6 +45,13 @@ public final class PhaseTimer {
         return try body()
     }
 
+    /// Charges `seconds` to `to` instead of `from` (for work inside a span the caller times as `from`; it
+    /// may be charged before the span ends: `from` goes negative until then).
+    public func moveCharge(of seconds: Double, from: Phase, to: Phase) {
+        self.seconds[index[from]!] -= seconds
+        self.seconds[index[to]!] += seconds
+    }
+
     /// Seconds charged so far to `phase`.
     public func charged(_ phase: Phase) -> Double { seconds[index[phase]!] }
 

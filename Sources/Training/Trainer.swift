@@ -100,7 +100,7 @@ public final class Trainer {
         let ceLocal = runMicroSteps(scales: scales)
         timer.waitForSlowerRanks(ctx.world)
         var clock = PhaseTimer.now()
-        reduceGradients(ceLocal: ceLocal)
+        reduceGradients(ceLocal: ceLocal, timer: timer)
         clock = timer.add(.allReduce, since: clock)
 
         let trunkSq = store.gradSquaredNorm(0 ..< store.trunkCount)
@@ -181,7 +181,9 @@ public final class Trainer {
 
     /// Gradient reductions (trunk over the world, experts over their replicas) and the global scalars
     /// [Σ CE, expert grad² of the first copy] into `scalars` (communicates).
-    private func reduceGradients(ceLocal: Double) {
+    /// The local expert-gradient norm is computation: it is charged to the optimizer (clipping), not to the
+    /// reduction, and so left out of the time the caller charges to `.allReduce`.
+    private func reduceGradients(ceLocal: Double, timer: PhaseTimer) {
         let store = model.store, world = ctx.world
         world.allReduceSum(UnsafeMutableBufferPointer(start: store.grads, count: store.trunkCount))
         if ctx.replicaGroup.size > 1 {
@@ -190,7 +192,9 @@ public final class Trainer {
         }
         let firstCopy = world.rank < ctx.expertGroup.size
         scalars[0] = ceLocal
+        let normStart = PhaseTimer.now()
         scalars[1] = firstCopy ? store.gradSquaredNorm(store.trunkCount ..< store.count) : 0
+        timer.moveCharge(of: PhaseTimer.now() - normStart, from: .allReduce, to: .optimizer)
         scalars.withUnsafeMutableBufferPointer { world.allReduceSum($0) }
     }
 }
