@@ -26,31 +26,26 @@ public func geluBackward(_ dinp: UnsafeMutablePointer<Float>, _ inp: UnsafePoint
                          _ dout: UnsafePointer<Float>, _ n: Int) {
     // dinp, inp and dout are (n)
     forEachSIMD8(n) { i, c in
-        let x = load8(inp, i, c)
-        let u: SIMD8<Float> = geluScale * (x + geluCubic * (x * x * x))
-        let s = 1 / (1 + simdExp(-2 * u))
-        let x2: SIMD8<Float> = x * x
-        let du: SIMD8<Float> = geluScale * (1 + (3 * geluCubic) * x2)
-        let ds: SIMD8<Float> = 2 * x * s * (1 - s)
-        let local: SIMD8<Float> = s + ds * du
-        store8(load8(dinp, i, c) + load8(dout, i, c) * local, dinp, i, c)
+        store8(load8(dinp, i, c) + load8(dout, i, c) * geluDerivative(load8(inp, i, c)), dinp, i, c)
     }
+}
+
+/// gelu'(x) in eight lanes (see `geluBackward`).
+@inline(__always)
+private func geluDerivative(_ x: SIMD8<Float>) -> SIMD8<Float> {
+    let u: SIMD8<Float> = geluScale * (x + geluCubic * (x * x * x))
+    let s = 1 / (1 + simdExp(-2 * u))
+    let x2: SIMD8<Float> = x * x
+    let du: SIMD8<Float> = geluScale * (1 + (3 * geluCubic) * x2)
+    let ds: SIMD8<Float> = 2 * x * s * (1 - s)
+    return s + ds * du
 }
 
 /// In place: d = d · gelu'(inp) (the same per-element operations as `geluBackward` into a zero gradient),
 /// so that the expert backward turns d(act) into d(h1) without a second [n, F] buffer or a zeroing pass.
 public func geluBackwardInPlace(_ d: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ n: Int) {
     // d and inp are (n)
-    forEachSIMD8(n) { i, c in
-        let x = load8(inp, i, c)
-        let u: SIMD8<Float> = geluScale * (x + geluCubic * (x * x * x))
-        let s = 1 / (1 + simdExp(-2 * u))
-        let x2: SIMD8<Float> = x * x
-        let du: SIMD8<Float> = geluScale * (1 + (3 * geluCubic) * x2)
-        let ds: SIMD8<Float> = 2 * x * s * (1 - s)
-        let local: SIMD8<Float> = s + ds * du
-        store8(load8(d, i, c) * local, d, i, c)
-    }
+    forEachSIMD8(n) { i, c in store8(load8(d, i, c) * geluDerivative(load8(inp, i, c)), d, i, c) }
 }
 
 /// out = silu(a) ⊙ b, silu(a) = a·σ(a), σ(a) = 1/(1 + e^(−a)).
