@@ -16,12 +16,14 @@ struct BenchCommand: ParsableCommand {
           mpirun -np 2 moe-dist bench --config jobs/configs/bench.yaml --steps 10
           moe-dist bench --config jobs/configs/seed-reference.yaml train.max_steps=null
 
-        Measures in this process the sgemm peak (median of 5 calls, best square size) of the OpenBLAS kernel
-        set in use and of every set the library offers for this CPU's vector extensions, then trains
+        Measures in this process the sgemm peak (median of 5 calls, best square size; all ranks at once, and
+        as many single-thread products at once as the rank has threads when that is faster) of the OpenBLAS
+        kernel set in use and of every set the library offers for this CPU's vector extensions, then trains
         --warmup plus --steps steps of the configuration (no checkpoints, no evaluation, nothing written) and
         reports, on rank 0: the kernel set and why it runs, tokens/s, model FLOPs per token, MFU against the
-        best set's peak (and against the set in use), the per-phase time split, the communication share and
-        peak resident memory against the analytic estimate. The step budget is --warmup + --steps whatever
+        best set's peak (and against the set in use), the per-phase time split, the communication share, the
+        time ranks wait for a slower one before a collective (measured apart from the transfer) and peak
+        resident memory against the analytic estimate. The step budget is --warmup + --steps whatever
         train.max_steps says (a configuration without a budget is fine). The micro-batch is fitted to the
         world by the same rule as train (the largest that divides train.global_batch / ranks; one line says so).
         """))
