@@ -18,7 +18,7 @@ public enum Phase: String, CaseIterable, Sendable {
 public final class PhaseTimer {
     private var seconds = [Double](repeating: 0, count: Phase.allCases.count)
     private let index: [Phase: Int] = Dictionary(uniqueKeysWithValues: Phase.allCases.enumerated().map { ($1, $0) })
-    /// When set (by the benchmark), `waitForSlowerRanks` separates the time a rank waits for the others
+    /// When set (by the benchmark), `collective` separates the time a rank waits for the others
     /// before a collective from the collective itself, so the communication share is the exchange alone.
     public var separatesWaits = false
     public init() {}
@@ -45,13 +45,6 @@ public final class PhaseTimer {
         return try body()
     }
 
-    /// Charges `seconds` to `to` instead of `from` (for work inside a span the caller times as `from`; it
-    /// may be charged before the span ends: `from` goes negative until then).
-    public func moveCharge(of seconds: Double, from: Phase, to: Phase) {
-        self.seconds[index[from]!] -= seconds
-        self.seconds[index[to]!] += seconds
-    }
-
     /// Seconds charged so far to `phase`.
     public func charged(_ phase: Phase) -> Double { seconds[index[phase]!] }
 
@@ -71,13 +64,16 @@ extension PhaseTimer {
 }
 
 extension PhaseTimer {
-    /// With `separatesWaits`, a barrier of `comm` charged to `.rankWait` (collective: every rank of `comm`
-    /// calls it at the same point, just before the collective it separates); otherwise nothing.
+    /// Runs `body`, a collective over `comm`, charging its time to `phase`. With `separatesWaits`, a barrier
+    /// of `comm` comes first, charged to `.rankWait`, so `phase` holds the transfer alone (every rank of
+    /// `comm` reaches this point together, as it must for the collective itself).
     @inline(__always)
-    public func waitForSlowerRanks(_ comm: Communicator) {
-        guard separatesWaits, comm.size > 1 else { return }
-        let t = PhaseTimer.now()
-        comm.barrier()
-        add(.rankWait, since: t)
+    public func collective<R>(_ phase: Phase, over comm: Communicator, _ body: () throws -> R) rethrows -> R {
+        if separatesWaits && comm.size > 1 {
+            let t = PhaseTimer.now()
+            comm.barrier()
+            add(.rankWait, since: t)
+        }
+        return try measure(phase, body)
     }
 }

@@ -98,10 +98,14 @@ public final class Trainer {
         resetReport(R: R, E: E)
         store.zeroGrads()
         let ceLocal = runMicroSteps(scales: scales)
-        timer.waitForSlowerRanks(ctx.world)
+        timer.collective(.allReduce, over: ctx.world) { reduceGradients() }
+        // The local expert-gradient norm is clipping work (optimizer); only its sum travels.
         var clock = PhaseTimer.now()
-        reduceGradients(ceLocal: ceLocal, timer: timer)
-        clock = timer.add(.allReduce, since: clock)
+        let firstCopy = ctx.world.rank < ctx.expertGroup.size
+        let expertSq = firstCopy ? store.gradSquaredNorm(store.trunkCount ..< store.count) : 0
+        timer.add(.optimizer, since: clock)
+        timer.collective(.allReduce, over: ctx.world) { reduceScalars(ceLocal: ceLocal, expertSquaredNorm: expertSq) }
+        clock = PhaseTimer.now()
 
         let trunkSq = store.gradSquaredNorm(0 ..< store.trunkCount)
         report.gradNorm = (trunkSq + scalars[1]).squareRoot()
@@ -179,22 +183,20 @@ public final class Trainer {
         return ceLocal
     }
 
-    /// Gradient reductions (trunk over the world, experts over their replicas) and the global scalars
-    /// [Σ CE, expert grad² of the first copy] into `scalars` (communicates).
-    /// The local expert-gradient norm is computation: it is charged to the optimizer (clipping), not to the
-    /// reduction, and so left out of the time the caller charges to `.allReduce`.
-    private func reduceGradients(ceLocal: Double, timer: PhaseTimer) {
-        let store = model.store, world = ctx.world
-        world.allReduceSum(UnsafeMutableBufferPointer(start: store.grads, count: store.trunkCount))
+    /// Gradient reductions: trunk over the world, experts over their replicas (communicates).
+    private func reduceGradients() {
+        let store = model.store
+        ctx.world.allReduceSum(UnsafeMutableBufferPointer(start: store.grads, count: store.trunkCount))
         if ctx.replicaGroup.size > 1 {
             ctx.replicaGroup.allReduceSum(UnsafeMutableBufferPointer(start: store.grads + store.trunkCount,
                                                                     count: store.count - store.trunkCount))
         }
-        let firstCopy = world.rank < ctx.expertGroup.size
+    }
+
+    /// The global scalars [Σ CE, expert grad² of the first copies] into `scalars` (communicates).
+    private func reduceScalars(ceLocal: Double, expertSquaredNorm: Double) {
         scalars[0] = ceLocal
-        let normStart = PhaseTimer.now()
-        scalars[1] = firstCopy ? store.gradSquaredNorm(store.trunkCount ..< store.count) : 0
-        timer.moveCharge(of: PhaseTimer.now() - normStart, from: .allReduce, to: .optimizer)
-        scalars.withUnsafeMutableBufferPointer { world.allReduceSum($0) }
+        scalars[1] = expertSquaredNorm
+        scalars.withUnsafeMutableBufferPointer { ctx.world.allReduceSum($0) }
     }
 }

@@ -7,7 +7,6 @@
 // - SIGUSR1 to mpirun (or SIGTERM to the ranks) writes a checkpoint and exits with status 75.
 import XCTest
 import Foundation
-import HDF5
 import TestSupport
 
 final class MPIRunTests: XCTestCase {
@@ -31,20 +30,7 @@ final class MPIRunTests: XCTestCase {
             r = try runCommand(moeDist, args, environment: ["OPENBLAS_NUM_THREADS": "1"])
         }
         XCTAssertEqual(r.status, 0, "np \(W): \(r.stderr)")
-        let m = try H5File.open(path: dir + "/metrics.h5", readOnly: true, fileLocking: false)
-        defer { m.close() }
-        let losses: [Double] = try m.read("train/loss")
-        let ck = try H5File.open(path: dir + String(format: "/checkpoints/step-%08d.h5", steps), readOnly: true)
-        defer { ck.close() }
-        var params: [String: [Float]] = [:]
-        func walk(_ g: H5Group, _ prefix: String) throws {
-            for name in try g.memberNames() {
-                let path = prefix.isEmpty ? name : prefix + "/" + name
-                if try g.isDataset(name) { params[path] = try g.read(name) } else { try walk(try g.openGroup(name), path) }
-            }
-        }
-        try walk(try ck.openGroup("params"), "")
-        return (losses, params)
+        return try lossesAndCheckpointTensors(runDir: dir, step: steps, groups: ["params"])
     }
 
     private func maxDifference(_ a: [String: [Float]], _ b: [String: [Float]]) -> Double {

@@ -29,20 +29,7 @@ final class RoutingVariantTests: XCTestCase {
                     "train.checkpoint_interval=\(steps)", "train.eval_interval=\(steps)"] + variant + extra
         let r = try run(args, np: W > 1 ? W : nil)
         XCTAssertEqual(r.status, 0, "np \(W): \(r.stderr)")
-        let m = try H5File.open(path: dir + "/metrics.h5", readOnly: true, fileLocking: false)
-        defer { m.close() }
-        let losses: [Double] = try m.read("train/loss")
-        let ck = try H5File.open(path: dir + String(format: "/checkpoints/step-%08d.h5", steps), readOnly: true)
-        defer { ck.close() }
-        var tensors: [String: [Float]] = [:]
-        func walk(_ g: H5Group, _ prefix: String) throws {
-            for name in try g.memberNames() {
-                let path = prefix + "/" + name
-                if try g.isDataset(name) { tensors[path] = try g.read(name) } else { try walk(try g.openGroup(name), path) }
-            }
-        }
-        for top in ["params", "buffers"] { try walk(try ck.openGroup(top), top) }
-        return (losses, tensors)
+        return try lossesAndCheckpointTensors(runDir: dir, step: steps, groups: ["params", "buffers"])
     }
 
     func testVariantIsInvariantUnderWorldSize() throws {

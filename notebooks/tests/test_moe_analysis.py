@@ -39,12 +39,18 @@ def need_binary():
     return binary()
 
 
+def run_ok(cmd):
+    """Runs cmd; fails the test with its output tails unless it exits 0."""
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    assert p.returncode == 0, f"{' '.join(map(str, cmd))} failed:\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}"
+    return p
+
+
 def train(run_dir, *overrides, wait=True):
     cmd = [need_binary(), "train", "--config", CONFIG, "--run-dir", str(run_dir), *OVERRIDES, *overrides]
     if not wait:
         return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    assert p.returncode == 0, f"{' '.join(cmd)} failed:\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}"
+    run_ok(cmd)
     return run_dir
 
 

@@ -11,7 +11,6 @@ import copy
 import json
 import math
 import os
-import subprocess
 import sys
 
 import h5py
@@ -22,7 +21,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, os.path.join(REPO, "notebooks"))
 import moe_analysis as ma  # noqa: E402
-from test_moe_analysis import need_binary  # noqa: E402
+from test_moe_analysis import need_binary, run_ok  # noqa: E402
 
 CONFIG = os.path.join(REPO, "jobs", "configs", "tiny.yaml")
 # scripts/test_notebooks.sh trains with the same budget and overrides.
@@ -35,12 +34,6 @@ BIAS_RATE = 1e-3
 NAMES = [f"{a}-s{s}" for a in ARMS for s in SEEDS] + [PER_ITERATION]
 
 
-def _run(cmd):
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    assert p.returncode == 0, f"{' '.join(map(str, cmd))} failed:\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}"
-    return p
-
-
 @pytest.fixture(scope="session")
 def sweep_dir(tmp_path_factory):
     given = os.environ.get("NOTEBOOK_TEST_SWEEP_RUNS")
@@ -48,12 +41,12 @@ def sweep_dir(tmp_path_factory):
         return given
     b = need_binary()
     d = tmp_path_factory.mktemp("sweep")
-    _run([b, "sweep", "--ablation", "balancing", "--base", CONFIG, "--out", str(d / "cfg"), "--steps", str(STEPS),
+    run_ok([b, "sweep", "--ablation", "balancing", "--base", CONFIG, "--out", str(d / "cfg"), "--steps", str(STEPS),
           "--seeds", str(len(SEEDS))])
     for n in NAMES[:-1]:
-        _run([b, "train", "--config", str(d / "cfg" / "ablation-balancing" / f"{n}.yaml"), "--run-dir", str(d / "runs" / n),
+        run_ok([b, "train", "--config", str(d / "cfg" / "ablation-balancing" / f"{n}.yaml"), "--run-dir", str(d / "runs" / n),
               *OVERRIDES])
-    _run([b, "train", "--config", CONFIG, "--run-dir", str(d / "runs" / PER_ITERATION), f"name={PER_ITERATION}",
+    run_ok([b, "train", "--config", CONFIG, "--run-dir", str(d / "runs" / PER_ITERATION), f"name={PER_ITERATION}",
           f"train.max_steps={STEPS}", "moe.routers=per_iteration", f"moe.router_bias_rate={BIAS_RATE}", *OVERRIDES])
     return str(d / "runs")
 
@@ -145,7 +138,7 @@ def _worst_by_numpy(r):
 
 def test_worst_iteration_max_load_against_numpy_and_compare(sweep):
     runs = list(sweep.values())
-    p = _run([need_binary(), "compare", "--json", *[r.run_dir for r in runs]])
+    p = run_ok([need_binary(), "compare", "--json", *[r.run_dir for r in runs]])
     rows = {os.path.abspath(o["run_dir"]): o for o in json.loads(p.stdout)["runs"]}
     tt = ma.tracking_table(runs)
     for r, (_, row) in zip(runs, tt.iterrows()):

@@ -97,8 +97,7 @@ final class Router {
         if let previous = use.previousSelection {
             sums.agreementSum = routingAgreementSum(previous, s.selected.pointer, N, k)
         }
-        ctx.timer.waitForSlowerRanks(ctx.world)
-        ctx.timer.measure(.allReduce) { sums.allReduce(ctx.world) }
+        ctx.timer.collective(.allReduce, over: ctx.world) { sums.allReduce(ctx.world) }
         computeLosses(s, auxScale: auxScale, zScale: zScale, replay: replay, T: use.T, N: N)
         s.stats.agreementSum = use.previousSelection == nil ? nil : sums.agreementSum
         let keep = s.keep.ensure(N * k)
@@ -188,8 +187,9 @@ final class Router {
             for e in 0 ..< E { global[j * E + e] = sums.slotCount(j, e) }
         }
         for t in 0 ..< N { for j in 0 ..< k { perRank[me * kE + j * E + Int(selected[t * k + j])] += 1 } }
-        ctx.timer.waitForSlowerRanks(ctx.world)
-        ctx.timer.measure(.allReduce) { ctx.world.allReduceSum(UnsafeMutableBufferPointer(start: perRank, count: W * kE)) }
+        ctx.timer.collective(.allReduce, over: ctx.world) {
+            ctx.world.allReduceSum(UnsafeMutableBufferPointer(start: perRank, count: W * kE))
+        }
         for r in 0 ..< me { for i in 0 ..< kE { before[i] += Int(perRank[r * kE + i]) } }
         let C = expertCapacity(factor: factor, tokens: sums.tokens, topK: k, experts: E)
         return capacityKeepMask(keep, selected: selected, N: N, k: k, E: E, capacity: C, slotCounts: global,

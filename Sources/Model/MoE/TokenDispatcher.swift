@@ -107,8 +107,7 @@ final class TokenDispatcher {
     /// The count exchange of `plan` (communicates: one Int64 all-to-all-v over the expert group).
     private func exchangeCounts(_ s: DispatchState) {
         for e in 0 ..< E { countsOut.pointer[e] = Int64(s.sendPerExpert[e]) }
-        ctx.timer.waitForSlowerRanks(ctx.expertGroup)
-        ctx.timer.measure(.allToAll) {
+        ctx.timer.collective(.allToAll, over: ctx.expertGroup) {
             ctx.expertGroup.allToAllV(send: UnsafeBufferPointer(start: countsOut.pointer, count: E), sendCounts: expertsPerRank,
                                       recv: UnsafeMutableBufferPointer(start: countsIn.pointer, count: G * L),
                                       recvCounts: localPerRank)
@@ -205,22 +204,20 @@ final class TokenDispatcher {
                           toExperts: Bool) {
         let staged = sourceMajor.ensure(s.recvRows * width)
         if toExperts {
-            ctx.timer.waitForSlowerRanks(ctx.expertGroup)
-            let t = PhaseTimer.now()
-            ctx.expertGroup.allToAllV(send: UnsafeBufferPointer(start: src, count: s.sendRows * width), sendCounts: s.sendFloats,
-                                      recv: UnsafeMutableBufferPointer(start: staged, count: s.recvRows * width),
-                                      recvCounts: s.recvFloats)
-            ctx.timer.add(.allToAll, since: t)
+            ctx.timer.collective(.allToAll, over: ctx.expertGroup) {
+                ctx.expertGroup.allToAllV(send: UnsafeBufferPointer(start: src, count: s.sendRows * width), sendCounts: s.sendFloats,
+                                          recv: UnsafeMutableBufferPointer(start: staged, count: s.recvRows * width),
+                                          recvCounts: s.recvFloats)
+            }
             permute(staged, to: dst, s, toExpertMajor: true)
         } else {
             permute(src, to: staged, s, toExpertMajor: false)
-            ctx.timer.waitForSlowerRanks(ctx.expertGroup)
-            let t = PhaseTimer.now()
-            ctx.expertGroup.allToAllV(send: UnsafeBufferPointer(start: staged, count: s.recvRows * width),
-                                      sendCounts: s.recvFloats,
-                                      recv: UnsafeMutableBufferPointer(start: dst, count: s.sendRows * width),
-                                      recvCounts: s.sendFloats)
-            ctx.timer.add(.allToAll, since: t)
+            ctx.timer.collective(.allToAll, over: ctx.expertGroup) {
+                ctx.expertGroup.allToAllV(send: UnsafeBufferPointer(start: staged, count: s.recvRows * width),
+                                          sendCounts: s.recvFloats,
+                                          recv: UnsafeMutableBufferPointer(start: dst, count: s.sendRows * width),
+                                          recvCounts: s.sendFloats)
+            }
         }
     }
 

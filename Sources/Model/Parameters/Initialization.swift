@@ -36,11 +36,10 @@ public func parameterStream(seed: Int, path: String, expert: Int) -> SplitMix64 
 }
 
 extension ParameterStore {
-    /// Fills the parameters per SPEC section 2; moments are zeroed. The streams are independent, so they are
-    /// drawn on `workers` threads at once (largest first) with the same values as one thread would draw.
+    /// Fills the parameters per SPEC section 2; moments are zeroed. The streams are independent, so with
+    /// `workers` > 1 they are drawn on several threads at once, largest first, with the same values.
     public func initialize(seed: Int, depth R: Int, workers: Int = 1) {
-        // One unit per stream: (destination, count, path, expert or -1, std).
-        var units: [(dst: UnsafeMutablePointer<Float>, count: Int, path: String, expert: Int, std: Double)] = []
+        var streams: [InitStream] = []
         for p in infos {
             let dst = params + p.offset
             let name = p.path.split(separator: "/").last.map(String.init) ?? p.path
@@ -49,26 +48,19 @@ extension ParameterStore {
             let std = 0.02 * ((name == "wo" || name == "w2") ? 1 / (2 * Double(R)).squareRoot() : 1)
             if p.isExpert {
                 for (j, e) in p.localRows.enumerated() {
-                    units.append((dst + j * p.rowSize, p.rowSize, p.path, e, std))
+                    streams.append(InitStream(dst: dst + j * p.rowSize, count: p.rowSize, path: p.path, expert: e, std: std))
                 }
             } else {
-                units.append((dst, p.count, p.path, -1, std))
+                streams.append(InitStream(dst: dst, count: p.count, path: p.path, expert: -1, std: std))
             }
         }
-        units.sort { $0.count > $1.count }
-        let draw = { (u: (dst: UnsafeMutablePointer<Float>, count: Int, path: String, expert: Int, std: Double)) in
-            var rng = parameterStream(seed: seed, path: u.path, expert: u.expert)
-            for i in 0 ..< u.count { u.dst[i] = Float(u.std * rng.nextNormal()) }
-        }
         if workers <= 1 {
-            for u in units { draw(u) }
+            for s in streams { s.draw(seed: seed) }
         } else {
-            // Units are taken in order from a shared cursor: the big ones first, the small ones fill the gaps.
-            let next = UnitCursor()
-            units.withUnsafeBufferPointer { all in
-                DispatchQueue.concurrentPerform(iterations: min(workers, all.count)) { _ in
-                    while let i = next.take(below: all.count) { draw(all[i]) }
-                }
+            // concurrentPerform hands out the indices in order as threads free up: big streams first.
+            streams.sort { $0.count > $1.count }
+            streams.withUnsafeBufferPointer { all in
+                DispatchQueue.concurrentPerform(iterations: all.count) { all[$0].draw(seed: seed) }
             }
         }
         expAvg.update(repeating: 0, count: count)
@@ -76,14 +68,16 @@ extension ParameterStore {
     }
 }
 
-/// A shared work index for `initialize`'s threads.
-private final class UnitCursor: @unchecked Sendable {
-    private var value = 0
-    private let lock = NSLock()
-    func take(below n: Int) -> Int? {
-        lock.lock(); defer { lock.unlock() }
-        guard value < n else { return nil }
-        value += 1
-        return value - 1
+/// One tensor's (or one expert slice's) normal(0, std) values, drawn from its own stream.
+private struct InitStream {
+    let dst: UnsafeMutablePointer<Float>
+    let count: Int
+    let path: String
+    let expert: Int          // -1: not an expert slice
+    let std: Double
+
+    func draw(seed: Int) {
+        var rng = parameterStream(seed: seed, path: path, expert: expert)
+        for i in 0 ..< count { dst[i] = Float(std * rng.nextNormal()) }
     }
 }
