@@ -103,9 +103,41 @@ public enum Blas {
         regions.leave(restoring: restore)
     }
 
+    /// Runs `body(item)` for every item in 0 ..< count on up to `workers` threads (as `parallel`); each thread
+    /// claims the next unclaimed item from `cursor` when it finishes one, so items of unequal cost balance as
+    /// they run (give the costliest first). Which thread runs an item varies; callers make items independent.
+    public static func parallel(workers: Int, claiming cursor: WorkCursor, items count: Int, _ body: (Int) -> Void) {
+        let threads = min(workers, count)
+        if threads <= 1 { for i in 0 ..< count { body(i) }; return }
+        cursor.reset()
+        parallel(workers: threads) { _ in
+            while true {
+                let i = cursor.claim()
+                if i >= count { return }
+                body(i)
+            }
+        }
+    }
+
     /// Items [w·n/workers, (w+1)·n/workers) of worker w: contiguous, sizes differ by at most one.
     @inline(__always)
     public static func share(_ w: Int, of workers: Int, items n: Int) -> Range<Int> {
         (w * n / workers) ..< ((w + 1) * n / workers)
+    }
+}
+
+/// The next item of a `Blas.parallel(workers:claiming:items:)` region: a counter under a mutex (a region claims
+/// tens of items, so a lock costs nothing measurable). Allocated once by its owner and reused every step.
+public final class WorkCursor: @unchecked Sendable {
+    private var mutex = pthread_mutex_t()
+    private var next = 0
+    public init() { pthread_mutex_init(&mutex, nil) }
+    deinit { pthread_mutex_destroy(&mutex) }
+    func reset() { pthread_mutex_lock(&mutex); next = 0; pthread_mutex_unlock(&mutex) }
+    func claim() -> Int {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        next += 1
+        return next - 1
     }
 }

@@ -78,27 +78,29 @@ enum ExpertFFN {
 }
 
 /// The local experts of one pool, each run once on its contiguous rows of an expert-major buffer (one GEMM
-/// per weight). Experts touch disjoint rows, hidden buffers and weight-gradient slices, so they are split
-/// over the rank's BLAS threads without changing the result.
+/// per weight). Experts touch disjoint rows, hidden buffers and weight-gradient slices, so they run on the
+/// rank's BLAS threads, busiest expert first, each thread taking the next expert when it finishes one
+/// (routing leaves experts uneven: a fixed split kept one thread waiting for the other), with the same result.
 final class Experts {
     let d: Int, F: Int
     let activation: Activation
     let ctx: ParallelContext
     private let scratch = FFNBackwardScratch()
     private var offsets: [Int]        // [localE] first row of each local expert
-    private var shareEnds: [Int]      // [workers] one past the last expert of each worker's share
-    private var activeWorkers = 1
+    private var order: [Int]          // [localE] local experts by rows, most first
+    private var busyExperts = 0       // how many of them have rows (the first ones of `order`)
+    private let cursor = WorkCursor()
 
     init(cfg: MoELayerConfig, dModel: Int, ctx: ParallelContext) {
         d = dModel; F = cfg.dFF; activation = cfg.activation; self.ctx = ctx
         offsets = [Int](repeating: 0, count: ctx.localExperts.count)
-        shareEnds = [Int](repeating: 0, count: max(1, ctx.blasWorkers))
+        order = Array(0 ..< ctx.localExperts.count)
     }
 
     /// y[rows,d] = expert_le(x) on each local expert's rows (`rows[le]` of them, expert-major); saves into `saved`.
     func forward(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, rows: [Int], pool: PoolTensors,
                  saved: FFNActivations) {
-        let total = splitWork(rows)
+        let total = planWork(rows)
         saved.ensure(rows: total, F: F, activation: activation)
         let (h1, h3, act) = (saved.h1.pointer, saved.h3.pointer, saved.act.pointer)
         let swiglu = activation == .swiglu
@@ -111,7 +113,7 @@ final class Experts {
     /// dx[rows,d] += and the expert weight gradients (`grads`) += the gradient from dy[rows,d].
     func backward(_ dx: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, rows: [Int],
                   pool: PoolTensors, grads: PoolTensors, saved: FFNActivations) {
-        let total = splitWork(rows)
+        let total = planWork(rows)
         scratch.ensure(rows: total, F: F, activation: activation)
         let (h1, h3, act) = (saved.h1.pointer, saved.h3.pointer, saved.act.pointer)
         let (dact, dh3) = (scratch.dact.pointer, scratch.dh3.pointer)
@@ -124,36 +126,35 @@ final class Experts {
         }
     }
 
-    /// Runs body(expert, rows, first row) for every local expert, the workers' shares in parallel.
+    /// Runs body(expert, rows, first row) for every local expert with rows, on the rank's threads.
     private func forEachExpert(_ rows: [Int], _ body: (Int, Int, Int) -> Void) {
         let tExperts = PhaseTimer.now()
-        let workers = activeWorkers
+        let busy = busyExperts
         offsets.withUnsafeBufferPointer { off in
-            shareEnds.withUnsafeBufferPointer { ends in
-                Blas.parallel(workers: workers) { w in
-                    for le in (w == 0 ? 0 : ends[w - 1]) ..< ends[w] { body(le, rows[le], off[le]) }
+            order.withUnsafeBufferPointer { order in
+                Blas.parallel(workers: ctx.blasWorkers, claiming: cursor, items: busy) { i in
+                    let le = order[i]
+                    body(le, rows[le], off[le])
                 }
             }
         }
         ctx.timer.add(.experts, since: tExperts)
     }
 
-    /// Row offsets of the experts' segments, and the experts cut into at most ctx.blasWorkers contiguous
-    /// shares of about equal rows (`activeWorkers` of them). Returns the total rows.
-    private func splitWork(_ rows: [Int]) -> Int {
+    /// Row offsets of the experts' segments and the order to run them in (most rows first, then by index;
+    /// an insertion sort: tens of experts, and no allocation in the step). Returns the total rows.
+    private func planWork(_ rows: [Int]) -> Int {
         var acc = 0
         for i in 0 ..< rows.count { offsets[i] = acc; acc += rows[i] }
-        let L = rows.count
-        let W = max(1, min(shareEnds.count, L))
-        activeWorkers = acc == 0 ? 1 : W
-        var end = 0
-        for w in 1 ... activeWorkers {
-            if w == activeWorkers { end = L } else {
-                let target = acc * w / W          // cut where the running row count first reaches w/W of the rows
-                while end < L && offsets[end] + rows[end] <= target { end += 1 }
-            }
-            shareEnds[w - 1] = end
+        for i in 0 ..< order.count { order[i] = i }
+        for i in 1 ..< max(1, order.count) {
+            let e = order[i]
+            var j = i
+            while j > 0 && rows[order[j - 1]] < rows[e] { order[j] = order[j - 1]; j -= 1 }
+            order[j] = e
         }
+        busyExperts = 0
+        while busyExperts < order.count && rows[order[busyExperts]] > 0 { busyExperts += 1 }
         return acc
     }
 }
