@@ -41,33 +41,38 @@ public struct RopeTable {
 
 /// In place on x[B*T, C]: for every head h (columns h·dh ..< (h+1)·dh) at position t,
 /// [x1, x2] ← [x1·cos θ − x2·sin θ, x2·cos θ + x1·sin θ], x1/x2 the first/second half of the head.
-public func ropeForward(_ x: UnsafeMutablePointer<Float>, _ table: RopeTable, _ B: Int, _ T: Int, _ C: Int, _ H: Int) {
+/// With `workers` > 1 the rows are split over that many threads (the same result).
+public func ropeForward(_ x: UnsafeMutablePointer<Float>, _ table: RopeTable, _ B: Int, _ T: Int, _ C: Int, _ H: Int,
+                        workers: Int = 1) {
     // x is (B,T,C) with C = H·dh; table covers at least T positions of width dh
-    ropeApply(x, table, B, T, C, H, sinSign: 1)
+    ropeApply(x, table, B, T, C, H, sinSign: 1, workers: workers)
 }
 
 /// In place on dx[B*T, C]: the transposed rotation (rotation by −θ),
 /// [d1, d2] ← [d1·cos θ + d2·sin θ, d2·cos θ − d1·sin θ], the gradient wrt the pre-rope input.
-public func ropeBackward(_ dx: UnsafeMutablePointer<Float>, _ table: RopeTable, _ B: Int, _ T: Int, _ C: Int, _ H: Int) {
+public func ropeBackward(_ dx: UnsafeMutablePointer<Float>, _ table: RopeTable, _ B: Int, _ T: Int, _ C: Int, _ H: Int,
+                         workers: Int = 1) {
     // dx is (B,T,C) with C = H·dh
-    ropeApply(dx, table, B, T, C, H, sinSign: -1)
+    ropeApply(dx, table, B, T, C, H, sinSign: -1, workers: workers)
 }
 
 /// Rotation by sinSign·θ of every head's half-pairs.
 @inline(__always)
 private func ropeApply(_ x: UnsafeMutablePointer<Float>, _ table: RopeTable, _ B: Int, _ T: Int, _ C: Int, _ H: Int,
-                       sinSign: Float) {
+                       sinSign: Float, workers: Int) {
     let dh = table.headDim
     let half = dh / 2
     precondition(H * dh == C, "rope: C (\(C)) != H (\(H)) × table head width (\(dh))")
     precondition(T <= table.seqLen, "rope: T (\(T)) exceeds the table's seqLen (\(table.seqLen))")
     table.cos.withUnsafeBufferPointer { cosBuf in
         table.sin.withUnsafeBufferPointer { sinBuf in
-            for b in 0 ..< B {
-                for t in 0 ..< T {
+            let W = Blas.rowWorkers(workers, rows: B * T, width: C)
+            Blas.parallel(workers: W) { w in
+                for bt in Blas.share(w, of: W, items: B * T) {
+                    let t = bt % T
                     let cs = cosBuf.baseAddress! + t * half
                     let sn = sinBuf.baseAddress! + t * half
-                    let row = x + (b * T + t) * C
+                    let row = x + bt * C
                     for h in 0 ..< H {
                         let x1 = row + h * dh
                         let x2 = x1 + half

@@ -191,7 +191,8 @@ public final class RecurrentMoEModel {
         let hMid = A.hMid.ensure(N * d)
         attention.forward(hMid, hIn, block, saved: A.attention, B: B, T: T)
         let u = A.ffnInput.ensure(N * d)
-        rmsnormForward(u, A.ffnRstd.ensure(N), hMid, block.ffnNorm, N, d, eps: Float(config.model.normEps))
+        rmsnormForward(u, A.ffnRstd.ensure(N), hMid, block.ffnNorm, N, d, eps: Float(config.model.normEps),
+                       workers: ctx.blasWorkers)
         ctx.timer.add(.attention, since: t0)
         let f = ffnOut.ensure(N * d)
         if let moe, let state = A.moe {
@@ -214,7 +215,8 @@ public final class RecurrentMoEModel {
     /// Final norm, logits and the fused cross-entropy (which leaves dlogits in `logits` when training).
     private func headForward(_ targets: UnsafePointer<Int32>, N: Int, scales: LossScales, backward: Bool) {
         let x = headInput.ensure(N * d)
-        rmsnormForward(x, headRstd.ensure(N), h.pointer, params.finalNorm, N, d, eps: Float(config.model.normEps))
+        rmsnormForward(x, headRstd.ensure(N), h.pointer, params.finalNorm, N, d, eps: Float(config.model.normEps),
+                       workers: ctx.blasWorkers)
         let lg = logits.ensure(N * V)
         if let head = params.lmHead { matmulForward(lg, x, head, N, d, V) } else { matmulTransposedForward(lg, x, params.embed, N, d, V) }
         if N > 0 {
@@ -248,7 +250,8 @@ public final class RecurrentMoEModel {
         } else {
             matmulTransposedBackward(dx, grads.embed, dlogits, headInput.pointer, params.embed, N, d, V)
         }
-        rmsnormBackward(residualGrad.zeroed(N * d), grads.finalNorm, dx, h.pointer, params.finalNorm, headRstd.pointer, N, d)
+        rmsnormBackward(residualGrad.zeroed(N * d), grads.finalNorm, dx, h.pointer, params.finalNorm, headRstd.pointer, N, d,
+                        workers: ctx.blasWorkers)
     }
 
     /// Iteration r in reverse: residualGrad goes from d(loss)/d(h after r) to d(loss)/d(h before r).
@@ -265,7 +268,8 @@ public final class RecurrentMoEModel {
         }
         let t0 = PhaseTimer.now()
         let block = params.block(r), blockGrads = grads.block(r)
-        rmsnormBackward(g, blockGrads.ffnNorm, du, A.hMid.pointer, block.ffnNorm, A.ffnRstd.pointer, N, d)
+        rmsnormBackward(g, blockGrads.ffnNorm, du, A.hMid.pointer, block.ffnNorm, A.ffnRstd.pointer, N, d,
+                        workers: ctx.blasWorkers)
         attention.backward(g, A.hIn.pointer, block, blockGrads, saved: A.attention, B: B, T: T)
         if let gde = grads.depthEmbed.map({ $0 + r * d }) {
             for t in 0 ..< N { let row = g + t * d; for j in 0 ..< d { gde[j] += row[j] } }

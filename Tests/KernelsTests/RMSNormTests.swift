@@ -58,4 +58,27 @@ final class RMSNormTests: XCTestCase {
         assertClose(dx, add(toDouble(dx0), gx), rtol: bwdRtol, atol: bwdAtol, "dinp, C \(C)")
         assertClose(dg, add(toDouble(dg0), gg), rtol: bwdRtol, atol: bwdAtol, "dweight, C \(C)")
     }
+
+    /// Rows (and the weight gradient's columns) split over 3 threads give the same bits as one thread; the
+    /// size is above the threshold at which the kernels split (N·C ≥ 3·32768), with shares of unequal rows.
+    func testThreadsGiveTheSameBits() {
+        let N = 301, C = 331
+        var rng = TestRNG(seed: 33)
+        let x = rng.floats(N * C, scale: 2), g = rng.floats(C), dout = rng.floats(N * C)
+        let dx0 = rng.floats(N * C), dg0 = rng.floats(C)
+        func run(_ workers: Int) -> (y: [Float], rstd: [Float], dx: [Float], dg: [Float]) {
+            var y = [Float](repeating: .nan, count: N * C), rstd = [Float](repeating: .nan, count: N)
+            rmsnormForward(&y, &rstd, x, g, N, C, eps: eps, workers: workers)
+            var dx = dx0, dg = dg0
+            rmsnormBackward(&dx, &dg, dout, x, g, rstd, N, C, workers: workers)
+            return (y, rstd, dx, dg)
+        }
+        XCTAssertEqual(Blas.rowWorkers(3, rows: N, width: C), 3)
+        let one = run(1), three = run(3)
+        XCTAssertEqual(one.y.map(\.bitPattern), three.y.map(\.bitPattern), "forward")
+        XCTAssertEqual(one.rstd.map(\.bitPattern), three.rstd.map(\.bitPattern), "rstd")
+        XCTAssertEqual(one.dx.map(\.bitPattern), three.dx.map(\.bitPattern), "dinp")
+        XCTAssertEqual(one.dg.map(\.bitPattern), three.dg.map(\.bitPattern), "dweight")
+        XCTAssertNotEqual(one.dg.map(\.bitPattern), dg0.map(\.bitPattern), "dweight unchanged")
+    }
 }

@@ -88,4 +88,23 @@ final class RopeTests: XCTestCase {
         ropeBackward(&back, table, B, T, C, H)
         assertClose(back, toDouble(x), rtol: 1e-5, atol: 1e-6, "ropeᵀ(rope(x)) = x")
     }
+
+    /// Rows split over 3 threads (7·59 rows in shares of 137-138, so sequences are cut mid-way) give the same bits as
+    /// one thread, forward and backward; the size is above the threshold at which the kernel splits.
+    func testThreadsGiveTheSameBits() {
+        let B = 7, T = 59, H = 4, dh = 64, C = H * dh
+        var rng = TestRNG(seed: 34)
+        let table = RopeTable(seqLen: T, headDim: dh, base: 10000)
+        let x = rng.floats(B * T * C)
+        XCTAssertEqual(Blas.rowWorkers(3, rows: B * T, width: C), 3)
+        var f1 = x, f3 = x
+        ropeForward(&f1, table, B, T, C, H)
+        ropeForward(&f3, table, B, T, C, H, workers: 3)
+        XCTAssertEqual(f1.map(\.bitPattern), f3.map(\.bitPattern), "forward")
+        XCTAssertNotEqual(f1.map(\.bitPattern), x.map(\.bitPattern))
+        var b1 = x, b3 = x
+        ropeBackward(&b1, table, B, T, C, H)
+        ropeBackward(&b3, table, B, T, C, H, workers: 3)
+        XCTAssertEqual(b1.map(\.bitPattern), b3.map(\.bitPattern), "backward")
+    }
 }

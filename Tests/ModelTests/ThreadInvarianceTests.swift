@@ -1,5 +1,6 @@
-// The rank's BLAS threads run attention heads, experts (each thread taking the next busiest expert), norms,
-// rotary embeddings and the loss rows side by side. Which thread runs what must not change a single bit:
+// The rank's BLAS threads run attention heads, experts (each thread taking the next busiest expert) and the
+// loss rows side by side (norms and rotary embeddings too, at sizes above this model's; their kernel tests
+// check the same bits on 1 and 3 threads). Which thread runs what must not change a single bit:
 // every gradient and the routing statistics of a step are compared, bit for bit, between one thread and
 // three (odd, so shares and row blocks split unevenly) on a model whose experts receive uneven rows. The
 // summed loss adds the threads' partial sums in order, so it is compared to 1e-12 relative.
