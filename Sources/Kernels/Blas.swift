@@ -122,7 +122,7 @@ public enum Blas {
     /// Threads for an element-wise pass over n rows of C values: one per ~32k values (a parallel region costs
     /// microseconds), so small calls stay on the caller.
     @inline(__always)
-    static func rowWorkers(_ workers: Int, rows n: Int, width C: Int) -> Int { max(1, min(workers, n * C / 32768, n)) }
+    public static func rowWorkers(_ workers: Int, rows n: Int, width C: Int) -> Int { max(1, min(workers, n * C / 32768, n)) }
 
     /// Items [w·n/workers, (w+1)·n/workers) of worker w: contiguous, sizes differ by at most one.
     @inline(__always)

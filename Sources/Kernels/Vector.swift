@@ -3,7 +3,7 @@
 
 /// Σ_i a[i]·b[i] over n floats, accumulated in eight Float lanes.
 @inline(__always)
-func dotProduct(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
+public func dotProduct(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
     var acc = SIMD8<Float>(repeating: 0)
     var i = 0
     while i + 8 <= n {

@@ -1,6 +1,7 @@
 // The rank's BLAS threads run attention heads, experts (each thread taking the next busiest expert) and the
-// loss rows side by side (norms and rotary embeddings too, at sizes above this model's; their kernel tests
-// check the same bits on 1 and 3 threads). Which thread runs what must not change a single bit:
+// loss rows side by side. Which thread runs what must not change a single bit. (Norms, rotary embeddings and
+// the dispatcher's row loops split only above N·d = 32768 values, where OpenBLAS threads its own products and
+// a whole step is no longer bit-comparable between thread counts; their own tests check them.)
 // every gradient and the routing statistics of a step are compared, bit for bit, between one thread and
 // three (odd, so shares and row blocks split unevenly) on a model whose experts receive uneven rows. The
 // summed loss adds the threads' partial sums in order, so it is compared to 1e-12 relative.

@@ -14,7 +14,12 @@
 // With a one-rank expert group (expert_parallel = 1, or one rank) the row order already is expert-major:
 // the direct path gathers token rows straight into the experts' input and combines straight from their
 // output, with no exchange and no staging copies.
+//
+// The row loops run on the rank's threads: gathers and the gates' gradient split the rows; combine and
+// dispatchBackward, which add several rows into one token, split the tokens and add each token's rows in
+// row order, as one thread does, so the result does not depend on the threads.
 import Collectives
+import Kernels
 
 /// How one MoE use's rows travel, and the expert outputs back at this rank; filled by `TokenDispatcher.plan`,
 /// reused use after use (no allocation once sizes have settled).
@@ -31,13 +36,17 @@ final class DispatchState {
     /// expert-major order.
     var sourceOffsets: [Int], expertOffsets: [Int]
     var sendRows = 0, recvRows = 0
+    /// Tokens N of the use (assignmentRow holds N·k).
+    var tokens = 0
     /// [sendRows] the assignment t·k+j each row carries, in row order.
     let rowAssignment = Buffer<Int32>()
+    /// [N, k] the row of each assignment, −1 if dropped (the inverse of rowAssignment).
+    let assignmentRow = Buffer<Int32>()
     /// [sendRows, d] expert outputs back at this rank, in row order (saved for the gates' gradient).
     let returned = FloatBuffer()
 
     /// Bytes per use of the row buffers (buffer table, see MicroBatchShape; the count arrays are left out).
-    static func bufferBytes(_ s: MicroBatchShape) -> Int { 4 * (s.sentRows + s.sentRows * s.d) }
+    static func bufferBytes(_ s: MicroBatchShape) -> Int { s.dense ? 0 : 4 * (s.sentRows + s.N * s.k + s.sentRows * s.d) }
 
     init(experts E: Int, localExperts L: Int, groupSize G: Int) {
         sendPerExpert = [Int](repeating: 0, count: E)
@@ -90,10 +99,13 @@ final class TokenDispatcher {
         var acc = 0
         for e in 0 ..< E { cursor[e] = acc; acc += s.sendPerExpert[e] }
         s.sendRows = acc
-        let rowOf = s.rowAssignment.ensure(acc)
-        for a in 0 ..< N * k where keep[a] != 0 {
+        s.tokens = N
+        let rowOf = s.rowAssignment.ensure(acc), rowFor = s.assignmentRow.ensure(N * k)
+        for a in 0 ..< N * k {
+            guard keep[a] != 0 else { rowFor[a] = -1; continue }
             let e = Int(selected[a])
             rowOf[cursor[e]] = Int32(a)
+            rowFor[a] = Int32(cursor[e])
             cursor[e] += 1
         }
         if isDirect {
@@ -134,9 +146,9 @@ final class TokenDispatcher {
     /// experts (communicates unless direct).
     func dispatch(_ s: DispatchState, tokens u: UnsafePointer<Float>, into x: UnsafeMutablePointer<Float>) {
         let rows = isDirect ? x : sendOrder.ensure(s.sendRows * width)
-        let rowOf = s.rowAssignment.pointer
-        for row in 0 ..< s.sendRows {
-            (rows + row * width).update(from: u + (Int(rowOf[row]) / k) * width, count: width)
+        let rowOf = s.rowAssignment.pointer, width = width, k = k
+        forShares(of: s.sendRows) { range in
+            for row in range { (rows + row * width).update(from: u + (Int(rowOf[row]) / k) * width, count: width) }
         }
         if !isDirect { exchange(rows, into: x, s, toExperts: true) }
     }
@@ -152,12 +164,16 @@ final class TokenDispatcher {
     func combine(_ s: DispatchState, gates: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>, N: Int) {
         let back = s.returned.ensure(s.sendRows * width)
         if !isDirect { exchange(expertOutputScratch.pointer, into: back, s, toExperts: false) }
-        out.update(repeating: 0, count: N * width)
-        let rowOf = s.rowAssignment.pointer
-        for row in 0 ..< s.sendRows {
-            let a = Int(rowOf[row]), g = gates[a]
-            let o = out + (a / k) * width, y = back + row * width
-            for i in 0 ..< width { o[i] += g * y[i] }
+        let width = width
+        forShares(of: N) { tokens in
+            for t in tokens {
+                let o = out + t * width
+                o.update(repeating: 0, count: width)
+                forEachRow(of: t, s) { a, row in
+                    let g = gates[a], y = back + row * width
+                    for i in 0 ..< width { o[i] += g * y[i] }
+                }
+            }
         }
     }
 
@@ -169,13 +185,14 @@ final class TokenDispatcher {
                          dGates dg: UnsafeMutablePointer<Float>, dExpertOutputs dy: UnsafeMutablePointer<Float>, N: Int) {
         dg.update(repeating: 0, count: N * k)
         let rows = isDirect ? dy : sendOrder.ensure(s.sendRows * width)
-        let rowOf = s.rowAssignment.pointer, back = s.returned.pointer
-        for row in 0 ..< s.sendRows {
-            let a = Int(rowOf[row]), g = gates[a]
-            let o = dout + (a / k) * width, y = back + row * width, dyr = rows + row * width
-            var dot: Float = 0
-            for i in 0 ..< width { dot += o[i] * y[i]; dyr[i] = g * o[i] }
-            dg[a] = dot
+        let rowOf = s.rowAssignment.pointer, back = s.returned.pointer, width = width, k = k
+        forShares(of: s.sendRows) { range in
+            for row in range {
+                let a = Int(rowOf[row]), g = gates[a]
+                let o = dout + (a / k) * width, y = back + row * width, dyr = rows + row * width
+                for i in 0 ..< width { dyr[i] = g * o[i] }
+                dg[a] = dotProduct(o, y, width)
+            }
         }
         if !isDirect { exchange(rows, into: dy, s, toExperts: true) }
     }
@@ -190,10 +207,39 @@ final class TokenDispatcher {
             exchange(dx, into: back, s, toExperts: false)
             rows = UnsafePointer(back)
         }
-        let rowOf = s.rowAssignment.pointer
-        for row in 0 ..< s.sendRows {
-            let dst = du + (Int(rowOf[row]) / k) * width, src = rows + row * width
-            for i in 0 ..< width { dst[i] += src[i] }
+        let width = width, N = s.tokens
+        forShares(of: N) { tokens in
+            for t in tokens {
+                let dst = du + t * width
+                forEachRow(of: t, s) { _, row in
+                    let src = rows + row * width
+                    for i in 0 ..< width { dst[i] += src[i] }
+                }
+            }
+        }
+    }
+
+    // MARK: the rank's threads
+
+    /// body(range) on contiguous shares of 0 ..< n over the rank's threads (on the caller when small).
+    @inline(__always)
+    private func forShares(of n: Int, _ body: (Range<Int>) -> Void) {
+        let W = Blas.rowWorkers(ctx.blasWorkers, rows: n, width: width)
+        Blas.parallel(workers: W) { w in body(Blas.share(w, of: W, items: n)) }
+    }
+
+    /// body(assignment, row) for token t's kept assignments, in row order (the order one thread adds them in
+    /// when it walks the rows; k is small, so a selection by smallest row).
+    @inline(__always)
+    private func forEachRow(of t: Int, _ s: DispatchState, _ body: (Int, Int) -> Void) {
+        let rowFor = s.assignmentRow.pointer + t * k
+        var last: Int32 = -1
+        while true {
+            var next = Int32.max, slot = -1
+            for j in 0 ..< k where rowFor[j] > last && rowFor[j] < next { next = rowFor[j]; slot = j }
+            if slot < 0 { return }
+            body(t * k + slot, Int(next))
+            last = next
         }
     }
 
