@@ -11,10 +11,10 @@ import Model
 import Training
 
 enum Launch {
-    /// Unless OPENBLAS_NUM_THREADS is set, gives each rank cores / (ranks on this node) BLAS threads,
-    /// so ranks × threads = cores.
+    /// Gives each rank cores / (ranks on this node) threads (OPENBLAS_NUM_THREADS when set), so ranks ×
+    /// threads = cores; the rank splits its products over them itself and OpenBLAS runs one thread each.
     static func configureBLASThreads() {
-        if let n = LaunchEnvironment.current.blasThreads() { Blas.numThreads = n }
+        Blas.numThreads = LaunchEnvironment.current.blasThreads() ?? Blas.configuredThreads
     }
 
     /// Loads the configuration, fills in the vocabulary size from the data, fits the micro-batch to the

@@ -44,15 +44,15 @@ final class AttentionBlock {
         let a = s.normed.ensure(N * d)
         rmsnormForward(a, s.rstd.ensure(N), hIn, w.attnNorm, N, d, eps: normEps, workers: workers)
         let q = s.q.ensure(N * d), k = s.k.ensure(N * d), v = s.v.ensure(N * d)
-        matmulForward(q, a, w.wq, N, d, d)
-        matmulForward(k, a, w.wk, N, d, d)
-        matmulForward(v, a, w.wv, N, d, d)
+        matmulForward(q, a, w.wq, N, d, d, workers: workers)
+        matmulForward(k, a, w.wk, N, d, d, workers: workers)
+        matmulForward(v, a, w.wv, N, d, d, workers: workers)
         ropeForward(q, rope, B, T, d, H, workers: workers)
         ropeForward(k, rope, B, T, d, H, workers: workers)
         let heads = s.heads.ensure(N * d)
         attentionForward(heads, s.probs.ensure(B * H * T * T), q, k, v, B, T, d, H, workers: workers)
         hOut.update(from: hIn, count: N * d)
-        matmulForward(hOut, heads, w.wo, N, d, d, accumulate: true)
+        matmulForward(hOut, heads, w.wo, N, d, d, accumulate: true, workers: workers)
     }
 
     /// dh[N,d]: on entry d(loss)/d(hOut); the attention branch's gradient is added, leaving d(loss)/d(hIn)
@@ -61,16 +61,16 @@ final class AttentionBlock {
                   saved s: AttentionActivations, B: Int, T: Int) {
         let N = B * T
         let dHeads = self.dHeads.ensure(N * d)
-        matmulBackward(dHeads, g.wo, dh, s.heads.pointer, w.wo, N, d, d, overwriteInput: true)
+        matmulBackward(dHeads, g.wo, dh, s.heads.pointer, w.wo, N, d, d, overwriteInput: true, workers: workers)
         let dq = self.dq.zeroed(N * d), dk = self.dk.zeroed(N * d), dv = self.dv.zeroed(N * d)
         attentionBackward(dq, dk, dv, dHeads, s.q.pointer, s.k.pointer, s.v.pointer, s.probs.pointer,
                           dScores.ensure(workers * T * T), B, T, d, H, workers: workers)
         ropeBackward(dq, rope, B, T, d, H, workers: workers)
         ropeBackward(dk, rope, B, T, d, H, workers: workers)
         let da = dNormed.ensure(N * d)
-        matmulBackward(da, g.wq, dq, s.normed.pointer, w.wq, N, d, d, overwriteInput: true)
-        matmulBackward(da, g.wk, dk, s.normed.pointer, w.wk, N, d, d)
-        matmulBackward(da, g.wv, dv, s.normed.pointer, w.wv, N, d, d)
+        matmulBackward(da, g.wq, dq, s.normed.pointer, w.wq, N, d, d, overwriteInput: true, workers: workers)
+        matmulBackward(da, g.wk, dk, s.normed.pointer, w.wk, N, d, d, workers: workers)
+        matmulBackward(da, g.wv, dv, s.normed.pointer, w.wv, N, d, d, workers: workers)
         rmsnormBackward(dh, g.attnNorm, da, hIn, w.attnNorm, s.rstd.pointer, N, d, workers: workers)
     }
 }

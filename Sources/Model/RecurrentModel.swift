@@ -206,7 +206,8 @@ public final class RecurrentMoEModel {
             A.dense.ensure(rows: N, F: c.dFF, activation: c.activation)
             ctx.timer.measure(.experts) {
                 ExpertFFN.forward(y: f, h1: A.dense.h1.pointer, h3: A.dense.h3.pointer, act: A.dense.act.pointer, x: u,
-                                  w: params.pool(r).expert(0, d: d, F: c.dFF), n: N, d: d, F: c.dFF, activation: c.activation)
+                                  w: params.pool(r).expert(0, d: d, F: c.dFF), n: N, d: d, F: c.dFF, activation: c.activation,
+                                  workers: ctx.blasWorkers)
             }
         }
         for j in 0 ..< N * d { hp[j] = hMid[j] + f[j] }
@@ -218,7 +219,10 @@ public final class RecurrentMoEModel {
         rmsnormForward(x, headRstd.ensure(N), h.pointer, params.finalNorm, N, d, eps: Float(config.model.normEps),
                        workers: ctx.blasWorkers)
         let lg = logits.ensure(N * V)
-        if let head = params.lmHead { matmulForward(lg, x, head, N, d, V) } else { matmulTransposedForward(lg, x, params.embed, N, d, V) }
+        let workers = ctx.blasWorkers
+        if let head = params.lmHead { matmulForward(lg, x, head, N, d, V, workers: workers) } else {
+            matmulTransposedForward(lg, x, params.embed, N, d, V, workers: workers)
+        }
         if N > 0 {
             result.ceSum = crossEntropyForwardBackward(backward ? lg : nil, losses.ensure(N), lg, targets, N, V,
                                                        gradScale: Float(scales.ce), workers: ctx.blasWorkers)
@@ -246,9 +250,10 @@ public final class RecurrentMoEModel {
     private func headBackward(N: Int) {
         let dlogits = logits.pointer, dx = headInputGrad.zeroed(N * d)
         if let head = params.lmHead {
-            matmulBackward(dx, grads.lmHead!, dlogits, headInput.pointer, head, N, d, V)
+            matmulBackward(dx, grads.lmHead!, dlogits, headInput.pointer, head, N, d, V, workers: ctx.blasWorkers)
         } else {
-            matmulTransposedBackward(dx, grads.embed, dlogits, headInput.pointer, params.embed, N, d, V)
+            matmulTransposedBackward(dx, grads.embed, dlogits, headInput.pointer, params.embed, N, d, V,
+                                     workers: ctx.blasWorkers)
         }
         rmsnormBackward(residualGrad.zeroed(N * d), grads.finalNorm, dx, h.pointer, params.finalNorm, headRstd.pointer, N, d,
                         workers: ctx.blasWorkers)
@@ -286,7 +291,7 @@ public final class RecurrentMoEModel {
                            h1: A.dense.h1.pointer, h3: A.dense.h3.pointer, act: A.dense.act.pointer,
                            w: params.pool(r).expert(0, d: d, F: F), dact: denseScratch.dact.pointer,
                            dh3: denseScratch.dh3.pointer, n: N, d: d, F: F,
-                           activation: c.activation)
+                           activation: c.activation, workers: ctx.blasWorkers)
     }
 
     private static let chargedInsideMoE: [Phase] = [.experts, .allToAll, .allReduce, .rankWait]

@@ -143,13 +143,14 @@ public enum Benchmark {
         return rates.reduce(0, +)
     }
 
-    /// Single-thread, `threads`-thread and `threads` concurrent single-thread peaks over square sizes (with
-    /// `world`, measured on all ranks at once); leaves BLAS at `threads` threads.
+    /// Single-thread, `threads`-thread (OpenBLAS's own threading) and `threads` concurrent single-thread
+    /// peaks over square sizes (with `world`, measured on all ranks at once); leaves OpenBLAS at one thread.
     public static func sgemmPeak(threads: Int, sizes: [Int] = defaultPeakSizes, repeats: Int = 5,
                                  world: Communicator? = nil) -> SgemmPeak {
-        Blas.numThreads = 1
+        Blas.libraryThreads = 1
         let single = sizes.map { sgemmGFLOPs(n: $0, repeats: repeats, world: world) }
-        Blas.numThreads = threads
+        Blas.libraryThreads = threads
+        defer { Blas.libraryThreads = 1 }
         let all = threads == 1 ? single : sizes.map { sgemmGFLOPs(n: $0, repeats: repeats, world: world) }
         let concurrent = sizes.map { concurrentSingleThreadGFLOPs(n: $0, repeats: repeats, workers: threads, world: world) }
         return SgemmPeak(sizes: sizes, singleThreadBySize: single, allThreadBySize: all,
@@ -168,7 +169,8 @@ public enum Benchmark {
             for n in BlasKernelSelection.candidates(for: .current) where n.lowercased() != inUse.lowercased() { names.append(n) }
         }
         var peaks: [KernelSetPeak] = []
-        Blas.numThreads = threads
+        Blas.libraryThreads = threads
+        defer { Blas.libraryThreads = 1 }
         for name in names {
             let loaded = name == inUse ? Blas.coreName : Blas.switchKernels(to: name)
             var usable = [loaded.lowercased() == name.lowercased() && BlasKernelSelection.productsAgree() ? 1.0 : 0.0]

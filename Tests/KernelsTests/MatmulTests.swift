@@ -138,4 +138,46 @@ final class MatmulTests: XCTestCase {
         matmulTransposedBackward(nil, &dwOnly, dout, x, w, N, C, OC)
         assertClose(dwOnly, gw, rtol: bwdRtol, atol: bwdAtol, "dweight only")
     }
+
+    /// Products split over threads by rows (C taller than wide) or columns (wider), in every transpose case,
+    /// with beta 0 and 1 and sizes that are not multiples of the 16-row slabs: the same bits as one product
+    /// on one OpenBLAS thread (each element is summed over K as in the whole product), and a Double reference
+    /// to 1e-4 relative.
+    func testParallelGemmIsTheSingleProduct() {
+        let saved = Blas.numThreads
+        Blas.numThreads = 1                                   // OpenBLAS on one thread for the reference
+        defer { Blas.numThreads = saved }
+        var rng = TestRNG(seed: 77)
+        for (M, N, K) in [(301, 67, 259), (53, 517, 211)] {
+            XCTAssertGreaterThanOrEqual(M * N * K, 1 << 22, "the product must be large enough to split")
+            for transA in [false, true] {
+                for transB in [false, true] {
+                    for beta: Float in [0, 1] {
+                        let A = rng.floats(M * K), B = rng.floats(K * N), C0 = rng.floats(M * N)
+                        let lda = transA ? M : K, ldb = transB ? K : N
+                        var one = C0, three = C0
+                        Blas.gemm(transA: transA, transB: transB, M: M, N: N, K: K, alpha: 0.75, A: A, lda: lda,
+                                  B: B, ldb: ldb, beta: beta, C: &one, ldc: N)
+                        Blas.parallelGemm(workers: 3, transA: transA, transB: transB, M: M, N: N, K: K, alpha: 0.75,
+                                          A: A, lda: lda, B: B, ldb: ldb, beta: beta, C: &three, ldc: N)
+                        let label = "M \(M) N \(N) K \(K) transA \(transA) transB \(transB) beta \(beta)"
+                        XCTAssertEqual(one.map(\.bitPattern), three.map(\.bitPattern), label)
+                        var ref = [Double](repeating: 0, count: M * N)
+                        for i in 0 ..< M {
+                            for j in 0 ..< N {
+                                var acc = 0.0
+                                for k in 0 ..< K {
+                                    let a = transA ? A[k * lda + i] : A[i * lda + k]
+                                    let b = transB ? B[j * ldb + k] : B[k * ldb + j]
+                                    acc += Double(a) * Double(b)
+                                }
+                                ref[i * N + j] = 0.75 * acc + Double(beta) * Double(C0[i * N + j])
+                            }
+                        }
+                        assertClose(three, ref, rtol: 1e-4, atol: 1e-4, label)
+                    }
+                }
+            }
+        }
+    }
 }

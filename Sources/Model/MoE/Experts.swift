@@ -41,20 +41,21 @@ final class FFNBackwardScratch {
 }
 
 enum ExpertFFN {
-    /// y[n,d] = FFN(x[n,d]) (overwritten); saves h1[n,F], h3[n,F] (swiglu) and act[n,F].
+    /// y[n,d] = FFN(x[n,d]) (overwritten); saves h1[n,F], h3[n,F] (swiglu) and act[n,F]. `workers` > 1 splits
+    /// the products (a dense FFN on all rows; an expert runs on one thread).
     static func forward(y: UnsafeMutablePointer<Float>, h1: UnsafeMutablePointer<Float>, h3: UnsafeMutablePointer<Float>,
                         act: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, w: FFNWeights,
-                        n: Int, d: Int, F: Int, activation: Activation) {
+                        n: Int, d: Int, F: Int, activation: Activation, workers: Int = 1) {
         guard n > 0 else { return }
-        matmulForward(h1, x, w.w1, n, d, F)
+        matmulForward(h1, x, w.w1, n, d, F, workers: workers)
         switch activation {
         case .gelu:
             geluForward(act, h1, n * F)
         case .swiglu:
-            matmulForward(h3, x, w.w3!, n, d, F)
+            matmulForward(h3, x, w.w3!, n, d, F, workers: workers)
             swigluForward(act, h1, h3, n * F)
         }
-        matmulForward(y, act, w.w2, n, F, d)
+        matmulForward(y, act, w.w2, n, F, d, workers: workers)
     }
 
     /// dx[n,d] += and dw += the gradient from dy[n,d]; scratch dact (d(act), then d(h1) in place) and dh3
@@ -63,17 +64,17 @@ enum ExpertFFN {
                          x: UnsafePointer<Float>, h1: UnsafePointer<Float>, h3: UnsafePointer<Float>,
                          act: UnsafePointer<Float>, w: FFNWeights,
                          dact: UnsafeMutablePointer<Float>, dh3: UnsafeMutablePointer<Float>,
-                         n: Int, d: Int, F: Int, activation: Activation) {
+                         n: Int, d: Int, F: Int, activation: Activation, workers: Int = 1) {
         guard n > 0 else { return }
-        matmulBackward(dact, dw.w2, dy, act, w.w2, n, F, d, overwriteInput: true)
+        matmulBackward(dact, dw.w2, dy, act, w.w2, n, F, d, overwriteInput: true, workers: workers)
         switch activation {
         case .gelu:
             geluBackwardInPlace(dact, h1, n * F)
         case .swiglu:
             swigluBackwardInPlace(dact, dh3, h1, h3, n * F)
-            matmulBackward(dx, dw.w3!, dh3, x, w.w3!, n, d, F)
+            matmulBackward(dx, dw.w3!, dh3, x, w.w3!, n, d, F, workers: workers)
         }
-        matmulBackward(dx, dw.w1, dact, x, w.w1, n, d, F)    // dact now holds d(h1)
+        matmulBackward(dx, dw.w1, dact, x, w.w1, n, d, F, workers: workers)    // dact now holds d(h1)
     }
 }
 

@@ -115,7 +115,7 @@ final class Router {
         let logits = s.logits.ensure(N * E), scores = s.scores.ensure(N * E), probs = s.probs.ensure(N * E)
         let lse = s.lse.ensure(N), selected = s.selected.ensure(N * k), gates = s.gates.ensure(N * k)
         guard N > 0 else { return }
-        matmulForward(logits, u, use.weight, N, d, E)
+        matmulForward(logits, u, use.weight, N, d, E, workers: ctx.blasWorkers)
         let target = replay ? freshSelection.ensure(N * k) : selected
         routerScoreForward(scores, probs, lse, target, gates, logits, bias: use.bias, N, E, k, score: scoreKind,
                            normalize: normalizeGates)
@@ -205,6 +205,6 @@ final class Router {
         routerScoreBackward(dz, dgates, s.scores.pointer, s.probs.pointer, s.lse.pointer, s.logits.pointer, s.selected.pointer,
                             N, E, k, score: scoreKind, normalize: normalizeGates, auxGrad: s.auxGrad.pointer,
                             tokensPerAuxRow: auxScope == .sequence ? use.T : N, zGrad: s.zGrad)
-        matmulBackward(du, use.weightGrad, dz, u, use.weight, N, d, E)
+        matmulBackward(du, use.weightGrad, dz, u, use.weight, N, d, E, workers: ctx.blasWorkers)
     }
 }
