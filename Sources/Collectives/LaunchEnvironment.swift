@@ -1,6 +1,6 @@
 // Where this process sits on its node, read from the launcher's environment
 // before (or without) MPI: the CLI divides the node's cores among the ranks
-// that share it when it sets the number of BLAS threads.
+// that share it when it sets each rank's threads.
 import Foundation
 
 public struct LaunchEnvironment: Equatable, Sendable {
@@ -43,8 +43,8 @@ public struct LaunchEnvironment: Equatable, Sendable {
     /// The environment of this process.
     public static var current: LaunchEnvironment { LaunchEnvironment() }
 
-    /// BLAS threads for each rank of this process: nil when
-    /// `OPENBLAS_NUM_THREADS` is set (leave BLAS alone), else
+    /// Threads for each rank of this process: nil when `OPENBLAS_NUM_THREADS`
+    /// is set (the caller then takes the count OpenBLAS read from it), else
     /// `max(1, cores / (localSize * ranksPerProcess))`. `ranksPerProcess` is
     /// the number of ThreadWorld ranks (`--emulate-ranks N`) sharing the process.
     public func blasThreads(cores: Int = ProcessInfo.processInfo.activeProcessorCount, ranksPerProcess: Int = 1) -> Int? {

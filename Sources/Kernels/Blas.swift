@@ -117,23 +117,23 @@ public enum Blas {
     }
 
     /// `gemm` on `workers` threads: C's rows (or, when C is wider than tall, its columns) cut into one
-    /// contiguous slab per thread (multiples of 16), each a single-thread product. Every element is summed
-    /// over K as in one product, so the result is the same as `gemm`'s on one OpenBLAS thread. Products under
-    /// 2²² multiply-adds stay on the caller.
+    /// contiguous slab per thread (near-equal multiples of 16), each a single-thread product. Every element
+    /// is summed over K by one OpenBLAS kernel; OpenBLAS picks that kernel by the product's size, so a slab
+    /// may round differently from the whole product in the last bits (the same inputs and threads always
+    /// give the same bits). Products under 2²² multiply-adds stay on the caller.
     public static func parallelGemm(workers: Int, transA: Bool, transB: Bool, M: Int, N: Int, K: Int, alpha: Float,
                                     A: UnsafePointer<Float>, lda: Int, B: UnsafePointer<Float>, ldb: Int,
                                     beta: Float, C: UnsafeMutablePointer<Float>, ldc: Int) {
         let byRows = M >= N
-        let slab = ((byRows ? M : N) + max(1, workers) - 1) / max(1, workers)
-        let step = (slab + 15) / 16 * 16
-        let W = min(workers, ((byRows ? M : N) + step - 1) / max(1, step))
+        let L = byRows ? M : N
+        let W = min(workers, L / 16)
         if W <= 1 || M * N * K < 1 << 22 {
             gemm(transA: transA, transB: transB, M: M, N: N, K: K, alpha: alpha, A: A, lda: lda, B: B, ldb: ldb,
                  beta: beta, C: C, ldc: ldc)
             return
         }
         parallel(workers: W) { w in
-            let lo = w * step, hi = min(byRows ? M : N, lo + step)
+            let lo = (w * L / W) & ~15, hi = w == W - 1 ? L : ((w + 1) * L / W) & ~15
             guard hi > lo else { return }
             if byRows {   // rows lo..<hi of C and of op(A)
                 gemm(transA: transA, transB: transB, M: hi - lo, N: N, K: K, alpha: alpha,

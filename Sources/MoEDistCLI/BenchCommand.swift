@@ -77,7 +77,7 @@ struct BenchCommand: ParsableCommand {
     static func text(_ r: BenchmarkReport) -> String {
         func gb(_ b: Int) -> String { String(format: "%.2f GB", Double(b) / 1e9) }
         var lines = [
-            "config \(r.config), \(r.worldSize) rank\(r.worldSize == 1 ? "" : "s") x \(r.blasThreadsPerRank) BLAS thread\(r.blasThreadsPerRank == 1 ? "" : "s"), \(r.cores) cores",
+            "config \(r.config), \(r.worldSize) rank\(r.worldSize == 1 ? "" : "s") x \(r.blasThreadsPerRank) thread\(r.blasThreadsPerRank == 1 ? "" : "s"), \(r.cores) cores",
             "CPU \(r.cpu)",
             "BLAS kernels \(r.blasCoreName): \(r.blasKernelReason)",
             String(format: "sgemm peak (%@): %.1f GFLOP/s 1 thread, %.1f GFLOP/s %@%@; machine peak %.1f GFLOP/s",

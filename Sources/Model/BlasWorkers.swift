@@ -4,7 +4,7 @@ import Kernels
 
 extension ParallelContext {
     /// Blas.configuredThreads when this rank has the process to itself (one rank, or an MPI rank), else 1:
-    /// the ranks of an in-process world share OpenBLAS's one global thread setting, which a parallel region
-    /// changes, so they keep to OpenBLAS's own threading and stay deterministic.
+    /// the ranks of an in-process world (`--emulate-ranks`, tests) are themselves the process's threads, one
+    /// each, with OpenBLAS on one thread.
     public var blasWorkers: Int { world.isAloneInProcess ? Blas.configuredThreads : 1 }
 }

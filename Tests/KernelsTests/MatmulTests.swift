@@ -65,14 +65,22 @@ final class MatmulTests: XCTestCase {
         XCTAssertEqual(C2, [2.5, 3])
     }
 
+    /// The rank's threads are moe-dist's own: setting them leaves OpenBLAS on one thread, and OpenBLAS's own
+    /// count (raised only by the benchmark) reads back from the library.
     func testBlasRuntimeQueries() {
         XCTAssertFalse(Blas.coreName.isEmpty)
         let saved = Blas.numThreads
         XCTAssertGreaterThanOrEqual(saved, 1)
-        Blas.numThreads = 1
-        XCTAssertEqual(Blas.numThreads, 1)
+        Blas.numThreads = 3
+        XCTAssertEqual(Blas.numThreads, 3)
+        XCTAssertEqual(Blas.libraryThreads, 1, "setting the rank's threads leaves OpenBLAS on one thread")
+        Blas.libraryThreads = 2
+        XCTAssertEqual(Blas.libraryThreads, 2)
+        Blas.parallel(workers: 2) { _ in XCTAssertEqual(Blas.libraryThreads, 1, "OpenBLAS on one thread in a region") }
+        XCTAssertEqual(Blas.libraryThreads, 2, "a region restores the count it found")
         Blas.numThreads = saved
         XCTAssertEqual(Blas.numThreads, saved)
+        XCTAssertEqual(Blas.libraryThreads, 1)
     }
 
     func testMatmulForwardAndAccumulate() {
@@ -140,29 +148,33 @@ final class MatmulTests: XCTestCase {
     }
 
     /// Products split over threads by rows (C taller than wide) or columns (wider), in every transpose case,
-    /// with beta 0 and 1 and sizes that are not multiples of the 16-row slabs: the same bits as one product
-    /// on one OpenBLAS thread (each element is summed over K as in the whole product), and a Double reference
-    /// to 1e-4 relative.
-    func testParallelGemmIsTheSingleProduct() {
+    /// with alpha 1 / beta 0 (OpenBLAS's direct path for small products) and alpha 0.75 / beta 1, padded
+    /// leading dimensions (a strided block, as attention's heads are) and sizes that are not multiples of the
+    /// 16-row slabs: against a Double reference to 1e-4 relative, the padding left untouched, and the same bits
+    /// on a second run (the rounding of a slab may differ from the whole product's in the last bits: OpenBLAS
+    /// picks its kernel by size).
+    func testParallelGemmMatchesTheReference() {
         let saved = Blas.numThreads
-        Blas.numThreads = 1                                   // OpenBLAS on one thread for the reference
+        Blas.numThreads = 1
         defer { Blas.numThreads = saved }
         var rng = TestRNG(seed: 77)
         for (M, N, K) in [(301, 67, 259), (53, 517, 211)] {
             XCTAssertGreaterThanOrEqual(M * N * K, 1 << 22, "the product must be large enough to split")
             for transA in [false, true] {
                 for transB in [false, true] {
-                    for beta: Float in [0, 1] {
-                        let A = rng.floats(M * K), B = rng.floats(K * N), C0 = rng.floats(M * N)
-                        let lda = transA ? M : K, ldb = transB ? K : N
-                        var one = C0, three = C0
-                        Blas.gemm(transA: transA, transB: transB, M: M, N: N, K: K, alpha: 0.75, A: A, lda: lda,
-                                  B: B, ldb: ldb, beta: beta, C: &one, ldc: N)
-                        Blas.parallelGemm(workers: 3, transA: transA, transB: transB, M: M, N: N, K: K, alpha: 0.75,
-                                          A: A, lda: lda, B: B, ldb: ldb, beta: beta, C: &three, ldc: N)
-                        let label = "M \(M) N \(N) K \(K) transA \(transA) transB \(transB) beta \(beta)"
-                        XCTAssertEqual(one.map(\.bitPattern), three.map(\.bitPattern), label)
-                        var ref = [Double](repeating: 0, count: M * N)
+                    for (alpha, beta): (Float, Float) in [(1, 0), (0.75, 1)] {
+                        let pad = 5
+                        let lda = (transA ? M : K) + pad, ldb = (transB ? K : N) + pad, ldc = N + pad
+                        let A = rng.floats((transA ? K : M) * lda), B = rng.floats((transB ? N : K) * ldb)
+                        let C0 = rng.floats(M * ldc)
+                        var C = C0, again = C0
+                        Blas.parallelGemm(workers: 3, transA: transA, transB: transB, M: M, N: N, K: K, alpha: alpha,
+                                          A: A, lda: lda, B: B, ldb: ldb, beta: beta, C: &C, ldc: ldc)
+                        Blas.parallelGemm(workers: 3, transA: transA, transB: transB, M: M, N: N, K: K, alpha: alpha,
+                                          A: A, lda: lda, B: B, ldb: ldb, beta: beta, C: &again, ldc: ldc)
+                        let label = "M \(M) N \(N) K \(K) transA \(transA) transB \(transB) alpha \(alpha) beta \(beta)"
+                        XCTAssertEqual(C.map(\.bitPattern), again.map(\.bitPattern), "\(label): not deterministic")
+                        var got: [Float] = [], ref: [Double] = []
                         for i in 0 ..< M {
                             for j in 0 ..< N {
                                 var acc = 0.0
@@ -171,10 +183,12 @@ final class MatmulTests: XCTestCase {
                                     let b = transB ? B[j * ldb + k] : B[k * ldb + j]
                                     acc += Double(a) * Double(b)
                                 }
-                                ref[i * N + j] = 0.75 * acc + Double(beta) * Double(C0[i * N + j])
+                                got.append(C[i * ldc + j])
+                                ref.append(Double(alpha) * acc + Double(beta) * Double(C0[i * ldc + j]))
                             }
+                            for j in N ..< ldc { XCTAssertEqual(C[i * ldc + j], C0[i * ldc + j], "\(label): padding written") }
                         }
-                        assertClose(three, ref, rtol: 1e-4, atol: 1e-4, label)
+                        assertClose(got, ref, rtol: 1e-4, atol: 1e-4, label)
                     }
                 }
             }

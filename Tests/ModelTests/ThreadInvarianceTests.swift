@@ -1,7 +1,7 @@
 // The rank's BLAS threads run attention heads, experts (each thread taking the next busiest expert) and the
-// loss rows side by side. Which thread runs what must not change a single bit. (Norms, rotary embeddings and
-// the dispatcher's row loops split only above N·d = 32768 values, where OpenBLAS threads its own products and
-// a whole step is no longer bit-comparable between thread counts; their own tests check them.)
+// loss rows side by side. Which thread runs what must not change a single bit. (Norms, rotary embeddings, the
+// dispatcher's row loops and large products split only above this model's sizes, N·d = 32768 values and 2²²
+// multiply-adds; their own tests check them.)
 // every gradient and the routing statistics of a step are compared, bit for bit, between one thread and
 // three (odd, so shares and row blocks split unevenly) on a model whose experts receive uneven rows. The
 // summed loss adds the threads' partial sums in order, so it is compared to 1e-12 relative.
@@ -59,5 +59,7 @@ final class ThreadInvarianceTests: XCTestCase {
     func testSwigluWithCapacityDrops() {
         assertSameOnOneAndThreeThreads("swiglu, capacity 0.5") { $0.moe.activation = .swiglu; $0.moe.capacityFactor = 0.5 }
     }
+    /// Two experts on three threads: they run one after another with their products given the threads.
+    func testFewerExpertsThanThreads() { assertSameOnOneAndThreeThreads("2 experts") { $0.moe.numExperts = 2 } }
     func testDenseStep() { assertSameOnOneAndThreeThreads("dense") { $0.moe.numExperts = 0 } }
 }

@@ -80,7 +80,7 @@ enum ExpertFFN {
 
 /// The local experts of one pool, each run once on its contiguous rows of an expert-major buffer (one GEMM
 /// per weight). Experts touch disjoint rows, hidden buffers and weight-gradient slices, so they run on the
-/// rank's BLAS threads, busiest expert first, each thread taking the next expert when it finishes one
+/// rank's threads, busiest expert first, each thread taking the next expert when it finishes one
 /// (routing leaves experts uneven: a fixed split kept one thread waiting for the other), with the same result.
 final class Experts {
     let d: Int, F: Int
@@ -105,9 +105,10 @@ final class Experts {
         saved.ensure(rows: total, F: F, activation: activation)
         let (h1, h3, act) = (saved.h1.pointer, saved.h3.pointer, saved.act.pointer)
         let swiglu = activation == .swiglu
-        forEachExpert(rows) { le, n, off in
+        forEachExpert(rows) { le, n, off, workers in
             ExpertFFN.forward(y: y + off * d, h1: h1 + off * F, h3: swiglu ? h3 + off * F : h3, act: act + off * F,
-                              x: x + off * d, w: pool.expert(le, d: d, F: F), n: n, d: d, F: F, activation: activation)
+                              x: x + off * d, w: pool.expert(le, d: d, F: F), n: n, d: d, F: F, activation: activation,
+                              workers: workers)
         }
     }
 
@@ -119,23 +120,30 @@ final class Experts {
         let (h1, h3, act) = (saved.h1.pointer, saved.h3.pointer, saved.act.pointer)
         let (dact, dh3) = (scratch.dact.pointer, scratch.dh3.pointer)
         let swiglu = activation == .swiglu
-        forEachExpert(rows) { le, n, off in
+        forEachExpert(rows) { le, n, off, workers in
             ExpertFFN.backward(dx: dx + off * d, dw: grads.expert(le, d: d, F: F), dy: dy + off * d, x: x + off * d,
                                h1: h1 + off * F, h3: swiglu ? h3 + off * F : h3, act: act + off * F,
                                w: pool.expert(le, d: d, F: F), dact: dact + off * F,
-                               dh3: swiglu ? dh3 + off * F : dh3, n: n, d: d, F: F, activation: activation)
+                               dh3: swiglu ? dh3 + off * F : dh3, n: n, d: d, F: F, activation: activation,
+                               workers: workers)
         }
     }
 
-    /// Runs body(expert, rows, first row) for every local expert with rows, on the rank's threads.
-    private func forEachExpert(_ rows: [Int], _ body: (Int, Int, Int) -> Void) {
+    /// Runs body(expert, rows, first row, threads for its products) for every local expert with rows: side
+    /// by side on the rank's threads when there are at least as many such experts as threads, else one after
+    /// another with each product split over the threads (a rank holding one or two experts of a large
+    /// expert-parallel group).
+    private func forEachExpert(_ rows: [Int], _ body: (Int, Int, Int, Int) -> Void) {
         let tExperts = PhaseTimer.now()
-        let busy = busyExperts
+        let busy = busyExperts, workers = ctx.blasWorkers
         offsets.withUnsafeBufferPointer { off in
             order.withUnsafeBufferPointer { order in
-                Blas.parallel(workers: ctx.blasWorkers, claiming: cursor, items: busy) { i in
-                    let le = order[i]
-                    body(le, rows[le], off[le])
+                if busy >= workers {
+                    Blas.parallel(workers: workers, claiming: cursor, items: busy) { i in
+                        body(order[i], rows[order[i]], off[order[i]], 1)
+                    }
+                } else {
+                    for i in 0 ..< busy { body(order[i], rows[order[i]], off[order[i]], workers) }
                 }
             }
         }
