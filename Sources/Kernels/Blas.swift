@@ -133,7 +133,8 @@ public enum Blas {
             return
         }
         parallel(workers: W) { w in
-            let lo = (w * L / W) & ~15, hi = w == W - 1 ? L : ((w + 1) * L / W) & ~15
+            let r = share(w, of: W, items: L)
+            let lo = r.lowerBound & ~15, hi = w == W - 1 ? L : r.upperBound & ~15
             guard hi > lo else { return }
             if byRows {   // rows lo..<hi of C and of op(A)
                 gemm(transA: transA, transB: transB, M: hi - lo, N: N, K: K, alpha: alpha,
@@ -165,6 +166,14 @@ public enum Blas {
     /// microseconds), so small calls stay on the caller.
     @inline(__always)
     public static func rowWorkers(_ workers: Int, rows n: Int, width C: Int) -> Int { max(1, min(workers, n * C / 32768, n)) }
+
+    /// body(rows) on contiguous shares of the rows 0 ..< n of an element-wise pass over n rows of C values,
+    /// one share per thread of `rowWorkers` (on the caller when small).
+    @inline(__always)
+    public static func forEachShare(of n: Int, width C: Int, workers: Int, _ body: (Range<Int>) -> Void) {
+        let W = rowWorkers(workers, rows: n, width: C)
+        parallel(workers: W) { w in body(share(w, of: W, items: n)) }
+    }
 
     /// Items [w·n/workers, (w+1)·n/workers) of worker w: contiguous, sizes differ by at most one.
     @inline(__always)

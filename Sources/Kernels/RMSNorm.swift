@@ -7,9 +7,8 @@ public func rmsnormForward(_ out: UnsafeMutablePointer<Float>, _ rstd: UnsafeMut
                            _ inp: UnsafePointer<Float>, _ weight: UnsafePointer<Float>, _ N: Int, _ C: Int, eps: Float,
                            workers: Int = 1) {
     // out and inp are (N,C), weight is (C), rstd is (N)
-    let W = Blas.rowWorkers(workers, rows: N, width: C)
-    Blas.parallel(workers: W) { w in
-        rmsnormForwardRows(Blas.share(w, of: W, items: N), out, rstd, inp, weight, C, eps: eps)
+    Blas.forEachShare(of: N, width: C, workers: workers) { rows in
+        rmsnormForwardRows(rows, out, rstd, inp, weight, C, eps: eps)
     }
 }
 
@@ -37,8 +36,8 @@ public func rmsnormBackward(_ dinp: UnsafeMutablePointer<Float>, _ dweight: Unsa
     // dinp, dout and inp are (N,C), dweight and weight are (C), rstd is (N)
     let W = Blas.rowWorkers(workers, rows: N, width: C)
     if W == 1 { rmsnormBackwardRows(0 ..< N, dinp, dweight, dout, inp, weight, rstd, C); return }
-    Blas.parallel(workers: W) { w in
-        rmsnormBackwardRows(Blas.share(w, of: W, items: N), dinp, nil, dout, inp, weight, rstd, C)
+    Blas.forEachShare(of: N, width: C, workers: workers) { rows in
+        rmsnormBackwardRows(rows, dinp, nil, dout, inp, weight, rstd, C)
     }
     Blas.parallel(workers: W) { w in
         let cols = Blas.share(w, of: W, items: C)

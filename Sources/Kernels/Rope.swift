@@ -66,9 +66,8 @@ private func ropeApply(_ x: UnsafeMutablePointer<Float>, _ table: RopeTable, _ B
     precondition(T <= table.seqLen, "rope: T (\(T)) exceeds the table's seqLen (\(table.seqLen))")
     table.cos.withUnsafeBufferPointer { cosBuf in
         table.sin.withUnsafeBufferPointer { sinBuf in
-            let W = Blas.rowWorkers(workers, rows: B * T, width: C)
-            Blas.parallel(workers: W) { w in
-                for bt in Blas.share(w, of: W, items: B * T) {
+            Blas.forEachShare(of: B * T, width: C, workers: workers) { rows in
+                for bt in rows {
                     let t = bt % T
                     let cs = cosBuf.baseAddress! + t * half
                     let sn = sinBuf.baseAddress! + t * half

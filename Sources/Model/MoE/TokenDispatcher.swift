@@ -221,11 +221,10 @@ final class TokenDispatcher {
 
     // MARK: the rank's threads
 
-    /// body(range) on contiguous shares of 0 ..< n over the rank's threads (on the caller when small).
+    /// body(range) on contiguous shares of 0 ..< n rows over the rank's threads (on the caller when small).
     @inline(__always)
     private func forShares(of n: Int, _ body: (Range<Int>) -> Void) {
-        let W = Blas.rowWorkers(ctx.blasWorkers, rows: n, width: width)
-        Blas.parallel(workers: W) { w in body(Blas.share(w, of: W, items: n)) }
+        Blas.forEachShare(of: n, width: width, workers: ctx.blasWorkers, body)
     }
 
     /// body(assignment, row) for token t's kept assignments, in row order (the order one thread adds them in
