@@ -2,7 +2,7 @@
 // moe-dist: a distributed trainer for recurrent Mixture-of-Experts language models.
 //
 // Dependencies run one way:
-//   C shims (CMPI, COpenBLAS, CHDF5)
+//   C shims (CMPI, COpenBLAS, CHDF5, CCPUFeatures) and C kernels (CVectorKernels)
 //     -> Kernels, Collectives, Configuration, DataPipeline, HDF5
 //     -> Model (parameters, recurrent block, router, dispatcher, experts)
 //     -> Training (optimizer, schedule, loop, checkpoints, metrics)
@@ -32,9 +32,13 @@ let package = Package(
                        providers: [.apt(["libhdf5-dev"])]),
         // CPUID/XGETBV as static inline C (header only): which vector extensions this CPU has.
         .systemLibrary(name: "CCPUFeatures", path: "Sources/CCPUFeatures"),
+        // The element-wise hot loops (activations, AdamW, sums of squares), built per vector level (SSE2,
+        // AVX2, AVX-512) and chosen at run time; no FMA contraction, so every level gives the same bits.
+        .target(name: "CVectorKernels", path: "Sources/CVectorKernels",
+                cSettings: [.unsafeFlags(["-ffp-contract=off"])]),
 
         // MARK: Foundations: numeric kernels, communication, config, data, HDF5 files
-        .target(name: "Kernels", dependencies: ["COpenBLAS", "CCPUFeatures"], swiftSettings: fast),
+        .target(name: "Kernels", dependencies: ["COpenBLAS", "CCPUFeatures", "CVectorKernels"], swiftSettings: fast),
         .target(name: "Collectives", dependencies: ["CMPI"], swiftSettings: fast),
         .target(name: "Configuration", dependencies: [.product(name: "Yams", package: "Yams")]),
         .target(name: "DataPipeline", swiftSettings: fast),
@@ -58,7 +62,7 @@ let package = Package(
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         // Counts the heap allocations of the test process (replaces malloc and friends in the test binary).
         .target(name: "MallocCounter", path: "Tests/MallocCounter"),
-        .testTarget(name: "KernelsTests", dependencies: ["Kernels", "TestSupport"]),
+        .testTarget(name: "KernelsTests", dependencies: ["Kernels", "CVectorKernels", "TestSupport"]),
         .testTarget(name: "CollectivesTests", dependencies: ["Collectives", "TestSupport"]),
         .testTarget(name: "ConfigurationTests", dependencies: ["Configuration", "TestSupport"]),
         .testTarget(name: "DataPipelineTests", dependencies: ["DataPipeline", "TestSupport"]),

@@ -6,6 +6,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import CVectorKernels
 
 /// Rows per block of the causal attention: a [64, T] strip of scores and the [T, dh] keys stay in cache,
 /// and row block i only multiplies against the first (i+1)·64 keys (the masked upper triangle is skipped).
@@ -50,18 +51,11 @@ public func attentionForward(_ out: UnsafeMutablePointer<Float>, _ probs: Unsafe
     }
 }
 
-/// In place: row[0..<n] = softmax(row[0..<n]), exponentials in eight lanes.
+/// In place: row[0..<n] = softmax(row[0..<n]) (maximum and exponentials from CVectorKernels).
 @inline(__always)
 private func softmaxRow(_ row: UnsafeMutablePointer<Float>, _ n: Int) {
-    let m = SIMD8<Float>(repeating: maxElement(row, n))
-    var acc = SIMD8<Float>(repeating: 0)
-    var tail: Float = 0
-    forEachSIMD8(n) { i, c in
-        let e = simdExp(load8(row, i, c) - m)
-        store8(e, row, i, c)
-        if c == 8 { acc += e } else { for j in 0 ..< c { tail += e[j] } }
-    }
-    let inv = 1 / (acc.sum() + tail)
+    let level = VectorKernels.level.rawValue
+    let inv = 1 / cvk_exp_sum(level, row, row, n, cvk_max(level, row, n))
     forEachSIMD8(n) { i, c in store8(load8(row, i, c) * inv, row, i, c) }
 }
 

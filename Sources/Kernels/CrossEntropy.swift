@@ -4,6 +4,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import CVectorKernels
 
 /// losses[i] = −log softmax(logits[i])[targets[i]] = logsumexp(logits[i]) − logits[i, targets[i]].
 ///
@@ -41,7 +42,7 @@ private func crossEntropyRows(_ rows: Range<Int>, _ dlogits: UnsafeMutablePointe
             fatalError("crossEntropy: target \(target) at row \(i) is outside the vocabulary 0..<\(V)")
         }
         let x = logits + i * V
-        let m = maxElement(x, V)
+        let m = cvk_max(VectorKernels.level.rawValue, x, V)
         let xTarget = x[target]   // read before an in-place pass can overwrite it
         var sum: Double = 0   // Double across chunks: V may be ~50k terms
         if let dlogits = dlogits {
@@ -62,23 +63,16 @@ private func crossEntropyRows(_ rows: Range<Int>, _ dlogits: UnsafeMutablePointe
     return total
 }
 
-/// Σ_j e^(x[j] − m) over n floats (eight-lane exp, Float lanes flushed to Double every 256 elements);
-/// stores the exponentials into `out` when given (`out` may alias `x`).
+/// Σ_j e^(x[j] − m) over n floats (CVectorKernels' vector exp; Float lanes flushed to Double every 256
+/// elements); stores the exponentials into `out` when given (`out` may alias `x`).
 @inline(__always)
 private func expMinusMaxSum(_ x: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>?, _ n: Int, _ m: Float) -> Double {
-    let mv = SIMD8<Float>(repeating: m)
+    let level = VectorKernels.level.rawValue
     var total: Double = 0
     var chunk = 0
     while chunk < n {
         let end = min(n, chunk + 256)
-        var acc = SIMD8<Float>(repeating: 0)
-        var tail: Float = 0
-        forEachSIMD8(end - chunk) { i, c in
-            let e = simdExp(load8(x, chunk + i, c) - mv)
-            if let out { store8(e, out, chunk + i, c) }
-            if c == 8 { acc += e } else { for j in 0 ..< c { tail += e[j] } }
-        }
-        total += Double(acc.sum()) + Double(tail)
+        total += Double(cvk_exp_sum(level, x + chunk, out.map { $0 + chunk }, end - chunk, m))
         chunk = end
     }
     return total

@@ -1,5 +1,6 @@
 // Vector: small reductions shared by the element-wise kernels, written over SIMD8 so they vectorise
 // (a plain scalar `sum += a[i] * b[i]` loop cannot be reordered by the compiler).
+import CVectorKernels
 
 /// Σ_i a[i]·b[i] over n floats, accumulated in eight Float lanes.
 @inline(__always)
@@ -34,37 +35,6 @@ func dotProduct3(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: Unsa
     return s
 }
 
-/// max_i a[i] over n > 0 floats.
-@inline(__always)
-func maxElement(_ a: UnsafePointer<Float>, _ n: Int) -> Float {
-    var m = a[0]
-    for i in 1 ..< max(n, 1) where a[i] > m { m = a[i] }
-    return m
-}
-
-/// e^x in eight lanes: x = n·ln2 + r with |r| ≤ ln2/2, e^r by the Cephes expf polynomial (≈ 1 ulp),
-/// scaled by 2^n through the exponent bits. Inputs are clamped to [−87.3, 88.3] (results stay normal).
-@inline(__always)
-func simdExp(_ x: SIMD8<Float>) -> SIMD8<Float> {
-    // clamp lane by lane (the generic pointwiseMin/Max were not inlined: a call per vector)
-    var xc = x
-    for j in 0 ..< 8 { xc[j] = Swift.min(Swift.max(xc[j], -87.3), 88.3) }
-    // n = round(x / ln2) by the 1.5·2^23 trick: the sum's low mantissa bits hold n (no float -> int conversion)
-    let magic = SIMD8<Float>(repeating: 12582912)
-    let t = xc * 1.44269504088896341 + magic
-    let n = t - magic
-    let r = xc - n * 0.693359375 + n * 2.12194440e-4          // ln2 split in two (Cody-Waite)
-    var p = SIMD8<Float>(repeating: 1.9875691500e-4)
-    p = p * r + 1.3981999507e-3
-    p = p * r + 8.3334519073e-3
-    p = p * r + 4.1665795894e-2
-    p = p * r + 1.6666665459e-1
-    p = p * r + 5.0000001201e-1
-    let y = p * (r * r) + r + 1
-    let bits = (unsafeBitCast(t, to: SIMD8<Int32>.self) &- 0x4B40_0000 &+ 127) &<< 23
-    return y * unsafeBitCast(bits, to: SIMD8<Float>.self)
-}
-
 /// Applies `body` to n floats eight at a time; the last partial group is padded with zeros, so every
 /// element goes through the same SIMD code whatever its position (results do not depend on alignment).
 @inline(__always)
@@ -85,4 +55,23 @@ func load8(_ p: UnsafePointer<Float>, _ i: Int, _ count: Int) -> SIMD8<Float> {
 func store8(_ v: SIMD8<Float>, _ p: UnsafeMutablePointer<Float>, _ i: Int, _ count: Int) {
     if count == 8 { UnsafeMutableRawPointer(p + i).storeBytes(of: v, as: SIMD8<Float>.self); return }
     for j in 0 ..< count { p[i + j] = v[j] }
+}
+
+/// Σ p[i]² over n floats, in Double, on up to `workers` threads. The sum is cut into at most 64 chunks fixed
+/// by n alone (CVectorKernels' `cvk_sum_squares` on each), and the chunks' sums are added in order, so the
+/// result is the same for any number of threads and any vector level.
+public func sumOfSquares(_ p: UnsafePointer<Float>, _ n: Int, workers: Int = 1) -> Double {
+    let chunks = min(64, max(1, n / 65536))
+    return withUnsafeTemporaryAllocation(of: Double.self, capacity: 64) { sums in
+        let level = VectorKernels.level.rawValue
+        Blas.parallel(workers: min(workers, chunks)) { w in
+            for c in Blas.share(w, of: min(workers, chunks), items: chunks) {
+                let r = Blas.share(c, of: chunks, items: n)
+                sums[c] = cvk_sum_squares(level, p + r.lowerBound, r.count)
+            }
+        }
+        var s = 0.0
+        for c in 0 ..< chunks { s += sums[c] }
+        return s
+    }
 }

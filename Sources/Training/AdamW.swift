@@ -27,35 +27,12 @@ public struct AdamW: Sendable {
 
     /// Elements `range` of tensor `p`.
     private func update(_ s: ParameterStore, _ p: ParameterInfo, _ range: Range<Int>, lr: Double, t: Int, gradScale: Float) {
-        let b1 = Float(beta1), b2 = Float(beta2)
-        let c1 = Float(1 - pow(beta1, Double(t))), c2 = Float(1 - pow(beta2, Double(t)))
-        let lrF = Float(lr), epsF = Float(eps)
-        let wd = p.decays ? Float(weightDecay) : 0
-        let o = p.offset + range.lowerBound, n = range.count
-        let th = s.params + o, g = s.grads + o, m = s.expAvg + o, v = s.expAvgSq + o
-        // 8 lanes at a time (the same IEEE operations per element as the scalar tail).
-        let n8 = n / 8 * 8
-        var i = 0
-        while i < n8 {
-            let gi = UnsafeRawPointer(g + i).loadUnaligned(as: SIMD8<Float>.self) * gradScale
-            var mi = UnsafeRawPointer(m + i).loadUnaligned(as: SIMD8<Float>.self)
-            var vi = UnsafeRawPointer(v + i).loadUnaligned(as: SIMD8<Float>.self)
-            var ti = UnsafeRawPointer(th + i).loadUnaligned(as: SIMD8<Float>.self)
-            mi = b1 * mi + (1 - b1) * gi
-            vi = b2 * vi + (1 - b2) * gi * gi
-            let mHat = mi / c1, vHat = vi / c2
-            ti -= lrF * (mHat / (vHat.squareRoot() + epsF) + wd * ti)
-            UnsafeMutableRawPointer(m + i).storeBytes(of: mi, as: SIMD8<Float>.self)
-            UnsafeMutableRawPointer(v + i).storeBytes(of: vi, as: SIMD8<Float>.self)
-            UnsafeMutableRawPointer(th + i).storeBytes(of: ti, as: SIMD8<Float>.self)
-            i += 8
-        }
-        for i in n8 ..< n {
-            let gi = g[i] * gradScale
-            m[i] = b1 * m[i] + (1 - b1) * gi
-            v[i] = b2 * v[i] + (1 - b2) * gi * gi
-            let mHat = m[i] / c1, vHat = v[i] / c2
-            th[i] -= lrF * (mHat / (vHat.squareRoot() + epsF) + wd * th[i])
-        }
+        let k = AdamWCoefficients(beta1: Float(beta1), beta2: Float(beta2),
+                                  c1: Float(1 - pow(beta1, Double(t))), c2: Float(1 - pow(beta2, Double(t))),
+                                  lr: Float(lr), eps: Float(eps), weightDecay: p.decays ? Float(weightDecay) : 0,
+                                  gradScale: gradScale)
+        let o = p.offset + range.lowerBound
+        adamWStep(param: s.params + o, grad: s.grads + o, expAvg: s.expAvg + o, expAvgSq: s.expAvgSq + o,
+                  count: range.count, k)
     }
 }

@@ -55,6 +55,8 @@ public struct BenchmarkReport: Codable, Sendable {
     public var blasKernelReason: String
     public var blasLoadedCoreName: String
     public var cpu: String
+    /// The build of the element-wise kernels (activations, AdamW, softmax exponentials) this CPU runs.
+    public var vectorKernels: String
     /// Every kernel set measured (the one in use first) and the fastest of them: MFU's reference.
     public var kernelSetPeaks: [KernelSetPeak]
     public var bestKernelSet: String
@@ -288,6 +290,7 @@ public enum Benchmark {
             openblasCoretype: ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"],
             blasKernelReason: choice?.reason ?? "kernels \(inUse), chosen by OpenBLAS (no selection ran)",
             blasLoadedCoreName: choice?.loaded ?? inUse, cpu: CPUFeatures.current.description,
+            vectorKernels: VectorKernels.level.description,
             kernelSetPeaks: setPeaks, bestKernelSet: bestName, bestMachinePeakGflops: bestPeak,
             corpus: data.summary, microBatch: c.train.microBatch, globalBatch: c.train.globalBatch,
             warmupSteps: warmup, steps: steps, sgemm: peak, machinePeakGflops: machinePeak,

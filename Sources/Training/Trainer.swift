@@ -96,18 +96,18 @@ public final class Trainer {
         let scales = LossScales(ce: 1 / Double(c.train.globalBatch * T),
                                 aux: c.moe.auxLossCoef / Double(M * R), z: c.moe.zLossCoef / Double(M * R))
         resetReport(R: R, E: E)
-        store.zeroGrads()
+        store.zeroGrads(workers: ctx.blasWorkers)
         let ceLocal = runMicroSteps(scales: scales)
         timer.collective(.allReduce, over: ctx.world) { reduceGradients() }
         // The local expert-gradient norm is clipping work (optimizer); only its sum travels.
         var clock = PhaseTimer.now()
         let firstCopy = ctx.world.rank < ctx.expertGroup.size
-        let expertSq = firstCopy ? store.gradSquaredNorm(store.trunkCount ..< store.count) : 0
+        let expertSq = firstCopy ? store.gradSquaredNorm(store.trunkCount ..< store.count, workers: ctx.blasWorkers) : 0
         timer.add(.optimizer, since: clock)
         timer.collective(.allReduce, over: ctx.world) { reduceScalars(ceLocal: ceLocal, expertSquaredNorm: expertSq) }
         clock = PhaseTimer.now()
 
-        let trunkSq = store.gradSquaredNorm(0 ..< store.trunkCount)
+        let trunkSq = store.gradSquaredNorm(0 ..< store.trunkCount, workers: ctx.blasWorkers)
         report.gradNorm = (trunkSq + scalars[1]).squareRoot()
         report.ce = scalars[0] / Double(c.train.globalBatch * T)
         report.aux = M > 0 && R > 0 && E > 0 ? report.aux / Double(M * R) : 0

@@ -5,6 +5,7 @@
 // Layout: trunk tensors first (replicated on every rank, data-parallel), then
 // expert tensors (each rank holds only the rows of the experts it owns).
 import Configuration
+import Kernels
 
 /// One named tensor of the model.
 public struct ParameterInfo: Sendable {
@@ -82,13 +83,17 @@ public final class ParameterStore {
     public func param(_ path: String) -> UnsafeMutablePointer<Float> { params + info(path).offset }
     public func grad(_ path: String) -> UnsafeMutablePointer<Float> { grads + info(path).offset }
 
-    public func zeroGrads() { grads.update(repeating: 0, count: count) }
+    /// Sets every gradient to zero, on up to `workers` threads.
+    public func zeroGrads(workers: Int = 1) {
+        Blas.forEachShare(of: count, width: 1, workers: workers) { r in
+            (grads + r.lowerBound).update(repeating: 0, count: r.count)
+        }
+    }
 
-    /// Sum of squares of the gradient over `range` of the flat buffer, in Double.
-    public func gradSquaredNorm(_ range: Range<Int>) -> Double {
-        var s = 0.0
-        for i in range { let g = Double(grads[i]); s += g * g }
-        return s
+    /// Sum of squares of the gradient over `range` of the flat buffer, in Double (the same value on any
+    /// number of threads, see `sumOfSquares`).
+    public func gradSquaredNorm(_ range: Range<Int>, workers: Int = 1) -> Double {
+        sumOfSquares(grads + range.lowerBound, range.count, workers: workers)
     }
 }
 
