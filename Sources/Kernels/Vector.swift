@@ -1,5 +1,5 @@
-// Vector: small reductions shared by the element-wise kernels, written over SIMD8 so they vectorise
-// (a plain scalar `sum += a[i] * b[i]` loop cannot be reordered by the compiler).
+// Vector: small reductions shared by the Swift kernels, written over SIMD8 so they vectorise (a plain scalar
+// `sum += a[i] * b[i]` loop cannot be reordered by the compiler), and the threaded sum of squares.
 import CVectorKernels
 
 /// Σ_i a[i]·b[i] over n floats, accumulated in eight Float lanes.
@@ -62,10 +62,11 @@ func store8(_ v: SIMD8<Float>, _ p: UnsafeMutablePointer<Float>, _ i: Int, _ cou
 /// result is the same for any number of threads and any vector level.
 public func sumOfSquares(_ p: UnsafePointer<Float>, _ n: Int, workers: Int = 1) -> Double {
     let chunks = min(64, max(1, n / 65536))
+    let W = max(1, min(workers, chunks))
     return withUnsafeTemporaryAllocation(of: Double.self, capacity: 64) { sums in
         let level = VectorKernels.level.rawValue
-        Blas.parallel(workers: min(workers, chunks)) { w in
-            for c in Blas.share(w, of: min(workers, chunks), items: chunks) {
+        Blas.parallel(workers: W) { w in
+            for c in Blas.share(w, of: W, items: chunks) {
                 let r = Blas.share(c, of: chunks, items: n)
                 sums[c] = cvk_sum_squares(level, p + r.lowerBound, r.count)
             }

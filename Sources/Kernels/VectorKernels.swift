@@ -1,7 +1,7 @@
-// VectorKernels: the level at which the C element-wise kernels (CVectorKernels: activations, AdamW, sums of
-// squares) run. Swift code is compiled for the baseline x86-64 ISA; the C kernels are built for AVX2 and
+// VectorKernels: the level at which the C element-wise kernels (CVectorKernels: activations, AdamW, softmax
+// exponentials and maxima, sums of squares) run. Swift code is compiled for the baseline x86-64 ISA; the C kernels are built for AVX2 and
 // AVX-512 too, and this picks the highest level both the CPU (CPUID, see CPUFeatures) and the build have.
-// Every level gives the same bits, so the choice changes speed only.
+// Every level gives the same bits (NaNs aside: their sign may differ), so the choice changes speed only.
 import CVectorKernels
 
 public enum VectorKernels {

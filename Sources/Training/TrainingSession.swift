@@ -203,9 +203,9 @@ public final class TrainingSession {
                             human(cost.totalParameters), human(cost.expertParameters), human(cost.activeParameters),
                             human(Int(cost.flopsPerToken))))
         if let blas = BlasKernelSelection.current {
-            lines.append("BLAS: \(blas.inUse) kernels (\(blas.reason)), \(ctx.blasWorkers) thread(s) per rank; "
-                         + "element-wise kernels \(VectorKernels.level)")
+            lines.append("BLAS: \(blas.inUse) kernels (\(blas.reason)), \(ctx.blasWorkers) thread(s) per rank")
         }
+        lines.append("element-wise kernels: \(VectorKernels.level)")
         lines.append("budget: \(trainer.totalSteps) steps of \(c.train.globalBatch * c.model.seqLen) tokens")
         return lines
     }

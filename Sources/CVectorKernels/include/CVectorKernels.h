@@ -1,9 +1,11 @@
-// CVectorKernels: the trainer's element-wise hot loops (activations, AdamW, sums of squares) in C, built
+// CVectorKernels: the trainer's element-wise hot loops (activations, AdamW, exponential sums, maxima, sums of
+// squares) in C, built
 // once per vector level and chosen at run time. Swift compiles for the baseline x86-64 ISA (SSE2); these
 // loops are compute-bound, so the AVX2 and AVX-512 builds run them 2-4x faster on the same source.
 //
 // Every level performs the same IEEE operations per element in the same order (no FMA contraction, no
-// approximate reciprocals), so all levels give the same bits; the tests check that.
+// approximate reciprocals), so all levels give the same bits; the tests check that. (A NaN result stays NaN,
+// but when two NaN operands meet, which one's sign survives depends on the compiler's operand order.)
 #ifndef CVECTORKERNELS_H
 #define CVECTORKERNELS_H
 
