@@ -39,10 +39,20 @@ VK_TARGET VK_INLINE v16f VK_NAME(exp)(v16f x) {
     return y * (v16f)bits;
 }
 
+/// σ(y) = 1/(1 + e^(−y)).
+VK_TARGET VK_INLINE v16f VK_NAME(sigmoid)(v16f y) {
+    return 1.0f / (1.0f + VK_NAME(exp)(-y));
+}
+
 /// σ(2u) for gelu, u = sqrt(2/π)(x + 0.044715x³): 0.5(1 + tanh u).
 VK_TARGET VK_INLINE v16f VK_NAME(gelu_sigma)(v16f x) {
     v16f u = GELU_SCALE * (x + GELU_CUBIC * (x * x * x));
-    return 1.0f / (1.0f + VK_NAME(exp)(-2.0f * u));
+    return VK_NAME(sigmoid)(2.0f * u);
+}
+
+/// silu'(x) = σ(x)(1 + x(1 − σ(x))), given sig = σ(x).
+VK_TARGET VK_INLINE v16f VK_NAME(silu_derivative)(v16f x, v16f sig) {
+    return sig * (1.0f + x * (1.0f - sig));
 }
 
 /// gelu'(x) = s + 2x·s(1 − s)·sqrt(2/π)(1 + 3·0.044715x²), s = σ(2u).
@@ -81,7 +91,7 @@ VK_TARGET static void VK_NAME(swiglu_forward)(float *out, const float *a, const 
     for (long i = 0; i < n; i += 16) {
         long c = n - i < 16 ? n - i : 16;
         v16f x = VK_NAME(load)(a + i, c);
-        v16f sig = 1.0f / (1.0f + VK_NAME(exp)(-x));
+        v16f sig = VK_NAME(sigmoid)(x);
         VK_NAME(store)(out + i, c, x * sig * VK_NAME(load)(b + i, c));
     }
 }
@@ -90,9 +100,9 @@ VK_TARGET static void VK_NAME(swiglu_backward_inplace)(float *d, float *db, cons
     for (long i = 0; i < n; i += 16) {
         long c = n - i < 16 ? n - i : 16;
         v16f x = VK_NAME(load)(a + i, c);
-        v16f sig = 1.0f / (1.0f + VK_NAME(exp)(-x));
+        v16f sig = VK_NAME(sigmoid)(x);
         v16f g = VK_NAME(load)(d + i, c);
-        v16f dsilu = sig * (1.0f + x * (1.0f - sig));
+        v16f dsilu = VK_NAME(silu_derivative)(x, sig);
         VK_NAME(store)(d + i, c, g * VK_NAME(load)(b + i, c) * dsilu);
         VK_NAME(store)(db + i, c, g * x * sig);
     }
@@ -103,9 +113,9 @@ VK_TARGET static void VK_NAME(swiglu_backward)(float *da, float *db, const float
     for (long i = 0; i < n; i += 16) {
         long c = n - i < 16 ? n - i : 16;
         v16f x = VK_NAME(load)(a + i, c);
-        v16f sig = 1.0f / (1.0f + VK_NAME(exp)(-x));
+        v16f sig = VK_NAME(sigmoid)(x);
         v16f g = VK_NAME(load)(dout + i, c);
-        v16f dsilu = sig * (1.0f + x * (1.0f - sig));
+        v16f dsilu = VK_NAME(silu_derivative)(x, sig);
         VK_NAME(store)(da + i, c, VK_NAME(load)(da + i, c) + g * VK_NAME(load)(b + i, c) * dsilu);
         VK_NAME(store)(db + i, c, VK_NAME(load)(db + i, c) + g * x * sig);
     }
@@ -148,8 +158,8 @@ VK_TARGET static float VK_NAME(max)(const float *x, long n) {
     v16f acc = vsplat(x[0]);
     for (long i = 0; i < n; i += 16) {
         long c = n - i < 16 ? n - i : 16;
-        v16f v = c == 16 ? VK_NAME(load)(x + i, c) : vsplat(x[0]);
-        if (c < 16) __builtin_memcpy(&v, x + i, (unsigned long)c * sizeof(float));
+        v16f v = vsplat(x[0]);                     // a short last group is padded with x[0]
+        __builtin_memcpy(&v, x + i, (unsigned long)c * sizeof(float));
         acc = vselect(v > acc, v, acc);
     }
     float m = acc[0];
