@@ -113,6 +113,10 @@ extension RunConfig {
         "parallel.expert_parallel": .init(meaning: "Ranks G sharing one copy of each expert pool; world / G copies "
                                           + "all-reduce their expert gradients. null = the world size.",
                                           values: "integer >= 1 dividing the world size, <= moe.num_experts; or null"),
+        "parallel.balance_experts": .init(meaning: "In each MoE use, a rank of an expert group whose experts received more "
+                                          + "rows lends whole experts (weights there, gradient back) to the least busy rank, "
+                                          + "which runs them. Changes no result; false = every expert runs on its owner.",
+                                          values: "true, false"),
 
         "gate.enabled": .init(meaning: "Apply the stop rule at every evaluation of a training run.", values: "true, false"),
         "gate.min_improvement": .init(meaning: "Stop rule: an evaluation counts as an improvement only when it beats the best "

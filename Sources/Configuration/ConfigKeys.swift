@@ -165,6 +165,7 @@ extension RunConfig {
         optStringKey("data.tokenizer", \.data.tokenizer),
 
         optIntKey("parallel.expert_parallel", \.parallel.expertParallel),
+        boolKey("parallel.balance_experts", \.parallel.balanceExperts),
 
         boolKey("gate.enabled", \.gate.enabled),
         doubleKey("gate.min_improvement", \.gate.minImprovement),

@@ -106,6 +106,8 @@ public struct DataConfig: Codable, Equatable, Sendable {
 public struct ParallelConfig: Codable, Equatable, Sendable {
     /// Ranks sharing one copy of each pool's experts; nil = the world size.
     public var expertParallel: Int? = nil
+    /// Lend experts from a busy rank of an expert group to an idle one, use by use (no result changes).
+    public var balanceExperts: Bool = true
     public init() {}
 }
 

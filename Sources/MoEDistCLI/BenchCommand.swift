@@ -22,8 +22,9 @@ struct BenchCommand: ParsableCommand {
         --warmup plus --steps steps of the configuration (no checkpoints, no evaluation, nothing written) and
         reports, on rank 0: the kernel set and why it runs, tokens/s, model FLOPs per token, MFU against the
         best set's peak (and against the set in use), the per-phase time split, the communication share, the
-        time ranks wait for a slower one before a collective (measured apart from the transfer) and peak
-        resident memory against the analytic estimate. The step budget is --warmup + --steps whatever
+        time ranks wait for a slower one before a collective (measured apart from the transfer), how often
+        a busy rank lent experts to an idle one (parallel.balance_experts) and peak resident memory against
+        the analytic estimate. The step budget is --warmup + --steps whatever
         train.max_steps says (a configuration without a budget is fine). The micro-batch is fitted to the
         world by the same rule as train (the largest that divides train.global_batch / ranks; one line says so).
         """))
@@ -95,6 +96,9 @@ struct BenchCommand: ParsableCommand {
                 .map { String(format: "%@ %.1f%%", $0.key, 100 * $0.value) }.joined(separator: ", "),
             String(format: "communication %.1f%% of the step, waiting for slower ranks %.1f%% (max over ranks)",
                    100 * r.communicationFraction, 100 * r.rankWaitFraction),
+            !r.expertLending ? "expert lending: none (\(r.worldSize == 1 ? "one rank" : "parallel.balance_experts=false or one rank per expert group"))"
+                : String(format: "expert lending: %d of %d MoE uses lent experts, %.2f per use; helpers ran %.1f%% of the expert rows",
+                         r.lendingUsesWithLoans, r.lendingUses, r.loansPerUse, 100 * r.rowsLentFraction),
             "peak memory \(gb(r.peakResidentBytes)) (baseline \(gb(r.baselineResidentBytes))), estimate \(gb(r.estimatedTotalBytes))"
                 + String(format: " -> %.2fx", r.peakOverEstimate),
         ]

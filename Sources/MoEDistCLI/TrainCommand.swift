@@ -31,7 +31,8 @@ struct TrainCommand: ParsableCommand {
         Resuming: --resume auto continues from the newest intact checkpoint (same or another world
         size). The configuration must match the checkpoint's: an architecture key (model.*, moe.* except
         the loss weights and capacity factor) can never change; any other key (except the layout keys
-        parallel.expert_parallel and train.micro_batch) only with --allow-config-change, which keeps the
+        parallel.expert_parallel, parallel.balance_experts and train.micro_batch) only with
+        --allow-config-change, which keeps the
         original configuration in metrics.h5 and records each change and its step (root attribute
         config_changes). A changed train.max_steps or train.max_tokens moves the cosine's end; the log
         says how. Token files, data.tokenizer and the checkpoint must share one tokenizer fingerprint.

@@ -5,6 +5,7 @@
 // replicaGroup the ranks holding the same expert slice in different copies: expert gradients
 import Collectives
 import Configuration
+import Kernels
 
 public struct ParallelContext {
     public let world: Communicator
@@ -14,10 +15,16 @@ public struct ParallelContext {
     public let expertSlices: [Range<Int>]
     /// Time per phase on this rank (communication is charged where it happens).
     public let timer = PhaseTimer()
+    /// Whether and how a busy rank lends experts to a less busy one in each MoE use (`parallel.balance_experts`;
+    /// changes no result, see ExpertLending).
+    public var expertLending: ExpertLendingPolicy
+    /// What lending did so far.
+    public let lendingCounter = LendingCounter()
 
     public init(world: Communicator, expertGroup: Communicator, replicaGroup: Communicator, expertSlices: [Range<Int>]) {
         self.world = world; self.expertGroup = expertGroup; self.replicaGroup = replicaGroup
         self.expertSlices = expertSlices
+        expertLending = .automatic(threads: world.isAloneInProcess ? Blas.configuredThreads : 1)
     }
 
     /// Experts held by this rank.
@@ -37,8 +44,10 @@ public struct ParallelContext {
             return ParallelContext(world: world, expertGroup: SingleProcessCommunicator(),
                                    replicaGroup: world, expertSlices: [0 ..< 0])
         }
-        return try make(world: world, expertParallel: config.parallel.expertParallel ?? world.size,
-                        numExperts: config.moe.numExperts)
+        var ctx = try make(world: world, expertParallel: config.parallel.expertParallel ?? world.size,
+                           numExperts: config.moe.numExperts)
+        if !config.parallel.balanceExperts { ctx.expertLending = .off }
+        return ctx
     }
 
     /// Splits `world` into expert groups of `expertParallel` consecutive ranks and the replica groups

@@ -90,6 +90,14 @@ public struct BenchmarkReport: Codable, Sendable {
     /// Time a rank waits for slower ranks before the collectives (expert-load or other imbalance), max over ranks.
     public var rankWaitFraction: Double
     public var rankWaitDefinition: String
+    /// Expert lending in the measured steps (rank 0's expert group; `parallel.balance_experts`): whether it
+    /// can happen (on, and more than one rank per group), the MoE uses that lent, experts lent per use, and the
+    /// share of expert rows a helper ran instead of the owner.
+    public var expertLending: Bool
+    public var lendingUses: Int
+    public var lendingUsesWithLoans: Int
+    public var loansPerUse: Double
+    public var rowsLentFraction: Double
     public var peakResidentBytes: Int
     public var baselineResidentBytes: Int
     public var estimate: MemoryEstimate
@@ -244,6 +252,8 @@ public enum Benchmark {
         for _ in 0 ..< warmup { last = trainer.trainStep() }
         var phaseSums = [Phase: Double]()
         var times: [Double] = []
+        let lending = ctx.lendingCounter
+        let lendingStart = (lending.uses, lending.usesWithLoans, lending.loans, lending.rowsLent, lending.rows)
         world.barrier()
         let cpuStart = processCPUSeconds()
         for _ in 0 ..< steps {
@@ -252,6 +262,7 @@ public enum Benchmark {
             for (p, s) in last.timing { phaseSums[p, default: 0] += s }
         }
         let cpuPerStep = (processCPUSeconds() - cpuStart) / Double(max(steps, 1))
+        let lendingUses = lending.uses - lendingStart.0, lendingRows = lending.rows - lendingStart.4
         let measured = max(steps, 1)
         let total = times.reduce(0, +)
         // Step time: the slowest rank decides (max over ranks of the summed step times).
@@ -315,6 +326,10 @@ public enum Benchmark {
             rankWaitDefinition: "max over ranks of rank_wait seconds / step seconds: a barrier before every token exchange "
                 + "and reduction (benchmark only) separates waiting for slower ranks (expert-load imbalance, "
                 + "uneven work) from the transfer",
+            expertLending: ctx.expertLending.enabled && ctx.expertGroup.size > 1,
+            lendingUses: lendingUses, lendingUsesWithLoans: lending.usesWithLoans - lendingStart.1,
+            loansPerUse: lendingUses > 0 ? Double(lending.loans - lendingStart.2) / Double(lendingUses) : 0,
+            rowsLentFraction: lendingRows > 0 ? Double(lending.rowsLent - lendingStart.3) / Double(lendingRows) : 0,
             peakResidentBytes: peakRSS, baselineResidentBytes: baseline, estimate: est,
             estimatedTotalBytes: est.totalBytes,
             peakOverEstimate: est.totalBytes > 0 ? Double(peakRSS) / Double(est.totalBytes) : 0,

@@ -31,8 +31,9 @@ public final class TrainingSession {
     public private(set) var tokenizerFingerprint: UInt64
 
     /// Keys that may differ on resume without `--allow-config-change`: how the same global batch is laid out
-    /// over the ranks, which changes with the world size (the math is the same up to summation order).
-    public static let layoutKeys: Set<String> = ["parallel.expert_parallel", "train.micro_batch"]
+    /// over the ranks, which changes with the world size (the math is the same up to summation order), and
+    /// which rank runs an expert (`parallel.balance_experts`, which changes nothing).
+    public static let layoutKeys: Set<String> = ["parallel.expert_parallel", "parallel.balance_experts", "train.micro_batch"]
     // Stage gate (gate.*): the history the stop rule reads (rank 0; earlier rows from metrics.h5 on
     // resume), and the decision that stopped the run, if one did.
     private var gateHistory = GateHistory()

@@ -48,6 +48,13 @@ final class BenchCLITests: XCTestCase {
         let wait = j["rank_wait_fraction"] as? Double ?? -1, comm = j["communication_fraction"] as? Double ?? -1
         XCTAssertTrue(wait >= 0 && comm >= 0 && wait + comm <= 1, "rank wait \(wait), communication \(comm)")
         if world == 1 { XCTAssertEqual(wait, 0, "one rank waits for nobody") }
+        // Expert lending: possible only with other ranks in the expert group; its counts are consistent.
+        XCTAssertEqual(j["expert_lending"] as? Bool, world > 1)
+        let uses = j["lending_uses"] as? Int ?? -1, lent = j["lending_uses_with_loans"] as? Int ?? -1
+        let rowsLent = j["rows_lent_fraction"] as? Double ?? -1, perUse = j["loans_per_use"] as? Double ?? -1
+        if world == 1 { XCTAssertEqual(uses, 0, "one rank plans no loans") } else { XCTAssertGreaterThan(uses, 0) }
+        XCTAssertTrue(lent >= 0 && lent <= uses, "uses with loans \(lent) of \(uses)")
+        XCTAssertTrue(rowsLent >= 0 && rowsLent <= 1 && perUse >= 0 && perUse <= 4, "rows lent \(rowsLent), per use \(perUse)")
         XCTAssertGreaterThan(j["peak_resident_bytes"] as? Int ?? 0, 0)
         let est = try XCTUnwrap(j["estimate"] as? [String: Any])
         for key in ["parameters", "parameter_bytes", "gradient_bytes", "optimizer_bytes", "activation_bytes", "scratch_bytes"] {

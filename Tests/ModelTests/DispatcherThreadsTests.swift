@@ -25,7 +25,7 @@ final class DispatcherThreadsTests: XCTestCase {
         let ctx = ParallelContext.single(numExperts: E)
         XCTAssertEqual(ctx.blasWorkers, threads)
         let dispatcher = TokenDispatcher(ctx: ctx, width: d, experts: E, topK: k)
-        let s = DispatchState(experts: E, localExperts: E, groupSize: 1)
+        let s = DispatchState(experts: E, groupSize: 1)
         dispatcher.plan(s, selected: selected, keep: keep, N: N)
         var x = [Float](repeating: .nan, count: s.recvRows * d)
         dispatcher.dispatch(s, tokens: u, into: &x)

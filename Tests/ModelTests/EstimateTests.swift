@@ -63,14 +63,16 @@ final class EstimateTests: XCTestCase {
         XCTAssertEqual(m.optimizerBytes, 8 * P)
         // N = 16, d 16, B 2, H 2, T 8, E 4, k 2, X = N·k = 32, F 12, gelu (2 hidden tensors), V 23, R 2.
         // Per iteration: 8·N·d + 2·N + B·H·T² | router 3·N·E (logits, scores, probs) + N + 3·N·k + E
-        //               | rows N·k (row -> assignment) + N·k (assignment -> row) + N·k·d | X·d + X·F·2
-        let perIteration = 8 * 16 * 16 + 2 * 16 + 2 * 2 * 64 + (3 * 16 * 4 + 16 + 3 * 16 * 2 + 4) + (32 + 32 + 32 * 16)
+        //               | rows N·k (row -> assignment) + N·k (assignment -> row) + N·k (assignment -> expert)
+        //                 + N·k·d | X·d + X·F·2
+        let perIteration = 8 * 16 * 16 + 2 * 16 + 2 * 2 * 64 + (3 * 16 * 4 + 16 + 3 * 16 * 2 + 4) + (32 + 32 + 32 + 32 * 16)
             + 32 * 16 + 32 * 12 * 2
         XCTAssertEqual(m.activationBytes, 4 * (2 * perIteration + 2 * 16 * 16 + 16 + 16 * 23 + 2 * 16))
         // Scratch: 4·N·d + attention 5·N·d + T² | MoE 2·X·d + N·k + dlogits N·E + expert grads X·F·1 (gelu:
-        //          d(act) becomes d(h1) in place) + 8-byte counts: W·k·E + 3·k·E (router) + E + G·L (dispatcher)
+        //          d(act) becomes d(h1) in place) + 8-byte counts: W·k·E + 3·k·E (router) + 2·G·E (dispatcher:
+        //          every rank's counts out and in) | no loan buffers (one rank)
         XCTAssertEqual(m.scratchBytes, 4 * (9 * 16 * 16 + 64 + 2 * 32 * 16 + 32 + 16 * 4 + 32 * 12 * 1)
-                                       + 8 * (8 + 3 * 8 + 4 + 4))
+                                       + 8 * (8 + 3 * 8 + 2 * 1 * 4))
     }
 
     /// The estimate is the model's own buffer tables: a model built and run for one step allocates exactly

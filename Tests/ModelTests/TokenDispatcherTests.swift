@@ -39,27 +39,48 @@ final class TokenDispatcherTests: XCTestCase {
         return Routing(N: N, selected: sel, keep: keep, u: u)
     }
 
+    /// Without lending, and with every loan the plan allows (a loan costing nothing): then a rank also runs
+    /// experts it does not own, and the expected rows follow the plan.
     func testDispatchCombineAdjointAndRoundTrip() throws {
+        let eager = ExpertLendingPolicy(enabled: true, transferRows: 0, maxLoans: 4)
         for (W, G) in [(1, 1), (2, 2), (3, 3), (4, 4), (2, 1), (4, 2)] {
-            let failures = RankFailures()
-            try ThreadWorld.run(size: W) { comm in
-                let ctx = try ParallelContext.make(world: comm, expertParallel: G, numExperts: self.E)
-                self.checkRank(ctx, comm: comm, groupSize: G, failures: failures, label: "W=\(W) G=\(G) rank \(comm.rank)")
+            for policy in [ExpertLendingPolicy.off, eager] {
+                let failures = RankFailures()
+                final class Loans: @unchecked Sendable { var count = 0 }
+                let loans = Loans()
+                try ThreadWorld.run(size: W) { comm in
+                    var ctx = try ParallelContext.make(world: comm, expertParallel: G, numExperts: self.E)
+                    ctx.expertLending = policy
+                    self.checkRank(ctx, comm: comm, groupSize: G, failures: failures,
+                                   label: "W=\(W) G=\(G) lending \(policy.enabled) rank \(comm.rank)")
+                    if comm.rank == 0 { loans.count = ctx.lendingCounter.loans }
+                }
+                XCTAssertEqual(failures.messages, [], "world size \(W), expert group \(G), lending \(policy.enabled)")
+                if policy.enabled && G > 1 { XCTAssertGreaterThan(loans.count, 0, "W=\(W) G=\(G): nothing was lent") }
+                if !policy.enabled { XCTAssertEqual(loans.count, 0) }
             }
-            XCTAssertEqual(failures.messages, [], "world size \(W), expert group \(G)")
         }
     }
 
     private func checkRank(_ ctx: ParallelContext, comm: Communicator, groupSize G: Int, failures: RankFailures, label: String) {
         let me = routing(rank: comm.rank), N = me.N, d = width
         let dispatcher = TokenDispatcher(ctx: ctx, width: d, experts: E, topK: k)
-        let s = DispatchState(experts: E, localExperts: ctx.localExperts.count, groupSize: ctx.expertGroup.size)
+        let s = DispatchState(experts: E, groupSize: ctx.expertGroup.size)
         dispatcher.plan(s, selected: me.selected, keep: me.keep, N: N)
-        // Independent expectation: for each local expert, every source of the group in rank order, its kept
-        // assignments to that expert in (token, slot) order.
+        // Independent expectation: for each expert this rank runs (its own unless lent, and those lent to it,
+        // by the plan recomputed here from every source's routing), every source of the group in rank order,
+        // its kept assignments to that expert in (token, slot) order.
         let groupStart = comm.rank / G * G
+        var rowsPerExpert = [Int](repeating: 0, count: E)
+        for src in groupStart ..< groupStart + G {
+            let o = routing(rank: src)
+            for a in 0 ..< o.N * k where o.keep[a] != 0 { rowsPerExpert[Int(o.selected[a])] += 1 }
+        }
+        let runner = ExpertLending.plan(rows: rowsPerExpert, slices: ctx.expertSlices, policy: ctx.expertLending)
+        let mine = (0 ..< E).filter { runner[$0] == ctx.expertGroup.rank }
+        failures.check(Array(s.slotExperts.prefix(s.slots)) == mine, "\(label): slots \(s.slotExperts.prefix(s.slots)) != \(mine)")
         var expected: [Float] = []
-        for e in ctx.localExperts {
+        for e in mine {
             for src in groupStart ..< groupStart + G {
                 let o = routing(rank: src)
                 for a in 0 ..< o.N * k where o.keep[a] != 0 && Int(o.selected[a]) == e {

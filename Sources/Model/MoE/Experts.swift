@@ -78,10 +78,11 @@ enum ExpertFFN {
     }
 }
 
-/// The local experts of one pool, each run once on its contiguous rows of an expert-major buffer (one GEMM
-/// per weight). Experts touch disjoint rows, hidden buffers and weight-gradient slices, so they run on the
-/// rank's threads, busiest expert first, each thread taking the next expert when it finishes one
-/// (routing leaves experts uneven: a fixed split kept one thread waiting for the other), with the same result.
+/// The experts this rank runs in one MoE use (its slots: the local experts it keeps and any lent to it),
+/// each run once on its contiguous rows of an expert-major buffer (one GEMM per weight). Experts touch
+/// disjoint rows, hidden buffers and weight-gradient slices, so they run on the rank's threads, busiest
+/// expert first, each thread taking the next expert when it finishes one (routing leaves experts uneven: a
+/// fixed split kept one thread waiting for the other), with the same result.
 final class Experts {
     let d: Int, F: Int
     let activation: Activation
@@ -94,36 +95,37 @@ final class Experts {
 
     init(cfg: MoELayerConfig, dModel: Int, ctx: ParallelContext) {
         d = dModel; F = cfg.dFF; activation = cfg.activation; self.ctx = ctx
-        offsets = [Int](repeating: 0, count: ctx.localExperts.count)
-        order = Array(0 ..< ctx.localExperts.count)
+        offsets = [Int](repeating: 0, count: cfg.numExperts)
+        order = Array(0 ..< cfg.numExperts)
     }
 
-    /// y[rows,d] = expert_le(x) on each local expert's rows (`rows[le]` of them, expert-major); saves into `saved`.
-    func forward(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, rows: [Int], pool: PoolTensors,
-                 saved: FFNActivations) {
-        let total = planWork(rows)
+    /// y[rows,d] = expert(x) on each slot's rows (`rows[i]` of them for slot i < `slots`, expert-major), with
+    /// `weights(i)` the weights of slot i; saves into `saved`.
+    func forward(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, rows: [Int], slots: Int,
+                 weights: (Int) -> FFNWeights, saved: FFNActivations) {
+        let total = planWork(rows, slots: slots)
         saved.ensure(rows: total, F: F, activation: activation)
         let (h1, h3, act) = (saved.h1.pointer, saved.h3.pointer, saved.act.pointer)
         let swiglu = activation == .swiglu
         forEachExpert(rows) { le, n, off, workers in
             ExpertFFN.forward(y: y + off * d, h1: h1 + off * F, h3: swiglu ? h3 + off * F : h3, act: act + off * F,
-                              x: x + off * d, w: pool.expert(le, d: d, F: F), n: n, d: d, F: F, activation: activation,
+                              x: x + off * d, w: weights(le), n: n, d: d, F: F, activation: activation,
                               workers: workers)
         }
     }
 
-    /// dx[rows,d] += and the expert weight gradients (`grads`) += the gradient from dy[rows,d].
+    /// dx[rows,d] += and each slot's weight gradient (`grads(i)`) += the gradient from dy[rows,d].
     func backward(_ dx: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, rows: [Int],
-                  pool: PoolTensors, grads: PoolTensors, saved: FFNActivations) {
-        let total = planWork(rows)
+                  slots: Int, weights: (Int) -> FFNWeights, grads: (Int) -> FFNWeights, saved: FFNActivations) {
+        let total = planWork(rows, slots: slots)
         scratch.ensure(rows: total, F: F, activation: activation)
         let (h1, h3, act) = (saved.h1.pointer, saved.h3.pointer, saved.act.pointer)
         let (dact, dh3) = (scratch.dact.pointer, scratch.dh3.pointer)
         let swiglu = activation == .swiglu
         forEachExpert(rows) { le, n, off, workers in
-            ExpertFFN.backward(dx: dx + off * d, dw: grads.expert(le, d: d, F: F), dy: dy + off * d, x: x + off * d,
+            ExpertFFN.backward(dx: dx + off * d, dw: grads(le), dy: dy + off * d, x: x + off * d,
                                h1: h1 + off * F, h3: swiglu ? h3 + off * F : h3, act: act + off * F,
-                               w: pool.expert(le, d: d, F: F), dact: dact + off * F,
+                               w: weights(le), dact: dact + off * F,
                                dh3: swiglu ? dh3 + off * F : dh3, n: n, d: d, F: F, activation: activation,
                                workers: workers)
         }
@@ -150,20 +152,20 @@ final class Experts {
         ctx.timer.add(.experts, since: tExperts)
     }
 
-    /// Row offsets of the experts' segments and the order to run them in (most rows first, then by index;
+    /// Row offsets of the slots' segments and the order to run them in (most rows first, then by index;
     /// an insertion sort: tens of experts, and no allocation in the step). Returns the total rows.
-    private func planWork(_ rows: [Int]) -> Int {
+    private func planWork(_ rows: [Int], slots: Int) -> Int {
         var acc = 0
-        for i in 0 ..< rows.count { offsets[i] = acc; acc += rows[i] }
-        for i in 0 ..< order.count { order[i] = i }
-        for i in 1 ..< max(1, order.count) {
+        for i in 0 ..< slots { offsets[i] = acc; acc += rows[i] }
+        for i in 0 ..< slots { order[i] = i }
+        for i in 1 ..< max(1, slots) {
             let e = order[i]
             var j = i
             while j > 0 && rows[order[j - 1]] < rows[e] { order[j] = order[j - 1]; j -= 1 }
             order[j] = e
         }
         busyExperts = 0
-        while busyExperts < order.count && rows[order[busyExperts]] > 0 { busyExperts += 1 }
+        while busyExperts < slots && rows[order[busyExperts]] > 0 { busyExperts += 1 }
         return acc
     }
 }

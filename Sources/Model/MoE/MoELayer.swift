@@ -1,8 +1,9 @@
 // The MoE feed-forward layer (SPEC section 3), Megatron-Core's layout: the layer only orchestrates
 //
 //   route     Router           scores, top-k, gates, global statistics, aux/z losses, capacity  (all-reduce)
-//   dispatch  TokenDispatcher  kept token rows -> the ranks owning their experts, expert-major (all-to-all)
-//   experts   Experts          one FFN per local expert on its contiguous rows                  (local)
+//   dispatch  TokenDispatcher  kept token rows -> the ranks running their experts, expert-major (all-to-all)
+//   lend      ExpertLoans      weights of experts lent to a less busy rank (backward: and gradients)
+//   experts   Experts          one FFN per expert this rank runs, on its contiguous rows         (local)
 //   combine   TokenDispatcher  outputs back, out[t] = Σ_j g_j · y_j                              (all-to-all)
 //
 // and backward walks the same four steps in reverse.
@@ -25,8 +26,7 @@ final class MoEUseState {
 
     init(cfg: MoELayerConfig, ctx: ParallelContext) {
         router = RouterState(experts: cfg.numExperts)
-        dispatch = DispatchState(experts: cfg.numExperts, localExperts: ctx.localExperts.count,
-                                 groupSize: ctx.expertGroup.size)
+        dispatch = DispatchState(experts: cfg.numExperts, groupSize: ctx.expertGroup.size)
     }
 }
 
@@ -35,13 +35,15 @@ final class MoELayer {
     let router: Router
     let dispatcher: TokenDispatcher
     let experts: Experts
+    let loans: ExpertLoans
+    private let ctx: ParallelContext
     // Backward scratch, expert-major [recvRows, d] each, and [N, k].
     private let dExpertOutputs = FloatBuffer(), dExpertInputs = FloatBuffer(), dGates = FloatBuffer()
 
     /// Bytes of the layer's scratch, its parts' included (buffer table, see MicroBatchShape).
     static func scratchBytes(_ s: MicroBatchShape) -> Int {
         4 * (2 * s.expertRows * s.d + s.N * s.k) + Router.scratchBytes(s) + TokenDispatcher.scratchBytes(s)
-            + FFNBackwardScratch.bufferBytes(rows: s.expertRows, s)
+            + FFNBackwardScratch.bufferBytes(rows: s.expertRows, s) + ExpertLoans.scratchBytes(s, maxLoans: s.maxLoans)
     }
 
     init(cfg: MoELayerConfig, dModel: Int, ctx: ParallelContext) {
@@ -49,6 +51,8 @@ final class MoELayer {
         router = Router(cfg: cfg, dModel: dModel, ctx: ctx)
         dispatcher = TokenDispatcher(ctx: ctx, width: dModel, experts: cfg.numExperts, topK: cfg.topK)
         experts = Experts(cfg: cfg, dModel: dModel, ctx: ctx)
+        loans = ExpertLoans(dModel: dModel, dFF: cfg.dFF, activation: cfg.activation, ctx: ctx)
+        self.ctx = ctx
     }
 
     /// out[N,d] (overwritten) = MoE(u[N,d]) with the pool's weights. `capacityFactor` 0 = dropless.
@@ -62,7 +66,15 @@ final class MoELayer {
         dispatcher.plan(s.dispatch, selected: s.router.selected.pointer, keep: s.router.keep.pointer, N: N)
         let x = s.expertInput.ensure(s.dispatch.recvRows * d)
         dispatcher.dispatch(s.dispatch, tokens: u, into: x)
-        experts.forward(dispatcher.expertOutputs(s.dispatch), x, rows: s.dispatch.rowsPerLocalExpert, pool: pool, saved: s.ffn)
+        let lending = ExpertLoans.anyLoan(s.dispatch.runner, slices: ctx.expertSlices)
+        if lending { loans.sendWeights(runner: s.dispatch.runner, pool: pool) }
+        let plan = s.dispatch, local = ctx.localExperts, loans = loans, d = d, F = experts.F
+        experts.forward(dispatcher.expertOutputs(s.dispatch), x, rows: plan.rowsPerSlot, slots: plan.slots,
+                        weights: { i in
+                            let e = plan.slotExperts[i]
+                            return local.contains(e) ? pool.expert(e - local.lowerBound, d: d, F: F)
+                                                     : loans.weights(ofGuest: i - Self.localBefore(i, plan, local))
+                        }, saved: s.ffn)
         dispatcher.combine(s.dispatch, gates: s.router.gates.pointer, into: out, N: N)
     }
 
@@ -73,8 +85,30 @@ final class MoELayer {
         let dy = dExpertOutputs.ensure(rows * d), dg = dGates.ensure(N * router.k)
         dispatcher.combineBackward(s.dispatch, dOut: dout, gates: s.router.gates.pointer, dGates: dg, dExpertOutputs: dy, N: N)
         let dx = dExpertInputs.zeroed(rows * d)
-        experts.backward(dx, dy, s.expertInput.pointer, rows: s.dispatch.rowsPerLocalExpert, pool: pool, grads: grads, saved: s.ffn)
+        let plan = s.dispatch, local = ctx.localExperts, loans = loans, d = d, F = experts.F
+        let lending = ExpertLoans.anyLoan(plan.runner, slices: ctx.expertSlices)
+        if lending { loans.sendWeightsAndGradients(runner: plan.runner, pool: pool, grads: grads) }
+        experts.backward(dx, dy, s.expertInput.pointer, rows: plan.rowsPerSlot, slots: plan.slots,
+                         weights: { i in
+                             let e = plan.slotExperts[i]
+                             return local.contains(e) ? pool.expert(e - local.lowerBound, d: d, F: F)
+                                                      : loans.weights(ofGuest: i - Self.localBefore(i, plan, local))
+                         },
+                         grads: { i in
+                             let e = plan.slotExperts[i]
+                             return local.contains(e) ? grads.expert(e - local.lowerBound, d: d, F: F)
+                                                      : loans.gradients(ofGuest: i - Self.localBefore(i, plan, local))
+                         }, saved: s.ffn)
+        if lending { loans.returnGradients(runner: plan.runner, grads: grads) }
         dispatcher.dispatchBackward(s.dispatch, dExpertInputs: dx, into: du)
         router.backward(s.router, dInput: du, dGates: dg, input: u, use: use, N: N)
+    }
+
+    /// Slots before slot i that hold this rank's own experts (guests follow in expert order, so slot i's guest
+    /// index is i minus this).
+    private static func localBefore(_ i: Int, _ plan: DispatchState, _ local: Range<Int>) -> Int {
+        var n = 0
+        for j in 0 ..< i where local.contains(plan.slotExperts[j]) { n += 1 }
+        return n
     }
 }

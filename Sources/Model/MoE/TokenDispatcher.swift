@@ -2,12 +2,15 @@
 // expert, and the expert's output back, weighted by the gate (Megatron-Core's permute -> all-to-all ->
 // unpermute).
 //
-//   plan       this rank's kept assignments sorted by expert (then token, then slot): the row order;
-//              communicates: one count exchange so each rank learns what it receives from whom
-//   dispatch   token rows -> row order -> all-to-all -> [source][local expert] -> expert-major, so every
-//              local expert's rows are contiguous (one GEMM per expert); communicates
-//   combine    expert-major outputs -> [source][local expert] -> all-to-all -> row order, then
-//              out[t] = Σ_j g_j · y_(t,j) (gates applied here); communicates
+//   plan       one count exchange tells every rank of the group what every rank sends to every expert;
+//              from it each rank derives the same lending plan (ExpertLending: which rank runs each
+//              expert in this use) and what it receives from whom. The row order: this rank's kept
+//              assignments sorted by the rank running their expert, then expert, token, slot; communicates
+//   dispatch   token rows -> row order -> all-to-all -> [source][slot] -> expert-major, so the rows of
+//              every expert this rank runs (its slots) are contiguous (one GEMM per expert); communicates
+//   combine    expert-major outputs -> [source][slot] -> all-to-all -> row order, then
+//              out[t] = Σ_j g_j · y_(t,j) over the token's experts in expert order, whoever ran them
+//              (gates applied here); communicates
 //   backward   combineBackward (dgates, gated dy to the experts) and dispatchBackward (dx back to the
 //              tokens) mirror them; communicates
 //
@@ -26,14 +29,18 @@ import Kernels
 final class DispatchState {
     /// [E] kept rows this rank sends to each expert.
     var sendPerExpert: [Int]
-    /// [G, localE] rows this rank receives from each group rank for each local expert.
-    var recvPerSourceExpert: [Int]
-    /// [localE] rows per local expert after dispatch (the expert-major segments).
-    var rowsPerLocalExpert: [Int]
-    /// [G] floats sent to each group rank (the rows of the experts it owns) and received from each.
+    /// [E] the group rank that runs each expert in this use: its owner, or the rank it is lent to.
+    var runner: [Int]
+    /// The experts this rank runs in this use (its slots), in expert order: `slots` entries of [E].
+    var slotExperts: [Int]
+    var slots = 0
+    /// [G, slots] rows this rank receives from each group rank for each slot (stride `slots`).
+    var recvPerSourceSlot: [Int]
+    /// [slots] rows per slot after dispatch (the expert-major segments).
+    var rowsPerSlot: [Int]
+    /// [G] floats sent to each group rank (the rows of the experts it runs) and received from each.
     var sendFloats: [Int], recvFloats: [Int]
-    /// [G, localE] first row of each (source, local expert) block in [source][local expert] order and in
-    /// expert-major order.
+    /// [G, slots] first row of each (source, slot) block in [source][slot] order and in expert-major order.
     var sourceOffsets: [Int], expertOffsets: [Int]
     var sendRows = 0, recvRows = 0
     /// Tokens N of the use (assignmentRow holds N·k).
@@ -42,18 +49,21 @@ final class DispatchState {
     let rowAssignment = Buffer<Int32>()
     /// [N, k] the row of each assignment, −1 if dropped (the inverse of rowAssignment).
     let assignmentRow = Buffer<Int32>()
+    /// [N, k] the expert of each kept assignment, −1 if dropped: the order a token's rows are added in.
+    let assignmentExpert = Buffer<Int32>()
     /// [sendRows, d] expert outputs back at this rank, in row order (saved for the gates' gradient).
     let returned = FloatBuffer()
 
     /// Bytes per use of the row buffers (buffer table, see MicroBatchShape; the count arrays are left out).
-    static func bufferBytes(_ s: MicroBatchShape) -> Int { s.dense ? 0 : 4 * (s.sentRows + s.N * s.k + s.sentRows * s.d) }
+    static func bufferBytes(_ s: MicroBatchShape) -> Int { s.dense ? 0 : 4 * (s.sentRows + 2 * s.N * s.k + s.sentRows * s.d) }
 
-    init(experts E: Int, localExperts L: Int, groupSize G: Int) {
+    /// Room for any plan: a rank can run every expert of the pool.
+    init(experts E: Int, groupSize G: Int) {
         sendPerExpert = [Int](repeating: 0, count: E)
-        recvPerSourceExpert = [Int](repeating: 0, count: G * L)
-        rowsPerLocalExpert = [Int](repeating: 0, count: L)
+        runner = sendPerExpert; slotExperts = sendPerExpert; rowsPerSlot = sendPerExpert
+        recvPerSourceSlot = [Int](repeating: 0, count: G * E)
         sendFloats = [Int](repeating: 0, count: G); recvFloats = sendFloats
-        sourceOffsets = recvPerSourceExpert; expertOffsets = recvPerSourceExpert
+        sourceOffsets = recvPerSourceSlot; expertOffsets = recvPerSourceSlot
     }
 }
 
@@ -69,75 +79,112 @@ final class TokenDispatcher {
     private let sourceMajor = FloatBuffer()    // [recvRows, d] rows as the all-to-all delivers them
     private let expertOutputScratch = FloatBuffer()   // [recvRows, d] expert outputs before they travel back
     private var cursor: [Int]                  // [E]
-    // The count exchange: [E] counts out, [G, localE] counts in, experts per group rank, localE per group rank.
+    // The count exchange: this rank's [E] counts to every group rank, everyone's [G, E] back.
     private let countsOut = Buffer<Int64>(), countsIn = Buffer<Int64>()
-    private let expertsPerRank: [Int], localPerRank: [Int]
+    private let countsPerRank: [Int]
+    private var expertRows: [Int]              // [E] rows per expert over the group (the plan's input)
 
     /// Bytes of the scratch buffers (buffer table, see MicroBatchShape): the Int64 counts, and the exchanging
     /// path's staged rows (none when direct).
     static func scratchBytes(_ s: MicroBatchShape) -> Int {
-        8 * (s.E + s.G * s.L) + (s.G == 1 ? 0 : 4 * (s.sentRows * s.d + 2 * s.expertRows * s.d))
+        8 * 2 * s.G * s.E + (s.G == 1 ? 0 : 4 * (s.sentRows * s.d + 2 * s.expertRows * s.d))
     }
 
     init(ctx: ParallelContext, width: Int, experts E: Int, topK k: Int) {
         self.ctx = ctx; self.width = width; self.E = E; self.k = k
         isDirect = ctx.expertGroup.size == 1
         cursor = [Int](repeating: 0, count: E)
-        countsOut.ensure(E); countsIn.ensure(ctx.expertGroup.size * ctx.localExperts.count)
-        expertsPerRank = ctx.expertSlices.map { $0.count }
-        localPerRank = [Int](repeating: ctx.localExperts.count, count: ctx.expertGroup.size)
+        expertRows = cursor
+        countsOut.ensure(ctx.expertGroup.size * E); countsIn.ensure(ctx.expertGroup.size * E)
+        countsPerRank = [Int](repeating: E, count: ctx.expertGroup.size)
     }
 
     private var G: Int { ctx.expertGroup.size }
-    private var L: Int { ctx.localExperts.count }
 
-    /// Row order of the kept assignments (selected [N,k], keep [N,k]) and the row counts every rank receives
-    /// (communicates unless direct).
+    /// Row order of the kept assignments (selected [N,k], keep [N,k]), the lending plan, and the row counts
+    /// every rank receives (communicates unless direct).
     func plan(_ s: DispatchState, selected: UnsafePointer<Int32>, keep: UnsafePointer<Int32>, N: Int) {
         for e in 0 ..< E { s.sendPerExpert[e] = 0 }
         for a in 0 ..< N * k where keep[a] != 0 { s.sendPerExpert[Int(selected[a])] += 1 }
-        var acc = 0
-        for e in 0 ..< E { cursor[e] = acc; acc += s.sendPerExpert[e] }
-        s.sendRows = acc
         s.tokens = N
+        if isDirect {
+            for e in 0 ..< E {
+                s.runner[e] = 0; s.slotExperts[e] = e
+                s.recvPerSourceSlot[e] = s.sendPerExpert[e]; s.rowsPerSlot[e] = s.sendPerExpert[e]
+            }
+            s.slots = E
+        } else {
+            exchangeCounts(s)
+        }
+        // Rows by the rank running their expert, then expert (then token, slot): each rank's rows contiguous.
+        var acc = 0
+        for r in 0 ..< G {
+            let first = acc
+            for e in 0 ..< E where s.runner[e] == r { cursor[e] = acc; acc += s.sendPerExpert[e] }
+            s.sendFloats[r] = (acc - first) * width
+        }
+        s.sendRows = acc
+        if isDirect { s.recvRows = acc }
         let rowOf = s.rowAssignment.ensure(acc), rowFor = s.assignmentRow.ensure(N * k)
+        let expertOf = s.assignmentExpert.ensure(N * k)
         for a in 0 ..< N * k {
-            guard keep[a] != 0 else { rowFor[a] = -1; continue }
+            guard keep[a] != 0 else { rowFor[a] = -1; expertOf[a] = -1; continue }
             let e = Int(selected[a])
             rowOf[cursor[e]] = Int32(a)
             rowFor[a] = Int32(cursor[e])
+            expertOf[a] = selected[a]
             cursor[e] += 1
         }
-        if isDirect {
-            for e in 0 ..< E { s.recvPerSourceExpert[e] = s.sendPerExpert[e]; s.rowsPerLocalExpert[e] = s.sendPerExpert[e] }
-            s.recvRows = acc
-            return
-        }
-        exchangeCounts(s)
     }
 
-    /// The count exchange of `plan` (communicates: one Int64 all-to-all-v over the expert group).
-    private func exchangeCounts(_ s: DispatchState) {
-        for e in 0 ..< E { countsOut.pointer[e] = Int64(s.sendPerExpert[e]) }
-        ctx.timer.collective(.allToAll, over: ctx.expertGroup) {
-            ctx.expertGroup.allToAllV(send: UnsafeBufferPointer(start: countsOut.pointer, count: E), sendCounts: expertsPerRank,
-                                      recv: UnsafeMutableBufferPointer(start: countsIn.pointer, count: G * L),
-                                      recvCounts: localPerRank)
+    /// Adds the plan of a forward use to `ctx.lendingCounter` (the backward reuses it and is not counted).
+    private func count(_ runner: [Int]) {
+        let c = ctx.lendingCounter
+        var lent = 0, moved = 0, all = 0
+        for (r, slice) in ctx.expertSlices.enumerated() {
+            for e in slice {
+                all += expertRows[e]
+                if runner[e] != r { lent += 1; moved += expertRows[e] }
+            }
         }
+        c.uses += 1; c.loans += lent; c.rowsLent += moved; c.rows += all
+        if lent > 0 { c.usesWithLoans += 1 }
+    }
+
+    /// The count exchange of `plan` (communicates: one Int64 all-to-all-v over the expert group), then the
+    /// lending plan and what this rank receives.
+    private func exchangeCounts(_ s: DispatchState) {
+        for r in 0 ..< G { for e in 0 ..< E { countsOut.pointer[r * E + e] = Int64(s.sendPerExpert[e]) } }
+        ctx.timer.collective(.allToAll, over: ctx.expertGroup) {
+            ctx.expertGroup.allToAllV(send: UnsafeBufferPointer(start: countsOut.pointer, count: G * E), sendCounts: countsPerRank,
+                                      recv: UnsafeMutableBufferPointer(start: countsIn.pointer, count: G * E),
+                                      recvCounts: countsPerRank)
+        }
+        let counts = countsIn.pointer    // [G, E]: what each group rank sends to each expert
+        for e in 0 ..< E { expertRows[e] = 0 }
+        for r in 0 ..< G { for e in 0 ..< E { expertRows[e] += Int(counts[r * E + e]) } }
+        s.runner = ExpertLending.plan(rows: expertRows, slices: ctx.expertSlices, policy: ctx.expertLending)
+        count(s.runner)
+        let me = ctx.expertGroup.rank
+        var L = 0
+        for e in 0 ..< E where s.runner[e] == me { s.slotExperts[L] = e; L += 1 }
+        s.slots = L
         s.recvRows = 0
-        for i in 0 ..< G * L { s.recvPerSourceExpert[i] = Int(countsIn.pointer[i]); s.recvRows += s.recvPerSourceExpert[i] }
-        for le in 0 ..< L { s.rowsPerLocalExpert[le] = 0 }
+        for i in 0 ..< L { s.rowsPerSlot[i] = 0 }
         for r in 0 ..< G {
-            var sent = 0, received = 0
-            for e in ctx.expertSlices[r].lowerBound ..< ctx.expertSlices[r].upperBound { sent += s.sendPerExpert[e] }
-            for le in 0 ..< L { received += s.recvPerSourceExpert[r * L + le]; s.rowsPerLocalExpert[le] += s.recvPerSourceExpert[r * L + le] }
-            s.sendFloats[r] = sent * width
+            var received = 0
+            for i in 0 ..< L {
+                let n = Int(counts[r * E + s.slotExperts[i]])
+                s.recvPerSourceSlot[r * L + i] = n
+                received += n; s.rowsPerSlot[i] += n
+            }
             s.recvFloats[r] = received * width
+            s.recvRows += received
         }
         var acc = 0
-        for r in 0 ..< G { for le in 0 ..< L { s.sourceOffsets[r * L + le] = acc; acc += s.recvPerSourceExpert[r * L + le] } }
+        for r in 0 ..< G { for i in 0 ..< L { s.sourceOffsets[r * L + i] = acc; acc += s.recvPerSourceSlot[r * L + i] } }
         acc = 0
-        for le in 0 ..< L { for r in 0 ..< G { s.expertOffsets[r * L + le] = acc; acc += s.recvPerSourceExpert[r * L + le] } }
+        for i in 0 ..< L { for r in 0 ..< G { s.expertOffsets[r * L + i] = acc; acc += s.recvPerSourceSlot[r * L + i] } }
     }
 
     // MARK: forward
@@ -227,17 +274,18 @@ final class TokenDispatcher {
         Blas.forEachShare(of: n, width: width, workers: ctx.blasWorkers, body)
     }
 
-    /// body(assignment, row) for token t's kept assignments, in row order (the order one thread adds them in
-    /// when it walks the rows; k is small, so a selection by smallest row).
+    /// body(assignment, row) for token t's kept assignments in expert order: the row order when no expert is
+    /// lent, and the same order whichever rank ran each expert, so lending changes no sum (k is small, so a
+    /// selection by smallest expert; a token's experts are distinct).
     @inline(__always)
     private func forEachRow(of t: Int, _ s: DispatchState, _ body: (Int, Int) -> Void) {
-        let rowFor = s.assignmentRow.pointer + t * k
+        let expertOf = s.assignmentExpert.pointer + t * k, rowFor = s.assignmentRow.pointer + t * k
         var last: Int32 = -1
         while true {
             var next = Int32.max, slot = -1
-            for j in 0 ..< k where rowFor[j] > last && rowFor[j] < next { next = rowFor[j]; slot = j }
+            for j in 0 ..< k where expertOf[j] > last && expertOf[j] < next { next = expertOf[j]; slot = j }
             if slot < 0 { return }
-            body(t * k + slot, Int(next))
+            body(t * k + slot, Int(rowFor[slot]))
             last = next
         }
     }
@@ -266,12 +314,12 @@ final class TokenDispatcher {
         }
     }
 
-    /// Reorders blocks of rows between [source][local expert] and [local expert][source] order.
+    /// Reorders blocks of rows between [source][slot] and [slot][source] order.
     private func permute(_ src: UnsafePointer<Float>, to dst: UnsafeMutablePointer<Float>, _ s: DispatchState,
                          toExpertMajor: Bool) {
-        for i in 0 ..< G * L where s.recvPerSourceExpert[i] > 0 {
+        for i in 0 ..< G * s.slots where s.recvPerSourceSlot[i] > 0 {
             let (from, to) = toExpertMajor ? (s.sourceOffsets[i], s.expertOffsets[i]) : (s.expertOffsets[i], s.sourceOffsets[i])
-            (dst + to * width).update(from: src + from * width, count: s.recvPerSourceExpert[i] * width)
+            (dst + to * width).update(from: src + from * width, count: s.recvPerSourceSlot[i] * width)
         }
     }
 }

@@ -12,6 +12,8 @@ struct MicroBatchShape {
     let auxScope: AuxScope
     /// World size, expert-group size, experts held here, threads of a parallel region.
     let W: Int, G: Int, L: Int, workers: Int
+    /// The most experts an expert group lends in one MoE use (`parallel.balance_experts`; 0 when off or G = 1).
+    let maxLoans: Int
     /// Tokens of the micro-batch on this rank.
     var N: Int { B * T }
     /// Rows this rank sends per MoE use (its kept assignments): N·k dropless.
@@ -27,5 +29,6 @@ struct MicroBatchShape {
         auxScope = f.auxScope
         self.W = W; self.G = max(G, 1); L = f.isDense ? 0 : (f.numExperts + max(G, 1) - 1) / max(G, 1)
         self.workers = max(workers, 1)
+        maxLoans = f.isDense || self.G == 1 || !c.parallel.balanceExperts ? 0 : ExpertLendingPolicy.automatic(threads: 1).maxLoans
     }
 }

@@ -1,0 +1,223 @@
+// Expert lending: balancing the experts' work across the ranks of an expert group, use by use.
+//
+// Routing is rarely even: in the seed shape's first steps one rank of two received up to 3/4 of the rows,
+// and the other waited for it at the combine (15-20% of the step at -np 2). Ownership stays fixed (the
+// checkpoint layout, the optimizer state), but which rank *runs* an expert is decided anew in each MoE
+// use, after the count exchange, from the rows every expert received over the whole group:
+//
+//   plan    the busiest rank lends its experts, one at a time, to the least busy rank while that lowers
+//           the larger of the two loads, counting the transfer (`transferRows` rows' worth of time, on both
+//           ranks: the exchange is synchronous); at most `maxLoans` loans per use. Integer arithmetic on
+//           the same counts: every rank derives the same plan.
+//   forward the owner sends the expert's weights; the helper runs it on the rows routed to it.
+//   backward the owner sends the weights and the expert's gradient so far; the helper adds this use's
+//           gradient into it with the same products the owner would run, and sends it back.
+//
+// So lending changes no bit of any result when each expert's products run on one thread (a rank has at
+// least as many experts with rows as threads, the usual case): a token's rows are combined in expert order
+// whoever ran them, and the gradient accumulates in the same order with the same kernels. FasterMoE's
+// "shadowing" (PPoPP '22) replicates a hot expert's weights on every worker and reduces its gradient; this
+// is the one-helper form of it, which keeps the gradient exact.
+import Collectives
+import Configuration
+
+/// When and how much to lend (`parallel.balance_experts`; tests force loans with `transferRows` 0).
+public struct ExpertLendingPolicy: Equatable, Sendable {
+    /// Lend at all.
+    public var enabled: Bool
+    /// The cost of one loan, in expert rows, paid by the owner and the helper alike: moving an expert's
+    /// weights twice and its gradient twice (32 bytes per weight, plus staging copies) takes about as long as
+    /// running (rank GFLOP/s) · 32 / 6 / (transfer GB/s) rows through it forward and backward, whatever d
+    /// and F are. Measured on the seed shape at -np 2 (one thread per rank, ~120 GFLOP/s): ~10 ms per loan
+    /// for ~115 µs per row, so 96 rows per thread of the rank.
+    public var transferRows: Int
+    /// Loans per MoE use in an expert group (bounds the helpers' buffers: see `ExpertLoans.scratchBytes`).
+    public var maxLoans: Int
+
+    public static let off = ExpertLendingPolicy(enabled: false, transferRows: 0, maxLoans: 0)
+    /// The default: lend when it pays, at most 4 experts per use.
+    public static func automatic(threads: Int) -> ExpertLendingPolicy {
+        ExpertLendingPolicy(enabled: true, transferRows: 96 * max(threads, 1), maxLoans: 4)
+    }
+    public init(enabled: Bool, transferRows: Int, maxLoans: Int) {
+        self.enabled = enabled; self.transferRows = transferRows; self.maxLoans = maxLoans
+    }
+}
+
+/// What lending did on this rank's expert group so far (read by `bench` and the tests).
+public final class LendingCounter: @unchecked Sendable {
+    /// MoE uses planned (each forward; its backward reuses the plan), uses with a loan, experts lent.
+    public internal(set) var uses = 0, usesWithLoans = 0, loans = 0
+    /// Rows run by a helper instead of the owner, and all expert rows of the group.
+    public internal(set) var rowsLent = 0, rows = 0
+    public init() {}
+}
+
+public enum ExpertLending {
+    /// The group rank that runs each expert: its owner (the rank whose slice holds it) unless lent.
+    /// `rows[e]`: the rows expert e received over the whole group in this use. Deterministic (ties go to the
+    /// lowest rank and expert index), so every rank computes the same plan from the same counts.
+    public static func plan(rows: [Int], slices: [Range<Int>], policy: ExpertLendingPolicy) -> [Int] {
+        var runner = [Int](repeating: 0, count: rows.count)
+        for (r, slice) in slices.enumerated() { for e in slice { runner[e] = r } }
+        guard policy.enabled && slices.count > 1 else { return runner }
+        var load = slices.map { slice in slice.reduce(0) { $0 + rows[$1] } }
+        var lent = [Bool](repeating: false, count: rows.count)
+        for _ in 0 ..< policy.maxLoans {
+            var busy = 0, idle = 0
+            for r in 1 ..< load.count {
+                if load[r] > load[busy] { busy = r }
+                if load[r] < load[idle] { idle = r }
+            }
+            if busy == idle { break }    // all loads equal
+            // The owned expert of `busy` that, moved to `idle`, leaves the smaller of the two maxima.
+            var best = -1, bestMax = load[busy]
+            for e in slices[busy] where !lent[e] && rows[e] > 0 {
+                let after = max(load[busy] - rows[e], load[idle] + rows[e]) + policy.transferRows
+                if after < bestMax { best = e; bestMax = after }
+            }
+            if best < 0 { break }
+            runner[best] = idle; lent[best] = true
+            load[busy] += policy.transferRows - rows[best]; load[idle] += rows[best] + policy.transferRows
+        }
+        return runner
+    }
+}
+
+/// The weights and gradients that travel for one MoE use's loans, and the helper's copies of them.
+/// Scratch, one use at a time. Layout of a loan's block: w1 [d,F], w3 [d,F] (swiglu), w2 [F,d].
+final class ExpertLoans {
+    let d: Int, F: Int, mats: Int
+    let ctx: ParallelContext
+    /// Floats of one expert's weights (or gradient).
+    var expertFloats: Int { d * F * mats }
+    /// What this rank received: the guests' weights (forward), or per guest weights then gradient (backward).
+    private let inbox = FloatBuffer()
+    /// What this rank sends: its lent experts' weights (and gradients), or its guests' gradients back.
+    private let outbox = FloatBuffer()
+    /// The guests (experts lent to this rank) of the current use, in expert order, and where their blocks are.
+    private(set) var guests: [Int] = []
+    private var guestBlock = 0     // floats per guest in the inbox: expertFloats (forward) or twice (backward)
+
+    /// Bytes of the buffers at the most loans a use can make (buffer table, see MicroBatchShape): an inbox and
+    /// an outbox of up to `maxLoans` weights-and-gradient blocks each (d·F·mats floats per matrix set).
+    static func scratchBytes(_ s: MicroBatchShape, maxLoans: Int) -> Int {
+        s.G == 1 || s.dense ? 0 : 4 * 2 * (2 * maxLoans * s.d * s.F * s.mats)
+    }
+
+    init(dModel: Int, dFF: Int, activation: Activation, ctx: ParallelContext) {
+        d = dModel; F = dFF; mats = activation == .swiglu ? 3 : 2; self.ctx = ctx
+    }
+
+    /// Any expert of this plan runs away from its owner (index loops: nothing allocates in the step).
+    static func anyLoan(_ runner: [Int], slices: [Range<Int>]) -> Bool {
+        guard slices.count > 1 else { return false }
+        for r in 0 ..< slices.count {
+            var e = slices[r].lowerBound
+            while e < slices[r].upperBound { if runner[e] != r { return true }; e += 1 }
+        }
+        return false
+    }
+
+    /// Forward: owners send their lent experts' weights to the helpers (collective over the expert group;
+    /// call only when `anyLoan`). Afterwards `weights(ofGuest:)` points at them.
+    func sendWeights(runner: [Int], pool: PoolTensors) {
+        exchange(runner: runner, withGradients: false, pool: pool, grads: nil)
+    }
+
+    /// Backward: owners send weights and the gradient so far; `gradients(ofGuest:)` points at the helper's copy.
+    func sendWeightsAndGradients(runner: [Int], pool: PoolTensors, grads: PoolTensors) {
+        exchange(runner: runner, withGradients: true, pool: pool, grads: grads)
+    }
+
+    /// Backward, after the experts ran: helpers send the guests' gradients back; owners store them in place.
+    func returnGradients(runner: [Int], grads: PoolTensors) {
+        let me = ctx.expertGroup.rank, G = ctx.expertGroup.size, n = expertFloats
+        var sendCounts = [Int](repeating: 0, count: G), recvCounts = sendCounts
+        let out = outbox.ensure(max(1, guests.count * n))
+        ctx.timer.measure(.allToAll) {
+            for (i, e) in guests.enumerated() { (out + i * n).update(from: inbox.pointer + i * guestBlock + n, count: n) }
+        }
+        for e in guests { sendCounts[owner(of: e)] += n }
+        let lentOut = lent(runner, by: me)
+        for e in lentOut { recvCounts[runner[e]] += n }
+        let back = inbox.ensure(max(1, lentOut.count * n))
+        ctx.timer.collective(.allToAll, over: ctx.expertGroup) {
+            ctx.expertGroup.allToAllV(send: UnsafeBufferPointer(start: out, count: guests.count * n), sendCounts: sendCounts,
+                                      recv: UnsafeMutableBufferPointer(start: back, count: lentOut.count * n),
+                                      recvCounts: recvCounts)
+        }
+        // Blocks arrive by helper rank, then expert.
+        ctx.timer.measure(.allToAll) {
+            var at = 0
+            for helper in 0 ..< G { for e in lentOut where runner[e] == helper {
+                copyIn(from: back + at, to: grads.expert(e - ctx.localExperts.lowerBound, d: d, F: F)); at += n
+            } }
+        }
+    }
+
+    /// Guest `i`'s weights (valid after a send).
+    func weights(ofGuest i: Int) -> FFNWeights { block(inbox.pointer + i * guestBlock) }
+    /// Guest `i`'s gradient (valid after `sendWeightsAndGradients`, until `returnGradients`).
+    func gradients(ofGuest i: Int) -> FFNWeights { block(inbox.pointer + i * guestBlock + expertFloats) }
+
+    // MARK: -
+
+    private func exchange(runner: [Int], withGradients: Bool, pool: PoolTensors, grads: PoolTensors?) {
+        let me = ctx.expertGroup.rank, G = ctx.expertGroup.size, n = expertFloats
+        let block = withGradients ? 2 * n : n
+        let local = ctx.localExperts
+        // Sends: this rank's lent experts, by helper rank, then expert.
+        let lentOut = lent(runner, by: me)
+        var sendCounts = [Int](repeating: 0, count: G), recvCounts = sendCounts
+        let out = outbox.ensure(max(1, lentOut.count * block))
+        ctx.timer.measure(.allToAll) {
+            var at = 0
+            for helper in 0 ..< G { for e in lentOut where runner[e] == helper {
+                copyOut(pool.expert(e - local.lowerBound, d: d, F: F), to: out + at)
+                if let g = grads { copyOut(g.expert(e - local.lowerBound, d: d, F: F), to: out + at + n) }
+                at += block
+            } }
+        }
+        for e in lentOut { sendCounts[runner[e]] += block }
+        // Receives: the experts lent to this rank, by owner rank, then expert (= expert order).
+        guests.removeAll(keepingCapacity: true)
+        for e in 0 ..< runner.count where runner[e] == me && !local.contains(e) {
+            guests.append(e); recvCounts[owner(of: e)] += block
+        }
+        guestBlock = block
+        let inb = inbox.ensure(max(1, guests.count * block))
+        ctx.timer.collective(.allToAll, over: ctx.expertGroup) {
+            ctx.expertGroup.allToAllV(send: UnsafeBufferPointer(start: out, count: lentOut.count * block), sendCounts: sendCounts,
+                                      recv: UnsafeMutableBufferPointer(start: inb, count: guests.count * block),
+                                      recvCounts: recvCounts)
+        }
+    }
+
+    private func lent(_ runner: [Int], by r: Int) -> [Int] {
+        ctx.expertSlices[r].filter { runner[$0] != r }
+    }
+
+    private func owner(of e: Int) -> Int {
+        for (r, slice) in ctx.expertSlices.enumerated() where slice.contains(e) { return r }
+        preconditionFailure("expert \(e) has no owner")
+    }
+
+    private func block(_ p: UnsafeMutablePointer<Float>) -> FFNWeights {
+        FFNWeights(w1: p, w3: mats == 3 ? p + d * F : nil, w2: p + (mats - 1) * d * F)
+    }
+
+    private func copyOut(_ w: FFNWeights, to p: UnsafeMutablePointer<Float>) {
+        let b = block(p)
+        b.w1.update(from: w.w1, count: d * F)
+        if let w3 = w.w3 { b.w3!.update(from: w3, count: d * F) }
+        b.w2.update(from: w.w2, count: F * d)
+    }
+
+    private func copyIn(from p: UnsafeMutablePointer<Float>, to w: FFNWeights) {
+        let b = block(p)
+        w.w1.update(from: b.w1, count: d * F)
+        if let w3 = w.w3 { w3.update(from: b.w3!, count: d * F) }
+        w.w2.update(from: b.w2, count: F * d)
+    }
+}
