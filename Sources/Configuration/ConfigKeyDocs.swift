@@ -115,7 +115,8 @@ extension RunConfig {
                                           values: "integer >= 1 dividing the world size, <= moe.num_experts; or null"),
         "parallel.balance_experts": .init(meaning: "In each MoE use, a rank of an expert group whose experts received more "
                                           + "rows lends whole experts (weights there, gradient back) to the least busy rank, "
-                                          + "which runs them. Changes no result; false = every expert runs on its owner.",
+                                          + "which runs them. Changes no result (each expert runs on one thread either way; "
+                                          + "README, Expert lending); false = every expert runs on its owner.",
                                           values: "true, false"),
 
         "gate.enabled": .init(meaning: "Apply the stop rule at every evaluation of a training run.", values: "true, false"),

@@ -96,7 +96,7 @@ struct BenchCommand: ParsableCommand {
                 .map { String(format: "%@ %.1f%%", $0.key, 100 * $0.value) }.joined(separator: ", "),
             String(format: "communication %.1f%% of the step, waiting for slower ranks %.1f%% (max over ranks)",
                    100 * r.communicationFraction, 100 * r.rankWaitFraction),
-            !r.expertLending ? "expert lending: none (\(r.worldSize == 1 ? "one rank" : "parallel.balance_experts=false or one rank per expert group"))"
+            !r.expertLending ? "expert lending: none (\(r.worldSize == 1 ? "one rank" : "parallel.balance_experts=false, a dense model, or one rank per expert group"))"
                 : String(format: "expert lending: %d of %d MoE uses lent experts, %.2f per use; helpers ran %.1f%% of the expert rows",
                          r.lendingUsesWithLoans, r.lendingUses, r.loansPerUse, 100 * r.rowsLentFraction),
             "peak memory \(gb(r.peakResidentBytes)) (baseline \(gb(r.baselineResidentBytes))), estimate \(gb(r.estimatedTotalBytes))"

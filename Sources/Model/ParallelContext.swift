@@ -55,7 +55,13 @@ public struct ParallelContext {
     public static func make(world: Communicator, expertParallel G: Int, numExperts E: Int) throws -> ParallelContext {
         let layout = try ExpertParallelLayout(worldSize: world.size, rank: world.rank, expertParallel: G, numExperts: E)
         let comms = layout.communicators(from: world)
-        return ParallelContext(world: world, expertGroup: comms.expertGroup, replicaGroup: comms.replicaGroup,
-                               expertSlices: (0 ..< G).map { layout.experts(ofGroupRank: $0) })
+        var ctx = ParallelContext(world: world, expertGroup: comms.expertGroup, replicaGroup: comms.replicaGroup,
+                                  expertSlices: (0 ..< G).map { layout.experts(ofGroupRank: $0) })
+        // Every rank of a group must derive the same lending plan: agree on the thread count it depends on
+        // (ranks of different nodes may run different numbers of BLAS threads).
+        var threads = [Double(ctx.blasWorkers)]
+        threads.withUnsafeMutableBufferPointer { world.allReduceMax($0) }
+        ctx.expertLending = .automatic(threads: Int(threads[0]))
+        return ctx
     }
 }

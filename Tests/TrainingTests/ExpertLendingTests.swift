@@ -41,10 +41,11 @@ final class ExpertLendingTests: XCTestCase {
     }
 
     /// On random loads over 2-4 ranks: at most maxLoans loans, and the largest load (each loan's cost charged
-    /// to its owner and its helper) never rises, and falls on two ranks whenever a loan is made. Recomputing
-    /// gives the same plan.
+    /// to its owner and its helper) never rises, and falls on two ranks whenever a loan is made. One planner
+    /// reused for every trial gives the same plans as fresh ones (its scratch carries nothing over).
     func testPlanPropertiesOnRandomLoads() {
         var rng = SplitMix64(seed: 11)
+        var reused: [Int: LendingPlanner] = [:]
         for trial in 0 ..< 300 {
             let G = 2 + trial % 3, E = G + Int(rng.next() % 30)
             let layout = (0 ..< G).map { g in
@@ -54,7 +55,9 @@ final class ExpertLendingTests: XCTestCase {
             let rows = (0 ..< E).map { e in Int(rng.next() % 50) + (e == hot ? Int(rng.next() % 2000) : 0) }
             let policy = ExpertLendingPolicy(enabled: true, transferRows: Int(rng.next() % 80), maxLoans: 1 + trial % 4)
             let runner = ExpertLending.plan(rows: rows, slices: layout, policy: policy)
-            XCTAssertEqual(runner, ExpertLending.plan(rows: rows, slices: layout, policy: policy))
+            var again = [Int](repeating: -1, count: E)
+            reused[G * 100 + E, default: LendingPlanner(slices: layout, experts: E)].plan(rows: rows, policy: policy, into: &again)
+            XCTAssertEqual(again, runner, "trial \(trial): a reused planner")
             var before = [Int](repeating: 0, count: G), after = before, loans = 0
             for (g, slice) in layout.enumerated() {
                 for e in slice {
@@ -69,17 +72,40 @@ final class ExpertLendingTests: XCTestCase {
         }
     }
 
+    /// With 2 threads per rank a loan must leave both ranks at least 2 experts with rows (else the products of
+    /// one would be split over the threads and round differently).
+    func testSeveralThreadsKeepTwoBusyExpertsPerRank() {
+        let slices = [0 ..< 3, 3 ..< 6]
+        let twoThreads = ExpertLendingPolicy(enabled: true, transferRows: 0, maxLoans: 1, threads: 2)
+        // Rank 1 has 3 busy experts: it may lend one (keeping 2) to rank 0, which has 2 of its own; expert 3
+        // leaves max(300, 320), the least.
+        XCTAssertEqual(ExpertLending.plan(rows: [10, 10, 0, 300, 200, 100], slices: slices, policy: twoThreads),
+                       [0, 0, 0, 0, 1, 1])
+        // Rank 0 has one busy expert of its own: it may not help.
+        XCTAssertEqual(ExpertLending.plan(rows: [10, 0, 0, 300, 200, 100], slices: slices, policy: twoThreads),
+                       [0, 0, 0, 1, 1, 1])
+        // Rank 1 has 2 busy experts: lending one would leave it 1.
+        XCTAssertEqual(ExpertLending.plan(rows: [10, 10, 0, 300, 200, 0], slices: slices, policy: twoThreads),
+                       [0, 0, 0, 1, 1, 1])
+        // One thread: no such limit.
+        let oneThread = ExpertLendingPolicy(enabled: true, transferRows: 0, maxLoans: 1, threads: 1)
+        XCTAssertNotEqual(ExpertLending.plan(rows: [10, 0, 0, 300, 200, 0], slices: slices, policy: oneThread),
+                          [0, 0, 0, 1, 1, 1])
+    }
+
     // MARK: training is unchanged, bit for bit
 
-    /// tiny with 40 experts on 2 ranks, on 4 ranks in 2 expert groups of 2, and on 4 ranks in one group (loans
-    /// between any two of four), gelu and swiglu, with capacity drops, top-3 (a token's three rows are added in
-    /// expert order): eager lending against none, exactly equal. The counters show loans were made.
+    /// tiny with 40 experts on 2 ranks, on 4 ranks in 2 expert groups of 2, on 4 ranks in one group (loans
+    /// between any two of four) and on 3 (uneven slices), gelu and swiglu, with capacity drops, top-3 (a token's
+    /// three rows are added in expert order): eager lending against none, exactly equal. The counters show
+    /// loans were made.
     func testLendingChangesNoBitOfTraining() throws {
         let cases: [(overrides: [String], W: Int, G: Int)] = [
             ([], 2, 2),
             (["moe.activation=swiglu", "moe.capacity_factor=0.7"], 2, 2),
             (["moe.top_k=3"], 4, 2),
             (["moe.activation=swiglu", "moe.top_k=3"], 4, 4),
+            (["train.global_batch=6"], 3, 3),      // 40 experts over 3 ranks: slices of 14, 13, 13
         ]
         for (overrides, W, G) in cases {
             let (c, data) = try tinyRun(["moe.num_experts=40", "train.global_batch=8"] + overrides)

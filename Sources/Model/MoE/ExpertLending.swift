@@ -22,25 +22,32 @@ import Collectives
 import Configuration
 
 /// When and how much to lend (`parallel.balance_experts`; tests force loans with `transferRows` 0).
+/// The same on every rank of an expert group (ParallelContext.make agrees on `threads`): each derives the plan.
 public struct ExpertLendingPolicy: Equatable, Sendable {
     /// Lend at all.
     public var enabled: Bool
-    /// The cost of one loan, in expert rows, paid by the owner and the helper alike: moving an expert's
-    /// weights twice and its gradient twice (32 bytes per weight, plus staging copies) takes about as long as
-    /// running (rank GFLOP/s) · 32 / 6 / (transfer GB/s) rows through it forward and backward, whatever d
-    /// and F are. Measured on the seed shape at -np 2 (one thread per rank, ~120 GFLOP/s): ~10 ms per loan
-    /// for ~115 µs per row, so 96 rows per thread of the rank.
+    /// The cost of one loan, in expert rows, paid by the owner and the helper alike (the exchange is
+    /// synchronous): moving an expert's weights twice and its gradient twice, 16 bytes per weight, plus the
+    /// staging copies. That takes about as long as running (rank GFLOP/s) · 16 / 6 / (transfer GB/s) rows
+    /// through the expert forward and backward, whatever d and F are. Measured on the seed shape at -np 2 (one
+    /// thread per rank): ~10 ms per loan against ~115 µs per row, so 96 rows per thread of the rank.
     public var transferRows: Int
     /// Loans per MoE use in an expert group (bounds the helpers' buffers: see `ExpertLoans.scratchBytes`).
     public var maxLoans: Int
+    /// The most BLAS threads a rank of the group runs experts on. With more than one, a rank that holds fewer
+    /// experts with rows than threads splits each product over its threads, which can round differently; so
+    /// a loan is made only if the owner and the helper keep at least this many experts with rows, both with
+    /// and without the loan (every expert then runs on one thread either way, and nothing changes).
+    public var threads: Int
 
     public static let off = ExpertLendingPolicy(enabled: false, transferRows: 0, maxLoans: 0)
     /// The default: lend when it pays, at most 4 experts per use.
     public static func automatic(threads: Int) -> ExpertLendingPolicy {
-        ExpertLendingPolicy(enabled: true, transferRows: 96 * max(threads, 1), maxLoans: 4)
+        ExpertLendingPolicy(enabled: true, transferRows: 96 * max(threads, 1), maxLoans: 4, threads: threads)
     }
-    public init(enabled: Bool, transferRows: Int, maxLoans: Int) {
+    public init(enabled: Bool, transferRows: Int, maxLoans: Int, threads: Int = 1) {
         self.enabled = enabled; self.transferRows = transferRows; self.maxLoans = maxLoans
+        self.threads = max(threads, 1)
     }
 }
 
@@ -54,33 +61,66 @@ public final class LendingCounter: @unchecked Sendable {
 }
 
 public enum ExpertLending {
-    /// The group rank that runs each expert: its owner (the rank whose slice holds it) unless lent.
-    /// `rows[e]`: the rows expert e received over the whole group in this use. Deterministic (ties go to the
-    /// lowest rank and expert index), so every rank computes the same plan from the same counts.
+    /// The group rank that runs each expert (see `LendingPlanner.plan`); allocates, for tests and tools.
     public static func plan(rows: [Int], slices: [Range<Int>], policy: ExpertLendingPolicy) -> [Int] {
         var runner = [Int](repeating: 0, count: rows.count)
-        for (r, slice) in slices.enumerated() { for e in slice { runner[e] = r } }
-        guard policy.enabled && slices.count > 1 else { return runner }
-        var load = slices.map { slice in slice.reduce(0) { $0 + rows[$1] } }
-        var lent = [Bool](repeating: false, count: rows.count)
+        LendingPlanner(slices: slices, experts: rows.count).plan(rows: rows, policy: policy, into: &runner)
+        return runner
+    }
+}
+
+/// Computes lending plans for one expert group into preallocated arrays (one per dispatcher).
+public final class LendingPlanner {
+    let slices: [Range<Int>]
+    private var load: [Int], ownBusy: [Int], busyNow: [Int], lent: [Bool]
+
+    public init(slices: [Range<Int>], experts E: Int) {
+        self.slices = slices
+        load = [Int](repeating: 0, count: slices.count); ownBusy = load; busyNow = load
+        lent = [Bool](repeating: false, count: E)
+    }
+
+    /// runner[e] = the group rank that runs expert e: its owner (the rank whose slice holds it) unless lent.
+    /// `rows[e]`: the rows expert e received over the whole group in this use. Deterministic (ties go to the
+    /// lowest rank and expert index), so every rank computes the same plan from the same counts.
+    public func plan(rows: [Int], policy: ExpertLendingPolicy, into runner: inout [Int]) {
+        let G = slices.count
+        for r in 0 ..< G {
+            load[r] = 0; ownBusy[r] = 0
+            var e = slices[r].lowerBound
+            while e < slices[r].upperBound {
+                runner[e] = r; lent[e] = false; load[r] += rows[e]
+                if rows[e] > 0 { ownBusy[r] += 1 }
+                e += 1
+            }
+            busyNow[r] = ownBusy[r]
+        }
+        guard policy.enabled && G > 1 else { return }
         for _ in 0 ..< policy.maxLoans {
             var busy = 0, idle = 0
-            for r in 1 ..< load.count {
+            for r in 1 ..< G {
                 if load[r] > load[busy] { busy = r }
                 if load[r] < load[idle] { idle = r }
             }
             if busy == idle { break }    // all loads equal
+            // With several threads per rank, keep both ranks at least one expert with rows per thread (see
+            // `ExpertLendingPolicy.threads`).
+            if policy.threads > 1 && (min(busyNow[busy] - 1, ownBusy[busy], ownBusy[idle]) < policy.threads) { break }
             // The owned expert of `busy` that, moved to `idle`, leaves the smaller of the two maxima.
             var best = -1, bestMax = load[busy]
-            for e in slices[busy] where !lent[e] && rows[e] > 0 {
-                let after = max(load[busy] - rows[e], load[idle] + rows[e]) + policy.transferRows
-                if after < bestMax { best = e; bestMax = after }
+            var e = slices[busy].lowerBound
+            while e < slices[busy].upperBound {
+                if !lent[e] && rows[e] > 0 {
+                    let after = max(load[busy] - rows[e], load[idle] + rows[e]) + policy.transferRows
+                    if after < bestMax { best = e; bestMax = after }
+                }
+                e += 1
             }
             if best < 0 { break }
             runner[best] = idle; lent[best] = true
             load[busy] += policy.transferRows - rows[best]; load[idle] += rows[best] + policy.transferRows
+            busyNow[busy] -= 1; busyNow[idle] += 1
         }
-        return runner
     }
 }
 
@@ -98,6 +138,8 @@ final class ExpertLoans {
     /// The guests (experts lent to this rank) of the current use, in expert order, and where their blocks are.
     private(set) var guests: [Int] = []
     private var guestBlock = 0     // floats per guest in the inbox: expertFloats (forward) or twice (backward)
+    /// This rank's experts lent in the current use, in expert order; the exchange's counts per group rank.
+    private var lentOut: [Int] = [], sendCounts: [Int], recvCounts: [Int]
 
     /// Bytes of the buffers at the most loans a use can make (buffer table, see MicroBatchShape): an inbox and
     /// an outbox of up to `maxLoans` weights-and-gradient blocks each (d·F·mats floats per matrix set).
@@ -107,6 +149,15 @@ final class ExpertLoans {
 
     init(dModel: Int, dFF: Int, activation: Activation, ctx: ParallelContext) {
         d = dModel; F = dFF; mats = activation == .swiglu ? 3 : 2; self.ctx = ctx
+        sendCounts = [Int](repeating: 0, count: ctx.expertGroup.size); recvCounts = sendCounts
+        guests.reserveCapacity(ctx.expertLending.maxLoans); lentOut.reserveCapacity(ctx.expertLending.maxLoans)
+    }
+
+    /// Both buffers at their largest at once (a loan's weights and gradient for `maxLoans` loans), so that
+    /// growing never overshoots what the memory estimate counts.
+    private func makeRoom() {
+        let floats = max(1, 2 * ctx.expertLending.maxLoans * expertFloats)
+        inbox.ensure(floats); outbox.ensure(floats)
     }
 
     /// Any expert of this plan runs away from its owner (index loops: nothing allocates in the step).
@@ -132,16 +183,15 @@ final class ExpertLoans {
 
     /// Backward, after the experts ran: helpers send the guests' gradients back; owners store them in place.
     func returnGradients(runner: [Int], grads: PoolTensors) {
-        let me = ctx.expertGroup.rank, G = ctx.expertGroup.size, n = expertFloats
-        var sendCounts = [Int](repeating: 0, count: G), recvCounts = sendCounts
-        let out = outbox.ensure(max(1, guests.count * n))
+        let G = ctx.expertGroup.size, n = expertFloats
+        makeRoom()
+        for r in 0 ..< G { sendCounts[r] = 0; recvCounts[r] = 0 }
+        let out = outbox.pointer, back = inbox.pointer
         ctx.timer.measure(.allToAll) {
-            for (i, e) in guests.enumerated() { (out + i * n).update(from: inbox.pointer + i * guestBlock + n, count: n) }
+            for i in 0 ..< guests.count { (out + i * n).update(from: inbox.pointer + i * guestBlock + n, count: n) }
         }
         for e in guests { sendCounts[owner(of: e)] += n }
-        let lentOut = lent(runner, by: me)
         for e in lentOut { recvCounts[runner[e]] += n }
-        let back = inbox.ensure(max(1, lentOut.count * n))
         ctx.timer.collective(.allToAll, over: ctx.expertGroup) {
             ctx.expertGroup.allToAllV(send: UnsafeBufferPointer(start: out, count: guests.count * n), sendCounts: sendCounts,
                                       recv: UnsafeMutableBufferPointer(start: back, count: lentOut.count * n),
@@ -167,10 +217,12 @@ final class ExpertLoans {
         let me = ctx.expertGroup.rank, G = ctx.expertGroup.size, n = expertFloats
         let block = withGradients ? 2 * n : n
         let local = ctx.localExperts
+        makeRoom()
+        for r in 0 ..< G { sendCounts[r] = 0; recvCounts[r] = 0 }
         // Sends: this rank's lent experts, by helper rank, then expert.
-        let lentOut = lent(runner, by: me)
-        var sendCounts = [Int](repeating: 0, count: G), recvCounts = sendCounts
-        let out = outbox.ensure(max(1, lentOut.count * block))
+        lentOut.removeAll(keepingCapacity: true)
+        for e in local where runner[e] != me { lentOut.append(e) }
+        let out = outbox.pointer
         ctx.timer.measure(.allToAll) {
             var at = 0
             for helper in 0 ..< G { for e in lentOut where runner[e] == helper {
@@ -186,16 +238,12 @@ final class ExpertLoans {
             guests.append(e); recvCounts[owner(of: e)] += block
         }
         guestBlock = block
-        let inb = inbox.ensure(max(1, guests.count * block))
+        let inb = inbox.pointer
         ctx.timer.collective(.allToAll, over: ctx.expertGroup) {
             ctx.expertGroup.allToAllV(send: UnsafeBufferPointer(start: out, count: lentOut.count * block), sendCounts: sendCounts,
                                       recv: UnsafeMutableBufferPointer(start: inb, count: guests.count * block),
                                       recvCounts: recvCounts)
         }
-    }
-
-    private func lent(_ runner: [Int], by r: Int) -> [Int] {
-        ctx.expertSlices[r].filter { runner[$0] != r }
     }
 
     private func owner(of e: Int) -> Int {

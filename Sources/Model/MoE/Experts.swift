@@ -88,8 +88,8 @@ final class Experts {
     let activation: Activation
     let ctx: ParallelContext
     private let scratch = FFNBackwardScratch()
-    private var offsets: [Int]        // [localE] first row of each local expert
-    private var order: [Int]          // [localE] local experts by rows, most first
+    private var offsets: [Int]        // [slots] first row of each slot's expert (room for E)
+    private var order: [Int]          // [slots] slots by rows, most first
     private var busyExperts = 0       // how many of them have rows (the first ones of `order`)
     private let cursor = WorkCursor()
 
@@ -131,7 +131,7 @@ final class Experts {
         }
     }
 
-    /// Runs body(expert, rows, first row, threads for its products) for every local expert with rows: side
+    /// Runs body(slot, rows, first row, threads for its products) for every slot with rows: side
     /// by side on the rank's threads when there are at least as many such experts as threads, else one after
     /// another with each product split over the threads (a rank holding one or two experts of a large
     /// expert-parallel group).

@@ -6,7 +6,7 @@
 //   experts   Experts          one FFN per expert this rank runs, on its contiguous rows         (local)
 //   combine   TokenDispatcher  outputs back, out[t] = Σ_j g_j · y_j                              (all-to-all)
 //
-// and backward walks the same four steps in reverse.
+// and backward walks the same steps in reverse (lending the gradients too, and taking them back).
 import Kernels
 import Configuration
 import Collectives

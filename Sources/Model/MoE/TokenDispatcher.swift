@@ -1,6 +1,6 @@
-// The token dispatcher of an MoE layer: moves each kept assignment's token row to the rank that owns its
-// expert, and the expert's output back, weighted by the gate (Megatron-Core's permute -> all-to-all ->
-// unpermute).
+// The token dispatcher of an MoE layer: moves each kept assignment's token row to the rank that runs its
+// expert (its owner, or the rank it is lent to in this use), and the expert's output back, weighted by the
+// gate (Megatron-Core's permute -> all-to-all -> unpermute).
 //
 //   plan       one count exchange tells every rank of the group what every rank sends to every expert;
 //              from it each rank derives the same lending plan (ExpertLending: which rank runs each
@@ -20,7 +20,7 @@
 //
 // The row loops run on the rank's threads: gathers and the gates' gradient split the rows; combine and
 // dispatchBackward, which add several rows into one token, split the tokens and add each token's rows in
-// row order, as one thread does, so the result does not depend on the threads.
+// expert order, as one thread does, so the result depends neither on the threads nor on the lending plan.
 import Collectives
 import Kernels
 
@@ -83,6 +83,7 @@ final class TokenDispatcher {
     private let countsOut = Buffer<Int64>(), countsIn = Buffer<Int64>()
     private let countsPerRank: [Int]
     private var expertRows: [Int]              // [E] rows per expert over the group (the plan's input)
+    private let planner: LendingPlanner
 
     /// Bytes of the scratch buffers (buffer table, see MicroBatchShape): the Int64 counts, and the exchanging
     /// path's staged rows (none when direct).
@@ -95,6 +96,7 @@ final class TokenDispatcher {
         isDirect = ctx.expertGroup.size == 1
         cursor = [Int](repeating: 0, count: E)
         expertRows = cursor
+        planner = LendingPlanner(slices: ctx.expertSlices, experts: E)
         countsOut.ensure(ctx.expertGroup.size * E); countsIn.ensure(ctx.expertGroup.size * E)
         countsPerRank = [Int](repeating: E, count: ctx.expertGroup.size)
     }
@@ -163,7 +165,7 @@ final class TokenDispatcher {
         let counts = countsIn.pointer    // [G, E]: what each group rank sends to each expert
         for e in 0 ..< E { expertRows[e] = 0 }
         for r in 0 ..< G { for e in 0 ..< E { expertRows[e] += Int(counts[r * E + e]) } }
-        s.runner = ExpertLending.plan(rows: expertRows, slices: ctx.expertSlices, policy: ctx.expertLending)
+        planner.plan(rows: expertRows, policy: ctx.expertLending, into: &s.runner)
         count(s.runner)
         let me = ctx.expertGroup.rank
         var L = 0
