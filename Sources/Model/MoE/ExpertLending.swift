@@ -190,7 +190,9 @@ final class ExpertLoans {
         ctx.timer.measure(.allToAll) {
             for i in 0 ..< guests.count { (out + i * n).update(from: inbox.pointer + i * guestBlock + n, count: n) }
         }
-        for e in guests { sendCounts[owner(of: e)] += n }
+        for r in 0 ..< G where r != ctx.expertGroup.rank {
+            for e in ctx.expertSlices[r] where runner[e] == ctx.expertGroup.rank { sendCounts[r] += n }
+        }
         for e in lentOut { recvCounts[runner[e]] += n }
         ctx.timer.collective(.allToAll, over: ctx.expertGroup) {
             ctx.expertGroup.allToAllV(send: UnsafeBufferPointer(start: out, count: guests.count * n), sendCounts: sendCounts,
@@ -234,8 +236,8 @@ final class ExpertLoans {
         for e in lentOut { sendCounts[runner[e]] += block }
         // Receives: the experts lent to this rank, by owner rank, then expert (= expert order).
         guests.removeAll(keepingCapacity: true)
-        for e in 0 ..< runner.count where runner[e] == me && !local.contains(e) {
-            guests.append(e); recvCounts[owner(of: e)] += block
+        for r in 0 ..< G where r != me {
+            for e in ctx.expertSlices[r] where runner[e] == me { guests.append(e); recvCounts[r] += block }
         }
         guestBlock = block
         let inb = inbox.pointer
@@ -244,11 +246,6 @@ final class ExpertLoans {
                                       recv: UnsafeMutableBufferPointer(start: inb, count: guests.count * block),
                                       recvCounts: recvCounts)
         }
-    }
-
-    private func owner(of e: Int) -> Int {
-        for (r, slice) in ctx.expertSlices.enumerated() where slice.contains(e) { return r }
-        preconditionFailure("expert \(e) has no owner")
     }
 
     private func block(_ p: UnsafeMutablePointer<Float>) -> FFNWeights {

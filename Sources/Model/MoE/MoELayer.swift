@@ -68,13 +68,9 @@ final class MoELayer {
         dispatcher.dispatch(s.dispatch, tokens: u, into: x)
         let lending = ExpertLoans.anyLoan(s.dispatch.runner, slices: ctx.expertSlices)
         if lending { loans.sendWeights(runner: s.dispatch.runner, pool: pool) }
-        let plan = s.dispatch, local = ctx.localExperts, loans = loans, d = d, F = experts.F
+        let plan = s.dispatch, loans = loans
         experts.forward(dispatcher.expertOutputs(s.dispatch), x, rows: plan.rowsPerSlot, slots: plan.slots,
-                        weights: { i in
-                            let e = plan.slotExperts[i]
-                            return local.contains(e) ? pool.expert(e - local.lowerBound, d: d, F: F)
-                                                     : loans.weights(ofGuest: i - Self.localBefore(i, plan, local))
-                        }, saved: s.ffn)
+                        weights: { i in self.slot(i, plan, own: pool) { loans.weights(ofGuest: $0) } }, saved: s.ffn)
         dispatcher.combine(s.dispatch, gates: s.router.gates.pointer, into: out, N: N)
     }
 
@@ -85,30 +81,21 @@ final class MoELayer {
         let dy = dExpertOutputs.ensure(rows * d), dg = dGates.ensure(N * router.k)
         dispatcher.combineBackward(s.dispatch, dOut: dout, gates: s.router.gates.pointer, dGates: dg, dExpertOutputs: dy, N: N)
         let dx = dExpertInputs.zeroed(rows * d)
-        let plan = s.dispatch, local = ctx.localExperts, loans = loans, d = d, F = experts.F
+        let plan = s.dispatch, loans = loans
         let lending = ExpertLoans.anyLoan(plan.runner, slices: ctx.expertSlices)
         if lending { loans.sendWeightsAndGradients(runner: plan.runner, pool: pool, grads: grads) }
         experts.backward(dx, dy, s.expertInput.pointer, rows: plan.rowsPerSlot, slots: plan.slots,
-                         weights: { i in
-                             let e = plan.slotExperts[i]
-                             return local.contains(e) ? pool.expert(e - local.lowerBound, d: d, F: F)
-                                                      : loans.weights(ofGuest: i - Self.localBefore(i, plan, local))
-                         },
-                         grads: { i in
-                             let e = plan.slotExperts[i]
-                             return local.contains(e) ? grads.expert(e - local.lowerBound, d: d, F: F)
-                                                      : loans.gradients(ofGuest: i - Self.localBefore(i, plan, local))
-                         }, saved: s.ffn)
+                         weights: { i in self.slot(i, plan, own: pool) { loans.weights(ofGuest: $0) } },
+                         grads: { i in self.slot(i, plan, own: grads) { loans.gradients(ofGuest: $0) } }, saved: s.ffn)
         if lending { loans.returnGradients(runner: plan.runner, grads: grads) }
         dispatcher.dispatchBackward(s.dispatch, dExpertInputs: dx, into: du)
         router.backward(s.router, dInput: du, dGates: dg, input: u, use: use, N: N)
     }
 
-    /// Slots before slot i that hold this rank's own experts (guests follow in expert order, so slot i's guest
-    /// index is i minus this).
-    private static func localBefore(_ i: Int, _ plan: DispatchState, _ local: Range<Int>) -> Int {
-        var n = 0
-        for j in 0 ..< i where local.contains(plan.slotExperts[j]) { n += 1 }
-        return n
+    /// Slot i's tensors: from `own` (this rank's pool weights or gradients) for its own expert, else the loan's.
+    @inline(__always)
+    private func slot(_ i: Int, _ plan: DispatchState, own: PoolTensors, guest: (Int) -> FFNWeights) -> FFNWeights {
+        let g = plan.slotGuest[i]
+        return g < 0 ? own.expert(plan.slotExperts[i] - ctx.localExperts.lowerBound, d: d, F: experts.F) : guest(g)
     }
 }

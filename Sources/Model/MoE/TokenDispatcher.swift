@@ -33,6 +33,9 @@ final class DispatchState {
     var runner: [Int]
     /// The experts this rank runs in this use (its slots), in expert order: `slots` entries of [E].
     var slotExperts: [Int]
+    /// [slots] −1 for a slot holding one of this rank's experts, else its index among the guests (the experts
+    /// lent to this rank, in expert order: `ExpertLoans.weights(ofGuest:)`).
+    var slotGuest: [Int]
     var slots = 0
     /// [G, slots] rows this rank receives from each group rank for each slot (stride `slots`).
     var recvPerSourceSlot: [Int]
@@ -60,7 +63,7 @@ final class DispatchState {
     /// Room for any plan: a rank can run every expert of the pool.
     init(experts E: Int, groupSize G: Int) {
         sendPerExpert = [Int](repeating: 0, count: E)
-        runner = sendPerExpert; slotExperts = sendPerExpert; rowsPerSlot = sendPerExpert
+        runner = sendPerExpert; slotExperts = sendPerExpert; slotGuest = sendPerExpert; rowsPerSlot = sendPerExpert
         recvPerSourceSlot = [Int](repeating: 0, count: G * E)
         sendFloats = [Int](repeating: 0, count: G); recvFloats = sendFloats
         sourceOffsets = recvPerSourceSlot; expertOffsets = recvPerSourceSlot
@@ -111,7 +114,7 @@ final class TokenDispatcher {
         s.tokens = N
         if isDirect {
             for e in 0 ..< E {
-                s.runner[e] = 0; s.slotExperts[e] = e
+                s.runner[e] = 0; s.slotExperts[e] = e; s.slotGuest[e] = -1
                 s.recvPerSourceSlot[e] = s.sendPerExpert[e]; s.rowsPerSlot[e] = s.sendPerExpert[e]
             }
             s.slots = E
@@ -169,7 +172,12 @@ final class TokenDispatcher {
         count(s.runner)
         let me = ctx.expertGroup.rank
         var L = 0
-        for e in 0 ..< E where s.runner[e] == me { s.slotExperts[L] = e; L += 1 }
+        var guests = 0
+        for e in 0 ..< E where s.runner[e] == me {
+            s.slotExperts[L] = e
+            if ctx.localExperts.contains(e) { s.slotGuest[L] = -1 } else { s.slotGuest[L] = guests; guests += 1 }
+            L += 1
+        }
         s.slots = L
         s.recvRows = 0
         for i in 0 ..< L { s.rowsPerSlot[i] = 0 }
