@@ -2,7 +2,7 @@
 // moe-dist: a distributed trainer for recurrent Mixture-of-Experts language models.
 //
 // Dependencies run one way:
-//   C shims (CMPI, COpenBLAS, CHDF5, CCPUFeatures) and C kernels (CVectorKernels)
+//   C shims (CMPI, COpenBLAS, CHDF5, CCPUFeatures) and C kernels (CVectorKernels, CPackedGemm)
 //     -> Kernels, Collectives, Configuration, DataPipeline, HDF5
 //     -> Model (parameters, recurrent block, router, dispatcher, experts)
 //     -> Training (optimizer, schedule, loop, checkpoints, metrics)
@@ -36,9 +36,12 @@ let package = Package(
         // AVX2, AVX-512) and chosen at run time; no FMA contraction, so every level gives the same bits.
         .target(name: "CVectorKernels", path: "Sources/CVectorKernels",
                 cSettings: [.unsafeFlags(["-ffp-contract=off"])]),
+        // Products against weights packed once and used many times (the experts' forward and input-gradient
+        // products): an AVX-512 micro-kernel, chosen at run time.
+        .target(name: "CPackedGemm", path: "Sources/CPackedGemm", cSettings: [.unsafeFlags(["-O3"])]),
 
         // MARK: Foundations: numeric kernels, communication, config, data, HDF5 files
-        .target(name: "Kernels", dependencies: ["COpenBLAS", "CCPUFeatures", "CVectorKernels"], swiftSettings: fast),
+        .target(name: "Kernels", dependencies: ["COpenBLAS", "CCPUFeatures", "CVectorKernels", "CPackedGemm"], swiftSettings: fast),
         .target(name: "Collectives", dependencies: ["CMPI"], swiftSettings: fast),
         .target(name: "Configuration", dependencies: [.product(name: "Yams", package: "Yams")]),
         .target(name: "DataPipeline", swiftSettings: fast),

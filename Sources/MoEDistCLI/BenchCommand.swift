@@ -80,7 +80,7 @@ struct BenchCommand: ParsableCommand {
         var lines = [
             "config \(r.config), \(r.worldSize) rank\(r.worldSize == 1 ? "" : "s") x \(r.blasThreadsPerRank) thread\(r.blasThreadsPerRank == 1 ? "" : "s"), \(r.cores) cores",
             "CPU \(r.cpu)",
-            "BLAS kernels \(r.blasCoreName): \(r.blasKernelReason); element-wise kernels \(r.vectorKernels)",
+            "BLAS kernels \(r.blasCoreName): \(r.blasKernelReason); element-wise kernels \(r.vectorKernels); expert products \(r.expertProducts)",
             String(format: "sgemm peak (%@): %.1f GFLOP/s 1 thread, %.1f GFLOP/s %@%@; machine peak %.1f GFLOP/s",
                    r.blasCoreName, r.sgemm.singleThread, r.sgemm.allThread,
                    r.sgemm.threads == 1 ? "1 thread" : "\(r.sgemm.threads) threads",

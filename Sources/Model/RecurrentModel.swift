@@ -155,6 +155,7 @@ public final class RecurrentMoEModel {
         result.ceSum = 0
         result.targets = N
         result.routing.removeAll(keepingCapacity: true)
+        moe?.beginPass()
         var t0 = PhaseTimer.now()
         embed(inputs, N: N)
         t0 = ctx.timer.add(.head, since: t0)

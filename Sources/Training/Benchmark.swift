@@ -57,6 +57,8 @@ public struct BenchmarkReport: Codable, Sendable {
     public var cpu: String
     /// The build of the element-wise kernels (activations, AdamW, softmax exponentials) this CPU runs.
     public var vectorKernels: String
+    /// What runs the experts' forward and input-gradient products (PackedMatmul or OpenBLAS).
+    public var expertProducts: String
     /// Every kernel set measured (the one in use first) and the fastest of them: MFU's reference.
     public var kernelSetPeaks: [KernelSetPeak]
     public var bestKernelSet: String
@@ -301,7 +303,7 @@ public enum Benchmark {
             openblasCoretype: ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"],
             blasKernelReason: choice?.reason ?? "kernels \(inUse), chosen by OpenBLAS (no selection ran)",
             blasLoadedCoreName: choice?.loaded ?? inUse, cpu: CPUFeatures.current.description,
-            vectorKernels: VectorKernels.level.description,
+            vectorKernels: VectorKernels.level.description, expertProducts: PackedMatmul.description,
             kernelSetPeaks: setPeaks, bestKernelSet: bestName, bestMachinePeakGflops: bestPeak,
             corpus: data.summary, microBatch: c.train.microBatch, globalBatch: c.train.globalBatch,
             warmupSteps: warmup, steps: steps, sgemm: peak, machinePeakGflops: machinePeak,

@@ -206,7 +206,7 @@ public final class TrainingSession {
         if let blas = BlasKernelSelection.current {
             lines.append("BLAS: \(blas.inUse) kernels (\(blas.reason)), \(ctx.blasWorkers) thread(s) per rank")
         }
-        lines.append("element-wise kernels: \(VectorKernels.level)")
+        lines.append("element-wise kernels: \(VectorKernels.level); expert products: \(PackedMatmul.description)")
         lines.append("budget: \(trainer.totalSteps) steps of \(c.train.globalBatch * c.model.seqLen) tokens")
         return lines
     }

@@ -56,7 +56,7 @@ final class EstimateTests: XCTestCase {
 
     func testMemoryEstimateByHand() {
         let c = small()
-        let m = MemoryEstimate(c, expertParallel: 1, microBatch: 2)
+        let m = MemoryEstimate(c, expertParallel: 1, microBatch: 2, packedExpertWeights: false)
         let P = ModelCost(c).totalParameters
         XCTAssertEqual(m.parameterBytes, 4 * P)
         XCTAssertEqual(m.gradientBytes, 4 * P)
@@ -73,6 +73,14 @@ final class EstimateTests: XCTestCase {
         //          every rank's counts out and in) | no loan buffers (one rank)
         XCTAssertEqual(m.scratchBytes, 4 * (9 * 16 * 16 + 64 + 2 * 32 * 16 + 32 + 16 * 4 + 32 * 12 * 1)
                                        + 8 * (8 + 3 * 8 + 2 * 1 * 4))
+        // Packed expert weights (AVX-512): every expert (one rank), 2 matrices each of the larger packing of
+        // [16,12] (12 columns padded to 64: 16·64) and [12,16] (12·64), and 16 floats of alignment.
+        let packed = MemoryEstimate(c, expertParallel: 1, microBatch: 2, packedExpertWeights: true)
+        XCTAssertEqual(packed.scratchBytes - m.scratchBytes, 4 * (4 * 2 * 16 * 64 + 16))
+        // Two ranks per expert group: its 2 experts and up to 4 loans, capped at E = 4.
+        let g2 = MemoryEstimate(c, expertParallel: 2, microBatch: 2, packedExpertWeights: true).scratchBytes
+            - MemoryEstimate(c, expertParallel: 2, microBatch: 2, packedExpertWeights: false).scratchBytes
+        XCTAssertEqual(g2, 4 * (4 * 2 * 16 * 64 + 16))
     }
 
     /// The estimate is the model's own buffer tables: a model built and run for one step allocates exactly

@@ -11,6 +11,14 @@ struct FFNWeights {
     var w2: UnsafeMutablePointer<Float>      // [F, d]
 }
 
+/// An FFN's weights packed for PackedMatmul, as they are multiplied: forward w1 [d,F], w3 [d,F] (swiglu),
+/// w2 [F,d]; backward (`transposed`) w1ᵀ [F,d], w3ᵀ [F,d], w2ᵀ [d,F].
+struct PackedFFN {
+    var w1: UnsafePointer<Float>
+    var w3: UnsafePointer<Float>?
+    var w2: UnsafePointer<Float>
+}
+
 /// What an FFN's forward saves for its backward, for n rows.
 final class FFNActivations {
     let h1 = FloatBuffer()    // [n,F] x·w1
@@ -42,39 +50,58 @@ final class FFNBackwardScratch {
 
 enum ExpertFFN {
     /// y[n,d] = FFN(x[n,d]) (overwritten); saves h1[n,F], h3[n,F] (swiglu) and act[n,F]. `workers` > 1 splits
-    /// the products (a dense FFN on all rows; an expert runs on one thread).
+    /// the products (a dense FFN on all rows; an expert runs on one thread). With `packed` (w packed as
+    /// multiplied), the products go through PackedMatmul instead of BLAS.
     static func forward(y: UnsafeMutablePointer<Float>, h1: UnsafeMutablePointer<Float>, h3: UnsafeMutablePointer<Float>,
-                        act: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, w: FFNWeights,
+                        act: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, w: FFNWeights, packed: PackedFFN? = nil,
                         n: Int, d: Int, F: Int, activation: Activation, workers: Int = 1) {
         guard n > 0 else { return }
-        matmulForward(h1, x, w.w1, n, d, F, workers: workers)
+        // out[n,N] = inp[n,K] · W, W [K,N] stored or packed
+        func product(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
+                     _ p: UnsafePointer<Float>?, K: Int, N: Int) {
+            if let p { PackedMatmul.multiply(out, inp, p, M: n, K: K, N: N, accumulate: false, workers: workers) }
+            else { matmulForward(out, inp, w, n, K, N, workers: workers) }
+        }
+        product(h1, x, w.w1, packed?.w1, K: d, N: F)
         switch activation {
         case .gelu:
             geluForward(act, h1, n * F)
         case .swiglu:
-            matmulForward(h3, x, w.w3!, n, d, F, workers: workers)
+            product(h3, x, w.w3!, packed?.w3, K: d, N: F)
             swigluForward(act, h1, h3, n * F)
         }
-        matmulForward(y, act, w.w2, n, F, d, workers: workers)
+        product(y, act, w.w2, packed?.w2, K: F, N: d)
     }
 
     /// dx[n,d] += and dw += the gradient from dy[n,d]; scratch dact (d(act), then d(h1) in place) and dh3
-    /// (swiglu) of n·F each, overwritten, so they need no zeroing.
+    /// (swiglu) of n·F each, overwritten, so they need no zeroing. With `packed` (w's transposes packed), the
+    /// input-gradient products go through PackedMatmul; the weight-gradient products always use BLAS.
     static func backward(dx: UnsafeMutablePointer<Float>, dw: FFNWeights, dy: UnsafePointer<Float>,
                          x: UnsafePointer<Float>, h1: UnsafePointer<Float>, h3: UnsafePointer<Float>,
-                         act: UnsafePointer<Float>, w: FFNWeights,
+                         act: UnsafePointer<Float>, w: FFNWeights, packed: PackedFFN? = nil,
                          dact: UnsafeMutablePointer<Float>, dh3: UnsafeMutablePointer<Float>,
                          n: Int, d: Int, F: Int, activation: Activation, workers: Int = 1) {
         guard n > 0 else { return }
-        matmulBackward(dact, dw.w2, dy, act, w.w2, n, F, d, overwriteInput: true, workers: workers)
+        // dinp[n,C] (+)= dout[n,OC] · Wᵀ and dW[C,OC] += inpᵀ · dout, for W [C,OC]
+        func product(_ dinp: UnsafeMutablePointer<Float>, _ dW: UnsafeMutablePointer<Float>, _ dout: UnsafePointer<Float>,
+                     _ inp: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ p: UnsafePointer<Float>?,
+                     C: Int, OC: Int, overwrite: Bool) {
+            if let p {
+                PackedMatmul.multiply(dinp, dout, p, M: n, K: OC, N: C, accumulate: !overwrite, workers: workers)
+                matmulBackward(nil, dW, dout, inp, w, n, C, OC, workers: workers)
+            } else {
+                matmulBackward(dinp, dW, dout, inp, w, n, C, OC, overwriteInput: overwrite, workers: workers)
+            }
+        }
+        product(dact, dw.w2, dy, act, w.w2, packed?.w2, C: F, OC: d, overwrite: true)
         switch activation {
         case .gelu:
             geluBackwardInPlace(dact, h1, n * F)
         case .swiglu:
             swigluBackwardInPlace(dact, dh3, h1, h3, n * F)
-            matmulBackward(dx, dw.w3!, dh3, x, w.w3!, n, d, F, workers: workers)
+            product(dx, dw.w3!, dh3, x, w.w3!, packed?.w3, C: d, OC: F, overwrite: false)
         }
-        matmulBackward(dx, dw.w1, dact, x, w.w1, n, d, F, workers: workers)    // dact now holds d(h1)
+        product(dx, dw.w1, dact, x, w.w1, packed?.w1, C: d, OC: F, overwrite: false)    // dact now holds d(h1)
     }
 }
 
@@ -83,6 +110,11 @@ enum ExpertFFN {
 /// disjoint rows, hidden buffers and weight-gradient slices, so they run on the rank's threads, busiest
 /// expert first, each thread taking the next expert when it finishes one (routing leaves experts uneven: a
 /// fixed split kept one thread waiting for the other), with the same result.
+///
+/// Where PackedMatmul runs (AVX-512), each slot's weights are packed once per model pass and direction
+/// (forward: w; backward: wᵀ) and reused by the later uses of the pass: the weights cannot change within one
+/// `RecurrentMoEModel.step`, which calls `beginPass()` first. A lent expert's weights arrive anew with every
+/// use, so its slot is packed every time.
 final class Experts {
     let d: Int, F: Int
     let activation: Activation
@@ -92,40 +124,114 @@ final class Experts {
     private var order: [Int]          // [slots] slots by rows, most first
     private var busyExperts = 0       // how many of them have rows (the first ones of `order`)
     private let cursor = WorkCursor()
+    private let packs = FloatBuffer()                    // [slots, slotFloats] each slot's packed weights
+    private var packBase: UnsafeMutablePointer<Float>    // packs' first 64-byte boundary (loads never split a line)
+    private let packedFrom: UnsafeMutablePointer<PackKey>    // [E] what each slot's pack holds
+    private let packSlots: Int                           // slots the packs are sized for (as the estimate)
+    private var pass = 0
+
+    /// What a slot's pack was made from: a slot keeps it while the same weights come back in the same pass.
+    private struct PackKey: Equatable {
+        var weights: UnsafeMutablePointer<Float>?, transposed = false, pass = -1
+    }
 
     init(cfg: MoELayerConfig, dModel: Int, ctx: ParallelContext) {
         d = dModel; F = cfg.dFF; activation = cfg.activation; self.ctx = ctx
         offsets = [Int](repeating: 0, count: cfg.numExperts)
         order = Array(0 ..< cfg.numExperts)
+        packedFrom = .allocate(capacity: max(cfg.numExperts, 1))
+        packedFrom.initialize(repeating: PackKey(), count: max(cfg.numExperts, 1))
+        packBase = packs.pointer
+        let G = ctx.expertGroup.size, lending = ctx.expertLending
+        packSlots = Experts.packSlots(E: cfg.numExperts, G: G, L: ctx.localExperts.count,
+                                      maxLoans: G == 1 || !lending.enabled ? 0 : lending.maxLoans)
+    }
+    deinit { packedFrom.deinitialize(count: max(offsets.count, 1)); packedFrom.deallocate() }
+
+    /// Slots whose packs are kept: every expert with one rank per group, else the held ones and the loans.
+    static func packSlots(E: Int, G: Int, L: Int, maxLoans: Int) -> Int { G == 1 ? E : min(E, L + maxLoans) }
+
+    /// Floats of one slot's pack: mats matrices of the larger of the forward and transposed packed sizes.
+    static func packFloats(d: Int, F: Int, mats: Int) -> Int {
+        mats * max(PackedMatmul.packedFloats(K: d, N: F), PackedMatmul.packedFloats(K: F, N: d))
+    }
+
+    /// Bytes of the packs (buffer table, see MicroBatchShape): none where PackedMatmul does not run.
+    static func packBytes(_ s: MicroBatchShape) -> Int {
+        guard s.packedProducts, !s.dense else { return 0 }
+        return 4 * (packSlots(E: s.E, G: s.G, L: s.L, maxLoans: s.maxLoans) * packFloats(d: s.d, F: s.F, mats: s.mats) + 16)
+    }
+
+    /// Starts a model pass: the weights may have changed since the last one, so no pack is reused.
+    func beginPass() { pass += 1 }
+
+    /// Room for `slots` packs (the estimate's count at first), from a 64-byte boundary (a panel row is four
+    /// cache lines; a misaligned one made every load of the kernel straddle two lines); forgets every pack if
+    /// the buffer moves.
+    private func preparePacks(slots: Int) {
+        let floats = Experts.packFloats(d: d, F: F, mats: activation == .swiglu ? 3 : 2)
+        let before = packs.pointer
+        packs.ensure(max(slots, packSlots) * floats + 16)
+        if packs.pointer != before { packedFrom.update(repeating: PackKey(), count: offsets.count) }
+        let misaligned = Int(bitPattern: packs.pointer) & 63
+        packBase = packs.pointer + (misaligned == 0 ? 0 : (64 - misaligned) / 4)
+    }
+
+    /// Slot i's weights w packed for the forward products (or, `transposed`, for the input-gradient ones):
+    /// packed now unless the slot already holds them from this pass (`reusable`: its own expert's weights).
+    private func packed(_ i: Int, _ w: FFNWeights, transposed: Bool, reusable: Bool) -> PackedFFN {
+        let part = Experts.packFloats(d: d, F: F, mats: 1)
+        let base = packBase + i * part * (activation == .swiglu ? 3 : 2)
+        let p = PackedFFN(w1: base, w3: w.w3 == nil ? nil : base + 2 * part, w2: base + part)
+        let key = PackKey(weights: w.w1, transposed: transposed, pass: pass)
+        if reusable && packedFrom[i] == key { return p }
+        if transposed {   // w1ᵀ [F,d], w3ᵀ [F,d], w2ᵀ [d,F]
+            PackedMatmul.packTransposed(base, w.w1, K: F, N: d)
+            if let w3 = w.w3 { PackedMatmul.packTransposed(base + 2 * part, w3, K: F, N: d) }
+            PackedMatmul.packTransposed(base + part, w.w2, K: d, N: F)
+        } else {          // w1 [d,F], w3 [d,F], w2 [F,d]
+            PackedMatmul.pack(base, w.w1, K: d, N: F)
+            if let w3 = w.w3 { PackedMatmul.pack(base + 2 * part, w3, K: d, N: F) }
+            PackedMatmul.pack(base + part, w.w2, K: F, N: d)
+        }
+        packedFrom[i] = reusable ? key : PackKey()
+        return p
     }
 
     /// y[rows,d] = expert(x) on each slot's rows (`rows[i]` of them for slot i < `slots`, expert-major), with
-    /// `weights(i)` the weights of slot i; saves into `saved`.
+    /// `weights(i)` the weights of slot i (`owned(i)`: this rank's own expert, not a loan); saves into `saved`.
     func forward(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, rows: [Int], slots: Int,
-                 weights: (Int) -> FFNWeights, saved: FFNActivations) {
+                 weights: (Int) -> FFNWeights, owned: (Int) -> Bool, saved: FFNActivations) {
         let total = planWork(rows, slots: slots)
         saved.ensure(rows: total, F: F, activation: activation)
         let (h1, h3, act) = (saved.h1.pointer, saved.h3.pointer, saved.act.pointer)
-        let swiglu = activation == .swiglu
+        let swiglu = activation == .swiglu, packing = PackedMatmul.isEnabled
+        if packing { preparePacks(slots: slots) }
         forEachExpert(rows) { le, n, off, workers in
+            let w = weights(le)
             ExpertFFN.forward(y: y + off * d, h1: h1 + off * F, h3: swiglu ? h3 + off * F : h3, act: act + off * F,
-                              x: x + off * d, w: weights(le), n: n, d: d, F: F, activation: activation,
-                              workers: workers)
+                              x: x + off * d, w: w,
+                              packed: packing ? packed(le, w, transposed: false, reusable: owned(le)) : nil,
+                              n: n, d: d, F: F, activation: activation, workers: workers)
         }
     }
 
     /// dx[rows,d] += and each slot's weight gradient (`grads(i)`) += the gradient from dy[rows,d].
     func backward(_ dx: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, rows: [Int],
-                  slots: Int, weights: (Int) -> FFNWeights, grads: (Int) -> FFNWeights, saved: FFNActivations) {
+                  slots: Int, weights: (Int) -> FFNWeights, owned: (Int) -> Bool, grads: (Int) -> FFNWeights,
+                  saved: FFNActivations) {
         let total = planWork(rows, slots: slots)
         scratch.ensure(rows: total, F: F, activation: activation)
         let (h1, h3, act) = (saved.h1.pointer, saved.h3.pointer, saved.act.pointer)
         let (dact, dh3) = (scratch.dact.pointer, scratch.dh3.pointer)
-        let swiglu = activation == .swiglu
+        let swiglu = activation == .swiglu, packing = PackedMatmul.isEnabled
+        if packing { preparePacks(slots: slots) }
         forEachExpert(rows) { le, n, off, workers in
+            let w = weights(le)
             ExpertFFN.backward(dx: dx + off * d, dw: grads(le), dy: dy + off * d, x: x + off * d,
                                h1: h1 + off * F, h3: swiglu ? h3 + off * F : h3, act: act + off * F,
-                               w: weights(le), dact: dact + off * F,
+                               w: w, packed: packing ? packed(le, w, transposed: true, reusable: owned(le)) : nil,
+                               dact: dact + off * F,
                                dh3: swiglu ? dh3 + off * F : dh3, n: n, d: d, F: F, activation: activation,
                                workers: workers)
         }

@@ -44,6 +44,7 @@ final class MoELayer {
     static func scratchBytes(_ s: MicroBatchShape) -> Int {
         4 * (2 * s.expertRows * s.d + s.N * s.k) + Router.scratchBytes(s) + TokenDispatcher.scratchBytes(s)
             + FFNBackwardScratch.bufferBytes(rows: s.expertRows, s) + ExpertLoans.scratchBytes(s, maxLoans: s.maxLoans)
+            + Experts.packBytes(s)
     }
 
     init(cfg: MoELayerConfig, dModel: Int, ctx: ParallelContext) {
@@ -70,7 +71,8 @@ final class MoELayer {
         if lending { loans.sendWeights(runner: s.dispatch.runner, pool: pool) }
         let plan = s.dispatch, loans = loans
         experts.forward(dispatcher.expertOutputs(s.dispatch), x, rows: plan.rowsPerSlot, slots: plan.slots,
-                        weights: { i in self.slot(i, plan, own: pool) { loans.weights(ofGuest: $0) } }, saved: s.ffn)
+                        weights: { i in self.slot(i, plan, own: pool) { loans.weights(ofGuest: $0) } },
+                        owned: { plan.slotGuest[$0] < 0 }, saved: s.ffn)
         dispatcher.combine(s.dispatch, gates: s.router.gates.pointer, into: out, N: N)
     }
 
@@ -86,11 +88,15 @@ final class MoELayer {
         if lending { loans.sendWeightsAndGradients(runner: plan.runner, pool: pool, grads: grads) }
         experts.backward(dx, dy, s.expertInput.pointer, rows: plan.rowsPerSlot, slots: plan.slots,
                          weights: { i in self.slot(i, plan, own: pool) { loans.weights(ofGuest: $0) } },
+                         owned: { plan.slotGuest[$0] < 0 },
                          grads: { i in self.slot(i, plan, own: grads) { loans.gradients(ofGuest: $0) } }, saved: s.ffn)
         if lending { loans.returnGradients(runner: plan.runner, grads: grads) }
         dispatcher.dispatchBackward(s.dispatch, dExpertInputs: dx, into: du)
         router.backward(s.router, dInput: du, dGates: dg, input: u, use: use, N: N)
     }
+
+    /// Starts a model pass (see `Experts`): the weights may have changed since the last one.
+    func beginPass() { experts.beginPass() }
 
     /// Slot i's tensors: from `own` (this rank's pool weights or gradients) for its own expert, else the loan's.
     @inline(__always)

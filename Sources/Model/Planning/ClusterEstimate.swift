@@ -44,7 +44,8 @@ public struct ClusterEstimate: Sendable, Codable {
     /// Bytes one rank sends for those all-reduces with a ring algorithm: 2·S·(n−1)/n per buffer.
     public var allReduceRingBytesPerRank: Double
 
-    public init(_ c: RunConfig, worldSize W: Int, expertParallel G: Int) {
+    /// Memory assumes nodes with AVX-512 (`packedExpertWeights`), which keep the experts' weights packed too.
+    public init(_ c: RunConfig, worldSize W: Int, expertParallel G: Int, packedExpertWeights: Bool = true) {
         let m = c.model, f = c.moe
         let d = m.dModel, T = m.seqLen, R = m.depth, k = f.topK, E = f.numExperts
         worldSize = W
@@ -63,7 +64,8 @@ public struct ClusterEstimate: Sendable, Codable {
         let cost = ModelCost(c)
         totalParameters = cost.totalParameters
         trunkParameters = cost.totalParameters - cost.expertParameters
-        memory = MemoryEstimate(c, expertParallel: G, microBatch: microBatch, worldSize: W)
+        memory = MemoryEstimate(c, expertParallel: G, microBatch: microBatch, worldSize: W,
+                                packedExpertWeights: packedExpertWeights)
         parametersPerRank = memory.parameters
         expertParametersPerRank = memory.parameters - trunkParameters
         flopsPerToken = cost.flopsPerToken

@@ -6,7 +6,8 @@
 //                iteration's saved buffers (IterationActivations.bufferBytes), plus the buffers saved once
 //                (RecurrentMoEModel.savedOnceBytes)
 //   scratch      working buffers reused by every iteration (RecurrentMoEModel.scratchBytes and the parts'
-//                scratch tables it sums)
+//                scratch tables it sums), with the experts' packed weights where PackedMatmul runs (AVX-512):
+//                one copy of the weights of every expert a rank runs (held ones and up to 4 loans)
 //
 // The activation and scratch terms are the buffer tables that sit next to each part of the model
 // (AttentionActivations, MoEUseState, Router, TokenDispatcher, ...), evaluated at MicroBatchShape; a test
@@ -14,6 +15,7 @@
 // receives per use = N·k with balanced routing (exact with one rank per expert group). Buffers grow by 1.5x
 // when a later step needs more rows (`Buffer.ensure`), which the estimate does not include.
 import Configuration
+import Kernels
 
 public struct MemoryEstimate: Sendable, Codable {
     /// Parameters held by the rank (trunk + its expert slice), elements.
@@ -30,13 +32,16 @@ public struct MemoryEstimate: Sendable, Codable {
 
     /// `microBatch` sequences of seq_len tokens per micro-step; `expertParallel` = G ranks share one copy of the
     /// experts (the estimate is for a rank holding the largest slice, ceil(E/G)); `worldSize` sizes the
-    /// capacity limit's per-rank counts; `workers` = threads of a parallel region (attention scratch).
-    public init(_ c: RunConfig, expertParallel G: Int, microBatch B: Int, worldSize W: Int = 1, workers: Int = 1) {
+    /// capacity limit's per-rank counts; `workers` = threads of a parallel region (attention scratch);
+    /// `packedExpertWeights`: the ranks run PackedMatmul (AVX-512; by default, whether this machine does).
+    public init(_ c: RunConfig, expertParallel G: Int, microBatch B: Int, worldSize W: Int = 1, workers: Int = 1,
+                packedExpertWeights: Bool = PackedMatmul.isEnabled) {
         var trunk = 0, expertPerExpert = 0
         for t in ModelTensors.list(c) {
             if t.isExpert { expertPerExpert += t.shape.dropFirst().reduce(1, *) } else { trunk += t.shape.reduce(1, *) }
         }
-        let shape = MicroBatchShape(c, microBatch: B, worldSize: max(W, G), expertParallel: G, workers: workers)
+        let shape = MicroBatchShape(c, microBatch: B, worldSize: max(W, G), expertParallel: G, workers: workers,
+                                    packedProducts: packedExpertWeights)
         parameters = trunk + shape.L * expertPerExpert
         parameterBytes = 4 * parameters
         gradientBytes = 4 * parameters

@@ -2,6 +2,7 @@
 // (`bufferBytes`): MemoryEstimate sums those tables, and a test compares the sum with what a built model
 // actually allocates, so the estimate cannot drift from the code.
 import Configuration
+import Kernels
 
 struct MicroBatchShape {
     let B: Int, T: Int, d: Int, H: Int, V: Int, R: Int
@@ -14,6 +15,8 @@ struct MicroBatchShape {
     let W: Int, G: Int, L: Int, workers: Int
     /// The most experts an expert group lends in one MoE use (`parallel.balance_experts`; 0 when off or G = 1).
     let maxLoans: Int
+    /// Whether the experts' products run packed (PackedMatmul: AVX-512), so the packs count.
+    let packedProducts: Bool
     /// Tokens of the micro-batch on this rank.
     var N: Int { B * T }
     /// Rows this rank sends per MoE use (its kept assignments): N·k dropless.
@@ -22,7 +25,8 @@ struct MicroBatchShape {
     /// group sends N·k rows over all E experts and this rank holds E/G of them); exact when G = 1.
     var expertRows: Int { dense ? 0 : N * k }
 
-    init(_ c: RunConfig, microBatch: Int, worldSize W: Int = 1, expertParallel G: Int, workers: Int = 1) {
+    init(_ c: RunConfig, microBatch: Int, worldSize W: Int = 1, expertParallel G: Int, workers: Int = 1,
+         packedProducts: Bool = PackedMatmul.isEnabled) {
         let m = c.model, f = c.moe
         B = microBatch; T = m.seqLen; d = m.dModel; H = m.nHeads; V = m.vocabSize; R = m.depth
         E = f.numExperts; k = f.topK; F = f.dFF; mats = f.activation == .swiglu ? 3 : 2; dense = f.isDense
@@ -30,5 +34,6 @@ struct MicroBatchShape {
         self.W = W; self.G = max(G, 1); L = f.isDense ? 0 : (f.numExperts + max(G, 1) - 1) / max(G, 1)
         self.workers = max(workers, 1)
         maxLoans = f.isDense || self.G == 1 || !c.parallel.balanceExperts ? 0 : ExpertLendingPolicy.automatic(threads: 1).maxLoans
+        self.packedProducts = packedProducts
     }
 }
