@@ -32,7 +32,8 @@ struct EstimateCommand: ParsableCommand {
               (W/G replicas), 8 · (E + 2 + k·E) · M · R routing statistics
           ring traffic per rank per all-reduce of S bytes over n ranks: 2 · S · (n−1)/n
         Memory assumes nodes with AVX-512, where each rank also keeps the weights of the experts it runs
-        packed for the experts' products (one more copy of its expert weights; see the README).
+        packed for the experts' products (one more copy of its expert weights, with moe.experts shared;
+        see the README).
         """))
 
     @OptionGroup var options: RunOptions
@@ -166,8 +167,8 @@ struct EstimateOutput: Encodable {
         "memory.activation_bytes": "4 * (R * [8Nd + 2N + B*H*T^2 + 2NE + N + 4Nk + Nkd + Xd + X*F*m] + 2Nd + 2N + NV), "
             + "N = micro_batch*T, X = N*k expert rows received, m = 2 (gelu) or 3 (swiglu)",
         "memory.scratch_bytes": "4 * (6Nd + T^2 + Nkd + 3Xd + X*F*m + Nk + NE) + packed expert weights "
-            + "4 * (S * m * max(d*ceil64(F), F*ceil64(d)) + 16), S = E if G = 1 else min(E, ceil(E/G) + 4) "
-            + "(nodes with AVX-512)",
+            + "4 * (S * m * max(d*ceil64(F), F*ceil64(d)) + 16), S = E if G = 1 else ceil(E/G) + 4 "
+            + "(+ 0 with parallel.balance_experts false); nodes with AVX-512, moe.experts shared",
         "flops_per_token": "6*(R*(4d^2 + d*E + k*m*d*F) + d*V) + 6*R*T*d",
         "flops_per_rank_per_step": "flops_per_token * tokens_per_rank_per_step",
         "all_to_all_bytes_per_rank": "16 * M * R * N * k * d * (G-1)/G (4 exchanges per MoE use: dispatch, combine, "

@@ -77,10 +77,15 @@ final class EstimateTests: XCTestCase {
         // [16,12] (12 columns padded to 64: 16·64) and [12,16] (12·64), and 16 floats of alignment.
         let packed = MemoryEstimate(c, expertParallel: 1, microBatch: 2, packedExpertWeights: true)
         XCTAssertEqual(packed.scratchBytes - m.scratchBytes, 4 * (4 * 2 * 16 * 64 + 16))
-        // Two ranks per expert group: its 2 experts and up to 4 loans, capped at E = 4.
+        // Two ranks per expert group: its 2 experts and room for 4 loans.
         let g2 = MemoryEstimate(c, expertParallel: 2, microBatch: 2, packedExpertWeights: true).scratchBytes
             - MemoryEstimate(c, expertParallel: 2, microBatch: 2, packedExpertWeights: false).scratchBytes
-        XCTAssertEqual(g2, 4 * (4 * 2 * 16 * 64 + 16))
+        XCTAssertEqual(g2, 4 * (6 * 2 * 16 * 64 + 16))
+        // Per-iteration experts keep the BLAS products: no packs.
+        var indexed = c
+        indexed.moe.experts = .indexed
+        XCTAssertEqual(MemoryEstimate(indexed, expertParallel: 1, microBatch: 2, packedExpertWeights: true).scratchBytes,
+                       MemoryEstimate(indexed, expertParallel: 1, microBatch: 2, packedExpertWeights: false).scratchBytes)
     }
 
     /// The estimate is the model's own buffer tables: a model built and run for one step allocates exactly

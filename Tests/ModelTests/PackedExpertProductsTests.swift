@@ -31,11 +31,11 @@ final class PackedExpertProductsTests: XCTestCase {
         return (loss, Array(UnsafeBufferPointer(start: model.store.grads, count: model.store.count)))
     }
 
-    /// d_ff 70 and d 24 leave partial 64-column panels; shared and per-iteration experts, gelu and swiglu.
+    /// d_ff 70 and d 24 leave partial 64-column panels; gelu and swiglu (per-iteration experts keep BLAS).
     func testPackedProductsGiveTheBLASLossAndGradients() {
         let edits: [(String, (inout RunConfig) -> Void)] = [
             ("gelu shared", { $0.model.dModel = 24; $0.model.nHeads = 2; $0.moe.dFF = 70 }),
-            ("swiglu indexed", { $0.moe.activation = .swiglu; $0.moe.experts = .indexed; $0.model.depth = 3 }),
+            ("swiglu, trunk indexed", { $0.moe.activation = .swiglu; $0.model.trunk = .indexed; $0.model.depth = 3 }),
         ]
         for (name, edit) in edits {
             let c = tinyConfig(edit)

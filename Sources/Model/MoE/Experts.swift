@@ -111,10 +111,13 @@ enum ExpertFFN {
 /// expert first, each thread taking the next expert when it finishes one (routing leaves experts uneven: a
 /// fixed split kept one thread waiting for the other), with the same result.
 ///
-/// Where PackedMatmul runs (AVX-512), each slot's weights are packed once per model pass and direction
-/// (forward: w; backward: wᵀ) and reused by the later uses of the pass: the weights cannot change within one
-/// `RecurrentMoEModel.step`, which calls `beginPass()` first. A lent expert's weights arrive anew with every
-/// use, so its slot is packed every time.
+/// Where PackedMatmul runs (AVX-512) and the experts are shared by the iterations (`moe.experts: shared`),
+/// each expert's weights are packed once per model pass and direction (forward: w; backward: wᵀ) and reused
+/// by the pass's later iterations: the weights cannot change within one `RecurrentMoEModel.step`, which calls
+/// `beginPass()` first. Packs sit by expert (held expert j at j, the i-th loan at L + i), so lending, which
+/// moves experts between slots from use to use, does not defeat the reuse; a lent expert's weights arrive
+/// anew with every use and are packed every time. Per-iteration experts would be packed at every use for no
+/// gain, so they keep the BLAS products.
 final class Experts {
     let d: Int, F: Int
     let activation: Activation
@@ -124,10 +127,13 @@ final class Experts {
     private var order: [Int]          // [slots] slots by rows, most first
     private var busyExperts = 0       // how many of them have rows (the first ones of `order`)
     private let cursor = WorkCursor()
-    private let packs = FloatBuffer()                    // [slots, slotFloats] each slot's packed weights
+    private let packs = FloatBuffer()                    // [packSlots, packFloats] the packed weights
     private var packBase: UnsafeMutablePointer<Float>    // packs' first 64-byte boundary (loads never split a line)
-    private let packedFrom: UnsafeMutablePointer<PackKey>    // [E] what each slot's pack holds
-    private let packSlots: Int                           // slots the packs are sized for (as the estimate)
+    private let packedFrom: UnsafeMutablePointer<PackKey>    // [packSlots] what each pack holds
+    private let packSlots: Int                           // held experts + most loans (as the estimate)
+    private let sharedExperts: Bool
+    /// Whether the products run packed: shared experts, on a CPU that runs PackedMatmul.
+    private var packing: Bool { PackedMatmul.isEnabled && sharedExperts }
     private var pass = 0
 
     /// What a slot's pack was made from: a slot keeps it while the same weights come back in the same pass.
@@ -139,52 +145,53 @@ final class Experts {
         d = dModel; F = cfg.dFF; activation = cfg.activation; self.ctx = ctx
         offsets = [Int](repeating: 0, count: cfg.numExperts)
         order = Array(0 ..< cfg.numExperts)
-        packedFrom = .allocate(capacity: max(cfg.numExperts, 1))
-        packedFrom.initialize(repeating: PackKey(), count: max(cfg.numExperts, 1))
-        packBase = packs.pointer
         let G = ctx.expertGroup.size, lending = ctx.expertLending
         packSlots = Experts.packSlots(E: cfg.numExperts, G: G, L: ctx.localExperts.count,
                                       maxLoans: G == 1 || !lending.enabled ? 0 : lending.maxLoans)
+        sharedExperts = cfg.experts == .shared
+        packedFrom = .allocate(capacity: max(packSlots, 1))
+        packedFrom.initialize(repeating: PackKey(), count: max(packSlots, 1))
+        packBase = packs.pointer
     }
-    deinit { packedFrom.deinitialize(count: max(offsets.count, 1)); packedFrom.deallocate() }
+    deinit { packedFrom.deinitialize(count: max(packSlots, 1)); packedFrom.deallocate() }
 
-    /// Slots whose packs are kept: every expert with one rank per group, else the held ones and the loans.
-    static func packSlots(E: Int, G: Int, L: Int, maxLoans: Int) -> Int { G == 1 ? E : min(E, L + maxLoans) }
+    /// Packs kept: every expert with one rank per group, else the held ones (L) and room for the loans.
+    static func packSlots(E: Int, G: Int, L: Int, maxLoans: Int) -> Int { G == 1 ? E : L + maxLoans }
 
     /// Floats of one slot's pack: mats matrices of the larger of the forward and transposed packed sizes.
     static func packFloats(d: Int, F: Int, mats: Int) -> Int {
         mats * max(PackedMatmul.packedFloats(K: d, N: F), PackedMatmul.packedFloats(K: F, N: d))
     }
 
-    /// Bytes of the packs (buffer table, see MicroBatchShape): none where PackedMatmul does not run.
+    /// Bytes of the packs (buffer table, see MicroBatchShape): none where the experts keep the BLAS products.
     static func packBytes(_ s: MicroBatchShape) -> Int {
-        guard s.packedProducts, !s.dense else { return 0 }
+        guard s.packedProducts else { return 0 }
         return 4 * (packSlots(E: s.E, G: s.G, L: s.L, maxLoans: s.maxLoans) * packFloats(d: s.d, F: s.F, mats: s.mats) + 16)
     }
 
     /// Starts a model pass: the weights may have changed since the last one, so no pack is reused.
     func beginPass() { pass += 1 }
 
-    /// Room for `slots` packs (the estimate's count at first), from a 64-byte boundary (a panel row is four
-    /// cache lines; a misaligned one made every load of the kernel straddle two lines); forgets every pack if
-    /// the buffer moves.
-    private func preparePacks(slots: Int) {
+    /// Room for every pack (allocated once, as the estimate counts), from a 64-byte boundary (a panel row is
+    /// four cache lines; a misaligned one made every load of the kernel straddle two lines).
+    private func preparePacks() {
         let floats = Experts.packFloats(d: d, F: F, mats: activation == .swiglu ? 3 : 2)
-        let before = packs.pointer
-        packs.ensure(max(slots, packSlots) * floats + 16)
-        if packs.pointer != before { packedFrom.update(repeating: PackKey(), count: offsets.count) }
+        let capacity = packs.capacity
+        packs.ensure(packSlots * floats + 16)
+        if packs.capacity != capacity { packedFrom.update(repeating: PackKey(), count: packSlots) }
         let misaligned = Int(bitPattern: packs.pointer) & 63
         packBase = packs.pointer + (misaligned == 0 ? 0 : (64 - misaligned) / 4)
     }
 
-    /// Slot i's weights w packed for the forward products (or, `transposed`, for the input-gradient ones):
-    /// packed now unless the slot already holds them from this pass (`reusable`: its own expert's weights).
-    private func packed(_ i: Int, _ w: FFNWeights, transposed: Bool, reusable: Bool) -> PackedFFN {
+    /// Weights w packed for the forward products (or, `transposed`, for the input-gradient ones) in pack j:
+    /// packed now unless pack j already holds them from this pass (j < L: a held expert; else a loan).
+    private func packed(_ j: Int, _ w: FFNWeights, transposed: Bool) -> PackedFFN {
+        let reusable = j < ctx.localExperts.count
         let part = Experts.packFloats(d: d, F: F, mats: 1)
-        let base = packBase + i * part * (activation == .swiglu ? 3 : 2)
+        let base = packBase + j * part * (activation == .swiglu ? 3 : 2)
         let p = PackedFFN(w1: base, w3: w.w3 == nil ? nil : base + 2 * part, w2: base + part)
         let key = PackKey(weights: w.w1, transposed: transposed, pass: pass)
-        if reusable && packedFrom[i] == key { return p }
+        if reusable && packedFrom[j] == key { return p }
         if transposed {   // w1ᵀ [F,d], w3ᵀ [F,d], w2ᵀ [d,F]
             PackedMatmul.packTransposed(base, w.w1, K: F, N: d)
             if let w3 = w.w3 { PackedMatmul.packTransposed(base + 2 * part, w3, K: F, N: d) }
@@ -194,43 +201,44 @@ final class Experts {
             if let w3 = w.w3 { PackedMatmul.pack(base + 2 * part, w3, K: d, N: F) }
             PackedMatmul.pack(base + part, w.w2, K: F, N: d)
         }
-        packedFrom[i] = reusable ? key : PackKey()
+        packedFrom[j] = reusable ? key : PackKey()
         return p
     }
 
     /// y[rows,d] = expert(x) on each slot's rows (`rows[i]` of them for slot i < `slots`, expert-major), with
-    /// `weights(i)` the weights of slot i (`owned(i)`: this rank's own expert, not a loan); saves into `saved`.
+    /// `weights(i)` the weights of slot i and `pack(i)` its pack (held expert j: j, i-th loan: L + i); saves
+    /// into `saved`.
     func forward(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, rows: [Int], slots: Int,
-                 weights: (Int) -> FFNWeights, owned: (Int) -> Bool, saved: FFNActivations) {
+                 weights: (Int) -> FFNWeights, pack: (Int) -> Int, saved: FFNActivations) {
         let total = planWork(rows, slots: slots)
         saved.ensure(rows: total, F: F, activation: activation)
         let (h1, h3, act) = (saved.h1.pointer, saved.h3.pointer, saved.act.pointer)
-        let swiglu = activation == .swiglu, packing = PackedMatmul.isEnabled
-        if packing { preparePacks(slots: slots) }
+        let swiglu = activation == .swiglu, packing = packing
+        if packing { preparePacks() }
         forEachExpert(rows) { le, n, off, workers in
             let w = weights(le)
             ExpertFFN.forward(y: y + off * d, h1: h1 + off * F, h3: swiglu ? h3 + off * F : h3, act: act + off * F,
                               x: x + off * d, w: w,
-                              packed: packing ? packed(le, w, transposed: false, reusable: owned(le)) : nil,
+                              packed: packing ? packed(pack(le), w, transposed: false) : nil,
                               n: n, d: d, F: F, activation: activation, workers: workers)
         }
     }
 
     /// dx[rows,d] += and each slot's weight gradient (`grads(i)`) += the gradient from dy[rows,d].
     func backward(_ dx: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, rows: [Int],
-                  slots: Int, weights: (Int) -> FFNWeights, owned: (Int) -> Bool, grads: (Int) -> FFNWeights,
+                  slots: Int, weights: (Int) -> FFNWeights, pack: (Int) -> Int, grads: (Int) -> FFNWeights,
                   saved: FFNActivations) {
         let total = planWork(rows, slots: slots)
         scratch.ensure(rows: total, F: F, activation: activation)
         let (h1, h3, act) = (saved.h1.pointer, saved.h3.pointer, saved.act.pointer)
         let (dact, dh3) = (scratch.dact.pointer, scratch.dh3.pointer)
-        let swiglu = activation == .swiglu, packing = PackedMatmul.isEnabled
-        if packing { preparePacks(slots: slots) }
+        let swiglu = activation == .swiglu, packing = packing
+        if packing { preparePacks() }
         forEachExpert(rows) { le, n, off, workers in
             let w = weights(le)
             ExpertFFN.backward(dx: dx + off * d, dw: grads(le), dy: dy + off * d, x: x + off * d,
                                h1: h1 + off * F, h3: swiglu ? h3 + off * F : h3, act: act + off * F,
-                               w: w, packed: packing ? packed(le, w, transposed: true, reusable: owned(le)) : nil,
+                               w: w, packed: packing ? packed(pack(le), w, transposed: true) : nil,
                                dact: dact + off * F,
                                dh3: swiglu ? dh3 + off * F : dh3, n: n, d: d, F: F, activation: activation,
                                workers: workers)

@@ -72,7 +72,7 @@ final class MoELayer {
         let plan = s.dispatch, loans = loans
         experts.forward(dispatcher.expertOutputs(s.dispatch), x, rows: plan.rowsPerSlot, slots: plan.slots,
                         weights: { i in self.slot(i, plan, own: pool) { loans.weights(ofGuest: $0) } },
-                        owned: { plan.slotGuest[$0] < 0 }, saved: s.ffn)
+                        pack: { self.pack(of: $0, plan) }, saved: s.ffn)
         dispatcher.combine(s.dispatch, gates: s.router.gates.pointer, into: out, N: N)
     }
 
@@ -88,7 +88,7 @@ final class MoELayer {
         if lending { loans.sendWeightsAndGradients(runner: plan.runner, pool: pool, grads: grads) }
         experts.backward(dx, dy, s.expertInput.pointer, rows: plan.rowsPerSlot, slots: plan.slots,
                          weights: { i in self.slot(i, plan, own: pool) { loans.weights(ofGuest: $0) } },
-                         owned: { plan.slotGuest[$0] < 0 },
+                         pack: { self.pack(of: $0, plan) },
                          grads: { i in self.slot(i, plan, own: grads) { loans.gradients(ofGuest: $0) } }, saved: s.ffn)
         if lending { loans.returnGradients(runner: plan.runner, grads: grads) }
         dispatcher.dispatchBackward(s.dispatch, dExpertInputs: dx, into: du)
@@ -97,6 +97,13 @@ final class MoELayer {
 
     /// Starts a model pass (see `Experts`): the weights may have changed since the last one.
     func beginPass() { experts.beginPass() }
+
+    /// Slot i's pack in Experts: its held expert's index in this rank's slice, or L + its loan's index.
+    @inline(__always)
+    private func pack(of i: Int, _ plan: DispatchState) -> Int {
+        let g = plan.slotGuest[i], L = ctx.localExperts
+        return g < 0 ? plan.slotExperts[i] - L.lowerBound : L.count + g
+    }
 
     /// Slot i's tensors: from `own` (this rank's pool weights or gradients) for its own expert, else the loan's.
     @inline(__always)

@@ -15,7 +15,7 @@ struct MicroBatchShape {
     let W: Int, G: Int, L: Int, workers: Int
     /// The most experts an expert group lends in one MoE use (`parallel.balance_experts`; 0 when off or G = 1).
     let maxLoans: Int
-    /// Whether the experts' products run packed (PackedMatmul: AVX-512), so the packs count.
+    /// Whether the experts' products run packed (PackedMatmul: AVX-512, shared experts), so the packs count.
     let packedProducts: Bool
     /// Tokens of the micro-batch on this rank.
     var N: Int { B * T }
@@ -34,6 +34,6 @@ struct MicroBatchShape {
         self.W = W; self.G = max(G, 1); L = f.isDense ? 0 : (f.numExperts + max(G, 1) - 1) / max(G, 1)
         self.workers = max(workers, 1)
         maxLoans = f.isDense || self.G == 1 || !c.parallel.balanceExperts ? 0 : ExpertLendingPolicy.automatic(threads: 1).maxLoans
-        self.packedProducts = packedProducts
+        self.packedProducts = packedProducts && !f.isDense && f.experts == .shared
     }
 }
