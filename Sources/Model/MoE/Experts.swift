@@ -121,6 +121,7 @@ enum ExpertFFN {
 final class Experts {
     let d: Int, F: Int
     let activation: Activation
+    private let mats: Int             // weight matrices per expert: 2 (gelu) or 3 (swiglu)
     let ctx: ParallelContext
     private let scratch = FFNBackwardScratch()
     private var offsets: [Int]        // [slots] first row of each slot's expert (room for E)
@@ -131,9 +132,8 @@ final class Experts {
     private var packBase: UnsafeMutablePointer<Float>    // packs' first 64-byte boundary (loads never split a line)
     private let packedFrom: UnsafeMutablePointer<PackKey>    // [packSlots] what each pack holds
     private let packSlots: Int                           // held experts + most loans (as the estimate)
-    private let sharedExperts: Bool
-    /// Whether the products run packed: shared experts, on a CPU that runs PackedMatmul.
-    private var packing: Bool { PackedMatmul.isEnabled && sharedExperts }
+    private let sharing: Sharing
+    private var packing: Bool { Experts.runsPacked(sharing) }
     private var pass = 0
 
     /// What a slot's pack was made from: a slot keeps it while the same weights come back in the same pass.
@@ -142,43 +142,46 @@ final class Experts {
     }
 
     init(cfg: MoELayerConfig, dModel: Int, ctx: ParallelContext) {
-        d = dModel; F = cfg.dFF; activation = cfg.activation; self.ctx = ctx
+        d = dModel; F = cfg.dFF; activation = cfg.activation; mats = cfg.activation == .swiglu ? 3 : 2; self.ctx = ctx
         offsets = [Int](repeating: 0, count: cfg.numExperts)
         order = Array(0 ..< cfg.numExperts)
-        let G = ctx.expertGroup.size, lending = ctx.expertLending
-        packSlots = Experts.packSlots(E: cfg.numExperts, G: G, L: ctx.localExperts.count,
-                                      maxLoans: G == 1 || !lending.enabled ? 0 : lending.maxLoans)
-        sharedExperts = cfg.experts == .shared
+        let lending = ctx.expertLending
+        packSlots = ctx.localExperts.count + (ctx.expertGroup.size == 1 || !lending.enabled ? 0 : lending.maxLoans)
+        sharing = cfg.experts
         packedFrom = .allocate(capacity: max(packSlots, 1))
         packedFrom.initialize(repeating: PackKey(), count: max(packSlots, 1))
         packBase = packs.pointer
     }
     deinit { packedFrom.deinitialize(count: max(packSlots, 1)); packedFrom.deallocate() }
 
-    /// Packs kept: every expert with one rank per group, else the held ones (L) and room for the loans.
-    static func packSlots(E: Int, G: Int, L: Int, maxLoans: Int) -> Int { G == 1 ? E : L + maxLoans }
+    /// Whether the products run packed: shared experts (per-iteration ones would be packed at every use), on
+    /// a CPU that runs PackedMatmul (`packedProducts`). The model and its memory estimate both ask this.
+    static func runsPacked(_ sharing: Sharing, packedProducts: Bool = PackedMatmul.isEnabled) -> Bool {
+        packedProducts && sharing == .shared
+    }
 
     /// Floats of one slot's pack: mats matrices of the larger of the forward and transposed packed sizes.
     static func packFloats(d: Int, F: Int, mats: Int) -> Int {
         mats * max(PackedMatmul.packedFloats(K: d, N: F), PackedMatmul.packedFloats(K: F, N: d))
     }
 
-    /// Bytes of the packs (buffer table, see MicroBatchShape): none where the experts keep the BLAS products.
+    /// Bytes of the packs (buffer table, see MicroBatchShape): one per held expert (all E with one rank per
+    /// group) and per loan; none where the experts keep the BLAS products.
     static func packBytes(_ s: MicroBatchShape) -> Int {
         guard s.packedProducts else { return 0 }
-        return 4 * (packSlots(E: s.E, G: s.G, L: s.L, maxLoans: s.maxLoans) * packFloats(d: s.d, F: s.F, mats: s.mats) + 16)
+        return 4 * ((s.L + s.maxLoans) * packFloats(d: s.d, F: s.F, mats: s.mats) + 16)
     }
 
     /// Starts a model pass: the weights may have changed since the last one, so no pack is reused.
     func beginPass() { pass += 1 }
 
-    /// Room for every pack (allocated once, as the estimate counts), from a 64-byte boundary (a panel row is
-    /// four cache lines; a misaligned one made every load of the kernel straddle two lines).
+    /// Room for every pack, allocated at the first packed use (as the estimate counts), from a 64-byte
+    /// boundary (a panel row is four cache lines; a misaligned one made every load straddle two lines).
     private func preparePacks() {
-        let floats = Experts.packFloats(d: d, F: F, mats: activation == .swiglu ? 3 : 2)
-        let capacity = packs.capacity
-        packs.ensure(packSlots * floats + 16)
-        if packs.capacity != capacity { packedFrom.update(repeating: PackKey(), count: packSlots) }
+        let floats = packSlots * Experts.packFloats(d: d, F: F, mats: mats) + 16
+        guard packs.capacity < floats else { return }
+        packs.ensure(floats)
+        packedFrom.update(repeating: PackKey(), count: packSlots)
         let misaligned = Int(bitPattern: packs.pointer) & 63
         packBase = packs.pointer + (misaligned == 0 ? 0 : (64 - misaligned) / 4)
     }
@@ -188,7 +191,7 @@ final class Experts {
     private func packed(_ j: Int, _ w: FFNWeights, transposed: Bool) -> PackedFFN {
         let reusable = j < ctx.localExperts.count
         let part = Experts.packFloats(d: d, F: F, mats: 1)
-        let base = packBase + j * part * (activation == .swiglu ? 3 : 2)
+        let base = packBase + j * part * mats
         let p = PackedFFN(w1: base, w3: w.w3 == nil ? nil : base + 2 * part, w2: base + part)
         let key = PackKey(weights: w.w1, transposed: transposed, pass: pass)
         if reusable && packedFrom[j] == key { return p }

@@ -34,6 +34,6 @@ struct MicroBatchShape {
         self.W = W; self.G = max(G, 1); L = f.isDense ? 0 : (f.numExperts + max(G, 1) - 1) / max(G, 1)
         self.workers = max(workers, 1)
         maxLoans = f.isDense || self.G == 1 || !c.parallel.balanceExperts ? 0 : ExpertLendingPolicy.automatic(threads: 1).maxLoans
-        self.packedProducts = packedProducts && !f.isDense && f.experts == .shared
+        self.packedProducts = !f.isDense && Experts.runsPacked(f.experts, packedProducts: packedProducts)
     }
 }
