@@ -51,8 +51,10 @@ public struct TokenFileHeader: Equatable {
 
 // MARK: - Reader
 
-/// A memory-mapped token file. Opening checks magic, version, bytes per token and
-/// the file size against the header count; `validate()` also checks every id.
+/// A memory-mapped token file. Opening checks magic, version, bytes per token, the file size against
+/// the header count and (unless `checkIDs` is false) that every id is below the vocabulary size: an id
+/// outside it (a bit flip, a file written by another tool) would index past the embedding, so it is
+/// refused here, naming the file, the position and the id, before anything is allocated or written.
 public final class TokenFile: TokenSource {
     public let path: String
     public let header: TokenFileHeader
@@ -66,7 +68,8 @@ public final class TokenFile: TokenSource {
     private let mappedLength: Int
     private let payload: UnsafeRawPointer?          // first token
 
-    public init(path: String) throws {
+    /// `checkIDs: false` reads only the header (callers that need the vocabulary size, not the tokens).
+    public init(path: String, checkIDs: Bool = true) throws {
         self.path = path
         let fd = open(path, O_RDONLY)
         if fd < 0 { throw DataFileError(path, "cannot open token file (\(String(cString: strerror(errno))))") }
@@ -116,6 +119,7 @@ public final class TokenFile: TokenSource {
         self.mapping = map
         self.mappedLength = size
         self.payload = UnsafeRawPointer(map) + TokenFileHeader.size
+        if checkIDs { try validate() }
     }
 
     deinit { if let m = mapping { munmap(m, mappedLength) } }
@@ -145,12 +149,45 @@ public final class TokenFile: TokenSource {
         }
     }
 
-    /// Scans every id; throws naming the first id that is not below the vocabulary size.
+    /// Checks every id against the vocabulary size; throws naming the first id that is not below it.
+    /// One pass over the mapping in blocks: the maximum of a block (a loop the compiler vectorises, about
+    /// memory speed) is compared once; only a block that fails is searched for its first bad id.
     public func validate() throws {
-        let v = UInt32(vocabSize)
-        for i in 0 ..< count where UInt32(bitPattern: self[i]) >= v {
-            throw DataFileError(path, "token \(i) has id \(UInt32(bitPattern: self[i])), not below the vocabulary size \(vocabSize)")
+        guard let t = payload, count > 0 else { return }
+        let v = UInt32(vocabSize), block = 1 << 16
+        var start = 0
+        while start < count {
+            let n = min(block, count - start)
+            let largest: UInt32
+            if bytesPerToken == 2 {
+                // The payload starts 64 bytes into a page-aligned mapping: aligned for UInt16 and UInt32.
+                largest = UInt32(Self.maximum(UnsafeBufferPointer(start: t.assumingMemoryBound(to: UInt16.self) + start, count: n)))
+            } else {
+                largest = Self.maximum(UnsafeBufferPointer(start: t.assumingMemoryBound(to: UInt32.self) + start, count: n))
+            }
+            if largest >= v || TokenFile.bigEndianHost {
+                for i in start ..< start + n where UInt32(bitPattern: self[i]) >= v {
+                    throw DataFileError(path, "token \(i) has id \(UInt32(bitPattern: self[i])), not below the vocabulary "
+                                        + "size \(vocabSize) of its header (byte offset \(TokenFileHeader.size + i * bytesPerToken)); "
+                                        + "the file is damaged or was written for another vocabulary")
+                }
+            }
+            start += n
         }
+    }
+
+    /// The block maxima read ids in host order, which is the file's (little-endian) on every supported
+    /// host; a big-endian one would search every block id by id.
+    #if _endian(big)
+    private static let bigEndianHost = true
+    #else
+    private static let bigEndianHost = false
+    #endif
+
+    @inline(__always) private static func maximum<T: FixedWidthInteger & UnsignedInteger>(_ b: UnsafeBufferPointer<T>) -> T {
+        var m: T = 0
+        for x in b { m = x > m ? x : m }
+        return m
     }
 
     /// Tokens `range` as an array (convenience for tests and tools).

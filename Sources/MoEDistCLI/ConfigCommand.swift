@@ -46,7 +46,7 @@ struct ConfigCommand: ParsableCommand {
             guard let path = config else { print(Self.keyList()); return }
             var c = try ConfigLoader.load(yamlPath: path, overrides: overrides)
             if c.model.vocabSize == 0, let train = c.data.train, FileManager.default.fileExists(atPath: train) {
-                c.model.vocabSize = try TokenFile(path: train).vocabSize
+                c.model.vocabSize = try TokenFile(path: train, checkIDs: false).vocabSize
             }
             let note = try c.fitMicroBatch(worldSize: world)
             try Configuration.validate(c, worldSize: world)

@@ -176,7 +176,6 @@ extension DataCommand {
                 guard file.vocabSize <= tok.vocabSize else {
                     throw DataFileError(input, "vocabulary size \(file.vocabSize) is larger than the tokenizer's \(tok.vocabSize) (\(tokenizer))")
                 }
-                try file.validate()
                 let step = 1 << 20
                 var start = 0
                 while start < file.count {
@@ -208,7 +207,6 @@ extension DataCommand {
             try reportingErrors {
                 let f = try TokenFile(path: file)
                 let tok = try tokenizer.map { try BPETokenizer(contentsOf: $0) }
-                try f.validate()
                 // Count per id: a table for ordinary vocabularies, a dictionary for huge ones.
                 var table = [Int](repeating: 0, count: f.vocabSize <= 1 << 24 ? f.vocabSize : 0)
                 var sparse: [Int: Int] = [:]

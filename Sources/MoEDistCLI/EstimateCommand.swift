@@ -81,7 +81,7 @@ struct EstimateCommand: ParsableCommand {
             var vocabSource = "model.vocab_size"
             if c.model.vocabSize == 0 {
                 if let path = c.data.train, FileManager.default.fileExists(atPath: path) {
-                    c.model.vocabSize = try TokenFile(path: path).vocabSize
+                    c.model.vocabSize = try TokenFile(path: path, checkIDs: false).vocabSize
                     vocabSource = "data.train (\(path))"
                 } else {
                     c.model.vocabSize = 8192

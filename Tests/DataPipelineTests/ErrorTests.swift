@@ -50,9 +50,37 @@ final class ErrorTests: XCTestCase {
         assertError(try TokenFile(path: try write(huge, "huge.tok", in: dir)), path: dir.path + "/huge.tok", contains: "size mismatch")
         assertError(try TokenFile(path: try write(Array("hello".utf8), "tiny.tok", in: dir)), path: dir.path + "/tiny.tok", contains: "shorter than the 64-byte header")
         var badId = goodFile(); badId[64 + 2 * 7] = 16
-        let f = try TokenFile(path: try write(badId, "id.tok", in: dir))
-        assertError(try f.validate(), path: dir.path + "/id.tok", contains: "token 7 has id 16, not below the vocabulary size 16")
+        let idPath = try write(badId, "id.tok", in: dir)
+        assertError(try TokenFile(path: idPath), path: idPath, contains: "token 7 has id 16, not below the vocabulary size 16")
+        assertError(try TokenFile(path: idPath), path: idPath, contains: "(byte offset 78)")
+        let f = try TokenFile(path: idPath, checkIDs: false)
+        assertError(try f.validate(), path: idPath, contains: "token 7 has id 16, not below the vocabulary size 16")
         assertError(try TokenFile(path: dir.path + "/missing.tok"), path: dir.path + "/missing.tok", contains: "cannot open token file")
+    }
+
+    /// Opening checks ids block by block (blocks of 65536): the first bad id is found wherever it sits, in
+    /// 2- and 4-byte files, against a scalar scan of the same ids.
+    func testOpeningFindsTheFirstBadIdAcrossBlocks() throws {
+        let dir = try scratchDirectory(self)
+        for (vocab, bad) in [(1000, [65535, 65536, 70000]), (100_000, [0, 131_071]), (70_000, [199_999])] {
+            var ids = (0 ..< 200_000).map { Int32($0 % vocab) }
+            XCTAssertNoThrow(try { () throws -> Void in
+                let w = try TokenFileWriter(path: dir.path + "/ok.tok", vocabSize: vocab); try w.append(ids); try w.finish()
+                _ = try TokenFile(path: dir.path + "/ok.tok")
+            }())
+            for p in bad { ids[p] = Int32(vocab + p % 7) }
+            let path = dir.path + "/bad-\(vocab).tok"
+            var bytes = TokenFileHeader(count: ids.count, vocabSize: vocab).bytes
+            let wide = vocab > 65536
+            for id in ids {
+                let u = UInt32(bitPattern: id)
+                bytes += wide ? [UInt8(u & 0xff), UInt8((u >> 8) & 0xff), UInt8((u >> 16) & 0xff), UInt8(u >> 24)]
+                              : [UInt8(u & 0xff), UInt8(u >> 8)]
+            }
+            try Data(bytes).write(to: URL(fileURLWithPath: path))
+            let first = ids.firstIndex { $0 >= vocab }!
+            assertError(try TokenFile(path: path), path: path, contains: "token \(first) has id \(ids[first]), not below the vocabulary size \(vocab)")
+        }
     }
 
     func testWriterRejectsBadIdsAndLeavesNothing() throws {
