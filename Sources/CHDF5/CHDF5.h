@@ -11,6 +11,9 @@
 /// Initialises the library and turns off HDF5's automatic printing of error
 /// stacks to stderr (the Swift wrapper reports errors by throwing instead).
 static inline int moe_h5_init_quiet(void) {
+    /* No library shutdown at exit: every file is closed explicitly, and HDF5's exit handler crashed
+       (H5D_close, null pointer) on the datasets of a file whose close had failed on a full disk. */
+    H5dont_atexit();
     if (H5open() < 0) return -1;
     return H5Eset_auto2(H5E_DEFAULT, NULL, NULL) < 0 ? -1 : 0;
 }

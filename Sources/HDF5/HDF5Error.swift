@@ -1,6 +1,7 @@
 // HDF5Error: every failure of the wrapper, with the file, the object, the
 // operation and HDF5's own description of what went wrong.
 import CHDF5
+import Foundation
 
 /// A failed HDF5 operation. `description` reads like
 /// `HDF5: cannot open dataset '/train/loss' in /runs/a/metrics.h5: <HDF5 error stack>`.
@@ -18,12 +19,24 @@ public struct HDF5Error: Error, CustomStringConvertible, Equatable {
         self.file = file; self.object = object; self.operation = operation; self.detail = detail
     }
 
+    /// The errno HDF5 reports in its stack ("errno = 28"), if any.
+    public var systemErrno: Int32? {
+        guard let r = detail.range(of: "errno = ") else { return nil }
+        return Int32(detail[r.upperBound...].prefix { $0.isNumber })
+    }
+
     public var description: String {
         var s = "HDF5: cannot \(operation)"
         if !object.isEmpty { s += " '\(object)'" }
         if !file.isEmpty { s += " in \(file)" }
+        if let code = systemErrno {
+            // The operating system's cause says it best ("no space left on device"); HDF5's stack repeats it.
+            let cause = String(cString: strerror(code))
+            return s + ": " + cause.prefix(1).lowercased() + cause.dropFirst()
+        }
         if !detail.isEmpty { s += ": \(detail)" }
-        return s
+        // One line: HDF5's own messages can hold newlines ("file write failed: time = …\n, filename = …").
+        return s.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.joined(separator: " ")
     }
 }
 

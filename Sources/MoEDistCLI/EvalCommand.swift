@@ -53,12 +53,12 @@ struct EvalCommand: ParsableCommand {
             let file = try CheckpointEvaluation.openTokens(data, state: state, checkpoint: checkpoint)
             if file.fingerprint == 0 { printError(TokenizerFingerprint.unknownWarning(data)) }
             try Launch.onEveryRank(emulateRanks: emulateRanks) { world in
-                let tokens = try TokenFile(path: data)
+                let tokens = try TokenFile(path: data, checkIDs: false)   // its ids were checked above
                 // Rank 0 draws a progress line on stderr (targets scored, rate, ETA); stdout keeps only the result.
                 let line = world.rank == 0 ? ProgressLine("eval", unit: .items("tokens")) : nil
                 var started = false
                 let r = try CheckpointEvaluation.evaluate(checkpoint: checkpoint, tokens: tokens, maxTokens: maxTokens,
-                                                          world: world) { done, total in
+                                                          world: world, ranksInProcess: emulateRanks ?? 1) { done, total in
                     guard let line else { return }
                     if !started { line.start(total: Int64(total)); started = true }
                     if done >= total { line.finish() } else { line.update(Int64(done)) }

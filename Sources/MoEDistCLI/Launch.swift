@@ -18,16 +18,29 @@ enum Launch {
     }
 
     /// Loads the configuration, fills in the vocabulary size from the data, fits the micro-batch to the
-    /// world (BatchFit.swift: the line saying so is `batchNote`) and validates it for `worldSize`.
-    static func resolve(_ options: RunOptions, worldSize: Int) throws -> (config: RunConfig, data: TrainingData, batchNote: String?) {
+    /// world (BatchFit.swift: the line saying so is `batchNote`) and validates it for `worldSize`. The memory
+    /// a rank needs is checked against what it may use (MemoryFit) before the data or the model is built:
+    /// for the generated corpus before it is generated, for token files once their header gives the vocabulary.
+    /// `ranksInProcess`: ranks sharing this process (--emulate-ranks); `command` names the command in errors.
+    static func resolve(_ options: RunOptions, worldSize: Int, ranksInProcess: Int = 1,
+                        command: String = "train") throws -> (config: RunConfig, data: TrainingData, batchNote: String?) {
         var config = try options.load()
         let batchNote = try config.fitMicroBatch(worldSize: worldSize)
+        if config.data.train == nil {
+            var sized = config
+            if sized.model.vocabSize == 0 { sized.model.vocabSize = GeneratedCorpus.defaultVocabSize }
+            try validate(sized, worldSize: worldSize)
+            try MemoryFit.check(sized, worldSize: worldSize, ranksInProcess: ranksInProcess, use: .training, command: command)
+        }
         let data = try TrainingData.open(config)
         if config.model.vocabSize != 0 && config.model.vocabSize != data.vocabSize && config.data.train != nil {
             throw UserError("model.vocab_size: \(config.model.vocabSize) disagrees with data.train's vocabulary (\(data.vocabSize))")
         }
         config.model.vocabSize = data.vocabSize
         try validate(config, worldSize: worldSize)
+        if config.data.train != nil {
+            try MemoryFit.check(config, worldSize: worldSize, ranksInProcess: ranksInProcess, use: .training, command: command)
+        }
         return (config, data, batchNote)
     }
 
@@ -54,7 +67,7 @@ enum Launch {
     /// The exit status of an error (docs/exit-status.md): 2 usage or configuration, 3 bad data, 1 anything else.
     static func exitStatus(_ error: Error) -> Int32 {
         if let u = error as? UserError { return u.status }
-        if error is ConfigError { return ExitStatus.usage }
+        if error is ConfigError || error is RunDirectoryInUseError { return ExitStatus.usage }
         if error is DataError || error is DataFileError || error is MetricsHistoryError || error is CheckpointMissingError {
             return ExitStatus.badData
         }

@@ -67,9 +67,14 @@ struct TrainCommand: ParsableCommand {
         try failingCleanly {
             if let k = injectKill { try KillPoint.arm(k) }
             try Launch.onEveryRank(emulateRanks: emulateRanks) { world in
-                let (config, data, batchNote) = try Launch.resolve(options, worldSize: world.size)
+                let (config, data, batchNote) = try Launch.resolve(options, worldSize: world.size,
+                                                                   ranksInProcess: emulateRanks ?? 1)
                 let ctx = try ParallelContext.make(world: world, config: config)
                 let dir = runDir ?? "runs/\(config.name)"
+                // Rank 0 creates the run directory and takes its lock before anything is printed or read from it:
+                // a second run on a live run's directory is refused, a killed run's stale lock is taken over.
+                let lock = world.rank == 0 ? try RunDirectoryLock.acquire(runDirectory: dir, warn: { printError("warning: \($0)") }) : nil
+                defer { lock?.release() }
                 let session = try TrainingSession(config: config, ctx: ctx, data: data, runDirectory: dir) { line in
                     print(line); fflush(stdout)
                 }
@@ -88,7 +93,7 @@ struct TrainCommand: ParsableCommand {
                         chosen.withUnsafeMutableBufferPointer { world.allReduceMax($0) }
                         if chosen[0] >= 0 {
                             try session.resume(from: Checkpoint.path(runDirectory: dir, step: Int(chosen[0])),
-                                               allowConfigChange: allowConfigChange)
+                                               allowConfigChange: allowConfigChange, verified: world.rank == 0)
                         } else if world.rank == 0 {
                             print("no checkpoint in \(dir)/checkpoints: starting from step 0")
                         }

@@ -178,9 +178,16 @@ public enum Checkpoint {
 
     /// Reads the root attributes and state (no tensors).
     public static func readState(_ path: String) throws -> CheckpointState {
+        try reading(path) { try readStateUnchecked(path) }
+    }
+
+    private static func readStateUnchecked(_ path: String) throws -> CheckpointState {
         let f = try openCheckpoint(path)
         defer { f.close() }
-        let config = try RunConfig.fromJSON(f.stringAttribute("config"))
+        let config: RunConfig
+        do { config = try RunConfig.fromJSON(f.stringAttribute("config")) } catch {
+            throw DataError("checkpoint \(path): its stored configuration cannot be read: \(oneLine(error))")
+        }
         var c = TrainerCounters()
         c.step = Int(try f.int64Attribute("step"))
         c.tokens = Int(try f.int64Attribute("tokens"))
@@ -216,9 +223,26 @@ public enum Checkpoint {
     public static func loadBuffers(_ path: String, into model: RecurrentMoEModel) throws {
         HDF5Library.lock.lock()
         defer { HDF5Library.lock.unlock() }
-        let f = try openCheckpoint(path)
-        defer { f.close() }
-        try readBuffers(f, path, into: model)
+        try reading(path) {
+            let f = try openCheckpoint(path)
+            defer { f.close() }
+            try readBuffers(f, path, into: model)
+        }
+    }
+
+    /// Runs a read of checkpoint `path`: whatever goes wrong reading it (an HDF5 error such as a failed
+    /// Fletcher-32 checksum, a malformed attribute) is a damaged input, DataError (exit status 3), naming
+    /// the file; a missing file, a refused configuration and errors already naming it pass unchanged.
+    static func reading<T>(_ path: String, _ body: () throws -> T) throws -> T {
+        do { return try body() } catch let e as CheckpointMissingError { throw e } catch let e as DataError { throw e }
+        catch let e as ConfigError { throw e } catch {
+            throw DataError("checkpoint \(path): damaged or not a moe-dist checkpoint: \(oneLine(error))")
+        }
+    }
+
+    /// An error's description on one line (HDF5's error stack has several).
+    static func oneLine(_ error: Error) -> String {
+        "\(error)".split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.joined(separator: "; ")
     }
 
     private static func readBuffers(_ f: H5File, _ path: String, into model: RecurrentMoEModel) throws {
@@ -234,9 +258,11 @@ public enum Checkpoint {
     public static func loadParameters(_ path: String, into store: ParameterStore) throws {
         HDF5Library.lock.lock()
         defer { HDF5Library.lock.unlock() }
-        let f = try openCheckpoint(path)
-        defer { f.close() }
-        try readTensors(f, path, into: store, sections: [("params/", store.params)])
+        try reading(path) {
+            let f = try openCheckpoint(path)
+            defer { f.close() }
+            try readTensors(f, path, into: store, sections: [("params/", store.params)])
+        }
     }
 
     /// Reads each section's tensors into the store: the trunk whole, experts only the rows held here.
@@ -264,12 +290,14 @@ public enum Checkpoint {
     public static func tensorSummaries(_ path: String) throws -> [(path: String, shape: [Int], norm: Double)] {
         HDF5Library.lock.lock()
         defer { HDF5Library.lock.unlock() }
-        let config = try readState(path).config
-        let f = try openCheckpoint(path)
-        defer { f.close() }
-        return try ModelTensors.list(config).map { t in
-            let values: [Float] = try f.read("params/" + t.path)
-            return (t.path, t.shape, values.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot())
+        return try reading(path) {
+            let config = try readState(path).config
+            let f = try openCheckpoint(path)
+            defer { f.close() }
+            return try ModelTensors.list(config).map { t in
+                let values: [Float] = try f.read("params/" + t.path)
+                return (t.path, t.shape, values.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot())
+            }
         }
     }
 
@@ -279,6 +307,10 @@ public enum Checkpoint {
     public static func load(_ path: String, into trainer: Trainer) throws {
         HDF5Library.lock.lock()
         defer { HDF5Library.lock.unlock() }
+        try reading(path) { try loadLocked(path, into: trainer) }
+    }
+
+    private static func loadLocked(_ path: String, into trainer: Trainer) throws {
         let st = try readState(path)
         let diffs = trainer.config.architectureDifferences(from: st.config)
         if !diffs.isEmpty {

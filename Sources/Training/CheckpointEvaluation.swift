@@ -48,11 +48,14 @@ public enum CheckpointEvaluation {
     }
 
     /// Scores the first `maxTokens` tokens (default: all) of `tokens` with the checkpoint's parameters.
+    /// The model's memory is checked first (MemoryFit, `ranksInProcess` ranks sharing this process).
     public static func evaluate(checkpoint: String, tokens: TokenSource, maxTokens: Int?, world: Communicator,
-                                progress: ((Int, Int) -> Void)? = nil) throws -> EvalResult {
+                                ranksInProcess: Int = 1, progress: ((Int, Int) -> Void)? = nil) throws -> EvalResult {
         let st = try readState(checkpoint)
         var c = st.config
         c.parallel.expertParallel = expertParallel(c, worldSize: world.size)
+        try MemoryFit.check(c, worldSize: world.size, ranksInProcess: ranksInProcess, use: .evaluation,
+                            command: "eval of checkpoint \(checkpoint)")
         let ctx = try ParallelContext.make(world: world, config: c)
         let model = RecurrentMoEModel(config: c, ctx: ctx)
         try Checkpoint.loadParameters(checkpoint, into: model.store)

@@ -57,7 +57,8 @@ public final class TrainingSession {
     /// - any other changed key (except `layoutKeys`) is refused unless `allowConfigChange`; with it, the
     ///   changes are logged and recorded in the history (`config_changes`), which keeps its original `config`;
     /// - a non-zero tokenizer fingerprint of the checkpoint that differs from the data's is refused (DataError).
-    public func resume(from checkpoint: String, allowConfigChange: Bool = false) throws {
+    /// - a damaged checkpoint (a failed checksum) is refused (DataError) unless `verified` says it was checked.
+    public func resume(from checkpoint: String, allowConfigChange: Bool = false, verified: Bool = false) throws {
         let st: CheckpointState
         do {
             HDF5Library.lock.lock()
@@ -65,6 +66,11 @@ public final class TrainingSession {
             do { st = try Checkpoint.readState(checkpoint) } catch let e as CheckpointMissingError { throw e } catch let e as DataError {
                 throw e
             } catch { throw DataError("checkpoint \(checkpoint): cannot read it: \(error)") }
+        }
+        if !verified {
+            do { try Checkpoint.verify(checkpoint) } catch let e as DataError { throw e } catch {
+                throw DataError("checkpoint \(checkpoint): damaged: \(Checkpoint.oneLine(error))")
+            }
         }
         let have = data.fingerprint, had = st.tokenizerFingerprint
         if have != 0 && had != 0 && have != had {
@@ -114,15 +120,23 @@ public final class TrainingSession {
     public func log(_ line: String) {
         guard isRoot else { return }
         say(line)
-        logHandle?.write((line + "\n").data(using: .utf8)!)
+        // Foundation's write(_:) traps on an I/O error (a full disk); a lost log line is reported by the
+        // history's flush, which follows every logged step and throws a SystemError naming its file.
+        try? logHandle?.write(contentsOf: Data((line + "\n").utf8))
     }
 
     private func openRunDirectory() throws {
         guard isRoot, let dir = runDirectory else { return }
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        try config.toYAML().write(toFile: dir + "/config.yaml", atomically: true, encoding: .utf8)
+        try SystemError.wrapping("cannot create run directory \(dir)") {
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        }
+        try SystemError.wrapping("cannot write \(dir)/config.yaml") {
+            try config.toYAML().write(toFile: dir + "/config.yaml", atomically: true, encoding: .utf8)
+        }
         let logPath = dir + "/train.log"
-        if !FileManager.default.fileExists(atPath: logPath) { _ = FileManager.default.createFile(atPath: logPath, contents: nil) }
+        if !FileManager.default.fileExists(atPath: logPath) {
+            guard FileManager.default.createFile(atPath: logPath, contents: nil) else { throw SystemError("cannot create \(logPath)") }
+        }
         logHandle = FileHandle(forWritingAtPath: logPath)
         logHandle?.seekToEndOfFile()
         let path = dir + "/metrics.h5"
@@ -178,10 +192,15 @@ public final class TrainingSession {
     private func copyReplacing(_ source: String, to destination: String) throws {
         let tmp = destination + ".restoring"
         try? FileManager.default.removeItem(atPath: tmp)
-        try FileManager.default.copyItem(atPath: source, toPath: tmp)
-        fsyncFile(tmp)
-        guard rename(tmp, destination) == 0 else {
-            throw TrainingError("cannot restore \(destination) from \(source): \(String(cString: strerror(errno)))")
+        do {
+            try SystemError.wrapping("cannot restore \(destination) from \(source)") {
+                try FileManager.default.copyItem(atPath: source, toPath: tmp)
+            }
+            fsyncFile(tmp)
+            guard rename(tmp, destination) == 0 else { throw SystemError("cannot restore \(destination) from \(source)") }
+        } catch {
+            unlink(tmp)
+            throw error
         }
     }
 
@@ -340,7 +359,10 @@ public final class TrainingSession {
         if let failure { throw failure }
         if flag[0] > 0 { throw TrainingError("checkpoint \(path): rank 0 could not snapshot the history") }
         KillPoint.afterSnapshot.reached()
-        try Checkpoint.save(trainer, to: path, tokenizerFingerprint: tokenizerFingerprint)
+        do { try Checkpoint.save(trainer, to: path, tokenizerFingerprint: tokenizerFingerprint) } catch {
+            if isRoot { unlink(Checkpoint.historySnapshotPath(path)) }   // the snapshot of a checkpoint that never was
+            throw error
+        }
         if isRoot {
             Checkpoint.prune(runDirectory: dir, keep: config.train.keepCheckpoints)
         }
@@ -352,11 +374,21 @@ public final class TrainingSession {
         guard let metrics else { return }
         try metrics.flush()
         let snapshot = Checkpoint.historySnapshotPath(checkpoint), tmp = snapshot + ".tmp"
-        try FileManager.default.createDirectory(atPath: dir + "/checkpoints", withIntermediateDirectories: true)
+        try SystemError.wrapping("cannot create \(dir)/checkpoints") {
+            try FileManager.default.createDirectory(atPath: dir + "/checkpoints", withIntermediateDirectories: true)
+        }
         try? FileManager.default.removeItem(atPath: tmp)
-        try FileManager.default.copyItem(atPath: dir + "/metrics.h5", toPath: tmp)
-        fsyncFile(tmp)
-        guard rename(tmp, snapshot) == 0 else { throw TrainingError("cannot write \(snapshot)") }
+        do {
+            // A failed copy (a full disk) must not leave the partial copy behind.
+            try SystemError.wrapping("cannot write \(snapshot)") {
+                try FileManager.default.copyItem(atPath: dir + "/metrics.h5", toPath: tmp)
+            }
+            fsyncFile(tmp)
+            guard rename(tmp, snapshot) == 0 else { throw SystemError("cannot write \(snapshot)") }
+        } catch {
+            unlink(tmp)
+            throw error
+        }
     }
 
     /// A preemption signal may reach only some ranks: they agree, so all stop after the same step.
