@@ -165,7 +165,17 @@ public final class H5Dataset: H5Object {
         if rank < 0 { throw fail("read shape of") }
         var dims = [hsize_t](repeating: 0, count: Int(rank)), maxDims = dims
         if rank > 0 && H5Sget_simple_extent_dims(space, &dims, &maxDims) < 0 { throw fail("read shape of") }
-        return (dims.map { Int($0) }, maxDims.map { $0 == moe_h5_s_unlimited() ? nil : Int($0) })
+        // A damaged file can claim any extent: refuse one whose element count does not fit an Int.
+        var elements = 1
+        for d in dims {
+            let (product, overflow) = elements.multipliedReportingOverflow(by: Int(exactly: d) ?? -1)
+            guard d <= UInt64(Int.max), !overflow else {
+                throw HDF5Error(file: filePath, object: objectPath, operation: "read shape of",
+                                detail: "extent \(dims) is impossibly large (damaged file)")
+            }
+            elements = product
+        }
+        return (dims.map { Int($0) }, maxDims.map { $0 == moe_h5_s_unlimited() ? nil : Int(exactly: $0) })
     }
 
     private func rowCount(_ count: Int, dims: [Int], operation: String) throws -> (rowElements: Int, rows: Int) {

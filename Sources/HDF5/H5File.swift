@@ -50,10 +50,17 @@ public final class H5File: H5Group {
 
     /// Creates (truncating any existing file) an HDF5 file at `path`.
     /// `fileLocking: false` lets readers open the file while this writer has it open (see above).
-    public static func create(path: String, fileLocking: Bool = true) throws -> H5File {
+    /// `metadataChecksums`: write the file format of HDF5 1.8 (superblock v2, object headers v2), whose
+    /// metadata (attributes included) carries checksums, so a damaged attribute fails to read instead of
+    /// reading as another value; the default, earliest format has none. Not the "latest" format, whose
+    /// superblock v3 marks files open for writing and leaves them unopenable after a crashed writer.
+    public static func create(path: String, fileLocking: Bool = true, metadataChecksums: Bool = false) throws -> H5File {
         H5Library.ensureReady()
         let fapl = try accessList(path: path, fileLocking: fileLocking, operation: "create file")
         defer { H5Pclose(fapl) }
+        if metadataChecksums && H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_V18) < 0 {
+            throw h5Failure(path, "", "create file (HDF5 1.8 format)")
+        }
         let fid = try h5Check(H5Fcreate(path, moe_h5_f_acc_trunc(), moe_h5_p_default(), fapl), path, "", "create file")
         return H5File(fileID: fid, path: path, readOnly: false)
     }

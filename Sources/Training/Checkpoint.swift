@@ -81,7 +81,7 @@ public enum Checkpoint {
                 try FileManager.default.createDirectory(atPath: URL(fileURLWithPath: path).deletingLastPathComponent().path,
                                                         withIntermediateDirectories: true)
                 unlink(partial)
-                let f = try H5File.create(path: partial)
+                let f = try H5File.create(path: partial, metadataChecksums: true)   // attributes are checksummed too
                 defer { f.close() }
                 try f.setAttribute("format", format)
                 try f.setAttribute("version", version)
@@ -195,8 +195,13 @@ public enum Checkpoint {
         c.updates = Int(try state.int64Attribute("updates"))
         c.nanEvents = Int(try state.int64Attribute("nan_events"))
         let fingerprint = try f.hasAttribute("tokenizer_fingerprint") ? UInt64(bitPattern: try f.int64Attribute("tokenizer_fingerprint")) : 0
+        let worldSize = Int(try f.int64Attribute("world_size"))
+        guard c.step >= 0, c.tokens >= 0, (0 ... c.step).contains(c.updates), (0 ... c.step).contains(c.nanEvents), worldSize >= 1 else {
+            throw DataError("checkpoint \(path): impossible counters (step \(c.step), tokens \(c.tokens), updates \(c.updates), "
+                            + "nan_events \(c.nanEvents), world_size \(worldSize))")
+        }
         return CheckpointState(config: config, counters: c, loaderJSON: try state.stringAttribute("loader"),
-                               worldSize: Int(try f.int64Attribute("world_size")), tokenizerFingerprint: fingerprint)
+                               worldSize: worldSize, tokenizerFingerprint: fingerprint)
     }
 
     private static func openCheckpoint(_ path: String) throws -> H5File {
@@ -248,10 +253,26 @@ public enum Checkpoint {
     private static func readBuffers(_ f: H5File, _ path: String, into model: RecurrentMoEModel) throws {
         let E = model.config.moe.numExperts
         for (q, name) in ModelBuffers.routerBiasPaths(model.config).enumerated() where try f.exists("buffers/" + name) {
-            let values: [Float] = try f.read("buffers/" + name)
+            let values: [Float] = try tensor(f, path, "buffers/" + name, shape: [E]).read()
             guard values.count == E else { throw TrainingError("checkpoint \(path): /buffers/\(name) has \(values.count) values, expected \(E)") }
             values.withUnsafeBufferPointer { (model.selectionBias.pointer + q * E).update(from: $0.baseAddress!, count: E) }
         }
+    }
+
+    /// Opens tensor `name` of checkpoint `path` as moe-dist writes it: float32 of `shape` with the Fletcher-32
+    /// filter. A tensor stored otherwise (retyped, or rewritten without its checksum) would be read with a
+    /// silent conversion and no check of its contents, so it is damage (DataError), not data.
+    private static func tensor(_ f: H5File, _ path: String, _ name: String, shape: [Int]) throws -> H5Dataset {
+        guard try f.exists(name) else { throw DataError("checkpoint \(path): missing tensor /\(name)") }
+        let ds = try f.openDataset(name)
+        let have = try ds.shape()
+        guard have == shape else { throw DataError("checkpoint \(path): /\(name) has shape \(have), the configuration needs \(shape)") }
+        let type = try ds.elementType()
+        guard type == .float32 else {
+            throw DataError("checkpoint \(path): /\(name) is stored as \(type.map { "\($0)" } ?? "an unsupported type"), not float32")
+        }
+        guard try ds.hasFletcher32() else { throw DataError("checkpoint \(path): /\(name) has no Fletcher-32 checksum") }
+        return ds
     }
 
     /// Loads only the parameters (not moments or state) into `store`, e.g. for evaluation or a gradient dump.
@@ -271,12 +292,7 @@ public enum Checkpoint {
         for p in store.infos {
             for (prefix, base) in sections {
                 let name = prefix + p.path
-                guard try f.exists(name) else { throw DataError("checkpoint \(path): missing tensor /\(name)") }
-                let ds = try f.openDataset(name)
-                let shape = try ds.shape()
-                guard shape == p.shape else {
-                    throw DataError("checkpoint \(path): /\(name) has shape \(shape), the configuration needs \(p.shape)")
-                }
+                let ds = try tensor(f, path, name, shape: p.shape)
                 let values: [Float] = p.isExpert ? try ds.readRows(p.localRows) : try ds.read()
                 guard values.count == p.count else {
                     throw DataError("checkpoint \(path): /\(name) read \(values.count) values, expected \(p.count)")
@@ -295,7 +311,7 @@ public enum Checkpoint {
             let f = try openCheckpoint(path)
             defer { f.close() }
             return try ModelTensors.list(config).map { t in
-                let values: [Float] = try f.read("params/" + t.path)
+                let values: [Float] = try tensor(f, path, "params/" + t.path, shape: t.shape).read()
                 return (t.path, t.shape, values.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot())
             }
         }
@@ -339,9 +355,7 @@ public enum Checkpoint {
         for t in ModelTensors.list(config) {
             for prefix in ["params/", "optim/exp_avg/", "optim/exp_avg_sq/"] {
                 let name = prefix + t.path
-                guard try f.exists(name) else { throw DataError("checkpoint \(path): missing tensor /\(name)") }
-                let ds = try f.openDataset(name)
-                guard try ds.shape() == t.shape else { throw DataError("checkpoint \(path): /\(name) has the wrong shape") }
+                let ds = try tensor(f, path, name, shape: t.shape)
                 let values: [Float] = try ds.read()       // Fletcher-32 failures throw here
                 if prefix == "params/", let bad = values.firstIndex(where: { !$0.isFinite }) {
                     throw DataError("checkpoint \(path): /\(name) holds a non-finite value at \(bad)")
@@ -349,7 +363,7 @@ public enum Checkpoint {
             }
         }
         for name in ModelBuffers.routerBiasPaths(config) where try f.exists("buffers/" + name) {
-            let values: [Float] = try f.read("buffers/" + name)
+            let values: [Float] = try tensor(f, path, "buffers/" + name, shape: [config.moe.numExperts]).read()
             guard values.count == config.moe.numExperts, values.allSatisfy(\.isFinite) else {
                 throw TrainingError("checkpoint \(path): /buffers/\(name) has the wrong size or a non-finite value")
             }

@@ -34,20 +34,40 @@ public struct RunMetrics: Sendable {
 
     public init() {}
 
-    /// Reads `path` (read-only, without file locking, so it works while a trainer writes it).
+    /// Reads `path` (read-only, without file locking, so it works while a trainer writes it). Whatever is
+    /// wrong with the file (unreadable, a missing or reshaped dataset, columns of different lengths) is a
+    /// MetricsHistoryError naming it (bad data, exit status 3).
     public static func read(_ path: String) throws -> RunMetrics {
         HDF5Library.lock.lock()
         defer { HDF5Library.lock.unlock() }
+        do { return try readLocked(path) } catch let e as MetricsHistoryError { throw e } catch {
+            throw MetricsHistoryError(path: path, message: "damaged or not a metrics history: "
+                + "\(error)".split(whereSeparator: \.isNewline).joined(separator: " "))
+        }
+    }
+
+    private static func readLocked(_ path: String) throws -> RunMetrics {
         let f = try H5File.open(path: path, readOnly: true, fileLocking: false)
         defer { f.close() }
         let fmt = (try? f.stringAttribute("format")) ?? ""
-        guard fmt == MetricsHistory.format else { throw TrainingError("\(path): not a moe-dist metrics history (format \"\(fmt)\")") }
+        guard fmt == MetricsHistory.format else {
+            throw MetricsHistoryError(path: path, message: "not a moe-dist metrics history (format \"\(fmt)\")")
+        }
         var m = RunMetrics()
         func rows(_ group: String, _ names: [String]) throws -> Int {
-            try names.map { try f.openDataset(group + "/" + $0).shape()[0] }.min() ?? 0
+            try names.map { name -> Int in
+                let shape = try f.openDataset(group + "/" + name).shape()
+                guard let n = shape.first else { throw MetricsHistoryError(path: path, message: "/\(group)/\(name) is a scalar, not a column") }
+                return n
+            }.min() ?? 0
         }
+        // The first n rows of a column of `width` values per row; a shorter column is damage, not fewer rows.
         func col<T: H5Element>(_ name: String, _ n: Int, width: Int = 1) throws -> [T] {
-            Array((try f.read(name) as [T]).prefix(n * width))
+            let all = try f.read(name) as [T]
+            guard all.count >= n * width else {
+                throw MetricsHistoryError(path: path, message: "/\(name) holds \(all.count) values, \(n) rows need \(n * width)")
+            }
+            return Array(all.prefix(n * width))
         }
         let tn = try rows("train", ["step", "tokens", "epoch", "loss", "ce", "aux", "z", "lr", "grad_norm", "tokens_per_sec",
                                     "step_time", "nan_events"])
@@ -63,6 +83,9 @@ public struct RunMetrics: Sendable {
         m.evalLoss = try col("eval/loss", en); m.evalPPL = try col("eval/ppl", en); m.evalScored = try col("eval/scored", en)
         if try f.exists("experts") {
             let shape = try f.openDataset("experts/counts").shape()
+            guard shape.count == 3, shape[1] > 0, shape[2] > 0 else {
+                throw MetricsHistoryError(path: path, message: "/experts/counts has shape \(shape), not [rows, iterations, experts]")
+            }
             m.iterations = shape[1]; m.numExperts = shape[2]
             let R = m.iterations, E = m.numExperts
             let xn = try rows("experts", ["step", "counts", "dropped", "entropy", "max_load", "min_load"])
