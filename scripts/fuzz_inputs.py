@@ -97,7 +97,7 @@ class Inputs:
         self.binary, self.work = binary, work
         self.tok = work / "data/valid.tok"
         self.tokenizer = work / "data/tokenizer.json"
-        self.ckpt = work / "run/checkpoints/step-00000006.h5"
+        self.ckpt = sorted((work / "run/checkpoints").glob("step-*.h5"))[-1]   # step 6 (a wrapper may shorten runs)
         self.run_dir = work / "run"
         self.config = work / "config.yaml"
         self.valid_text = work / "valid.txt"

@@ -20,3 +20,6 @@ scripts/test_notebooks.sh
 python3 scripts/test_documented_commands.py
 # The ablation flow through a real one-node Slurm cluster (Phase 1 -> gate -> next phases).
 scripts/test_slurm.sh
+# Fuzzed inputs (token file, checkpoint, history, tokenizer.json, config): 40 seeded cases per input and
+# every seed that once failed, through the debug binary (the full 1000 per input: README, Fuzzing).
+python3 scripts/fuzz_inputs.py --cases 40
