@@ -160,6 +160,28 @@ final class ExperimentCommandsTests: XCTestCase {
         XCTAssertEqual((rows[1]["aux"] as? Double).map { $0 > 0.5 }, true)    // aux is measured even with coefficient 0
         let human = try runCommand(moeDist, ["compare", a, b])
         XCTAssertEqual(human.status, 0, human.stderr)
+        // A directory with no run in it (a notebook's figures, matched by a glob) is skipped with a note; arms of
+        // one run show their value without a spread; a copy of a's run under another name is one arm with a,
+        // and the table names both and says so.
+        try FileManager.default.createDirectory(atPath: root + "/figures", withIntermediateDirectories: true)
+        try Data([0x89, 0x50, 0x4E, 0x47]).write(to: URL(fileURLWithPath: root + "/figures/run_loss.png"))
+        let c2 = root + "/reference-phase-1"
+        try FileManager.default.copyItem(atPath: a, toPath: c2)
+        let yaml = try String(contentsOfFile: c2 + "/config.yaml", encoding: .utf8)
+        try yaml.replacingOccurrences(of: "name: p1-aux0.01", with: "name: reference-phase-1")
+            .write(toFile: c2 + "/config.yaml", atomically: true, encoding: .utf8)
+        let arms = try runCommand(moeDist, ["compare", a, b, c2, root + "/figures", "--reference", b])
+        XCTAssertEqual(arms.status, 0, arms.stderr)
+        XCTAssertTrue(arms.stderr.contains("compare: skipping \(root)/figures: a directory with no run in it"), arms.stderr)
+        XCTAssertFalse(arms.stdout.contains("\(root)/figures"), arms.stdout)
+        let armLines = arms.stdout.split(separator: "\n").map(String.init)
+        let merged = try XCTUnwrap(armLines.first { $0.hasPrefix("p1-aux0.01 = reference-phase-1\t2\t") }, arms.stdout)
+        XCTAssertTrue(merged.contains(" ± "), "two runs have a spread: \(merged)")
+        let single = try XCTUnwrap(armLines.first { $0.hasPrefix("p1-aux0.0\t1\t") }, arms.stdout)
+        XCTAssertFalse(single.contains("±"), "one run has no spread: \(single)")
+        XCTAssertTrue(arms.stdout.contains("note: p1-aux0.01, reference-phase-1 are one configuration"), arms.stdout)
+        let onlyFigures = try runCommand(moeDist, ["compare", root + "/figures"])
+        XCTAssertEqual(onlyFigures.status, 3, onlyFigures.stderr)
 
         // sweep stages from the gate JSON: 1b (top-1 with the best aux), 2 (best two + 20/60 experts).
         let gatePath = root + "/gate.json"
