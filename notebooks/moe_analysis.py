@@ -851,6 +851,25 @@ def load_gate(path: str | None) -> dict[str, Any] | None:
     return gate
 
 
+def find_gates(runs_dir: str | None, gate_json: str | None = None) -> list[dict[str, Any]]:
+    """The gate decision files of a sweep: ``gate_json`` when given; else ``RUNS_DIR/gate.json``, else
+    ``gate.json`` in RUNS_DIR's parent, and every ``phase-*/gate.json`` there, where the README's manual
+    steps and jobs/gate.sbatch write them (``sweeps/s1/phase-1/gate.json`` for ``sweeps/s1/runs``)."""
+    if gate_json:
+        gate = load_gate(gate_json)
+        return [gate] if gate else []
+    if not runs_dir:
+        return []
+    runs_dir = resolve_path(runs_dir)
+    parent = os.path.dirname(os.path.abspath(runs_dir))
+    for single in (runs_dir, parent):
+        gate = load_gate(single)
+        if gate:
+            return [gate]
+    phases = sorted(glob.glob(os.path.join(parent, "phase-*", "gate.json")))
+    return [g for g in (load_gate(p) for p in phases) if g]
+
+
 def same_run_dir(given: str | None, run_dir: str, bases: Iterable[str] = ()) -> bool:
     """Whether a directory as another tool printed it (maybe relative to where that tool ran)
     names ``run_dir``: tried against ``bases``, then as ``resolve_path`` finds it, then, for a

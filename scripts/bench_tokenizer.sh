@@ -19,7 +19,7 @@
 #     else VmHWM polled from /proc.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-DATA=${MOE_DIST_WIKITEXT2:-$ROOT/../shared/data/wikitext-2}
+DATA=${MOE_DIST_WIKITEXT2:-$ROOT/downloads/wikitext-2}   # the README's download step fills it
 TRAIN=$DATA/wiki.train.tokens
 VOCAB=${VOCAB:-8192}
 RUNS=${RUNS:-3}

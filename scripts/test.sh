@@ -9,9 +9,12 @@ export MOE_DIST_BIN="$PWD/.build/debug/moe-dist"
 # A test that needs h5py, Hugging Face tokenizers, mpirun or the binary fails instead of skipping when it is
 # missing here (Tests/TestSupport/RequiredTool.swift): in CI that is a broken set-up, not a pass.
 export MOE_DIST_REQUIRE_TOOLS=1
-swift test --skip-build 2>&1 | tee /tmp/moe-dist-test.log | grep -Ev "^Test Case '.*' (started|passed)"
+# The tests that read WikiText-2 use MOE_DIST_WIKITEXT2 (a directory with the three whole splits) when it
+# is set, else the excerpt committed in Tests/Fixtures/wikitext-2-excerpt.
+log=.build/test.log   # inside this checkout, so two checkouts testing at once keep their own logs
+swift test --skip-build 2>&1 | tee "$log" | grep -Ev "^Test Case '.*' (started|passed)"
 # swift test's own exit status is what counts; tee hides it, so check it from the log.
-grep -Eq "Executed [0-9]+ tests?, with 0 failures" /tmp/moe-dist-test.log
+grep -Eq "Executed [0-9]+ tests?, with 0 failures" "$log"
 
 # The analysis notebooks, executed headless against two tiny runs (pytest + nbconvert).
 scripts/test_notebooks.sh

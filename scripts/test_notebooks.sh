@@ -62,12 +62,16 @@ done <"$sweep/configs/ablation-balancing/runs.txt"
 echo "test_notebooks: trained $(ls "$sweep/runs" | wc -l) sweep runs in $sweep/runs ($((SECONDS - started)) s)"
 
 # Gate decisions, if this build has the gate command (optional: the notebooks say when there are none).
+# Written where the README's ablation steps put it (SWEEP/phase-1/gate.json beside SWEEP/runs), which is
+# where the ablations notebook must find it by default.
+gate_json="$work/phase-1/gate.json"
 if "$bin" --help 2>&1 | grep -qE '^[[:space:]]+gate([[:space:]]|$)'; then
-  if "$bin" gate "$runs/aux0.02" --reference "$runs/aux0" --json >"$runs/gate.json" 2>"$work/gate.err"; then
-    echo "test_notebooks: gate decisions in $runs/gate.json"
+  mkdir -p "$work/phase-1"
+  if "$bin" gate "$runs/aux0.02" --reference "$runs/aux0" --json >"$gate_json" 2>"$work/gate.err"; then
+    echo "test_notebooks: gate decisions in $gate_json"
   else
     echo "test_notebooks: warning: moe-dist gate failed ($(tail -1 "$work/gate.err")); notebooks run without gate.json" >&2
-    rm -f "$runs/gate.json"
+    rm -f "$gate_json"
   fi
 else
   echo "test_notebooks: no 'moe-dist gate' command in this build: notebooks run without gate.json"
@@ -102,8 +106,11 @@ execute() {  # notebook, directory to start from, then VAR=value environment
   fi
   echo "test_notebooks: executed $nb -> $work/executed/$nb ($((SECONDS - started)) s)"
 }
-execute run_report.ipynb "$repo" RUN_DIR="$runs/aux0" FIGURES_DIR="$work/figures/run"
+execute run_report.ipynb "$repo" RUN_DIR="$runs/aux0" FIGURES_DIR="$work/figures/run" GATE_JSON="$gate_json"
 execute ablations.ipynb "$work" RUNS_DIR=runs FIGURES_DIR=figures/ablations
+if [ -f "$gate_json" ]; then   # the default search found the gate file (the notebook prints its path)
+  grep -qF "$gate_json" "$work/executed/ablations.ipynb" || fail "ablations.ipynb did not find $gate_json"
+fi
 execute routing.ipynb "$work" RUNS_DIR=sweep/runs FIGURES_DIR=figures/routing
 execute replicates.ipynb "$work" RUNS_DIR=sweep/runs FIGURES_DIR=figures/replicates
 

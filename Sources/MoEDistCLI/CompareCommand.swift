@@ -21,8 +21,12 @@ struct CompareCommand: ParsableCommand {
         fraction of all assignments); final and largest grad norm; NaN events (cumulative).
         Replicates (runs equal but for name, train.seed and train.data_seed) are grouped into arms: n, mean,
         sd and standard error of eval loss and ppl (equal steps, equal tokens), tokens/s, time to target and
-        the worst iteration's max load; with --reference (repeatable: the reference's replicates) also each
+        the worst iteration's max load (an arm of one run shows its value, no spread); an arm whose runs have
+        different names (a reference equal to a sweep arm) is named by all of them and a note says so;
+        with --reference (repeatable: the reference's replicates) also each
         arm's difference to the reference with its standard error (pooled variance). --json adds "arms".
+        Directories given that hold no run (no metrics.h5, such as a figures directory matched by a glob)
+        are skipped with a note; a missing directory is an error.
         Examples:
           moe-dist compare sweeps/s1/runs/p1-* sweeps/s1/runs/reference-phase-1
           moe-dist compare runs/tiny runs/tiny-threads --json
@@ -54,8 +58,12 @@ struct CompareCommand: ParsableCommand {
     static func arms(_ records: [RunRecord], rows: [[String: Any]], reference: [[String: Any]]) -> [[String: Any]] {
         let indexed = Array(zip(records, rows))
         return Replicates.arms(indexed) { $0.0.config }.map { arm -> [String: Any] in
+            // One configuration can be run under different names (a reference and the sweep arm equal to it):
+            // the arm lists them all, so the table does not hide that it merged them.
+            var names: [String] = []
+            for n in arm.map({ Replicates.stem($0.0.config.name) }) where !names.contains(n) { names.append(n) }
             var o: [String: Any] = ["arm": Replicates.armName(arm.map(\.0.config.name)), "n": arm.count,
-                                    "run_dirs": arm.map(\.0.directory)]
+                                    "names": names, "run_dirs": arm.map(\.0.directory)]
             for key in armStatistics {
                 let values = arm.compactMap { $0.1[key] as? Double }
                 guard !values.isEmpty else { o[key] = NSNull(); continue }
@@ -70,6 +78,16 @@ struct CompareCommand: ParsableCommand {
                 o[key] = stat
             }
             return o
+        }
+    }
+
+    /// Whether `dir` is an existing directory with nothing of a run in it (no metrics.h5, config.yaml, train.log or
+    /// checkpoints/), such as the figures directory a notebook wrote next to the runs: a glob over runs matches it.
+    static func holdsNoRun(_ dir: String) -> Bool {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDir), isDir.boolValue else { return false }
+        return !["metrics.h5", "config.yaml", "train.log", "checkpoints"].contains {
+            FileManager.default.fileExists(atPath: dir + "/" + $0)
         }
     }
 
@@ -151,7 +169,13 @@ struct CompareCommand: ParsableCommand {
 
     func run() throws {
         try failingCleanly {
-            let records = try runs.map { try RunRecord.load($0) }
+            let given = runs.filter { dir in
+                guard Self.holdsNoRun(dir) else { return true }
+                FileHandle.standardError.write(Data("compare: skipping \(dir): a directory with no run in it (no metrics.h5)\n".utf8))
+                return false
+            }
+            if given.isEmpty { throw DataError("none of the directories given holds a run (a metrics.h5): \(runs.joined(separator: " "))") }
+            let records = try given.map { try RunRecord.load($0) }
             let lastSteps = records.map { $0.metrics.evalStep.last }
             let lastTokens = records.map { $0.metrics.evalTokens.last }
             let equalStep = lastSteps.contains(where: { $0 == nil }) ? nil : lastSteps.map { $0! }.min()
@@ -192,17 +216,27 @@ struct CompareCommand: ParsableCommand {
                 print("\narms (mean ± sd over replicates; Δ = arm − reference ± its standard error)")
                 print(["arm", "n", "loss@step", "Δ loss@step", "loss@tok", "tok/s", "worst it. max load"].joined(separator: "\t"))
                 for a in arms {
+                    // One run has no spread: its value alone (n says 1), not "± 0".
                     func ms(_ key: String, _ fmt: String) -> String {
-                        guard let s = a[key] as? [String: Any], let m = s["mean"] as? Double, let sd = s["sd"] as? Double else { return "-" }
+                        guard let s = a[key] as? [String: Any], let m = s["mean"] as? Double else { return "-" }
+                        guard (s["n"] as? Int ?? 0) > 1, let sd = s["sd"] as? Double else { return String(format: fmt, m) }
                         return String(format: "\(fmt) ± \(fmt)", m, sd)
                     }
                     var delta = "-"
                     if let s = a["eval_loss_at_equal_steps"] as? [String: Any], let d = s["difference_to_reference"] as? Double {
                         delta = String(format: "%+.4f", d) + ((s["difference_standard_error"] as? Double).map { String(format: " ± %.4f", $0) } ?? "")
                     }
-                    print([a["arm"] as? String ?? "", "\(a["n"] as? Int ?? 0)", ms("eval_loss_at_equal_steps", "%.4f"), delta,
+                    let names = a["names"] as? [String] ?? []
+                    let arm = names.count > 1 ? names.joined(separator: " = ") : a["arm"] as? String ?? ""
+                    print([arm, "\(a["n"] as? Int ?? 0)", ms("eval_loss_at_equal_steps", "%.4f"), delta,
                            ms("eval_loss_at_equal_tokens", "%.4f"), ms("tokens_per_sec", "%.0f"),
                            ms("worst_iteration_max_load", "%.3f")].joined(separator: "\t"))
+                }
+                for a in arms {
+                    if let names = a["names"] as? [String], names.count > 1 {
+                        print("note: \(names.joined(separator: ", ")) are one configuration (equal but for name and seeds), "
+                              + "so they form one arm: \((a["run_dirs"] as? [String] ?? []).joined(separator: " "))")
+                    }
                 }
             }
         }

@@ -35,13 +35,25 @@ private func reportingErrors(_ body: () throws -> Void) throws {
 
 private func stderrLine(_ s: String) { FileHandle.standardError.write(Data((s + "\n").utf8)) }
 
+/// Warns (one line) when a text input is not valid UTF-8: it is tokenized byte for byte all the same, but tools
+/// that read text as UTF-8 (Hugging Face `tokenizers`, Python's open()) reject it or change it.
+private func warnIfNotUTF8(_ path: String) throws {
+    guard let bad = try UTF8Validation.check(path: path) else { return }
+    stderrLine("warning: \(path) is not valid UTF-8: \(bad.invalidSequences) invalid byte sequence(s), the first at byte offset "
+               + "\(bad.firstOffset); the bytes are tokenized as they are (decode gives them back), but Hugging Face "
+               + "tokenizers and other UTF-8 readers cannot read this text")
+}
+
 extension DataCommand {
     struct Prepare: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Train a byte-level BPE tokenizer on the train split and encode every split.",
             discussion: reflow("""
                 Writes OUT/tokenizer.json and OUT/train.tok, OUT/valid.tok (and OUT/test.tok). \
-                Inputs are UTF-8 text (WikiText .tokens or .raw files work as they are). \
+                Inputs are UTF-8 text (WikiText .tokens or .raw files work as they are); \
+                a file that is not valid UTF-8 is tokenized byte for byte all the same, with a \
+                warning that names it and the byte offset of its first invalid sequence (Hugging \
+                Face tokenizers cannot read such text). \
                 The vocabulary is the 256 bytes, then merges, then the special tokens: each \
                 --special-token in order, then " <unk>" if the train split contains WikiText's \
                 unknown-word marker, then <|endoftext|> as the last id (not inserted into the \
@@ -89,6 +101,7 @@ extension DataCommand {
                 var splits = [("train", train), ("valid", valid)]
                 if let t = test { splits.append(("test", t)) }
                 for (_, path) in splits { try checkTextInput(path) }
+                for (_, path) in splits { try warnIfNotUTF8(path) }
                 do {
                     try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
                 } catch { throw DataFileError(out, "cannot create output directory") }
@@ -140,6 +153,7 @@ extension DataCommand {
             try reportingErrors {
                 let tok = try BPETokenizer(contentsOf: tokenizer)
                 try checkTextInput(input)
+                try warnIfNotUTF8(input)
                 let t0 = Date()
                 let n = try tok.encodeFile(input: input, output: out, progress: ProgressLine("encode"))
                 let seconds = Date().timeIntervalSince(t0)

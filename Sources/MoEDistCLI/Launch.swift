@@ -58,14 +58,49 @@ enum Launch {
             try body(world)
         } catch let e as ExitCode {
             throw e          // an agreed stop (e.g. preemption): every rank exits with the same status
+        } catch let agreed as AgreedError {
+            // Every rank failed the same way (a configuration error): one message, from rank 0, and a clean end
+            // (MPI_Finalize on every rank, then the error's status), not MPI_Abort's banner.
+            if world.rank == 0 { printError("\(agreed.error)") }
+            MPI.finalize()
+            throw ExitCode(exitStatus(agreed.error))
         } catch {
             if world.size > 1 { world.abort(code: exitStatus(error), message: "\(error)") }
             throw error
         }
     }
 
+    /// Runs `body`, which must use no collective operation, on every rank, then agrees on how it went: when every
+    /// rank failed (they read the same configuration, so a configuration error is everyone's), each throws an
+    /// `AgreedError` that `onEveryRank` ends cleanly; when only some failed, they throw their error and the others
+    /// a failure naming how many ranks failed, which ends the job as any rank's failure does.
+    static func agreeing<T>(_ world: Communicator, _ body: () throws -> T) throws -> T {
+        let result = Result { try body() }
+        guard world.size > 1 else { return try result.get() }
+        var failed: [Double] = [0]
+        if case .failure = result { failed[0] = 1 }
+        failed.withUnsafeMutableBufferPointer { world.allReduceSum($0) }
+        switch result {
+        case .success(let value):
+            if failed[0] > 0 { throw UserError("\(Int(failed[0])) other rank(s) failed to set up (their message says why)", status: ExitStatus.failure) }
+            return value
+        case .failure(let error):
+            if Int(failed[0]) == world.size { throw AgreedError(error: error) }
+            throw error
+        }
+    }
+
+    /// `resolve`, agreed over the ranks of `world` (a configuration error ends every rank cleanly, said once).
+    static func resolve(_ options: RunOptions, world: Communicator, ranksInProcess: Int = 1,
+                        command: String = "train") throws -> (config: RunConfig, data: TrainingData, batchNote: String?) {
+        try agreeing(world) {
+            try resolve(options, worldSize: world.size, ranksInProcess: ranksInProcess, command: command)
+        }
+    }
+
     /// The exit status of an error (docs/exit-status.md): 2 usage or configuration, 3 bad data, 1 anything else.
     static func exitStatus(_ error: Error) -> Int32 {
+        if let a = error as? AgreedError { return exitStatus(a.error) }
         if let u = error as? UserError { return u.status }
         if error is ConfigError || error is RunDirectoryInUseError { return ExitStatus.usage }
         if error is DataError || error is DataFileError || error is MetricsHistoryError || error is CheckpointMissingError {
@@ -73,6 +108,12 @@ enum Launch {
         }
         return ExitStatus.failure
     }
+}
+
+/// An error that every rank raised at the same point (`Launch.agreeing`); it reads as the error itself.
+struct AgreedError: Error, CustomStringConvertible {
+    let error: Error
+    var description: String { "\(error)" }
 }
 
 /// Prints `moe-dist: message` on standard error.

@@ -26,6 +26,18 @@ struct MoEDist: ParsableCommand {
     /// command; help and usage errors pay nothing. A usage error (ArgumentParser's status 64) exits with 2,
     /// as configuration errors do: one table of exit statuses for every command (docs/exit-status.md).
     static func main() {
+        // An unknown command is a usage error, even with --help after it (ArgumentParser would print the
+        // root help and exit 0 for `moe-dist frobnicate --help`).
+        let args = CommandLine.arguments.dropFirst()
+        if let first = args.first, !first.hasPrefix("-") {
+            let names = configuration.subcommands.map { $0._commandName } + ["help"]
+            if !names.contains(first) {
+                FileHandle.standardError.write(Data(("moe-dist: unknown command '\(first)'; the commands are "
+                                                     + names.dropLast().joined(separator: ", ")
+                                                     + " (moe-dist --help)\n").utf8))
+                Foundation.exit(ExitStatus.usage)
+            }
+        }
         do {
             var command = try parseAsRoot()
             if !(command is MoEDist) { BlasKernelSelection.atStart() }

@@ -14,7 +14,9 @@ struct SweepCommand: ParsableCommand {
         discussion: reflow("""
         Phases (research notes, "Practical Experiment Matrix"):
           1   quick screen, --steps 1000: moe.aux_loss_coef 0.0, 0.005, 0.01 (control), 0.02
-          1b  moe.top_k=1 with the best aux of Phase 1 (--gate: the Phase 1 gate JSON, its "best")
+          1b  moe.top_k=1 with the aux of the run the Phase 1 gate (--gate) ranked best: its decision
+              first (promote, continue, stop), then the lower eval loss; a lower loss the gate did not
+              act on (within gate.promote_margin, or the replicates' noise floor) is named and left
           2   --steps 5000: the best two runs of --gate (lowest eval_loss) and moe.num_experts 20 and 60
               around the winner (the active FFN budget per token is recorded for each)
           3   long run (--steps, default the base budget) of the 1-2 winners: the promoted runs of --gate
@@ -109,6 +111,11 @@ struct SweepCommand: ParsableCommand {
         var runs: [(dir: String, loss: Double)]
         var promoted: [String]
         var best: String?
+        /// Each listed run with an eval loss: the gate's decision, its reason and (replicates) its noise floor.
+        var decisions: [Decision] = []
+        struct Decision {
+            var dir: String, loss: Double, decision: String, reason: String, noiseFloor: Double?
+        }
         init(path: String) throws {
             guard let data = FileManager.default.contents(atPath: path) else { throw UserError("\(path): no such gate file", status: ExitStatus.badData) }
             guard let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
@@ -132,8 +139,36 @@ struct SweepCommand: ParsableCommand {
             }.sorted { $0.loss < $1.loss }
             promoted = (obj["promoted"] as? [String] ?? []).map(resolve)
             best = (obj["best"] as? String).map(resolve)
+            decisions = list.compactMap { r in
+                guard let d = r["run_dir"] as? String, let l = r["eval_loss"] as? Double else { return nil }
+                let floor = (r["noise"] as? [String: Any])?["noise_floor"] as? Double
+                return Decision(dir: resolve(d), loss: l, decision: r["decision"] as? String ?? "", reason: r["reason"] as? String ?? "",
+                                noiseFloor: floor)
+            }
             if runs.isEmpty && best == nil { throw UserError("\(path): the gate JSON lists no run with an eval loss", status: ExitStatus.badData) }
         }
+        /// The run the gate ranked best, for Phase 1b, and a line that says why: the gate's decision first
+        /// (promote, then continue, then stop), then the lower eval loss. A run with a lower eval loss that the
+        /// gate did not rank first is named, with the difference against the gate's margin (`promote_margin`, or
+        /// the noise floor of replicates): a smaller difference is noise to the gate, so the gate's choice stands.
+        func rankedBest(promoteMargin: Double) -> (dir: String, note: String)? {
+            let order = ["promote": 0, "continue": 1, "stop": 2]
+            func rank(_ d: Decision) -> Int { order[d.decision] ?? 3 }
+            let ranked = decisions.sorted { (rank($0), $0.loss) < (rank($1), $1.loss) }
+            guard let chosen = ranked.first else { return nil }
+            let name = URL(fileURLWithPath: chosen.dir).lastPathComponent
+            var note = String(format: "phase 1b: from %@ (gate decision %@, eval loss %.4f)", name,
+                              chosen.decision.isEmpty ? "none" : chosen.decision, chosen.loss)
+            if let lowest = decisions.min(by: { $0.loss < $1.loss }), lowest.dir != chosen.dir {
+                let d = chosen.loss - lowest.loss, margin = lowest.noiseFloor ?? promoteMargin
+                let what = lowest.noiseFloor != nil ? "the noise floor of its replicates" : "gate.promote_margin"
+                note += String(format: "; %@ has a lower eval loss by %.4f, %@ %@ %.4f, but the gate decided %@ for it: %@",
+                               URL(fileURLWithPath: lowest.dir).lastPathComponent, d, d < margin ? "within" : "beyond",
+                               what, margin, lowest.decision.isEmpty ? "nothing" : lowest.decision, lowest.reason)
+            }
+            return (chosen.dir, note)
+        }
+
         /// One run directory per arm (replicates share an arm), arms ordered by their mean eval loss.
         func armsByMeanLoss() throws -> [String] {
             let arms = Replicates.arms(try runs.map { ($0, try GateResult.config($0.dir)) }) { $0.1 }
@@ -161,6 +196,12 @@ struct SweepCommand: ParsableCommand {
     static func numberText(_ x: Double) -> String { "\(x)" }
 
     func plan(base b: RunConfig) throws -> (label: String, dir: String, steps: Int?, runs: [Planned]) {
+        var note: String?
+        return try plan(base: b, choiceNote: &note)
+    }
+
+    /// The stage's runs; `choiceNote` says which gate run a stage was built from and why (Phase 1b).
+    func plan(base b: RunConfig, choiceNote: inout String?) throws -> (label: String, dir: String, steps: Int?, runs: [Planned]) {
         func with(_ c: RunConfig, _ name: String, _ changes: [(String, ConfigValue)], _ edit: (inout RunConfig) -> Void) -> Planned {
             var c = c
             edit(&c)
@@ -208,8 +249,11 @@ struct SweepCommand: ParsableCommand {
             return ("phase 1", "phase-1", steps ?? 1000, runs)
         case "1b":
             let g = try GateResult(path: gate!)
-            guard let best = g.best ?? g.runs.first?.dir else { throw UserError("\(gate!): no best run", status: ExitStatus.badData) }
-            let aux = try GateResult.config(best).moe.auxLossCoef
+            guard let picked = g.rankedBest(promoteMargin: b.gate.promoteMargin) else {
+                throw UserError("\(gate!): no run with an eval loss", status: ExitStatus.badData)
+            }
+            choiceNote = picked.note
+            let aux = try GateResult.config(picked.dir).moe.auxLossCoef
             let run = with(b, "p1b-top1-aux\(Self.numberText(aux))", [("moe.top_k", .int(1)), ("moe.aux_loss_coef", .double(aux))]) {
                 $0.moe.topK = 1; $0.moe.auxLossCoef = aux
             }
@@ -269,7 +313,9 @@ struct SweepCommand: ParsableCommand {
     func run() throws {
         try failingCleanly {
             let b = try ConfigLoader.load(yamlPath: base, overrides: [])
-            var (label, sub, budget, runs) = try plan(base: b)
+            var choiceNote: String?
+            var (label, sub, budget, runs) = try plan(base: b, choiceNote: &choiceNote)
+            if let note = choiceNote { print(note) }
             runs = Self.replicate(runs, seeds: seeds, vary: vary)
             let isA5 = sameTokenBudget
             if budget == nil && !(isA5 && b.train.maxTokens != nil) {
@@ -325,6 +371,7 @@ struct SweepCommand: ParsableCommand {
             var sweep: [String: Any] = ["base": base, "gate": gate.map { $0 as Any } ?? NSNull(),
                                         "steps": jsonNumber(budget), "runs": entries]
             if let p = phase { sweep["phase"] = p } else { sweep["ablation"] = ablationName! }
+            if let note = choiceNote { sweep["choice"] = note }
             try (jsonText(sweep, pretty: true) + "\n").write(toFile: dir + "/sweep.json", atomically: true, encoding: .utf8)
             print("\(runs.count) run\(runs.count == 1 ? "" : "s") (\(label)): \(dir)/runs.txt")
         }

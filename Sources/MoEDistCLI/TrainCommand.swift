@@ -30,12 +30,14 @@ struct TrainCommand: ParsableCommand {
 
         Resuming: --resume auto continues from the newest intact checkpoint (same or another world
         size). The configuration must match the checkpoint's: an architecture key (model.*, moe.* except
-        the loss weights and capacity factor) can never change; any other key (except the layout keys
-        parallel.expert_parallel, parallel.balance_experts and train.micro_batch) only with
-        --allow-config-change, which keeps the
-        original configuration in metrics.h5 and records each change and its step (root attribute
-        config_changes). A changed train.max_steps or train.max_tokens moves the cosine's end; the log
-        says how. Token files, data.tokenizer and the checkpoint must share one tokenizer fingerprint.
+        the loss weights and capacity factor) can never change. The budget keys change freely:
+        train.max_steps, train.max_tokens, train.eval_interval, train.log_interval,
+        train.checkpoint_interval, train.keep_checkpoints and the gate's thresholds (gate.* except
+        gate.enabled); so do the layout keys parallel.expert_parallel, parallel.balance_experts and
+        train.micro_batch. Any other key changes only with --allow-config-change. metrics.h5 keeps the
+        original configuration and records each change and its step (root attribute config_changes).
+        A changed train.max_steps or train.max_tokens moves the cosine's end to the new budget (the
+        schedule is a function of the step budget); the log says how. Token files, data.tokenizer and the checkpoint must share one tokenizer fingerprint.
         Preemption: SIGTERM or SIGUSR1 finishes the current step, writes a checkpoint and the history,
         and exits with status 75 on every rank (Slurm: #SBATCH --signal=USR1@120 and --requeue).
         Exit statuses: 0 done, 1 runtime failure, 2 usage or configuration error, 3 bad data, 75 preempted
@@ -55,7 +57,7 @@ struct TrainCommand: ParsableCommand {
                                + "if there is none) or a checkpoint file.", valueName: "auto|file"))
     var resume: String?
 
-    @Flag(help: ArgumentHelp("On resume, accept changed non-architecture keys (recorded in metrics.h5 config_changes)."))
+    @Flag(help: ArgumentHelp("On resume, accept changed non-architecture keys beyond the budget keys (recorded in metrics.h5 config_changes)."))
     var allowConfigChange = false
 
     @Option(help: .hidden) var injectFailure: String?
@@ -67,7 +69,7 @@ struct TrainCommand: ParsableCommand {
         try failingCleanly {
             if let k = injectKill { try KillPoint.arm(k) }
             try Launch.onEveryRank(emulateRanks: emulateRanks) { world in
-                let (config, data, batchNote) = try Launch.resolve(options, worldSize: world.size,
+                let (config, data, batchNote) = try Launch.resolve(options, world: world,
                                                                    ranksInProcess: emulateRanks ?? 1)
                 let ctx = try ParallelContext.make(world: world, config: config)
                 let dir = runDir ?? "runs/\(config.name)"
@@ -92,22 +94,34 @@ struct TrainCommand: ParsableCommand {
                         }
                         chosen.withUnsafeMutableBufferPointer { world.allReduceMax($0) }
                         if chosen[0] >= 0 {
-                            try session.resume(from: Checkpoint.path(runDirectory: dir, step: Int(chosen[0])),
-                                               allowConfigChange: allowConfigChange, verified: world.rank == 0)
+                            try Launch.agreeing(world) {
+                                try session.resume(from: Checkpoint.path(runDirectory: dir, step: Int(chosen[0])),
+                                                   allowConfigChange: allowConfigChange, verified: world.rank == 0)
+                            }
                         } else if world.rank == 0 {
                             print("no checkpoint in \(dir)/checkpoints: starting from step 0")
                         }
                     } else {
-                        try session.resume(from: r, allowConfigChange: allowConfigChange)
+                        try Launch.agreeing(world) { try session.resume(from: r, allowConfigChange: allowConfigChange) }
                     }
                 } else {
                     // A fresh run must not mix with an earlier run's checkpoints and history.
                     var stale = [world.rank == 0 && !Checkpoint.list(runDirectory: dir).isEmpty ? 1.0 : 0.0]
                     stale.withUnsafeMutableBufferPointer { world.allReduceMax($0) }
-                    if stale[0] > 0 {
-                        throw UserError("\(dir) already holds checkpoints of an earlier run: continue it with --resume auto, "
-                                        + "or choose another --run-dir")
+                    if stale[0] > 0 {   // every rank knows it: one message, a clean end
+                        throw AgreedError(error: UserError("\(dir) already holds checkpoints of an earlier run: continue it with --resume auto, "
+                                        + "or choose another --run-dir"))
                     }
+                }
+                // A run already at its budget has nothing to train: say so instead of a banner and no step.
+                if let step = session.resumeStep, step >= session.trainer.totalSteps {
+                    if world.rank == 0 {
+                        let budget = config.train.maxSteps.map { "train.max_steps \($0)" } ?? "train.max_tokens \(config.train.maxTokens ?? 0)"
+                        print("\(dir) is finished: its checkpoint is at step \(step), the end of its budget (\(budget), "
+                              + "\(session.trainer.totalSteps) steps); nothing to train. To train further, resume with a larger "
+                              + "train.max_steps or train.max_tokens.")
+                    }
+                    return
                 }
                 if world.rank == 0 {
                     print("resolved configuration:\n" + config.toYAML())

@@ -22,6 +22,8 @@ public final class TrainingSession {
     public var startNotes: [String] = []
     /// Checkpoint to continue from, loaded at the start of `run`.
     private var resumeFrom: String?
+    /// The step of the checkpoint `resume` was given (nil for a fresh start).
+    public private(set) var resumeStep: Int?
     /// Keys whose values differ from the checkpoint's configuration (allowed by `resume`), recorded in the history.
     public private(set) var configChanges: [ConfigDifference] = []
     /// What the learning-rate schedule does differently after a changed budget (a line for the log), if anything.
@@ -34,6 +36,14 @@ public final class TrainingSession {
     /// over the ranks, which changes with the world size (the math is the same up to summation order), and
     /// which rank runs an expert (`parallel.balance_experts`, which changes nothing).
     public static let layoutKeys: Set<String> = ["parallel.expert_parallel", "parallel.balance_experts", "train.micro_batch"]
+    /// Keys that may also differ on resume without the flag: how long the run goes on and what it writes on the way
+    /// (the budget, the eval, log and checkpoint intervals, the checkpoints kept, the stage gate's thresholds), not
+    /// the model or the optimisation path. A new budget moves the cosine's end (SPEC section 1: the cosine reaches
+    /// `lr·min_lr_ratio` at the step budget); every change is logged and recorded in `config_changes`.
+    public static func isBudgetKey(_ key: String) -> Bool {
+        ["train.max_steps", "train.max_tokens", "train.eval_interval", "train.log_interval", "train.checkpoint_interval",
+         "train.keep_checkpoints"].contains(key) || (key.hasPrefix("gate.") && key != "gate.enabled")
+    }
     // Stage gate (gate.*): the history the stop rule reads (rank 0; earlier rows from metrics.h5 on
     // resume), and the decision that stopped the run, if one did.
     private var gateHistory = GateHistory()
@@ -54,8 +64,9 @@ public final class TrainingSession {
     /// Checks now (before anything is printed or written) that the checkpoint can be resumed with this
     /// configuration and data:
     /// - an architecture key that differs is refused (a ConfigError listing each key, old -> new);
-    /// - any other changed key (except `layoutKeys`) is refused unless `allowConfigChange`; with it, the
-    ///   changes are logged and recorded in the history (`config_changes`), which keeps its original `config`;
+    /// - any other changed key (except `layoutKeys` and the budget keys, `isBudgetKey`) is refused unless
+    ///   `allowConfigChange`; changes are logged and recorded in the history (`config_changes`), which keeps its
+    ///   original `config`;
     /// - a non-zero tokenizer fingerprint of the checkpoint that differs from the data's is refused (DataError).
     /// - a damaged checkpoint (a failed checksum) is refused (DataError) unless `verified` says it was checked.
     public func resume(from checkpoint: String, allowConfigChange: Bool = false, verified: Bool = false) throws {
@@ -85,7 +96,7 @@ public final class TrainingSession {
                               + arch.map { "\($0.key) \($0.old) -> \($0.new)" }.joined(separator: ", ")
                               + "; resume with the checkpoint's values or start a new run")
         }
-        let refused = diffs.filter { !TrainingSession.layoutKeys.contains($0.key) }
+        let refused = diffs.filter { !TrainingSession.layoutKeys.contains($0.key) && !TrainingSession.isBudgetKey($0.key) }
         if !refused.isEmpty && !allowConfigChange {
             throw ConfigError(key: nil, "checkpoint \(checkpoint) was written with a different configuration: "
                               + refused.map { "\($0.key) \($0.old) -> \($0.new)" }.joined(separator: ", ")
@@ -96,6 +107,7 @@ public final class TrainingSession {
         configChanges = diffs
         scheduleNote = TrainingSession.scheduleChange(from: st.config, to: config, at: st.counters.step)
         resumeFrom = checkpoint
+        resumeStep = st.counters.step
     }
 
     /// How a changed step or token budget moves the learning-rate schedule at resumed step `step`, or nil.

@@ -21,6 +21,19 @@ final class CLIBasicsTests: XCTestCase {
         }
     }
 
+    /// An unknown command is a usage error (status 2) that names it, with or without --help after it.
+    func testUnknownCommandIsAUsageError() throws {
+        try requireBinary()
+        for args in [["frobnicate"], ["frobnicate", "--help"], ["frobnicate", "--config", "x.yaml"]] {
+            let r = try runCommand(moeDist, args)
+            XCTAssertEqual(r.status, 2, "\(args): \(r.stdout)")
+            XCTAssertTrue(r.stderr.contains("unknown command 'frobnicate'") && r.stderr.contains("train, eval"), r.stderr)
+            XCTAssertFalse(r.stdout.contains("USAGE"), "no root help on standard output: \(r.stdout)")
+        }
+        XCTAssertEqual(try runCommand(moeDist, ["help", "train"]).status, 0)
+        XCTAssertEqual(try runCommand(moeDist, ["--help"]).status, 0)
+    }
+
     /// Each bad input stops before any work with one line naming the key (or file), a non-zero
     /// status, and no run directory.
     func testConfigurationErrorsNameTheKeyAndWriteNothing() throws {
@@ -111,8 +124,34 @@ final class CLIBasicsTests: XCTestCase {
         let again = try runCommand(moeDist, base + ["train.max_steps=20"])
         XCTAssertNotEqual(again.status, 0)
         XCTAssertTrue(again.stderr.contains("--resume auto"), again.stderr)
-        // A longer budget is a configuration change: refused on resume unless allowed (and then recorded).
-        XCTAssertEqual(try runCommand(moeDist, base + ["train.max_steps=20", "--resume", "auto"]).status, 2)
-        XCTAssertEqual(try runCommand(moeDist, base + ["train.max_steps=20", "--resume", "auto", "--allow-config-change"]).status, 0)
+        // A changed optimisation key (the learning rate) is refused on resume without the flag, naming it.
+        let lr = try runCommand(moeDist, base + ["train.max_steps=20", "train.lr=1e-3", "--resume", "auto"])
+        XCTAssertEqual(lr.status, 2, lr.stderr)
+        XCTAssertTrue(lr.stderr.contains("train.lr 0.003 -> 0.001") && lr.stderr.contains("--allow-config-change"), lr.stderr)
+        XCTAssertFalse(lr.stderr.contains("train.max_steps"), "a budget key is not among the refused ones: \(lr.stderr)")
+        // A longer budget and new intervals are not: the run continues without the flag, says where the cosine
+        // now ends (SPEC: at the step budget), and records the changes in config_changes.
+        let longer = try runCommand(moeDist, base + ["train.max_steps=20", "train.checkpoint_interval=5", "train.log_interval=5",
+                                                     "train.keep_checkpoints=4", "--resume", "auto"])
+        XCTAssertEqual(longer.status, 0, longer.stderr)
+        XCTAssertTrue(longer.stdout.contains("learning-rate schedule: the step budget changes from 10 to 20 steps, so the cosine "
+                                             + "now reaches its minimum at step 20 instead of 10"), longer.stdout)
+        let out = try Python.run("""
+            import h5py, json, sys
+            with h5py.File(sys.argv[1], "r") as f:
+                got = sorted((c["step"], c["key"], c["old"], c["new"]) for c in json.loads(f.attrs["config_changes"]))
+            assert got == [(10, "train.checkpoint_interval", 10, 5), (10, "train.keep_checkpoints", 2, 4),
+                           (10, "train.log_interval", 10, 5), (10, "train.max_steps", 10, 20)], got
+            print("ok")
+            """, [dir + "/metrics.h5"])
+        XCTAssertEqual(out, "ok\n")
+        XCTAssertTrue(FileManager.default.fileExists(atPath: dir + "/checkpoints/step-00000015.h5"), "the new interval is used")
+        // --resume auto on the finished run says so, and prints no banner.
+        let finished = try runCommand(moeDist, base + ["train.max_steps=20", "train.checkpoint_interval=5", "train.log_interval=5",
+                                                       "train.keep_checkpoints=4", "--resume", "auto"])
+        XCTAssertEqual(finished.status, 0, finished.stderr)
+        XCTAssertTrue(finished.stdout.contains("\(dir) is finished: its checkpoint is at step 20, the end of its budget "
+                                               + "(train.max_steps 20, 20 steps); nothing to train."), finished.stdout)
+        XCTAssertFalse(finished.stdout.contains("resolved configuration"), finished.stdout)
     }
 }

@@ -160,11 +160,37 @@ final class ExperimentCommandsTests: XCTestCase {
         XCTAssertEqual((rows[1]["aux"] as? Double).map { $0 > 0.5 }, true)    // aux is measured even with coefficient 0
         let human = try runCommand(moeDist, ["compare", a, b])
         XCTAssertEqual(human.status, 0, human.stderr)
+        // A directory with no run in it (a notebook's figures, matched by a glob) is skipped with a note; arms of
+        // one run show their value without a spread; a copy of a's run under another name is one arm with a,
+        // and the table names both and says so.
+        try FileManager.default.createDirectory(atPath: root + "/figures", withIntermediateDirectories: true)
+        try Data([0x89, 0x50, 0x4E, 0x47]).write(to: URL(fileURLWithPath: root + "/figures/run_loss.png"))
+        let c2 = root + "/reference-phase-1"
+        try FileManager.default.copyItem(atPath: a, toPath: c2)
+        let yaml = try String(contentsOfFile: c2 + "/config.yaml", encoding: .utf8)
+        try yaml.replacingOccurrences(of: "name: p1-aux0.01", with: "name: reference-phase-1")
+            .write(toFile: c2 + "/config.yaml", atomically: true, encoding: .utf8)
+        let arms = try runCommand(moeDist, ["compare", a, b, c2, root + "/figures", "--reference", b])
+        XCTAssertEqual(arms.status, 0, arms.stderr)
+        XCTAssertTrue(arms.stderr.contains("compare: skipping \(root)/figures: a directory with no run in it"), arms.stderr)
+        XCTAssertFalse(arms.stdout.contains("\(root)/figures"), arms.stdout)
+        let armLines = arms.stdout.split(separator: "\n").map(String.init)
+        let merged = try XCTUnwrap(armLines.first { $0.hasPrefix("p1-aux0.01 = reference-phase-1\t2\t") }, arms.stdout)
+        XCTAssertTrue(merged.contains(" ± "), "two runs have a spread: \(merged)")
+        let single = try XCTUnwrap(armLines.first { $0.hasPrefix("p1-aux0.0\t1\t") }, arms.stdout)
+        XCTAssertFalse(single.contains("±"), "one run has no spread: \(single)")
+        XCTAssertTrue(arms.stdout.contains("note: p1-aux0.01, reference-phase-1 are one configuration"), arms.stdout)
+        let onlyFigures = try runCommand(moeDist, ["compare", root + "/figures"])
+        XCTAssertEqual(onlyFigures.status, 3, onlyFigures.stderr)
 
         // sweep stages from the gate JSON: 1b (top-1 with the best aux), 2 (best two + 20/60 experts).
         let gatePath = root + "/gate.json"
         try g.stdout.write(toFile: gatePath, atomically: true, encoding: .utf8)
-        let bestAux = losses[0] <= losses[1] ? "0.01" : "0.0"
+        // 1b follows the gate's ranking: decision (promote, continue, stop), then eval loss.
+        let rankOf = ["promote": 0, "continue": 1, "stop": 2]
+        let first = runs.min { (rankOf[$0["decision"] as! String]!, $0["eval_loss"] as! Double)
+                             < (rankOf[$1["decision"] as! String]!, $1["eval_loss"] as! Double) }!
+        let bestAux = (first["name"] as! String) == "p1-aux0.01" ? "0.01" : "0.0"
         let s1b = try runCommand(moeDist, ["sweep", "--phase", "1b", "--base", tinyConfig, "--out", root + "/sw", "--gate", gatePath])
         XCTAssertEqual(s1b.status, 0, s1b.stderr)
         let lines1b = try yamlLines(root + "/sw/phase-1b/p1b-top1-aux\(bestAux).yaml")
@@ -180,6 +206,46 @@ final class ExperimentCommandsTests: XCTestCase {
     }
 
     // MARK: the trainer's stop
+
+    /// Phase 1b takes the run the gate ranked best, not the lowest eval loss: the case of a 30-step Phase 1
+    /// where aux 0.0 was lower by 0.0136 (under gate.promote_margin 0.05: noise to the gate) with an uneven
+    /// routing, and the gate promoted aux 0.02. The gate JSON is written by hand, so the expected choice is fixed.
+    func testPhase1bFollowsTheGateRanking() throws {
+        try requireBinary()
+        let root = temporaryDirectory("phase1b")
+        XCTAssertEqual(try runCommand(moeDist, ["sweep", "--phase", "1", "--base", tinyConfig, "--out", root]).status, 0)
+        for aux in ["0.0", "0.01", "0.02"] {   // run directories that hold only their config.yaml
+            try FileManager.default.createDirectory(atPath: "\(root)/runs/p1-aux\(aux)", withIntermediateDirectories: true)
+            try FileManager.default.copyItem(atPath: "\(root)/phase-1/p1-aux\(aux).yaml", toPath: "\(root)/runs/p1-aux\(aux)/config.yaml")
+        }
+        func gate(_ runs: [(String, String, Double)], promoted: [String]) throws -> String {
+            let obj: [String: Any] = [
+                "reference": "../runs/p1-aux0.01", "promoted": promoted.map { "../runs/p1-aux\($0)" }, "best": "../runs/p1-aux0.0",
+                "runs": runs.map { ["run_dir": "../runs/p1-aux\($0.0)", "name": "p1-aux\($0.0)", "decision": $0.1,
+                                    "reason": "max load 19.3 vs 4.1", "eval_loss": $0.2] },
+            ]
+            let path = root + "/phase-1/gate-\(promoted.count).json"
+            try JSONSerialization.data(withJSONObject: obj).write(to: URL(fileURLWithPath: path))
+            return path
+        }
+        let promoted = try gate([("0.01", "continue", 2.6700), ("0.0", "continue", 2.6564), ("0.02", "promote", 2.6700)],
+                                promoted: ["0.02"])
+        let r = try runCommand(moeDist, ["sweep", "--phase", "1b", "--base", tinyConfig, "--out", root + "/a", "--gate", promoted])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(try yamlLines(root + "/a/phase-1b/p1b-top1-aux0.02.yaml").contains("  aux_loss_coef: 0.02"))
+        XCTAssertTrue(r.stdout.contains("phase 1b: from p1-aux0.02 (gate decision promote, eval loss 2.6700); p1-aux0.0 has a lower "
+                                        + "eval loss by 0.0136, within gate.promote_margin 0.0500, but the gate decided continue "
+                                        + "for it: max load 19.3 vs 4.1"), r.stdout)
+        let sweep = try json(String(contentsOfFile: root + "/a/phase-1b/sweep.json", encoding: .utf8))
+        XCTAssertTrue((sweep["choice"] as? String ?? "").hasPrefix("phase 1b: from p1-aux0.02"), "\(sweep)")
+        // Nothing promoted: a run the gate would stop ranks after one it lets continue, whatever its loss.
+        let none = try gate([("0.01", "continue", 2.70), ("0.0", "stop", 2.60), ("0.02", "continue", 2.75)], promoted: [])
+        let n = try runCommand(moeDist, ["sweep", "--phase", "1b", "--base", tinyConfig, "--out", root + "/b", "--gate", none])
+        XCTAssertEqual(n.status, 0, n.stderr)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: root + "/b/phase-1b/p1b-top1-aux0.01.yaml"), n.stdout)
+        XCTAssertTrue(n.stdout.contains("p1-aux0.0 has a lower eval loss by 0.1000, beyond gate.promote_margin 0.0500, but the gate "
+                                        + "decided stop for it"), n.stdout)
+    }
 
     func testStageGateStopWritesCheckpointAndMarkerAndExitsZero() throws {
         try requireBinary()

@@ -4,7 +4,8 @@
 //   loss sequence within 1e-5 relative (and -np 8, oversubscribed) and the same final parameters within 1e-4 (|a−b|/(1+|b|));
 // - the in-process world of 4 (--emulate-ranks 4) gives the same results as mpirun -np 4;
 // - a failing rank ends the job with its message within 30 s;
-// - SIGUSR1 to mpirun (or SIGTERM to the ranks) writes a checkpoint and exits with status 75.
+// - SIGUSR1 to mpirun (or SIGTERM to the ranks) writes a checkpoint and exits with status 75;
+// - a configuration error is printed once and every rank exits with status 2 (no MPI_ABORT banner).
 import XCTest
 import Foundation
 import TestSupport
@@ -70,6 +71,34 @@ final class MPIRunTests: XCTestCase {
         XCTAssertNotEqual(r.status, 0)
         XCTAssertLessThan(r.seconds, 30, "the job ends within 30 s")
         XCTAssertTrue(r.stderr.contains("rank 1") && r.stderr.contains("injected failure"), r.stderr)
+    }
+
+    /// A configuration error is every rank's: it is printed once (by rank 0), every rank finalizes MPI and exits
+    /// with 2, and mpirun returns 2 with no MPI_ABORT banner. Open MPI 4's mpirun still adds its own note that
+    /// processes "exited with non-zero status" (it cannot be turned off from inside the job).
+    func testConfigurationErrorUnderMpirunIsSaidOnceAndExits2() throws {
+        try requireBinary()
+        let dir = temporaryDirectory("mpi-config")
+        let cases: [([String], String)] = [
+            (["train", "--config", tinyConfig, "--run-dir", dir + "/a", "moe.bogus_key=1"], "moe.bogus_key"),
+            (["train", "--config", tinyConfig, "--run-dir", dir + "/b", "train.global_batch=7"], "train.global_batch"),
+            (["bench", "--config", tinyConfig, "moe.top_k=9"], "moe.top_k"),
+        ]
+        for (args, key) in cases {
+            let (exe, a) = try mpirun(2, args)
+            let r = try runCommand(exe, a, timeout: 60)
+            XCTAssertEqual(r.status, 2, "\(args): \(r.stderr)")
+            XCTAssertEqual(r.stderr.components(separatedBy: "moe-dist: ").count - 1, 1, "one message: \(r.stderr)")
+            XCTAssertTrue(r.stderr.contains(key), r.stderr)
+            XCTAssertFalse(r.stderr.contains("MPI_ABORT") || r.stderr.contains("MPI_Abort"), r.stderr)
+        }
+        // A run directory with an earlier run's checkpoints, without --resume: the same, once.
+        XCTAssertEqual(try runCommand(moeDist, ["train", "--config", tinyConfig, "--run-dir", dir + "/c", "train.max_steps=2"]).status, 0)
+        let (exe, a) = try mpirun(2, ["train", "--config", tinyConfig, "--run-dir", dir + "/c", "train.max_steps=2"])
+        let stale = try runCommand(exe, a, timeout: 60)
+        XCTAssertEqual(stale.status, 2, stale.stderr)
+        XCTAssertEqual(stale.stderr.components(separatedBy: "already holds checkpoints").count - 1, 1, stale.stderr)
+        XCTAssertFalse(stale.stderr.contains("MPI_ABORT"), stale.stderr)
     }
 
     /// Slurm sends SIGUSR1 (with --signal=USR1@T) or SIGTERM to the tasks before the time limit.

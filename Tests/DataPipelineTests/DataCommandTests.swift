@@ -107,3 +107,77 @@ final class DataCommandTests: XCTestCase {
         XCTAssertEqual(leftovers, [])
     }
 }
+
+/// Text that is not UTF-8: `data prepare` and `data encode` warn with the file and the offset of the first
+/// invalid sequence (Python's decoder, an independent implementation, gives the offset and the count of
+/// maximal subparts it replaces), and the bytes still round-trip.
+extension DataCommandTests {
+    /// Python's view of a file: (offset of the first undecodable byte or -1, number of U+FFFD replacements).
+    func pythonFindings(_ paths: [String]) throws -> [(Int64, Int)] {
+        let out = try Python.run("""
+            import codecs, sys
+            for p in sys.argv[1:]:
+                data = open(p, "rb").read()
+                hits = []
+                def count(e):
+                    hits.append(e.start)
+                    return ("\\ufffd", e.end)
+                codecs.register_error("count", count)
+                data.decode("utf-8", errors="count")
+                print(hits[0] if hits else -1, len(hits))
+            """, paths)
+        return out.split(separator: "\n").map { line in
+            let f = line.split(separator: " ")
+            return (Int64(f[0])!, Int(f[1])!)
+        }
+    }
+
+    func testValidatorAgreesWithPythonAcrossChunkBoundaries() throws {
+        let dir = try scratchDirectory(self)
+        var rng = SplitMix64(seed: 11)
+        // Valid text with invalid bytes, overlongs, surrogates, > U+10FFFF and cut sequences spliced in.
+        let pieces: [[UInt8]] = [Array("plain ascii ".utf8), Array("é中👍 ".utf8), [0xFF], [0xC0, 0xAF], [0xED, 0xA0, 0x80],
+                                 [0xF4, 0x90, 0x80, 0x80], [0xE2, 0x82], [0xF0, 0x9F, 0x91], [0x80, 0xBF], [0xE0, 0x80, 0x80]]
+        var paths: [String] = [], found: [UTF8Validation.Finding?] = []
+        for k in 0 ..< 40 {
+            var bytes: [UInt8] = []
+            for _ in 0 ..< Int(rng.next() % 40) {
+                let p = Int(rng.next() % UInt64(pieces.count))
+                bytes += (p < 2 || rng.next() % 3 == 0) ? pieces[p % 2] : pieces[p]
+            }
+            let path = dir.appendingPathComponent("f\(k).txt").path
+            try Data(bytes).write(to: URL(fileURLWithPath: path))
+            paths.append(path)
+            found.append(try UTF8Validation.check(path: path, chunkSize: 1 + Int(rng.next() % 7)))   // sequences cut by chunks
+        }
+        let python = try pythonFindings(paths)
+        for (i, (ours, theirs)) in zip(found, python).enumerated() {
+            XCTAssertEqual(ours?.firstOffset ?? -1, theirs.0, "file \(i) first offset")
+            XCTAssertEqual(ours?.invalidSequences ?? 0, theirs.1, "file \(i) count")
+        }
+        XCTAssertTrue(found.contains { $0 != nil }, "the generated files hold invalid UTF-8")
+    }
+
+    func testPrepareAndEncodeWarnWithFileAndOffset() throws {
+        let dir = try scratchDirectory(self)
+        let good = dir.appendingPathComponent("good.txt").path
+        try String(repeating: "valid text for the tokenizer, ", count: 50).write(toFile: good, atomically: true, encoding: .utf8)
+        let bad = dir.appendingPathComponent("latin1.txt").path
+        var bytes = Array(String(repeating: "caf", count: 40).utf8)
+        bytes.insert(0xE9, at: 37)      // "é" in Latin-1
+        bytes += [0xFF, 0x0A]
+        try Data(bytes).write(to: URL(fileURLWithPath: bad))
+        let out = dir.appendingPathComponent("p").path
+        let r = try run(["data", "prepare", "--train", bad, "--valid", good, "--vocab-size", "300", "--out", out])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stderr.contains("warning: \(bad) is not valid UTF-8: 2 invalid byte sequence(s), the first at byte offset 37"),
+                      r.stderr)
+        XCTAssertFalse(r.stderr.contains("\(good) is not valid"), r.stderr)
+        let tok = dir.appendingPathComponent("bad.tok").path
+        let e = try run(["data", "encode", "--tokenizer", out + "/tokenizer.json", "--input", bad, "--out", tok])
+        XCTAssertEqual(e.status, 0, e.stderr)
+        XCTAssertTrue(e.stderr.contains("\(bad) is not valid UTF-8") && e.stderr.contains("byte offset 37"), e.stderr)
+        let d = try run(["data", "decode", "--tokenizer", out + "/tokenizer.json", "--input", tok])
+        XCTAssertEqual(d.stdout, Data(bytes), "the bytes come back unchanged")
+    }
+}

@@ -4,14 +4,18 @@ import Foundation
 import XCTest
 
 final class RoundTripTests: XCTestCase {
-    static let tokenizer: BPETokenizer = {
-        try! BPETrainer(vocabSize: 800).train(text: try! TokenizerParityTests.trainSlice(bytes: 300_000) + TokenizerParityTests.sampleTexts.joined())
-    }()
+    /// Learned once for the whole class; a failure (a missing text file) fails each test with its message.
+    static let trained = Result {
+        try BPETrainer(vocabSize: 800).train(text: try TokenizerParityTests.trainSlice(bytes: 300_000) + TokenizerParityTests.sampleTexts.joined())
+    }
+    var tokenizer: BPETokenizer!
+
+    override func setUpWithError() throws { tokenizer = try Self.trained.get() }
 
     func assertRoundTrip(_ s: String, file: StaticString = #filePath, line: UInt = #line) {
-        let ids = Self.tokenizer.encode(s)
-        XCTAssertEqual(Self.tokenizer.decode(ids), Array(s.utf8), "round trip of \(s.debugDescription)", file: file, line: line)
-        XCTAssertTrue(ids.allSatisfy { $0 >= 0 && Int($0) < Self.tokenizer.vocabSize })
+        let ids = tokenizer.encode(s)
+        XCTAssertEqual(tokenizer.decode(ids), Array(s.utf8), "round trip of \(s.debugDescription)", file: file, line: line)
+        XCTAssertTrue(ids.allSatisfy { $0 >= 0 && Int($0) < tokenizer.vocabSize })
     }
 
     func testFixedStrings() {
@@ -38,8 +42,8 @@ final class RoundTripTests: XCTestCase {
         for _ in 0 ..< 500 {
             let bytes = (0 ..< Int(rng.next() % 100)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
             var ids: [Int32] = []
-            bytes.withUnsafeBufferPointer { Self.tokenizer.encode(bytes: $0, into: &ids) }
-            XCTAssertEqual(Self.tokenizer.decode(ids), bytes)
+            bytes.withUnsafeBufferPointer { tokenizer.encode(bytes: $0, into: &ids) }
+            XCTAssertEqual(tokenizer.decode(ids), bytes)
         }
     }
 

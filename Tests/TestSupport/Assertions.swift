@@ -36,21 +36,40 @@ public func assertClose(_ actual: Double, _ expected: Double, rtol: Double, atol
     assertClose([actual], [expected], rtol: rtol, atol: atol, message(), file: file, line: line)
 }
 
-/// Path of the repository root (for fixtures) and of the shared WikiText-2 data beside it.
+/// Path of the repository root (for fixtures) and of the WikiText-2 text the tests read.
 public enum TestPaths {
     public static var repoRoot: String {
         var url = URL(fileURLWithPath: #filePath)
         for _ in 0 ..< 3 { url.deleteLastPathComponent() }   // Tests/TestSupport/Assertions.swift
         return url.path
     }
-    /// `../shared/data/wikitext-2` relative to the repository, or `MOE_DIST_WIKITEXT2` if set.
+    /// The WikiText-2 splits: the whole ones in `MOE_DIST_WIKITEXT2` if set, else the excerpt committed in
+    /// Tests/Fixtures/wikitext-2-excerpt (the first lines of each split, so a fresh clone needs nothing else).
     public static var wikitext2: String {
-        if let p = ProcessInfo.processInfo.environment["MOE_DIST_WIKITEXT2"] { return p }
-        return URL(fileURLWithPath: repoRoot).deletingLastPathComponent()
-            .appendingPathComponent("shared/data/wikitext-2").path
+        ProcessInfo.processInfo.environment["MOE_DIST_WIKITEXT2"] ?? repoRoot + "/Tests/Fixtures/wikitext-2-excerpt"
+    }
+    /// Whether `wikitext2` is the whole data set (MOE_DIST_WIKITEXT2), not the committed excerpt.
+    public static var wikitext2IsWhole: Bool { ProcessInfo.processInfo.environment["MOE_DIST_WIKITEXT2"] != nil }
+    /// The path of one WikiText-2 file (`wiki.valid.tokens`, ...), or an error that names it and the variable:
+    /// a missing file fails the test that needs it with that message (never a crash of the test process).
+    public static func wikitext2File(_ name: String) throws -> String {
+        let path = wikitext2 + "/" + name
+        guard FileManager.default.isReadableFile(atPath: path) else {
+            throw MissingTestData(message: "no WikiText-2 file \(path)"
+                + (wikitext2IsWhole ? " (MOE_DIST_WIKITEXT2 must name a directory holding wiki.{train,valid,test}.tokens)"
+                                    : " (the excerpt committed in Tests/Fixtures/wikitext-2-excerpt is missing)"))
+        }
+        return path
     }
     /// The built `moe-dist` binary: `MOE_DIST_BIN` if set, else `.build/debug/moe-dist`.
     public static var binary: String {
         ProcessInfo.processInfo.environment["MOE_DIST_BIN"] ?? repoRoot + "/.build/debug/moe-dist"
     }
+}
+
+/// A file a test reads is not there; thrown, it fails the test with this message.
+public struct MissingTestData: Error, CustomStringConvertible, LocalizedError {
+    public let message: String
+    public var description: String { message }
+    public var errorDescription: String? { message }
 }

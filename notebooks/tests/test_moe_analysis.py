@@ -421,3 +421,21 @@ def test_stop_marker(run, tmp_path):
     r = ma.load_run(str(d))
     assert r.stopped_step == 40 and r.stopped_reason == "plateau"
     assert ma.tracking_table([r]).stopped_step.iloc[0] == 40
+
+
+def test_find_gates_reads_where_the_readme_writes(tmp_path):
+    """README and jobs/gate.sbatch write SWEEP/phase-N/gate.json next to SWEEP/runs: the ablations
+    notebook's default finds them there (every phase, in order); RUNS_DIR/gate.json or GATE_JSON win."""
+    runs = tmp_path / "s1" / "runs"
+    runs.mkdir(parents=True)
+    assert ma.find_gates(str(runs)) == []
+    for phase, best in [("1b", "b"), ("1", "a")]:
+        (tmp_path / "s1" / f"phase-{phase}").mkdir()
+        (tmp_path / "s1" / f"phase-{phase}" / "gate.json").write_text(json.dumps({"best": best, "runs": []}))
+    found = ma.find_gates(str(runs))
+    assert [g["best"] for g in found] == ["a", "b"]
+    assert [g["_path"] for g in found] == [str(tmp_path / "s1" / p / "gate.json") for p in ("phase-1", "phase-1b")]
+    explicit = tmp_path / "s1" / "phase-1b" / "gate.json"
+    assert [g["best"] for g in ma.find_gates(str(runs), str(explicit))] == ["b"]
+    (runs / "gate.json").write_text(json.dumps({"best": "own", "runs": []}))
+    assert [g["best"] for g in ma.find_gates(str(runs))] == ["own"]
