@@ -60,11 +60,9 @@ enum ExpertFFN {
         // out[n,N] = inp[n,K] · W, W [K,N] stored or packed
         func product(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
                      _ p: UnsafePointer<Float>?, K: Int, N: Int) {
-            if let p {
-                PackedMatmul.multiply(out, inp, p, M: n, K: K, N: N, accumulate: false, kernel: packed!.kernel,
-                                      workers: workers)
-            }
-            else { matmulForward(out, inp, w, n, K, N, workers: workers) }
+            if let p, let kernel = packed?.kernel {
+                PackedMatmul.multiply(out, inp, p, M: n, K: K, N: N, accumulate: false, kernel: kernel, workers: workers)
+            } else { matmulForward(out, inp, w, n, K, N, workers: workers) }
         }
         product(h1, x, w.w1, packed?.w1, K: d, N: F)
         switch activation {
@@ -90,8 +88,8 @@ enum ExpertFFN {
         func product(_ dinp: UnsafeMutablePointer<Float>, _ dW: UnsafeMutablePointer<Float>, _ dout: UnsafePointer<Float>,
                      _ inp: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ p: UnsafePointer<Float>?,
                      C: Int, OC: Int, overwrite: Bool) {
-            if let p {
-                PackedMatmul.multiply(dinp, dout, p, M: n, K: OC, N: C, accumulate: !overwrite, kernel: packed!.kernel,
+            if let p, let kernel = packed?.kernel {
+                PackedMatmul.multiply(dinp, dout, p, M: n, K: OC, N: C, accumulate: !overwrite, kernel: kernel,
                                       workers: workers)
                 matmulBackward(nil, dW, dout, inp, w, n, C, OC, workers: workers)
             } else {
@@ -184,7 +182,8 @@ final class Experts {
     func beginPass() { pass += 1 }
 
     /// Room for every pack, allocated at the first packed use (as the estimate counts), from a 64-byte
-    /// boundary (a panel row is four cache lines; a misaligned one made every load straddle two lines).
+    /// boundary (a panel row is four cache lines with AVX-512, one with AVX2; a misaligned one made every load
+    /// straddle two lines).
     private func preparePacks(_ kernel: PackedMatmul.Kernel) {
         let floats = packSlots * Experts.packFloats(d: d, F: F, mats: mats, kernel: kernel) + 16
         guard packs.capacity < floats else { return }
