@@ -33,7 +33,7 @@ struct EstimateCommand: ParsableCommand {
           ring traffic per rank per all-reduce of S bytes over n ranks: 2 · S · (n−1)/n
         Memory assumes nodes with AVX-512, where each rank also keeps the weights of the experts it runs
         packed for the experts' products (one more copy of its expert weights, with moe.experts shared;
-        see the README).
+        AVX2 nodes keep them too, in narrower panels that pad less; see the README).
         """))
 
     @OptionGroup var options: RunOptions

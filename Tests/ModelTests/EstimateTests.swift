@@ -56,7 +56,7 @@ final class EstimateTests: XCTestCase {
 
     func testMemoryEstimateByHand() {
         let c = small()
-        let m = MemoryEstimate(c, expertParallel: 1, microBatch: 2, packedExpertWeights: false)
+        let m = MemoryEstimate(c, expertParallel: 1, microBatch: 2, packedExpertWeights: nil)
         let P = ModelCost(c).totalParameters
         XCTAssertEqual(m.parameterBytes, 4 * P)
         XCTAssertEqual(m.gradientBytes, 4 * P)
@@ -75,17 +75,20 @@ final class EstimateTests: XCTestCase {
                                        + 8 * (8 + 3 * 8 + 2 * 1 * 4))
         // Packed expert weights (AVX-512): every expert (one rank), 2 matrices each of the larger packing of
         // [16,12] (12 columns padded to 64: 16·64) and [12,16] (12·64), and 16 floats of alignment.
-        let packed = MemoryEstimate(c, expertParallel: 1, microBatch: 2, packedExpertWeights: true)
+        let packed = MemoryEstimate(c, expertParallel: 1, microBatch: 2, packedExpertWeights: .avx512)
         XCTAssertEqual(packed.scratchBytes - m.scratchBytes, 4 * (4 * 2 * 16 * 64 + 16))
+        // AVX2 packs in 16-column panels: [16,12] takes 16·16, [12,16] 12·16.
+        let avx2 = MemoryEstimate(c, expertParallel: 1, microBatch: 2, packedExpertWeights: .avx2)
+        XCTAssertEqual(avx2.scratchBytes - m.scratchBytes, 4 * (4 * 2 * 16 * 16 + 16))
         // Two ranks per expert group: its 2 experts and room for 4 loans.
-        let g2 = MemoryEstimate(c, expertParallel: 2, microBatch: 2, packedExpertWeights: true).scratchBytes
-            - MemoryEstimate(c, expertParallel: 2, microBatch: 2, packedExpertWeights: false).scratchBytes
+        let g2 = MemoryEstimate(c, expertParallel: 2, microBatch: 2, packedExpertWeights: .avx512).scratchBytes
+            - MemoryEstimate(c, expertParallel: 2, microBatch: 2, packedExpertWeights: nil).scratchBytes
         XCTAssertEqual(g2, 4 * (6 * 2 * 16 * 64 + 16))
         // Per-iteration experts keep the BLAS products: no packs.
         var indexed = c
         indexed.moe.experts = .indexed
-        XCTAssertEqual(MemoryEstimate(indexed, expertParallel: 1, microBatch: 2, packedExpertWeights: true).scratchBytes,
-                       MemoryEstimate(indexed, expertParallel: 1, microBatch: 2, packedExpertWeights: false).scratchBytes)
+        XCTAssertEqual(MemoryEstimate(indexed, expertParallel: 1, microBatch: 2, packedExpertWeights: .avx512).scratchBytes,
+                       MemoryEstimate(indexed, expertParallel: 1, microBatch: 2, packedExpertWeights: nil).scratchBytes)
     }
 
     /// The estimate is the model's own buffer tables: a model built and run for one step allocates exactly

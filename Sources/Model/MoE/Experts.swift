@@ -14,6 +14,7 @@ struct FFNWeights {
 /// An FFN's weights packed for PackedMatmul, as they are multiplied: forward w1 [d,F], w3 [d,F] (swiglu),
 /// w2 [F,d]; backward (`transposed`) w1ᵀ [F,d], w3ᵀ [F,d], w2ᵀ [d,F].
 struct PackedFFN {
+    var kernel: PackedMatmul.Kernel
     var w1: UnsafePointer<Float>
     var w3: UnsafePointer<Float>?
     var w2: UnsafePointer<Float>
@@ -59,8 +60,9 @@ enum ExpertFFN {
         // out[n,N] = inp[n,K] · W, W [K,N] stored or packed
         func product(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
                      _ p: UnsafePointer<Float>?, K: Int, N: Int) {
-            if let p { PackedMatmul.multiply(out, inp, p, M: n, K: K, N: N, accumulate: false, workers: workers) }
-            else { matmulForward(out, inp, w, n, K, N, workers: workers) }
+            if let p, let kernel = packed?.kernel {
+                PackedMatmul.multiply(out, inp, p, M: n, K: K, N: N, accumulate: false, kernel: kernel, workers: workers)
+            } else { matmulForward(out, inp, w, n, K, N, workers: workers) }
         }
         product(h1, x, w.w1, packed?.w1, K: d, N: F)
         switch activation {
@@ -86,8 +88,9 @@ enum ExpertFFN {
         func product(_ dinp: UnsafeMutablePointer<Float>, _ dW: UnsafeMutablePointer<Float>, _ dout: UnsafePointer<Float>,
                      _ inp: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ p: UnsafePointer<Float>?,
                      C: Int, OC: Int, overwrite: Bool) {
-            if let p {
-                PackedMatmul.multiply(dinp, dout, p, M: n, K: OC, N: C, accumulate: !overwrite, workers: workers)
+            if let p, let kernel = packed?.kernel {
+                PackedMatmul.multiply(dinp, dout, p, M: n, K: OC, N: C, accumulate: !overwrite, kernel: kernel,
+                                      workers: workers)
                 matmulBackward(nil, dW, dout, inp, w, n, C, OC, workers: workers)
             } else {
                 matmulBackward(dinp, dW, dout, inp, w, n, C, OC, overwriteInput: overwrite, workers: workers)
@@ -111,7 +114,7 @@ enum ExpertFFN {
 /// expert first, each thread taking the next expert when it finishes one (routing leaves experts uneven: a
 /// fixed split kept one thread waiting for the other), with the same result.
 ///
-/// Where PackedMatmul runs (AVX-512) and the experts are shared by the iterations (`moe.experts: shared`),
+/// Where PackedMatmul runs (AVX2 or AVX-512) and the experts are shared by the iterations (`moe.experts: shared`),
 /// each expert's weights are packed once per model pass and direction (forward: w; backward: wᵀ) and reused
 /// by the pass's later iterations: the weights cannot change within one `RecurrentMoEModel.step`, which calls
 /// `beginPass()` first. Packs sit by expert (held expert j at j, the i-th loan at L + i), so lending, which
@@ -132,8 +135,8 @@ final class Experts {
     private var packBase: UnsafeMutablePointer<Float>    // packs' first 64-byte boundary (loads never split a line)
     private let packedFrom: UnsafeMutablePointer<PackKey>    // [packSlots] what each pack holds
     private let packSlots: Int                           // held experts + most loans (as the estimate)
-    private let sharing: Sharing
-    private var packing: Bool { Experts.runsPacked(sharing) }
+    /// The packed kernel of the products (nil: BLAS), fixed when the layer is built so packs keep one layout.
+    private let kernel: PackedMatmul.Kernel?
     private var pass = 0
 
     /// What a slot's pack was made from: a slot keeps it while the same weights come back in the same pass.
@@ -147,38 +150,42 @@ final class Experts {
         order = Array(0 ..< cfg.numExperts)
         let lending = ctx.expertLending
         packSlots = ctx.localExperts.count + (ctx.expertGroup.size == 1 || !lending.enabled ? 0 : lending.maxLoans)
-        sharing = cfg.experts
+        kernel = Experts.packedKernel(cfg.experts)
         packedFrom = .allocate(capacity: max(packSlots, 1))
         packedFrom.initialize(repeating: PackKey(), count: max(packSlots, 1))
         packBase = packs.pointer
     }
     deinit { packedFrom.deinitialize(count: max(packSlots, 1)); packedFrom.deallocate() }
 
-    /// Whether the products run packed: shared experts (per-iteration ones would be packed at every use), on
-    /// a CPU that runs PackedMatmul (`packedProducts`). The model and its memory estimate both ask this.
-    static func runsPacked(_ sharing: Sharing, packedProducts: Bool = PackedMatmul.isEnabled) -> Bool {
-        packedProducts && sharing == .shared
+    /// The packed kernel the products run with, nil for BLAS: shared experts (per-iteration ones would be
+    /// packed at every use), on a CPU that runs PackedMatmul (`kernel`). The model and its memory estimate
+    /// both ask this.
+    static func packedKernel(_ sharing: Sharing, _ kernel: PackedMatmul.Kernel? = PackedMatmul.kernel)
+        -> PackedMatmul.Kernel? {
+        sharing == .shared ? kernel : nil
     }
 
     /// Floats of one slot's pack: mats matrices of the larger of the forward and transposed packed sizes.
-    static func packFloats(d: Int, F: Int, mats: Int) -> Int {
-        mats * max(PackedMatmul.packedFloats(K: d, N: F), PackedMatmul.packedFloats(K: F, N: d))
+    static func packFloats(d: Int, F: Int, mats: Int, kernel: PackedMatmul.Kernel) -> Int {
+        mats * max(PackedMatmul.packedFloats(K: d, N: F, kernel: kernel),
+                   PackedMatmul.packedFloats(K: F, N: d, kernel: kernel))
     }
 
     /// Bytes of the packs (buffer table, see MicroBatchShape): one per held expert (all E with one rank per
-    /// group) and per loan; none where the experts keep the BLAS products.
+    /// group) and per loan, in the layout of the shape's kernel; none where the experts keep the BLAS products.
     static func packBytes(_ s: MicroBatchShape) -> Int {
-        guard s.packedProducts else { return 0 }
-        return 4 * ((s.L + s.maxLoans) * packFloats(d: s.d, F: s.F, mats: s.mats) + 16)
+        guard let kernel = s.packKernel else { return 0 }
+        return 4 * ((s.L + s.maxLoans) * packFloats(d: s.d, F: s.F, mats: s.mats, kernel: kernel) + 16)
     }
 
     /// Starts a model pass: the weights may have changed since the last one, so no pack is reused.
     func beginPass() { pass += 1 }
 
     /// Room for every pack, allocated at the first packed use (as the estimate counts), from a 64-byte
-    /// boundary (a panel row is four cache lines; a misaligned one made every load straddle two lines).
-    private func preparePacks() {
-        let floats = packSlots * Experts.packFloats(d: d, F: F, mats: mats) + 16
+    /// boundary (a panel row is four cache lines with AVX-512, one with AVX2; a misaligned one made every load
+    /// straddle two lines).
+    private func preparePacks(_ kernel: PackedMatmul.Kernel) {
+        let floats = packSlots * Experts.packFloats(d: d, F: F, mats: mats, kernel: kernel) + 16
         guard packs.capacity < floats else { return }
         packs.ensure(floats)
         packedFrom.update(repeating: PackKey(), count: packSlots)
@@ -188,21 +195,21 @@ final class Experts {
 
     /// Weights w packed for the forward products (or, `transposed`, for the input-gradient ones) in pack j:
     /// packed now unless pack j already holds them from this pass (j < L: a held expert; else a loan).
-    private func packed(_ j: Int, _ w: FFNWeights, transposed: Bool) -> PackedFFN {
+    private func packed(_ j: Int, _ w: FFNWeights, transposed: Bool, _ kernel: PackedMatmul.Kernel) -> PackedFFN {
         let reusable = j < ctx.localExperts.count
-        let part = Experts.packFloats(d: d, F: F, mats: 1)
+        let part = Experts.packFloats(d: d, F: F, mats: 1, kernel: kernel)
         let base = packBase + j * part * mats
-        let p = PackedFFN(w1: base, w3: w.w3 == nil ? nil : base + 2 * part, w2: base + part)
+        let p = PackedFFN(kernel: kernel, w1: base, w3: w.w3 == nil ? nil : base + 2 * part, w2: base + part)
         let key = PackKey(weights: w.w1, transposed: transposed, pass: pass)
         if reusable && packedFrom[j] == key { return p }
         if transposed {   // w1ᵀ [F,d], w3ᵀ [F,d], w2ᵀ [d,F]
-            PackedMatmul.packTransposed(base, w.w1, K: F, N: d)
-            if let w3 = w.w3 { PackedMatmul.packTransposed(base + 2 * part, w3, K: F, N: d) }
-            PackedMatmul.packTransposed(base + part, w.w2, K: d, N: F)
+            PackedMatmul.packTransposed(base, w.w1, K: F, N: d, kernel: kernel)
+            if let w3 = w.w3 { PackedMatmul.packTransposed(base + 2 * part, w3, K: F, N: d, kernel: kernel) }
+            PackedMatmul.packTransposed(base + part, w.w2, K: d, N: F, kernel: kernel)
         } else {          // w1 [d,F], w3 [d,F], w2 [F,d]
-            PackedMatmul.pack(base, w.w1, K: d, N: F)
-            if let w3 = w.w3 { PackedMatmul.pack(base + 2 * part, w3, K: d, N: F) }
-            PackedMatmul.pack(base + part, w.w2, K: F, N: d)
+            PackedMatmul.pack(base, w.w1, K: d, N: F, kernel: kernel)
+            if let w3 = w.w3 { PackedMatmul.pack(base + 2 * part, w3, K: d, N: F, kernel: kernel) }
+            PackedMatmul.pack(base + part, w.w2, K: F, N: d, kernel: kernel)
         }
         packedFrom[j] = reusable ? key : PackKey()
         return p
@@ -216,13 +223,13 @@ final class Experts {
         let total = planWork(rows, slots: slots)
         saved.ensure(rows: total, F: F, activation: activation)
         let (h1, h3, act) = (saved.h1.pointer, saved.h3.pointer, saved.act.pointer)
-        let swiglu = activation == .swiglu, packing = packing
-        if packing { preparePacks() }
+        let swiglu = activation == .swiglu, kernel = kernel
+        if let kernel { preparePacks(kernel) }
         forEachExpert(rows) { le, n, off, workers in
             let w = weights(le)
             ExpertFFN.forward(y: y + off * d, h1: h1 + off * F, h3: swiglu ? h3 + off * F : h3, act: act + off * F,
                               x: x + off * d, w: w,
-                              packed: packing ? packed(pack(le), w, transposed: false) : nil,
+                              packed: kernel.map { packed(pack(le), w, transposed: false, $0) },
                               n: n, d: d, F: F, activation: activation, workers: workers)
         }
     }
@@ -235,13 +242,13 @@ final class Experts {
         scratch.ensure(rows: total, F: F, activation: activation)
         let (h1, h3, act) = (saved.h1.pointer, saved.h3.pointer, saved.act.pointer)
         let (dact, dh3) = (scratch.dact.pointer, scratch.dh3.pointer)
-        let swiglu = activation == .swiglu, packing = packing
-        if packing { preparePacks() }
+        let swiglu = activation == .swiglu, kernel = kernel
+        if let kernel { preparePacks(kernel) }
         forEachExpert(rows) { le, n, off, workers in
             let w = weights(le)
             ExpertFFN.backward(dx: dx + off * d, dw: grads(le), dy: dy + off * d, x: x + off * d,
                                h1: h1 + off * F, h3: swiglu ? h3 + off * F : h3, act: act + off * F,
-                               w: w, packed: packing ? packed(pack(le), w, transposed: true) : nil,
+                               w: w, packed: kernel.map { packed(pack(le), w, transposed: true, $0) },
                                dact: dact + off * F,
                                dh3: swiglu ? dh3 + off * F : dh3, n: n, d: d, F: F, activation: activation,
                                workers: workers)

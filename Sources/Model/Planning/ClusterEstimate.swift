@@ -17,6 +17,7 @@
 //                                    routing statistics: 8·(E + 2 + k·E) bytes per use, M·R uses;
 //                                    a ring all-reduce of S bytes over n ranks sends 2·S·(n−1)/n per rank.
 import Configuration
+import Kernels
 
 public struct ClusterEstimate: Sendable, Codable {
     public var worldSize: Int
@@ -44,8 +45,10 @@ public struct ClusterEstimate: Sendable, Codable {
     /// Bytes one rank sends for those all-reduces with a ring algorithm: 2·S·(n−1)/n per buffer.
     public var allReduceRingBytesPerRank: Double
 
-    /// Memory assumes nodes with AVX-512 (`packedExpertWeights`), which keep the experts' weights packed too.
-    public init(_ c: RunConfig, worldSize W: Int, expertParallel G: Int, packedExpertWeights: Bool = true) {
+    /// Memory assumes nodes with AVX-512 (`packedExpertWeights`), which keep the experts' weights packed too
+    /// (AVX2 nodes pack them too, in narrower panels: at most as many bytes).
+    public init(_ c: RunConfig, worldSize W: Int, expertParallel G: Int,
+                packedExpertWeights: PackedMatmul.Kernel? = .avx512) {
         let m = c.model, f = c.moe
         let d = m.dModel, T = m.seqLen, R = m.depth, k = f.topK, E = f.numExperts
         worldSize = W

@@ -15,8 +15,9 @@ struct MicroBatchShape {
     let W: Int, G: Int, L: Int, workers: Int
     /// The most experts an expert group lends in one MoE use (`parallel.balance_experts`; 0 when off or G = 1).
     let maxLoans: Int
-    /// Whether the experts' products run packed (PackedMatmul: AVX-512, shared experts), so the packs count.
-    let packedProducts: Bool
+    /// The kernel of the experts' packed products (PackedMatmul: AVX2 or AVX-512, shared experts), whose packs
+    /// count; nil where they run on BLAS.
+    let packKernel: PackedMatmul.Kernel?
     /// Tokens of the micro-batch on this rank.
     var N: Int { B * T }
     /// Rows this rank sends per MoE use (its kept assignments): N·k dropless.
@@ -26,7 +27,7 @@ struct MicroBatchShape {
     var expertRows: Int { dense ? 0 : N * k }
 
     init(_ c: RunConfig, microBatch: Int, worldSize W: Int = 1, expertParallel G: Int, workers: Int = 1,
-         packedProducts: Bool = PackedMatmul.isEnabled) {
+         packedProducts: PackedMatmul.Kernel? = PackedMatmul.kernel) {
         let m = c.model, f = c.moe
         B = microBatch; T = m.seqLen; d = m.dModel; H = m.nHeads; V = m.vocabSize; R = m.depth
         E = f.numExperts; k = f.topK; F = f.dFF; mats = f.activation == .swiglu ? 3 : 2; dense = f.isDense
@@ -34,6 +35,6 @@ struct MicroBatchShape {
         self.W = W; self.G = max(G, 1); L = f.isDense ? 0 : (f.numExperts + max(G, 1) - 1) / max(G, 1)
         self.workers = max(workers, 1)
         maxLoans = f.isDense || self.G == 1 || !c.parallel.balanceExperts ? 0 : ExpertLendingPolicy.automatic(threads: 1).maxLoans
-        self.packedProducts = !f.isDense && Experts.runsPacked(f.experts, packedProducts: packedProducts)
+        packKernel = f.isDense ? nil : Experts.packedKernel(f.experts, packedProducts)
     }
 }
