@@ -119,7 +119,7 @@ public final class Trainer {
             let scale = GradientClipping.scale(gradNorm: report.gradNorm, maxNorm: c.train.gradClip)
             counters.updates += 1
             adamw.update(store, lr: report.lr, t: counters.updates, gradScale: scale, workers: ctx.blasWorkers)
-            report.counts.withUnsafeBufferPointer { model.updateSelectionBias(iterationCounts: $0.baseAddress!) }
+            if E > 0 { report.counts.withUnsafeBufferPointer { model.updateSelectionBias(iterationCounts: $0.baseAddress!) } }
         } else {
             report.skipped = true
             counters.nanEvents += 1
@@ -138,8 +138,13 @@ public final class Trainer {
     private static let phases = Phase.allCases
 
     /// Zeroes the reused report in place (its arrays are reallocated only if the caller still holds them).
+    /// Every array is sized by its own length: a dense run (E = 0) has counts of length R·E = 0 from the
+    /// start, so testing `counts` alone left `dropped` and `routedTokens` empty, and the zeroing loops below
+    /// (bounds checks are off in release builds) wrote R zeros into the runtime's shared empty-array
+    /// storage, over the empty-dictionary singleton that follows it, which the next dictionary write crashed on.
     private func resetReport(R: Int, E: Int) {
-        if report.counts.count != R * E {
+        if report.counts.count != R * E || report.probSum.count != R * E || report.dropped.count != R
+            || report.routedTokens.count != R || report.agreementSum.count != max(R - 1, 0) {
             report.counts = [Int64](repeating: 0, count: R * E)
             report.dropped = [Int64](repeating: 0, count: R)
             report.probSum = [Double](repeating: 0, count: R * E)
