@@ -100,7 +100,7 @@ def command(binary, launch, args, products):
     if launch == "np2":
         mpirun = shutil.which("mpirun") or sys.exit("test_variants: mpirun is not installed")
         exported = ["OPENBLAS_NUM_THREADS", "MOE_DIST_EXPERT_PRODUCTS"] + \
-            [k for k in ("ASAN_OPTIONS", "LSAN_OPTIONS", "UBSAN_OPTIONS") if k in env]
+            [k for k in ("ASAN_OPTIONS", "LSAN_OPTIONS", "LD_PRELOAD") if k in env]
         return [mpirun, "--allow-run-as-root", "--oversubscribe", "-np", "2"] + \
             [y for k in exported for y in ("-x", k)] + [binary] + args, env
     if launch == "emu3":
