@@ -36,6 +36,23 @@ static inline void count_one(void) {
     }
 }
 
+#if defined(__has_feature)
+#  if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#    define MALLOC_COUNTER_SANITIZED 1
+#  endif
+#endif
+
+#ifdef MALLOC_COUNTER_SANITIZED
+// A sanitizer owns malloc and friends (replacing them here would hand it memory it never allocated), so
+// count through its allocator hook instead: called for every allocation its allocator makes.
+extern int __sanitizer_install_malloc_and_free_hooks(void (*malloc_hook)(const volatile void *, size_t),
+                                                     void (*free_hook)(const volatile void *));
+static void on_malloc(const volatile void *ptr, size_t size) { (void)ptr; (void)size; count_one(); }
+static void on_free(const volatile void *ptr) { (void)ptr; }
+__attribute__((constructor)) static void install_hooks(void) {
+    __sanitizer_install_malloc_and_free_hooks(on_malloc, on_free);
+}
+#else
 void *malloc(size_t size) { count_one(); return __libc_malloc(size); }
 void *calloc(size_t count, size_t size) { count_one(); return __libc_calloc(count, size); }
 void *realloc(void *ptr, size_t size) { count_one(); return __libc_realloc(ptr, size); }
@@ -48,6 +65,7 @@ int posix_memalign(void **out, size_t alignment, size_t size) {
     *out = p;
     return 0;
 }
+#endif
 
 void malloc_counter_start(void) {
     atomic_store(&tracing, getenv("MALLOC_COUNTER_TRACE") != NULL);
