@@ -20,3 +20,6 @@ scripts/test_notebooks.sh
 python3 scripts/test_documented_commands.py
 # The ablation flow through a real one-node Slurm cluster (Phase 1 -> gate -> next phases).
 scripts/test_slurm.sh
+# Several hosts over TCP on an emulated cluster (network namespaces): cross-host equality, a run
+# directory that is not shared, slow links against `estimate`, and docs/cluster.md's rehearsal.
+scripts/test_cluster.sh

@@ -54,7 +54,7 @@ enum Launch {
     /// The exit status of an error (docs/exit-status.md): 2 usage or configuration, 3 bad data, 1 anything else.
     static func exitStatus(_ error: Error) -> Int32 {
         if let u = error as? UserError { return u.status }
-        if error is ConfigError { return ExitStatus.usage }
+        if error is ConfigError || error is RunDirectoryNotSharedError { return ExitStatus.usage }
         if error is DataError || error is DataFileError || error is MetricsHistoryError || error is CheckpointMissingError {
             return ExitStatus.badData
         }
