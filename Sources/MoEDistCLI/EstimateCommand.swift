@@ -35,7 +35,8 @@ struct EstimateCommand: ParsableCommand {
         the links between nodes, consecutive ranks P per node; traffic inside a node is not counted:
           seconds = bytes a node sends over its link / bandwidth + rounds · 2 · latency
           all-to-all: P · A2A · (G − min(G,P))/(G − 1) bytes, 5 · M · R rounds
-          all-reduce: 2 · S · (n−1)/n per ring leaving a node, 2 · (n−1) rounds per reduction
+          all-reduce: 2 · S · (n−1)/n per ring leaving a node, counted twice (Open MPI over TCP measured
+              at twice the ring's time), 2 · (n−1) rounds per reduction
         Example: moe-dist estimate --config jobs/configs/bench.yaml --world 2 --link-gbps 1 --latency-ms 0.5
         Memory assumes nodes with AVX-512, where each rank also keeps the weights of the experts it runs
         packed for the experts' products (one more copy of its expert weights, with moe.experts shared;
