@@ -129,8 +129,8 @@ check_threads() { # check_threads LOG SLOTS...
     fi
 }
 
-TRAIN=("$MOE_DIST_BIN" train --config jobs/configs/tiny.yaml train.max_steps=12 train.log_interval=2
-       train.eval_interval=6 train.eval_tokens=256 train.checkpoint_interval=6)
+TRAIN=("$MOE_DIST_BIN" train --config jobs/configs/tiny.yaml train.max_steps=8 train.log_interval=2
+       train.eval_interval=4 train.eval_tokens=256 train.checkpoint_interval=4)
 
 # ---------------------------------------------------------------- 1. cross-host equality
 equality_case() { # equality_case NAME "SLOTS..." OVERRIDES...
