@@ -26,3 +26,6 @@ scripts/test_slurm.sh
 # Fuzzed inputs (token file, checkpoint, history, tokenizer.json, config): 40 seeded cases per input and
 # every seed that once failed, through the debug binary (the full 1000 per input: README, Fuzzing).
 python3 scripts/fuzz_inputs.py --cases 40
+# Several hosts over TCP on an emulated cluster (network namespaces): cross-host equality, a run
+# directory that is not shared, slow links against `estimate`, and docs/cluster.md's rehearsal.
+scripts/test_cluster.sh

@@ -38,7 +38,8 @@ How the test makes that fast (the commands themselves are not edited):
     lines of each WikiText-2 split.
   * Not run here, because another test runs them: scripts/setup.sh and scripts/test.sh (CI runs them
     around this test), Slurm lines (sbatch, submit_phase.sh, local_cluster.sh, squeue, scancel,
-    scontrol, SLURM_CONF: scripts/test_slurm.sh), scripts/test_notebooks.sh, pip installs,
+    scontrol, SLURM_CONF: scripts/test_slurm.sh), the emulated cluster's lines (scripts/cluster.sh:
+    scripts/test_cluster.sh), scripts/test_notebooks.sh, pip installs,
     `jupyter lab` (interactive) and `debug gradcheck --variants` (CLIBasicsTests runs it).
 
 Usage: scripts/test_documented_commands.py [-k SUBSTRING] [--keep]
@@ -63,6 +64,7 @@ SKIP = [  # (pattern on a logical line, reason)
     (r"(^|\s)scripts/test\.sh\b", "this test is part of scripts/test.sh"),
     (r"(^|\s)scripts/test_notebooks\.sh\b", "scripts/test.sh runs it"),
     (r"\b(sbatch|submit_phase\.sh|local_cluster\.sh|squeue|scancel|scontrol|SLURM_CONF)\b", "scripts/test_slurm.sh"),
+    (r"(^|\s)scripts/cluster\.sh\b", "scripts/test_cluster.sh (an emulated cluster of network namespaces)"),
     (r"\bpip install\b", "installation (CI installs the Python packages before the tests)"),
     (r"\bjupyter lab\b", "interactive"),
     (r"debug gradcheck .*--variants", "CLIBasicsTests.testGradientCheckOfEveryVariantOnTiny runs it"),

@@ -12,20 +12,25 @@ import CVectorKernels
 /// `dlogits` may be the same buffer as `logits` (in place): each row is read fully before it is written.
 /// Stable: the row maximum is subtracted before exponentiation. Returns Σ_i losses[i] in Double.
 /// A target outside 0..<V stops the program (checked in release builds too).
-/// Rows are independent: `workers` threads take contiguous shares of them (losses and dlogits are the same
-/// as with one; the returned sum adds the shares' sums in order, so it may differ in the last bits).
+/// Rows are independent: `workers` threads take contiguous shares of them. The sum is taken over fixed
+/// chunks of rows (up to 64, at least 16 rows each), chosen by N alone, and the chunks' sums are added in
+/// order, so the losses, dlogits and the sum are the same bits whatever the number of workers (ranks on
+/// nodes with different core counts, or different ranks per node, run different numbers of threads).
 public func crossEntropyForwardBackward(_ dlogits: UnsafeMutablePointer<Float>?, _ losses: UnsafeMutablePointer<Float>,
                                         _ logits: UnsafePointer<Float>, _ targets: UnsafePointer<Int32>,
                                         _ N: Int, _ V: Int, gradScale: Float, workers: Int = 1) -> Double {
-    let W = max(1, min(workers, N / 16))
-    if W == 1 { return crossEntropyRows(0 ..< N, dlogits, losses, logits, targets, V, gradScale: gradScale) }
-    return withUnsafeTemporaryAllocation(of: Double.self, capacity: W) { partial in
+    let chunks = min(64, max(1, N / 16))
+    if chunks == 1 { return crossEntropyRows(0 ..< N, dlogits, losses, logits, targets, V, gradScale: gradScale) }
+    let W = max(1, min(workers, chunks))
+    return withUnsafeTemporaryAllocation(of: Double.self, capacity: 64) { partial in
         Blas.parallel(workers: W) { w in
-            partial[w] = crossEntropyRows(Blas.share(w, of: W, items: N), dlogits, losses, logits, targets, V,
-                                          gradScale: gradScale)
+            for c in Blas.share(w, of: W, items: chunks) {
+                partial[c] = crossEntropyRows(Blas.share(c, of: chunks, items: N), dlogits, losses, logits, targets, V,
+                                              gradScale: gradScale)
+            }
         }
         var total: Double = 0
-        for w in 0 ..< W { total += partial[w] }
+        for c in 0 ..< chunks { total += partial[c] }
         return total
     }
 }

@@ -96,8 +96,10 @@ struct BenchCommand: ParsableCommand {
                    100 * r.mfuInUse),
             "time split (rank 0): " + r.timeSplitFraction.sorted { $0.value > $1.value }
                 .map { String(format: "%@ %.1f%%", $0.key, 100 * $0.value) }.joined(separator: ", "),
-            String(format: "communication %.1f%% of the step, waiting for slower ranks %.1f%% (max over ranks)",
-                   100 * r.communicationFraction, 100 * r.rankWaitFraction),
+            String(format: "communication %.1f%% of the step, waiting for slower ranks %.1f%% (max over ranks); "
+                   + "per step (median of %d): all-to-all %.4f s, all-reduce %.4f s",
+                   100 * r.communicationFraction, 100 * r.rankWaitFraction, r.steps,
+                   r.communicationMedianSeconds["all_to_all"] ?? 0, r.communicationMedianSeconds["all_reduce"] ?? 0),
             !r.expertLending ? "expert lending: none (\(r.worldSize == 1 ? "one rank" : "parallel.balance_experts=false, a dense model, or one rank per expert group"))"
                 : String(format: "expert lending: %d of %d MoE uses lent experts, %.2f per use; helpers ran %.1f%% of the expert rows",
                          r.lendingUsesWithLoans, r.lendingUses, r.loansPerUse, 100 * r.rowsLentFraction),

@@ -31,6 +31,13 @@ struct EstimateCommand: ParsableCommand {
           all-reduce buffers per step: 4 · trunk params (world), 4 · expert params per rank
               (W/G replicas), 8 · (E + 2 + k·E) · M · R routing statistics
           ring traffic per rank per all-reduce of S bytes over n ranks: 2 · S · (n−1)/n
+        Links (--link-gbps, --latency-ms, --ranks-per-node P): the all-to-all and all-reduce seconds per step over
+        the links between nodes, consecutive ranks P per node; traffic inside a node is not counted:
+          seconds = bytes a node sends over its link / bandwidth + rounds · 2 · latency
+          all-to-all: P · A2A · (G − min(G,P))/(G − 1) bytes, 5 · M · R rounds
+          all-reduce: 2 · S · (n−1)/n per ring leaving a node, counted twice (Open MPI over TCP measured
+              at twice the ring's time), 2 · (n−1) rounds per reduction
+        Example: moe-dist estimate --config jobs/configs/bench.yaml --world 2 --link-gbps 1 --latency-ms 0.5
         Memory assumes nodes with AVX-512, where each rank also keeps the weights of the experts it runs
         packed for the experts' products (one more copy of its expert weights, with moe.experts shared;
         AVX2 nodes keep them too, in narrower panels that pad less; see the README).
@@ -50,6 +57,16 @@ struct EstimateCommand: ParsableCommand {
     @Flag(help: "Keep train.micro_batch and grow train.global_batch to a multiple of micro_batch × ranks (weak scaling).")
     var scaleBatch = false
 
+    @Option(help: ArgumentHelp("Project the communication time per step over links of this bandwidth between nodes "
+                               + "(Gbit/s per node and direction).", valueName: "Gbit/s"))
+    var linkGbps: Double?
+
+    @Option(help: ArgumentHelp("One-way latency of those links (with --link-gbps).", valueName: "ms"))
+    var latencyMs: Double = 0
+
+    @Option(help: ArgumentHelp("Ranks per node, consecutive ranks on one node (with --link-gbps).", valueName: "P"))
+    var ranksPerNode: Int = 1
+
     @Flag(help: "Print JSON (snake_case keys).")
     var json = false
 
@@ -67,6 +84,14 @@ struct EstimateCommand: ParsableCommand {
 
     func validate() throws {
         let ws = try worlds
+        if let g = linkGbps, !(g > 0 && g.isFinite) {
+            throw ValidationError("--link-gbps: must be a positive number of Gbit/s, got \(g)")
+        }
+        guard latencyMs >= 0 && latencyMs.isFinite else { throw ValidationError("--latency-ms: must be >= 0, got \(latencyMs)") }
+        guard ranksPerNode >= 1 else { throw ValidationError("--ranks-per-node: must be at least 1, got \(ranksPerNode)") }
+        if linkGbps == nil && (latencyMs != 0 || ranksPerNode != 1) {
+            throw ValidationError("--latency-ms and --ranks-per-node describe the link of --link-gbps, which is missing")
+        }
         if let g = expertParallel {
             guard g >= 1 else { throw ValidationError("--expert-parallel: must be at least 1, got \(g)") }
             for w in ws where w % g != 0 {
@@ -106,8 +131,12 @@ struct EstimateCommand: ParsableCommand {
                 } else {
                     do { try cw.fitMicroBatch(worldSize: W) } catch where !listed { unsplittable.append(W); continue }
                 }
-                rows.append(ClusterEstimate(cw, worldSize: W,
-                                            expertParallel: expertParallel ?? ClusterEstimate.defaultExpertParallel(cw, worldSize: W)))
+                var row = ClusterEstimate(cw, worldSize: W,
+                                          expertParallel: expertParallel ?? ClusterEstimate.defaultExpertParallel(cw, worldSize: W))
+                if let gbps = linkGbps {
+                    row.link = LinkProjection(row, config: cw, linkGbps: gbps, latencyMs: latencyMs, ranksPerNode: ranksPerNode)
+                }
+                rows.append(row)
             }
             guard !rows.isEmpty else {
                 throw UserError("train.global_batch \(c.train.globalBatch) cannot be split over any of the world sizes "
@@ -142,6 +171,18 @@ struct EstimateCommand: ParsableCommand {
                                  r.allReduceRingBytesPerRank / 1e6))
                 }
                 if let n = notShown { print(n) }
+                if let gbps = linkGbps {
+                    print(String(format: "communication per step over %g Gbit/s links, %g ms one-way, %d rank(s) per node "
+                                 + "(traffic inside a node not counted):", gbps, latencyMs, ranksPerNode))
+                    print(String(format: "%6@ %5@ %12@ %12@ %10@ %10@ %10@", "ranks", "nodes", "a2a MB/node", "allred MB/nd",
+                                 "a2a s", "allred s", "comm s"))
+                    for r in rows {
+                        guard let l = r.link else { continue }
+                        print(String(format: "%6d %5d %12.1f %12.1f %10.4f %10.4f %10.4f", r.worldSize, l.nodes,
+                                     l.allToAllLinkBytesPerNode / 1e6, l.allReduceLinkBytesPerNode / 1e6,
+                                     l.allToAllSeconds, l.allReduceSeconds, l.communicationSeconds))
+                    }
+                }
             }
         }
     }
@@ -177,5 +218,6 @@ struct EstimateOutput: Encodable {
         "all_reduce_expert_bytes": "4 * expert parameters per rank (over the W/G replicas; 0 when W = G)",
         "all_reduce_stats_bytes": "8 * (E + 2 + k*E) * M * R (routing statistics, float64)",
         "all_reduce_ring_bytes_per_rank": "sum over buffers of 2 * S * (n-1)/n, n the ranks of the reduction",
+        "link": LinkProjection.formula,
     ]
 }

@@ -103,7 +103,7 @@ enum Launch {
     static func exitStatus(_ error: Error) -> Int32 {
         if let a = error as? AgreedError { return exitStatus(a.error) }
         if let u = error as? UserError { return u.status }
-        if error is ConfigError || error is RunDirectoryInUseError { return ExitStatus.usage }
+        if error is ConfigError || error is RunDirectoryInUseError || error is RunDirectoryNotSharedError { return ExitStatus.usage }
         if error is DataError || error is DataFileError || error is MetricsHistoryError || error is CheckpointMissingError {
             return ExitStatus.badData
         }

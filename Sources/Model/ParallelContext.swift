@@ -20,11 +20,23 @@ public struct ParallelContext {
     public var expertLending: ExpertLendingPolicy
     /// What lending did so far.
     public let lendingCounter = LendingCounter()
+    /// The threads of every rank of the world (each node's cores over its ranks, so they can differ between
+    /// nodes), filled in by `make`; this rank's alone before.
+    public var blasWorkersByRank: [Int]
 
     public init(world: Communicator, expertGroup: Communicator, replicaGroup: Communicator, expertSlices: [Range<Int>]) {
         self.world = world; self.expertGroup = expertGroup; self.replicaGroup = replicaGroup
         self.expertSlices = expertSlices
         expertLending = .automatic(threads: world.isAloneInProcess ? Blas.configuredThreads : 1)
+        blasWorkersByRank = [world.isAloneInProcess ? Blas.configuredThreads : 1]
+    }
+
+    /// Every rank's thread count (collective over the world).
+    mutating func gatherThreads() {
+        var threads = [Double](repeating: 0, count: world.size)
+        threads[world.rank] = Double(blasWorkers)
+        threads.withUnsafeMutableBufferPointer { world.allReduceSum($0) }
+        blasWorkersByRank = threads.map { Int($0) }
     }
 
     /// Experts held by this rank.
@@ -41,8 +53,10 @@ public struct ParallelContext {
     /// (default: the world); dense runs have no experts, so every rank is its own group.
     public static func make(world: Communicator, config: RunConfig) throws -> ParallelContext {
         if config.moe.isDense {
-            return ParallelContext(world: world, expertGroup: SingleProcessCommunicator(),
-                                   replicaGroup: world, expertSlices: [0 ..< 0])
+            var ctx = ParallelContext(world: world, expertGroup: SingleProcessCommunicator(),
+                                      replicaGroup: world, expertSlices: [0 ..< 0])
+            ctx.gatherThreads()
+            return ctx
         }
         var ctx = try make(world: world, expertParallel: config.parallel.expertParallel ?? world.size,
                            numExperts: config.moe.numExperts)
@@ -59,9 +73,8 @@ public struct ParallelContext {
                                   expertSlices: (0 ..< G).map { layout.experts(ofGroupRank: $0) })
         // Every rank of a group must derive the same lending plan: agree on the thread count it depends on
         // (ranks of different nodes may run different numbers of BLAS threads).
-        var threads = [Double(ctx.blasWorkers)]
-        threads.withUnsafeMutableBufferPointer { world.allReduceMax($0) }
-        ctx.expertLending = .automatic(threads: Int(threads[0]))
+        ctx.gatherThreads()
+        ctx.expertLending = .automatic(threads: ctx.blasWorkersByRank.max() ?? 1)
         return ctx
     }
 }

@@ -88,6 +88,9 @@ public struct BenchmarkReport: Codable, Sendable {
     public var timeSplitFraction: [String: Double]
     public var timeSplitSource: String
     public var communicationFraction: Double
+    /// Median over the measured steps of each step's all-to-all and all-reduce seconds (keys "all_to_all",
+    /// "all_reduce"; each step's figure is the slowest rank's): robust to the odd step slowed by other work.
+    public var communicationMedianSeconds: [String: Double]
     public var communicationDefinition: String
     /// Time a rank waits for slower ranks before the collectives (expert-load or other imbalance), max over ranks.
     public var rankWaitFraction: Double
@@ -254,15 +257,25 @@ public enum Benchmark {
         for _ in 0 ..< warmup { last = trainer.trainStep() }
         var phaseSums = [Phase: Double]()
         var times: [Double] = []
+        var commBySteps = [Double](repeating: 0, count: 2 * steps)    // all-to-all, all-reduce of each step
         let lending = ctx.lendingCounter
         let lendingStart = (lending.uses, lending.usesWithLoans, lending.loans, lending.rowsLent, lending.rows)
         world.barrier()
         let cpuStart = processCPUSeconds()
-        for _ in 0 ..< steps {
+        for i in 0 ..< steps {
             last = trainer.trainStep()
             times.append(last.stepTime)
             for (p, s) in last.timing { phaseSums[p, default: 0] += s }
+            commBySteps[2 * i] = last.timing[.allToAll] ?? 0
+            commBySteps[2 * i + 1] = last.timing[.allReduce] ?? 0
         }
+        commBySteps.withUnsafeMutableBufferPointer { world.allReduceMax($0) }
+        func median(_ x: [Double]) -> Double {
+            let s = x.sorted()
+            return s.isEmpty ? 0 : s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+        }
+        let commMedians = ["all_to_all": median((0 ..< steps).map { commBySteps[2 * $0] }),
+                           "all_reduce": median((0 ..< steps).map { commBySteps[2 * $0 + 1] })]
         let cpuPerStep = (processCPUSeconds() - cpuStart) / Double(max(steps, 1))
         let lendingUses = lending.uses - lendingStart.0, lendingRows = lending.rows - lendingStart.4
         let measured = max(steps, 1)
@@ -321,7 +334,7 @@ public enum Benchmark {
                 + "tokens/s = global tokens per step / mean step time of the slowest rank",
             timeSplitSeconds: splitSeconds, timeSplitFraction: splitFraction,
             timeSplitSource: "rank 0, mean seconds per measured step (PhaseTimer); other = step time - sum of phases",
-            communicationFraction: commShare[0],
+            communicationFraction: commShare[0], communicationMedianSeconds: commMedians,
             communicationDefinition: "max over ranks of (all_to_all + all_reduce seconds) / step seconds: the collectives "
                 + "themselves; the time a rank waits for slower ones before them is rank_wait",
             rankWaitFraction: commShare[1],

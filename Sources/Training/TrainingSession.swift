@@ -235,7 +235,12 @@ public final class TrainingSession {
                             human(cost.totalParameters), human(cost.expertParameters), human(cost.activeParameters),
                             human(Int(cost.flopsPerToken))))
         if let blas = BlasKernelSelection.current {
-            lines.append("BLAS: \(blas.inUse) kernels (\(blas.reason)), \(ctx.blasWorkers) thread(s) per rank")
+            let byRank = ctx.blasWorkersByRank
+            let threads = Set(byRank).count > 1
+                ? "thread(s) per rank " + byRank.map(String.init).joined(separator: ",")
+                  + " (each node's cores over its ranks)"
+                : "\(ctx.blasWorkers) thread(s) per rank"
+            lines.append("BLAS: \(blas.inUse) kernels (\(blas.reason)), \(threads)")
         }
         lines.append("element-wise kernels: \(VectorKernels.level); expert products: \(PackedMatmul.description)")
         lines.append("budget: \(trainer.totalSteps) steps of \(c.train.globalBatch * c.model.seqLen) tokens")

@@ -34,6 +34,36 @@ final class EstimateTests: XCTestCase {
         XCTAssertTrue(mem[0] > mem[1] && mem[1] > mem[2], "\(mem)")
     }
 
+    /// The link projection by hand: W 4, G 2, M 1, R 2 (small()), links of 8 Gbit/s = 1e9 bytes/s, 0.1 ms.
+    func testLinkProjectionByHand() {
+        let c = small()
+        let est = ClusterEstimate(c, worldSize: 4, expertParallel: 2)
+        // One rank per node: every group peer is on another node; rings over 4 nodes.
+        let spread = LinkProjection(est, config: c, linkGbps: 8, latencyMs: 0.1, ranksPerNode: 1)
+        XCTAssertEqual(spread.nodes, 4)
+        XCTAssertEqual(spread.allToAllLinkBytesPerNode, est.allToAllBytesPerRank)
+        XCTAssertEqual(spread.allToAllLinkRounds, 5 * 1 * 2)
+        XCTAssertEqual(spread.allToAllSeconds, est.allToAllBytesPerRank / 1e9 + 10 * 2 * 1e-4, accuracy: 1e-12)
+        let trunk = Double(est.allReduceTrunkBytes), stats = Double(est.allReduceStatsBytes)
+        let experts = Double(est.allReduceExpertBytes)       // over W/G = 2 replicas, min(G, P) = 1 ring per node
+        let bytes = 2 * trunk * 3 / 4 + 2 * stats * 3 / 4 + 2 * experts / 2
+        XCTAssertEqual(spread.allReduceLinkBytesPerNode, bytes, accuracy: 1e-6)
+        XCTAssertEqual(spread.allReduceLinkRounds, 2 * 3 * (1 * 2 + 2) + 2 * 1)
+        XCTAssertEqual(spread.allReduceSeconds, LinkProjection.allReduceMeasuredFactor * bytes / 1e9 + 26 * 2 * 1e-4,
+                       accuracy: 1e-12)
+        XCTAssertEqual(spread.communicationSeconds, spread.allToAllSeconds + spread.allReduceSeconds)
+        // Two ranks per node: each expert group inside a node, so no all-to-all crosses a link; the expert
+        // replicas (ranks r and r + 2) sit on different nodes, 2 rings per node.
+        let packed = LinkProjection(est, config: c, linkGbps: 8, latencyMs: 0.1, ranksPerNode: 2)
+        XCTAssertEqual(packed.nodes, 2)
+        XCTAssertEqual(packed.allToAllSeconds, 0)
+        XCTAssertEqual(packed.allReduceLinkBytesPerNode, 2 * trunk * 3 / 4 + 2 * stats * 3 / 4 + 2 * (2 * experts / 2),
+                       accuracy: 1e-6)
+        // One node: nothing crosses a link.
+        let one = LinkProjection(est, config: c, linkGbps: 8, latencyMs: 0.1, ranksPerNode: 4)
+        XCTAssertEqual([one.allToAllSeconds, one.allReduceSeconds], [0, 0])
+    }
+
     func testCommunicationBytesByHand() {
         let est = ClusterEstimate(small(), worldSize: 4, expertParallel: 2)
         XCTAssertEqual(est.microSteps, 1)                      // 8 / (2 · 4)

@@ -44,6 +44,8 @@ public struct ClusterEstimate: Sendable, Codable {
     public var allReduceStatsBytes: Int
     /// Bytes one rank sends for those all-reduces with a ring algorithm: 2·S·(n−1)/n per buffer.
     public var allReduceRingBytesPerRank: Double
+    /// Communication time per step over a given link between nodes (estimate --link-gbps), when asked for.
+    public var link: LinkProjection?
 
     /// Memory assumes nodes with AVX-512 (`packedExpertWeights`), which keep the experts' weights packed too
     /// (AVX2 nodes pack them too, in narrower panels: at most as many bytes).
