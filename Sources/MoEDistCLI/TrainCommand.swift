@@ -31,13 +31,16 @@ struct TrainCommand: ParsableCommand {
         Resuming: --resume auto continues from the newest intact checkpoint (same or another world
         size). The configuration must match the checkpoint's: an architecture key (model.*, moe.* except
         the loss weights and capacity factor) can never change; any other key (except the layout keys
-        parallel.expert_parallel, parallel.balance_experts and train.micro_batch) only with
-        --allow-config-change, which keeps the
+        parallel.expert_parallel, parallel.balance_experts, parallel.collective_timeout and train.micro_batch)
+        only with --allow-config-change, which keeps the
         original configuration in metrics.h5 and records each change and its step (root attribute
         config_changes). A changed train.max_steps or train.max_tokens moves the cosine's end; the log
         says how. Token files, data.tokenizer and the checkpoint must share one tokenizer fingerprint.
         Preemption: SIGTERM or SIGUSR1 finishes the current step, writes a checkpoint and the history,
         and exits with status 75 on every rank (Slurm: #SBATCH --signal=USR1@120 and --requeue).
+        A rank that stops or hangs (a lost or frozen node) leaves the others waiting in a collective:
+        after parallel.collective_timeout seconds (default 600; 0 = for ever) they end the job with status 1
+        and a message naming the rank and host that did not arrive; the last checkpoint stays intact.
         Exit statuses: 0 done, 1 runtime failure, 2 usage or configuration error, 3 bad data, 75 preempted
         (docs/exit-status.md).
         """))
@@ -68,6 +71,11 @@ struct TrainCommand: ParsableCommand {
             if let k = injectKill { try KillPoint.arm(k) }
             try Launch.onEveryRank(emulateRanks: emulateRanks) { world in
                 let (config, data, batchNote) = try Launch.resolve(options, worldSize: world.size)
+                // From here a rank that stops or hangs ends the job after parallel.collective_timeout seconds.
+                let mpiWorld = world as? MPICommunicator
+                if let w = mpiWorld, w.size > 1 {
+                    CollectiveWatchdog.shared.start(world: w, timeout: config.parallel.collectiveTimeout)
+                }
                 let ctx = try ParallelContext.make(world: world, config: config)
                 let dir = runDir ?? "runs/\(config.name)"
                 let session = try TrainingSession(config: config, ctx: ctx, data: data, runDirectory: dir) { line in
@@ -107,6 +115,8 @@ struct TrainCommand: ParsableCommand {
                 if world.rank == 0 {
                     print("resolved configuration:\n" + config.toYAML())
                 }
+                // The checks that leave the run directory as it was are done: waiting ranks may leave notes in it.
+                if let w = mpiWorld, w.size > 1 { CollectiveWatchdog.shared.noteIn(dir + "/.collectives") }
                 do {
                     try session.run()
                 } catch let p as PreemptedError {

@@ -32,8 +32,10 @@ public final class TrainingSession {
 
     /// Keys that may differ on resume without `--allow-config-change`: how the same global batch is laid out
     /// over the ranks, which changes with the world size (the math is the same up to summation order), and
-    /// which rank runs an expert (`parallel.balance_experts`, which changes nothing).
-    public static let layoutKeys: Set<String> = ["parallel.expert_parallel", "parallel.balance_experts", "train.micro_batch"]
+    /// which rank runs an expert (`parallel.balance_experts`, which changes nothing), and how long a collective
+    /// may wait for a hung rank (`parallel.collective_timeout`, which changes nothing either).
+    public static let layoutKeys: Set<String> = ["parallel.expert_parallel", "parallel.balance_experts",
+                                                 "parallel.collective_timeout", "train.micro_batch"]
     // Stage gate (gate.*): the history the stop rule reads (rank 0; earlier rows from metrics.h5 on
     // resume), and the decision that stopped the run, if one did.
     private var gateHistory = GateHistory()
