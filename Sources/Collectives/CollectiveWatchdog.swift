@@ -115,13 +115,20 @@ public final class CollectiveWatchdog: @unchecked Sendable {
         // A rank notes the call it waits in after this long: calls of a healthy step finish well before.
         let noteAfter = min(1.0, timeout / 4)
         var noted: (Identity, Int)? = nil
+        var last = CollectiveWatchdog.now(), resumed = 0.0
         while true {
             Thread.sleep(forTimeInterval: poll)
+            let wake = CollectiveWatchdog.now()
+            // Much longer than a poll since the last look: this process itself was stopped (SIGSTOP, a
+            // frozen node). Its peers did not wait for it meanwhile; they time out and name it. Its own
+            // wait counts from now, so that it does not blame them when it is continued.
+            if wake - last > poll + 2 { resumed = wake }
+            last = wake
             lock.lock()
             let (isActive, what, identity, n, t0) = (active, op, comm, seq, since)
             lock.unlock()
             guard isActive, let identity else { continue }
-            let waited = CollectiveWatchdog.now() - t0
+            let waited = wake - max(t0, resumed)
             if waited >= noteAfter, noted.map({ $0.0 !== identity || $0.1 != n }) ?? true {
                 writeNote(identity, n, what)
                 noted = (identity, n)
