@@ -15,6 +15,7 @@ import Foundation
 public final class CollectiveWatchdog: @unchecked Sendable {
     /// The process's watchdog (one rank per process under MPI).
     public static let shared = CollectiveWatchdog()
+    init() {}
 
     /// A communicator as the watchdog names it: a label equal on all its ranks ("world",
     /// "world/split(color 1)") and its members' world ranks.
@@ -77,10 +78,16 @@ public final class CollectiveWatchdog: @unchecked Sendable {
         if let dot = host.firstIndex(of: "."), !host.hasPrefix(".") { host = String(host[..<dot]) }
         // Notes carry rank 0's host, pid and start time, so that an earlier job's notes never count.
         let names = world.allGatherStrings(host + "\t\(getpid()):\(Int(Date().timeIntervalSince1970 * 1000))", width: 96)
+        arm(timeout: timeout, hosts: names.map { String($0.prefix { $0 != "\t" }) },
+            job: names.first.map { $0.replacingOccurrences(of: "\t", with: ":") } ?? "", worldRank: world.rank)
+    }
+
+    /// `start` after the host exchange: `hosts` by world rank, `job` the same string on every rank.
+    func arm(timeout: Double, hosts: [String], job: String, worldRank: Int) {
         lock.lock()
-        hosts = names.map { String($0.prefix { $0 != "\t" }) }
-        job = names.first.map { $0.replacingOccurrences(of: "\t", with: ":") } ?? ""
-        worldRank = world.rank
+        self.hosts = hosts
+        self.job = job
+        self.worldRank = worldRank
         self.timeout = timeout
         lock.unlock()
         guard timeout > 0, !running else { return }
@@ -139,7 +146,7 @@ public final class CollectiveWatchdog: @unchecked Sendable {
         }
     }
 
-    private func writeNote(_ identity: Identity, _ n: Int, _ what: StaticString) {
+    func writeNote(_ identity: Identity, _ n: Int, _ what: StaticString) {
         lock.lock()
         let dir = directory
         lock.unlock()
@@ -167,6 +174,15 @@ public final class CollectiveWatchdog: @unchecked Sendable {
     }
 
     private func fail(_ identity: Identity, _ n: Int, _ what: StaticString, waited: Double) -> Never {
+        let message = timeoutMessage(identity, n, "\(what)", waited: waited)
+        fflush(stdout)
+        FileHandle.standardError.write(Data(message.utf8))
+        // Not exit(): the main thread is inside MPI; at-exit handlers (MPI_Finalize) must not run.
+        _exit(1)
+    }
+
+    /// The line printed when call `n` (`what`) on `identity` has waited `waited` seconds.
+    func timeoutMessage(_ identity: Identity, _ n: Int, _ what: String, waited: Double) -> String {
         let members = identity.worldRanks
         let here = arrived(identity, n).map { $0.union([worldRank]) }
         let missing = members.filter { !(here?.contains($0) ?? ($0 == worldRank)) }
@@ -187,9 +203,6 @@ public final class CollectiveWatchdog: @unchecked Sendable {
             + "(call \(n) on communicator \(identity.label)) has not finished after "
             + "\(String(format: "%.1f", waited)) s (parallel.collective_timeout = \(CollectiveWatchdog.seconds(timeout))): "
             + who + ". Ending the job; the last published checkpoint is kept.\n"
-        fflush(stdout)
-        FileHandle.standardError.write(Data(message.utf8))
-        // Not exit(): the main thread is inside MPI; at-exit handlers (MPI_Finalize) must not run.
-        _exit(1)
+        return message
     }
 }
