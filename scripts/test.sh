@@ -20,3 +20,7 @@ scripts/test_notebooks.sh
 python3 scripts/test_documented_commands.py
 # The ablation flow through a real one-node Slurm cluster (Phase 1 -> gate -> next phases).
 scripts/test_slurm.sh
+# A hung rank (parallel.collective_timeout) and a lost node on real mpirun jobs, one host and emulated hosts.
+scripts/test_cluster_failures.sh
+# Slurm over 2 emulated nodes: train.sbatch -N 2 through srun --mpi=pmix and mpirun, and the Phase chain.
+scripts/test_slurm_multinode.sh
