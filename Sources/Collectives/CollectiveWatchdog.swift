@@ -6,10 +6,14 @@
 // the timeout, and mpirun (or srun) then ends the others.
 //
 // Naming the rank that did not arrive: a rank that has waited in a call for a moment writes
-// `<directory>/rank-<R>` (the communicator, the call's number on it, its host). At the timeout
-// a waiting rank reads its peers' notes: a member of the communicator with no note for the same
-// call never reached it. The directory is the run directory's `.collectives` (it must be shared
-// by all hosts, as checkpoints already need). Nothing is written while calls finish quickly.
+// `<directory>/rank-<R>` (the communicator, the call's number on it, its host) and rewrites it
+// with a new beat at every look while it waits; it removes the note when the call ends. At the
+// timeout a waiting rank reads the notes twice, two looks apart: a member of the communicator
+// whose note did not change is not waiting alive in a collective (stopped, hung, or stuck outside
+// MPI). Ranks need not be in the same call: an all-to-all can finish on a rank that got all its
+// data while a peer still waits for the stopped rank's. The directory is the run directory's
+// `.collectives` (it must be shared by all hosts, as checkpoints already need). Nothing is
+// written while calls finish quickly.
 import Foundation
 
 public final class CollectiveWatchdog: @unchecked Sendable {
@@ -38,6 +42,9 @@ public final class CollectiveWatchdog: @unchecked Sendable {
     private var directory: String? = nil
     private var hosts: [String] = []
     private var job = ""
+    private var notePath: String? = nil     // this rank's note, once `noteIn` names a directory
+    private var noted = false               // the note describes the call in progress
+    private var beats = 0
     private var worldRank = 0
     private var running = false
 
@@ -63,7 +70,16 @@ public final class CollectiveWatchdog: @unchecked Sendable {
         if !running { return }
         lock.lock()
         active = false
+        if noted { noted = false; if let path = notePath { unlink(path) } }   // only after a long wait
         lock.unlock()
+    }
+
+    /// Tests: mark the last `enter` as in progress (without a running thread `enter` records nothing), or end it.
+    func markActiveForTest(_ identity: Identity) {
+        lock.lock(); active = true; comm = identity; seq = identity.calls; lock.unlock()
+    }
+    func leaveForTest() {
+        lock.lock(); active = false; if noted { noted = false; if let path = notePath { unlink(path) } }; lock.unlock()
     }
 
     // MARK: start
@@ -104,6 +120,8 @@ public final class CollectiveWatchdog: @unchecked Sendable {
         try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         lock.lock()
         directory = dir
+        notePath = CollectiveWatchdog.notePath(dir, worldRank)
+        unlink(notePath!)   // an earlier job's
         lock.unlock()
     }
 
@@ -121,7 +139,6 @@ public final class CollectiveWatchdog: @unchecked Sendable {
         let poll = min(1.0, max(0.05, timeout / 20))
         // A rank notes the call it waits in after this long: calls of a healthy step finish well before.
         let noteAfter = min(1.0, timeout / 4)
-        var noted: (Identity, Int)? = nil
         var last = CollectiveWatchdog.now(), resumed = 0.0
         while true {
             Thread.sleep(forTimeInterval: poll)
@@ -136,45 +153,65 @@ public final class CollectiveWatchdog: @unchecked Sendable {
             lock.unlock()
             guard isActive, let identity else { continue }
             let waited = wake - max(t0, resumed)
-            if waited >= noteAfter, noted.map({ $0.0 !== identity || $0.1 != n }) ?? true {
-                writeNote(identity, n, what)
-                noted = (identity, n)
+            if waited >= noteAfter { beat(identity, n, what) }
+            guard waited >= timeout else { continue }
+            // Who is alive: a waiting rank beats its note every poll, so a note that changed (or came or
+            // went) over two polls belongs to a live rank; one that did not, or none, to a stopped one.
+            let first = readNotes()
+            let end = CollectiveWatchdog.now() + 2 * poll + 0.3
+            var still = true
+            while still && CollectiveWatchdog.now() < end {
+                Thread.sleep(forTimeInterval: poll / 2)
+                still = beat(identity, n, what)
             }
-            // A peer that reached the call has noted it noteAfter + poll after it came: one without a note
-            // came later than timeout - noteAfter - poll after us, or never.
-            if waited >= timeout { fail(identity, n, what, waited: waited) }
+            last = CollectiveWatchdog.now()
+            guard still else { continue }
+            let alive = first.flatMap { a in readNotes().map { CollectiveWatchdog.living(a, $0) } }
+            fail(identity, n, what, waited: CollectiveWatchdog.now() - max(t0, resumed), alive: alive)
         }
     }
 
-    func writeNote(_ identity: Identity, _ n: Int, _ what: StaticString) {
+    /// Writes (or rewrites, with the next beat) this rank's note while it is still in call `n` on
+    /// `identity`; false when it has left it. Under the lock, so `leave` removes any note written.
+    @discardableResult
+    func beat(_ identity: Identity, _ n: Int, _ what: StaticString) -> Bool {
         lock.lock()
-        let dir = directory
-        lock.unlock()
-        guard let dir else { return }
-        let text = "job=\(job)\ncomm=\(identity.label)\nseq=\(n)\nop=\(what)\nhost=\(host(worldRank))\n"
-        let path = CollectiveWatchdog.notePath(dir, worldRank), tmp = path + ".tmp"
+        defer { lock.unlock() }
+        guard active, comm === identity, seq == n else { return false }
+        guard let path = notePath else { return true }
+        beats += 1
+        let text = "job=\(job)\ncomm=\(identity.label)\nseq=\(n)\nop=\(what)\nhost=\(host(worldRank))\nbeat=\(beats)\n"
+        let tmp = path + ".tmp"
         if FileManager.default.createFile(atPath: tmp, contents: Data(text.utf8)) { rename(tmp, path) }
+        noted = true
+        return true
     }
 
     private func host(_ rank: Int) -> String { hosts.indices.contains(rank) ? hosts[rank] : "?" }
 
-    /// Which members of `identity` have a note saying they wait in call `n` (nil: no directory to look in).
-    func arrived(_ identity: Identity, _ n: Int) -> Set<Int>? {
+    /// The notes of this job, by world rank (nil: no directory to look in).
+    func readNotes() -> [Int: String]? {
         lock.lock()
         let dir = directory
         lock.unlock()
         guard let dir else { return nil }
-        var found = Set<Int>()
-        for r in identity.worldRanks {
-            guard let text = try? String(contentsOfFile: CollectiveWatchdog.notePath(dir, r), encoding: .utf8) else { continue }
-            let lines = Set(text.split(separator: "\n").map(String.init))
-            if lines.contains("job=\(job)") && lines.contains("comm=\(identity.label)") && lines.contains("seq=\(n)") { found.insert(r) }
+        var notes: [Int: String] = [:]
+        for r in hosts.indices {
+            guard let text = try? String(contentsOfFile: CollectiveWatchdog.notePath(dir, r), encoding: .utf8),
+                  text.split(separator: "\n").contains(Substring("job=\(job)")) else { continue }
+            notes[r] = text
         }
-        return found
+        return notes
     }
 
-    private func fail(_ identity: Identity, _ n: Int, _ what: StaticString, waited: Double) -> Never {
-        let message = timeoutMessage(identity, n, "\(what)", waited: waited)
+    /// The ranks whose note changed between two readings: written, rewritten with a new beat, or
+    /// removed (the rank left its call). A note unchanged, or none at either reading: no sign of life.
+    static func living(_ first: [Int: String], _ second: [Int: String]) -> Set<Int> {
+        Set(Set(first.keys).union(second.keys).filter { first[$0] != second[$0] })
+    }
+
+    private func fail(_ identity: Identity, _ n: Int, _ what: StaticString, waited: Double, alive: Set<Int>?) -> Never {
+        let message = timeoutMessage(identity, n, "\(what)", waited: waited, alive: alive)
         fflush(stdout)
         FileHandle.standardError.write(Data(message.utf8))
         // Not exit(): the main thread is inside MPI; at-exit handlers (MPI_Finalize) must not run.
@@ -182,27 +219,30 @@ public final class CollectiveWatchdog: @unchecked Sendable {
     }
 
     /// The line printed when call `n` (`what`) on `identity` has waited `waited` seconds.
-    func timeoutMessage(_ identity: Identity, _ n: Int, _ what: String, waited: Double) -> String {
-        let members = identity.worldRanks
-        let here = arrived(identity, n).map { $0.union([worldRank]) }
-        let missing = members.filter { !(here?.contains($0) ?? ($0 == worldRank)) }
+    func timeoutMessage(_ identity: Identity, _ n: Int, _ what: String, waited: Double, alive: Set<Int>?) -> String {
         func names(_ ranks: [Int]) -> String {
             (ranks.count == 1 ? "rank " : "ranks ") + ranks.map { "\($0) (host \(host($0)))" }.joined(separator: ", ")
         }
-        let waiting = members.filter { here?.contains($0) ?? ($0 == worldRank) }
+        let others = identity.worldRanks.filter { $0 != worldRank }
         let who: String
-        if here == nil {
-            who = "one of " + names(missing) + " did not arrive (no run directory to compare notes in)"
-        } else if missing.isEmpty {
-            who = "every rank of it is waiting in it (ranks \(members.map(String.init).joined(separator: ", "))): "
-                + "MPI itself made no progress"
+        if let alive {
+            let missing = others.filter { !alive.contains($0) }
+            let silentElsewhere = hosts.indices.filter { $0 != worldRank && !alive.contains($0) && !identity.worldRanks.contains($0) }
+            if !missing.isEmpty {
+                let waiting = identity.worldRanks.filter { $0 == worldRank || alive.contains($0) }
+                who = names(missing) + " did not arrive; " + (waiting.count == 1 ? "rank " : "ranks ")
+                    + waiting.map(String.init).joined(separator: ", ") + " waited in collectives"
+            } else if !silentElsewhere.isEmpty {
+                who = "every rank of it waits in a collective; no sign of life from " + names(silentElsewhere)
+            } else {
+                who = "every rank of the job waits in a collective: MPI itself made no progress"
+            }
         } else {
-            who = names(missing) + " did not arrive; " + (waiting.count == 1 ? "rank " : "ranks ") + waiting.map(String.init).joined(separator: ", ") + " waited in it"
+            who = "one of " + names(others) + " did not arrive (no run directory to compare notes in)"
         }
-        let message = "moe-dist: rank \(worldRank) (host \(host(worldRank))): collective timeout: \(what) "
+        return "moe-dist: rank \(worldRank) (host \(host(worldRank))): collective timeout: \(what) "
             + "(call \(n) on communicator \(identity.label)) has not finished after "
             + "\(String(format: "%.1f", waited)) s (parallel.collective_timeout = \(CollectiveWatchdog.seconds(timeout))): "
             + who + ". Ending the job; the last published checkpoint is kept.\n"
-        return message
     }
 }
