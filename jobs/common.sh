@@ -48,7 +48,8 @@ moe_run_dir_for() {
 #                    environment for hosts and slots; --allow-run-as-root added for root).
 #   LAUNCHER=none: run the binary directly (one rank, no MPI launcher).
 moe_launch_cmd() {
-    local ntasks=${SLURM_NTASKS:-1}
+    # Without --ntasks, sbatch runs one task per node and may leave SLURM_NTASKS unset.
+    local ntasks=${SLURM_NTASKS:-${SLURM_JOB_NUM_NODES:-1}}
     case "${LAUNCHER:-srun}" in
         srun) LAUNCH=(srun --mpi="${SRUN_MPI:-pmix}" --ntasks="$ntasks" --kill-on-bad-exit=1) ;;
         mpirun)

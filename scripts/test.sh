@@ -29,3 +29,7 @@ python3 scripts/fuzz_inputs.py --cases 40
 # Several hosts over TCP on an emulated cluster (network namespaces): cross-host equality, a run
 # directory that is not shared, slow links against `estimate`, and docs/cluster.md's rehearsal.
 scripts/test_cluster.sh
+# A hung rank (parallel.collective_timeout) and a lost node on real mpirun jobs, one host and emulated hosts.
+scripts/test_cluster_failures.sh
+# Slurm over 2 emulated nodes: train.sbatch -N 2 through srun --mpi=pmix and mpirun, and the Phase chain.
+scripts/test_slurm_multinode.sh

@@ -83,6 +83,24 @@ static inline int moe_mpi_comm_split(MPI_Comm comm, int color, int key, MPI_Comm
 
 static inline int moe_mpi_comm_free(MPI_Comm *comm) { return MPI_Comm_free(comm); }
 
+/// The MPI_COMM_WORLD rank of each of `comm`'s `size` ranks, into `world_ranks`
+/// (local: no communication). The collective watchdog names ranks by their world rank.
+static inline int moe_mpi_comm_world_ranks(MPI_Comm comm, int size, int *world_ranks) {
+    MPI_Group group, world_group;
+    int code = MPI_Comm_group(comm, &group);
+    if (code != MPI_SUCCESS) return code;
+    code = MPI_Comm_group(MPI_COMM_WORLD, &world_group);
+    if (code != MPI_SUCCESS) { MPI_Group_free(&group); return code; }
+    int *ranks = malloc(sizeof(int) * (size_t)(size > 0 ? size : 1));
+    if (ranks == NULL) { MPI_Group_free(&group); MPI_Group_free(&world_group); return MPI_ERR_NO_MEM; }
+    for (int i = 0; i < size; i++) ranks[i] = i;
+    code = MPI_Group_translate_ranks(group, size, ranks, world_group, world_ranks);
+    free(ranks);
+    MPI_Group_free(&group);
+    MPI_Group_free(&world_group);
+    return code;
+}
+
 /// Errors on `comm` (and on communicators later split from it) return codes
 /// instead of aborting inside MPI, so the caller can report them.
 static inline int moe_mpi_comm_set_errors_return(MPI_Comm comm) {
@@ -150,3 +168,8 @@ static inline int moe_mpi_bcast_bytes(MPI_Comm comm, void *buffer, int count, in
 }
 
 static inline int moe_mpi_barrier(MPI_Comm comm) { return MPI_Barrier(comm); }
+
+/// Every rank's `count` bytes, in rank order: `recv` holds size × count bytes.
+static inline int moe_mpi_allgather_bytes(MPI_Comm comm, const void *send, void *recv, int count) {
+    return MPI_Allgather(send, count, MPI_BYTE, recv, count, MPI_BYTE, comm);
+}

@@ -13,6 +13,9 @@ public final class MPICommunicator: Communicator {
     /// The underlying `MPI_Comm`.
     let handle: MPI_Comm
     private let ownsHandle: Bool
+    /// How the collective watchdog names this communicator and counts its calls.
+    let identity: CollectiveWatchdog.Identity
+    private let watchdog = CollectiveWatchdog.shared
 
     /// Most elements (bytes for `broadcast`) per MPI call: longer reductions
     /// and broadcasts are cut into pieces, since MPI counts are C `int`.
@@ -31,14 +34,14 @@ public final class MPICommunicator: Communicator {
             FileHandle.standardError.write(Data("moe-dist: cannot start MPI: \(error)\n".utf8))
             exit(1)
         }
-        let w = MPICommunicator(handle: moe_mpi_comm_world(), owns: false)
+        let w = MPICommunicator(handle: moe_mpi_comm_world(), owns: false, label: "world")
         worldInstance = w
         return w
     }
     private static let worldLock = NSLock()
     nonisolated(unsafe) private static var worldInstance: MPICommunicator? = nil
 
-    private init(handle: MPI_Comm, owns: Bool) {
+    private init(handle: MPI_Comm, owns: Bool, label: String) {
         self.handle = handle
         self.ownsHandle = owns
         var r: Int32 = 0, s: Int32 = 0
@@ -46,6 +49,16 @@ public final class MPICommunicator: Communicator {
         MPICommunicator.mustSucceed(moe_mpi_comm_size(handle, &s), "MPI_Comm_size", rank: nil)
         rank = Int(r)
         size = Int(s)
+        var worldRanks = [Int32](repeating: 0, count: Int(s))
+        MPICommunicator.mustSucceed(moe_mpi_comm_world_ranks(handle, s, &worldRanks), "MPI_Group_translate_ranks", rank: nil)
+        identity = .init(label: label, worldRanks: worldRanks.map { Int($0) })
+    }
+
+    /// Runs one MPI call under the collective watchdog's eye (parallel.collective_timeout).
+    @inline(__always) private func watched<R>(_ what: StaticString, _ call: () -> R) -> R {
+        watchdog.enter(what, identity)
+        defer { watchdog.leave() }
+        return call()
     }
 
     deinit {
@@ -73,18 +86,18 @@ public final class MPICommunicator: Communicator {
     /// Runs `call` on consecutive pieces of at most `maxElementsPerCall` elements.
     /// Element-wise reductions give the same result whatever the pieces; every
     /// rank has the same count, so every rank makes the same calls.
-    private func chunked<T>(_ buffer: UnsafeMutableBufferPointer<T>, _ what: String,
+    private func chunked<T>(_ buffer: UnsafeMutableBufferPointer<T>, _ what: StaticString,
                             _ call: (UnsafeMutablePointer<T>, Int32) -> Int32) {
         guard let base = buffer.baseAddress, buffer.count > 0 else {
             // Zero elements is still a collective: every rank must take part.
             let scratch = UnsafeMutablePointer<T>.allocate(capacity: 1)
             defer { scratch.deallocate() }
-            return mustSucceed(call(scratch, 0), what)
+            return mustSucceed(watched(what) { call(scratch, 0) }, "\(what)")
         }
         var start = 0
         while start < buffer.count {
             let n = min(MPICommunicator.maxElementsPerCall, buffer.count - start)
-            mustSucceed(call(base + start, Int32(n)), what)
+            mustSucceed(watched(what) { call(base + start, Int32(n)) }, "\(what)")
             start += n
         }
     }
@@ -95,7 +108,9 @@ public final class MPICommunicator: Communicator {
         if send.count != size { fail("allToAll: send has \(send.count) elements, expected the communicator size \(size)") }
         var recv = [Int64](repeating: 0, count: size)
         let code = send.withUnsafeBufferPointer { s in
-            recv.withUnsafeMutableBufferPointer { r in moe_mpi_alltoall_int64(handle, s.baseAddress!, r.baseAddress!) }
+            recv.withUnsafeMutableBufferPointer { r in
+                watched("MPI_Alltoall(int64)") { moe_mpi_alltoall_int64(handle, s.baseAddress!, r.baseAddress!) }
+            }
         }
         mustSucceed(code, "MPI_Alltoall(int64)")
         return recv
@@ -111,7 +126,8 @@ public final class MPICommunicator: Communicator {
             let s = send.baseAddress ?? UnsafePointer(spareP)
             let r = recv.baseAddress ?? spareP
             let sc = sendCounts.map { Int32($0) }, rc = recvCounts.map { Int32($0) }
-            mustSucceed(moe_mpi_alltoallv_float(handle, s, sc, sendDispls, r, rc, recvDispls), "MPI_Alltoallv(float)")
+            mustSucceed(watched("MPI_Alltoallv(float)") { moe_mpi_alltoallv_float(handle, s, sc, sendDispls, r, rc, recvDispls) },
+                        "MPI_Alltoallv(float)")
         }
     }
 
@@ -124,7 +140,8 @@ public final class MPICommunicator: Communicator {
             let s = send.baseAddress ?? UnsafePointer(spareP)
             let r = recv.baseAddress ?? spareP
             let sc = sendCounts.map { Int32($0) }, rc = recvCounts.map { Int32($0) }
-            mustSucceed(moe_mpi_alltoallv_int64(handle, s, sc, sendDispls, r, rc, recvDispls), "MPI_Alltoallv(int64)")
+            mustSucceed(watched("MPI_Alltoallv(int64)") { moe_mpi_alltoallv_int64(handle, s, sc, sendDispls, r, rc, recvDispls) },
+                        "MPI_Alltoallv(int64)")
         }
     }
 
@@ -165,13 +182,24 @@ public final class MPICommunicator: Communicator {
         var start = 0
         while start < buffer.count {
             let n = min(MPICommunicator.maxElementsPerCall, buffer.count - start)
-            mustSucceed(moe_mpi_bcast_bytes(handle, base + start, Int32(n), Int32(root)), "MPI_Bcast")
+            mustSucceed(watched("MPI_Bcast") { moe_mpi_bcast_bytes(handle, base + start, Int32(n), Int32(root)) }, "MPI_Bcast")
             start += n
         }
     }
 
     public func barrier() {
-        mustSucceed(moe_mpi_barrier(handle), "MPI_Barrier")
+        mustSucceed(watched("MPI_Barrier") { moe_mpi_barrier(handle) }, "MPI_Barrier")
+    }
+
+    /// Every rank's `text` (UTF-8, cut to `width` bytes), in rank order.
+    public func allGatherStrings(_ text: String, width: Int) -> [String] {
+        var mine = [UInt8](repeating: 0, count: width)
+        for (i, b) in text.utf8.prefix(width).enumerated() { mine[i] = b }
+        var all = [UInt8](repeating: 0, count: width * size)
+        mustSucceed(watched("MPI_Allgather") { moe_mpi_allgather_bytes(handle, mine, &all, Int32(width)) }, "MPI_Allgather")
+        return (0 ..< size).map { r in
+            String(decoding: all[r * width ..< (r + 1) * width].prefix { $0 != 0 }, as: UTF8.self)
+        }
     }
 
     /// `color` must be >= 0 (every rank lands in some communicator).
@@ -179,9 +207,10 @@ public final class MPICommunicator: Communicator {
         if color < 0 || color > Int(Int32.max) { fail("split: color \(color) must be in 0...\(Int32.max)") }
         if key < Int(Int32.min) || key > Int(Int32.max) { fail("split: key \(key) does not fit a C int") }
         var newHandle: MPI_Comm? = nil
-        mustSucceed(moe_mpi_comm_split(handle, Int32(color), Int32(key), &newHandle), "MPI_Comm_split")
+        mustSucceed(watched("MPI_Comm_split") { moe_mpi_comm_split(handle, Int32(color), Int32(key), &newHandle) },
+                    "MPI_Comm_split")
         guard let h = newHandle else { fail("MPI_Comm_split returned no communicator") }
-        return MPICommunicator(handle: h, owns: true)
+        return MPICommunicator(handle: h, owns: true, label: "\(identity.label)/split(color \(color))")
     }
 
     public func abort(code: Int32, message: String) -> Never {

@@ -118,6 +118,14 @@ extension RunConfig {
                                           + "which runs them. Changes no result (each expert runs on one thread either way; "
                                           + "README, Expert lending); false = every expert runs on its owner.",
                                           values: "true, false"),
+        "parallel.collective_timeout": .init(meaning: "Seconds one collective (all-reduce, all-to-all, broadcast, barrier) "
+                                             + "of an MPI run may last. A rank that stopped or hung leaves the others waiting "
+                                             + "in their next collective; after this long they end the job with exit status 1 "
+                                             + "and a message naming the rank(s) and host(s) that did not arrive. The last "
+                                             + "published checkpoint stays intact (docs/cluster.md). It must exceed the longest "
+                                             + "legitimate wait: a step, an evaluation or a checkpoint write of the slowest rank. "
+                                             + "0 = wait for ever. Runs with --emulate-ranks are not watched.",
+                                             values: "number >= 0 (seconds)"),
 
         "gate.enabled": .init(meaning: "Apply the stop rule at every evaluation of a training run.", values: "true, false"),
         "gate.min_improvement": .init(meaning: "Stop rule: an evaluation counts as an improvement only when it beats the best "

@@ -166,6 +166,7 @@ extension RunConfig {
 
         optIntKey("parallel.expert_parallel", \.parallel.expertParallel),
         boolKey("parallel.balance_experts", \.parallel.balanceExperts),
+        doubleKey("parallel.collective_timeout", \.parallel.collectiveTimeout),
 
         boolKey("gate.enabled", \.gate.enabled),
         doubleKey("gate.min_improvement", \.gate.minImprovement),

@@ -108,6 +108,9 @@ public struct ParallelConfig: Codable, Equatable, Sendable {
     public var expertParallel: Int? = nil
     /// Lend experts from a busy rank of an expert group to an idle one, use by use (no result changes).
     public var balanceExperts: Bool = true
+    /// Seconds one MPI collective may last before the job is ended with a message naming the ranks that
+    /// did not arrive (a stopped or hung rank); 0 = wait for ever.
+    public var collectiveTimeout: Double = 600
     public init() {}
 }
 

@@ -109,6 +109,7 @@ public func validationErrors(_ c: RunConfig, worldSize: Int) -> [ConfigError] {
             fail("parallel.expert_parallel", "defaults to the world size (\(worldSize)), which must be <= moe.num_experts (\(e.numExperts)); set it to a divisor of \(worldSize) that is <= \(e.numExperts)")
         }
     }
+    nonNegative("parallel.collective_timeout", c.parallel.collectiveTimeout)
     // gate.*
     let g = c.gate
     nonNegative("gate.min_improvement", g.minImprovement)

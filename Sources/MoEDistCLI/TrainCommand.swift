@@ -33,13 +33,16 @@ struct TrainCommand: ParsableCommand {
         the loss weights and capacity factor) can never change. The budget keys change freely:
         train.max_steps, train.max_tokens, train.eval_interval, train.log_interval,
         train.checkpoint_interval, train.keep_checkpoints and the gate's thresholds (gate.* except
-        gate.enabled); so do the layout keys parallel.expert_parallel, parallel.balance_experts and
-        train.micro_batch. Any other key changes only with --allow-config-change. metrics.h5 keeps the
+        gate.enabled); so do the layout keys parallel.expert_parallel, parallel.balance_experts,
+        parallel.collective_timeout and train.micro_batch. Any other key changes only with --allow-config-change. metrics.h5 keeps the
         original configuration and records each change and its step (root attribute config_changes).
         A changed train.max_steps or train.max_tokens moves the cosine's end to the new budget (the
         schedule is a function of the step budget); the log says how. Token files, data.tokenizer and the checkpoint must share one tokenizer fingerprint.
         Preemption: SIGTERM or SIGUSR1 finishes the current step, writes a checkpoint and the history,
         and exits with status 75 on every rank (Slurm: #SBATCH --signal=USR1@120 and --requeue).
+        A rank that stops or hangs (a lost or frozen node) leaves the others waiting in a collective:
+        after parallel.collective_timeout seconds (default 600; 0 = for ever) they end the job with status 1
+        and a message naming the rank and host that did not arrive; the last checkpoint stays intact.
         Exit statuses: 0 done, 1 runtime failure, 2 usage or configuration error, 3 bad data, 75 preempted
         (docs/exit-status.md).
         """))
@@ -71,6 +74,11 @@ struct TrainCommand: ParsableCommand {
             try Launch.onEveryRank(emulateRanks: emulateRanks) { world in
                 let (config, data, batchNote) = try Launch.resolve(options, world: world,
                                                                    ranksInProcess: emulateRanks ?? 1)
+                // From here a rank that stops or hangs ends the job after parallel.collective_timeout seconds.
+                let mpiWorld = world as? MPICommunicator
+                if let w = mpiWorld, w.size > 1 {
+                    CollectiveWatchdog.shared.start(world: w, timeout: config.parallel.collectiveTimeout)
+                }
                 let dir = runDir ?? "runs/\(config.name)"
                 // Rank 0 creates the run directory and takes its lock before anything is printed or read from it:
                 // a second run on a live run's directory is refused, a killed run's stale lock is taken over.
@@ -127,6 +135,8 @@ struct TrainCommand: ParsableCommand {
                 if world.rank == 0 {
                     print("resolved configuration:\n" + config.toYAML())
                 }
+                // The checks that leave the run directory as it was are done: waiting ranks may leave notes in it.
+                if let w = mpiWorld, w.size > 1 { CollectiveWatchdog.shared.noteIn(dir + "/.collectives") }
                 do {
                     try session.run()
                 } catch let p as PreemptedError {

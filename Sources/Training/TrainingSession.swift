@@ -34,8 +34,10 @@ public final class TrainingSession {
 
     /// Keys that may differ on resume without `--allow-config-change`: how the same global batch is laid out
     /// over the ranks, which changes with the world size (the math is the same up to summation order), and
-    /// which rank runs an expert (`parallel.balance_experts`, which changes nothing).
-    public static let layoutKeys: Set<String> = ["parallel.expert_parallel", "parallel.balance_experts", "train.micro_batch"]
+    /// which rank runs an expert (`parallel.balance_experts`, which changes nothing), and how long a collective
+    /// may wait for a hung rank (`parallel.collective_timeout`, which changes nothing either).
+    public static let layoutKeys: Set<String> = ["parallel.expert_parallel", "parallel.balance_experts",
+                                                 "parallel.collective_timeout", "train.micro_batch"]
     /// Keys that may also differ on resume without the flag: how long the run goes on and what it writes on the way
     /// (the budget, the eval, log and checkpoint intervals, the checkpoints kept, the stage gate's thresholds), not
     /// the model or the optimisation path. A new budget moves the cosine's end (SPEC section 1: the cosine reaches

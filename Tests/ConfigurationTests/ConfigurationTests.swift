@@ -52,6 +52,7 @@ final class DefaultsTests: XCTestCase {
             "data.train": .null, "data.valid": .null, "data.tokenizer": .null,
             "parallel.expert_parallel": .null,
             "parallel.balance_experts": .bool(true),   // not in SPEC: expert lending (changes no result)
+            "parallel.collective_timeout": .double(600),   // not in SPEC: the hung-rank watchdog (changes no result)
             // gate.*: stage gates (not in SPEC section 1; defaults from the research notes, see GateConfig)
             "gate.enabled": .bool(true), "gate.min_improvement": .double(0.02), "gate.patience": .int(3),
             "gate.slope_window": .int(1000), "gate.flat_slope": .double(0.04), "gate.routing_tolerance": .double(0.05),
