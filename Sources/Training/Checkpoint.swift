@@ -247,6 +247,16 @@ public enum Checkpoint {
         return out
     }
 
+    /// One whole parameter tensor, `/params/<tensor>` (all experts), with its shape.
+    public static func readParameter(_ path: String, tensor: String) throws -> (shape: [Int], values: [Float]) {
+        HDF5Library.lock.lock()
+        defer { HDF5Library.lock.unlock() }
+        let f = try openCheckpoint(path)
+        defer { f.close() }
+        let ds = try f.openDataset("params/" + tensor)
+        return (try ds.shape(), try ds.read())
+    }
+
     /// Loads only the parameters (not moments or state) into `store`, e.g. for evaluation or a gradient dump.
     public static func loadParameters(_ path: String, into store: ParameterStore) throws {
         HDF5Library.lock.lock()
