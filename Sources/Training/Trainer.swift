@@ -139,7 +139,7 @@ public final class Trainer {
 
     /// Zeroes the reused report in place (its arrays are reallocated only if the caller still holds them).
     private func resetReport(R: Int, E: Int) {
-        if report.counts.count != R * E {
+        if report.counts.count != R * E || report.dropped.count != R {   // dense: R·E = 0, but R rows of drops
             report.counts = [Int64](repeating: 0, count: R * E)
             report.dropped = [Int64](repeating: 0, count: R)
             report.probSum = [Double](repeating: 0, count: R * E)
