@@ -20,3 +20,5 @@ scripts/test_notebooks.sh
 python3 scripts/test_documented_commands.py
 # The ablation flow through a real one-node Slurm cluster (Phase 1 -> gate -> next phases).
 scripts/test_slurm.sh
+# sample / route / export against the PyTorch module (python/moe_dist_torch); installs torch if missing.
+scripts/test_export.sh

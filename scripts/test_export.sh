@@ -94,7 +94,7 @@ status=0; "$bin" export --checkpoint "$work/damaged.h5" --out "$work/damaged-exp
 grep -q "damaged" "$work/damaged.err" || fail "export of a damaged checkpoint: the message does not say so: $(cat "$work/damaged.err")"
 
 # 6. The PyTorch side.
-MOE_EXPORT_CASES="$work/cases" MOE_EXPORT_DATA="$work/data" python3 -m pytest -q -p no:cacheprovider python/tests/test_export.py \
+OMP_NUM_THREADS=1 MOE_EXPORT_CASES="$work/cases" MOE_EXPORT_DATA="$work/data" python3 -m pytest -q -p no:cacheprovider python/tests/test_export.py \
   || fail "pytest python/tests/test_export.py"
 cat "$work/cases/summary.txt"
 echo "test_export: OK in $((SECONDS - started)) s"

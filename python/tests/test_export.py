@@ -22,6 +22,8 @@ CASES = os.environ.get("MOE_EXPORT_CASES")
 DATA = os.environ.get("MOE_EXPORT_DATA")
 if not CASES or not DATA:
     raise RuntimeError("MOE_EXPORT_CASES and MOE_EXPORT_DATA are not set: run scripts/test_export.sh")
+torch.set_grad_enabled(False)
+torch.set_num_threads(1)   # a 2-core CI machine: torch's own thread pool only contends with itself
 NAMES = sorted(os.path.basename(p) for p in glob.glob(os.path.join(CASES, "*")) if os.path.isdir(p))
 LOSS_TOLERANCE = 1e-4   # |PyTorch loss - moe-dist eval loss|: float32 forward, summation order differs
 TIE = 1e-4              # logits closer than this may order either way in float32 (greedy, routing)
