@@ -137,6 +137,10 @@ struct RouteCommand: ParsableCommand {
 
     private func writeH5(_ path: String, _ tr: RoutingTrace, ids: [Int32], pieces: [String], agreement: [Double], E: Int) throws {
         let R = tr.iterations, n = tr.tokens, k = tr.k
+        let parent = URL(fileURLWithPath: path).deletingLastPathComponent().path
+        do { try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true) } catch {
+            throw UserError("--h5 \(path): cannot create \(parent): \(error.localizedDescription)", status: ExitStatus.failure)
+        }
         try AtomicFile.write(to: path) { f in
             try f.setAttribute("format", "moe-dist/route")
             try f.setAttribute("version", Int64(1))
