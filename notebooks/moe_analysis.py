@@ -968,3 +968,31 @@ def save_figure(fig, name: str, directory: str, dpi: int = 110) -> str:
     path = os.path.join(directory, name if name.endswith(".png") else name + ".png")
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
     return path
+
+
+# ---------------------------------------------------------------------------------------------------
+# Routing trace of one text (`moe-dist route --h5 FILE`, issue 27)
+
+def read_route_trace(path: str) -> dict[str, Any]:
+    """A `moe-dist route --h5` file: tokens [N], pieces (text of each token), experts/gates/dropped [R, N, k],
+    entropy [R, N] (nats), num_experts, and agreement [R-1] (shared pools; empty otherwise)."""
+    with _open(path) as f:
+        if _attr(f.attrs.get("format")) != "moe-dist/route":
+            raise ValueError(f"{path}: not a moe-dist route file")
+        out = {name: f[name][()] for name in ("tokens", "experts", "gates", "dropped", "entropy")}
+        out["dropped"] = out["dropped"].astype(bool)
+        out["agreement"] = f["agreement"][()] if "agreement" in f else np.zeros(0)
+        out["pieces"] = json.loads(_attr(f.attrs["pieces"]))
+        out["num_experts"] = int(f.attrs["num_experts"])
+        out["checkpoint"] = _attr(f.attrs["checkpoint"])
+    return out
+
+
+def trace_agreement(experts: np.ndarray) -> np.ndarray:
+    """Per token and pair of consecutive iterations, |K_r ∩ K_(r+1)| / k from experts [R, N, k]: [R-1, N]."""
+    R, N, k = experts.shape
+    out = np.zeros((max(R - 1, 0), N))
+    for r in range(R - 1):
+        for t in range(N):
+            out[r, t] = len(set(experts[r, t]) & set(experts[r + 1, t])) / k
+    return out

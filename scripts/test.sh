@@ -33,3 +33,5 @@ scripts/test_cluster.sh
 scripts/test_cluster_failures.sh
 # Slurm over 2 emulated nodes: train.sbatch -N 2 through srun --mpi=pmix and mpirun, and the Phase chain.
 scripts/test_slurm_multinode.sh
+# sample / route / export against the PyTorch module (python/moe_dist_torch); installs torch if missing.
+scripts/test_export.sh

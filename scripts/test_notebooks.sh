@@ -61,6 +61,19 @@ done <"$sweep/configs/ablation-balancing/runs.txt"
   >"$work/train-rt-per-iteration-bias.log" 2>&1 || { tail -20 "$work/train-rt-per-iteration-bias.log"; fail "training run rt-per-iteration-bias"; }
 echo "test_notebooks: trained $(ls "$sweep/runs" | wc -l) sweep runs in $sweep/runs ($((SECONDS - started)) s)"
 
+# A routing trace of 40 tokens of a generated-corpus token file through aux0's last checkpoint (routing_trace.ipynb).
+python3 - "$work/route.tok" <<'PY'
+import random, struct, sys
+rng = random.Random(5); ids = [rng.randrange(256) for _ in range(40)]
+with open(sys.argv[1], "wb") as fh:
+    fh.write(b"MOETOKS1" + struct.pack("<IIQIQ", 1, 2, len(ids), 256, 0) + bytes(28) + struct.pack(f"<{len(ids)}H", *ids))
+PY
+for fmt in json h5; do
+  out=(--json); [ "$fmt" = h5 ] && out=(--h5 "$work/route.h5")
+  "$bin" route --checkpoint "$runs/aux0/checkpoints/step-00000060.h5" --data "$work/route.tok" --count 16 "${out[@]}" \
+    >"$work/route.$fmt.out" 2>"$work/route.err" || { cat "$work/route.err"; fail "moe-dist route --$fmt"; }
+done
+
 # Gate decisions, if this build has the gate command (optional: the notebooks say when there are none).
 # Written where the README's ablation steps put it (SWEEP/phase-1/gate.json beside SWEEP/runs), which is
 # where the ablations notebook must find it by default.
@@ -80,8 +93,9 @@ fi
 # 4. The helper's tests. pytest's own status counts (5 = no tests collected is a failure too),
 #    and every test must run: skips here mean the runs or the binary were not found.
 set +e
-NOTEBOOK_TEST_RUNS="$runs" NOTEBOOK_TEST_SWEEP_RUNS="$sweep/runs" python3 -m pytest -q -rs -p no:cacheprovider \
-  notebooks/tests/test_moe_analysis.py notebooks/tests/test_routing_replicates.py \
+NOTEBOOK_TEST_RUNS="$runs" NOTEBOOK_TEST_SWEEP_RUNS="$sweep/runs" NOTEBOOK_TEST_ROUTE_H5="$work/route.h5" \
+  NOTEBOOK_TEST_ROUTE_JSON="$work/route.json.out" python3 -m pytest -q -rs -p no:cacheprovider \
+  notebooks/tests/test_moe_analysis.py notebooks/tests/test_routing_replicates.py notebooks/tests/test_route_trace.py \
   >"$work/pytest.log" 2>&1
 status=$?
 set -e
@@ -113,6 +127,7 @@ if [ -f "$gate_json" ]; then   # the default search found the gate file (the not
 fi
 execute routing.ipynb "$work" RUNS_DIR=sweep/runs FIGURES_DIR=figures/routing
 execute replicates.ipynb "$work" RUNS_DIR=sweep/runs FIGURES_DIR=figures/replicates
+execute routing_trace.ipynb "$work" ROUTE_H5=route.h5 FIGURES_DIR=figures/route
 
 # 6. Every expected figure, non-trivial.
 check_figures() {  # directory, then names
@@ -145,6 +160,7 @@ check_figures "$work/figures/routing" routing_agreement routing_bias routing_loa
   routing_balance_vs_quality
 check_figures "$work/figures/replicates" replicates_eval_curves replicates_train_curves replicates_tracking \
   replicates_noise_floor
+check_figures "$work/figures/route" route_grid route_agreement route_entropy
 [ -s "$work/figures/replicates/replicates_tracking.csv" ] || fail "missing replicates_tracking.csv"
 # Honest axes: the load axis of the balancing view and every bar panel start at zero; the dot panels
 # (eval loss and its difference, small numbers) carry error bars.

@@ -20,7 +20,7 @@ struct MoEDist: ParsableCommand {
         """,
         subcommands: [TrainCommand.self, EvalCommand.self, CheckpointCommand.self, GateCommand.self, SweepCommand.self,
                       CompareCommand.self, CurvesCommand.self, BenchCommand.self, EstimateCommand.self, ConfigCommand.self,
-                      DataCommand.self, DebugCommand.self])
+                      DataCommand.self, DebugCommand.self, SampleCommand.self, RouteCommand.self, ExportCommand.self])
 
     /// Chooses the BLAS kernels before anything else runs (no product, no MPI_Init yet), then runs the
     /// command; help and usage errors pay nothing. A usage error (ArgumentParser's status 64) exits with 2,

@@ -111,6 +111,10 @@ public final class RecurrentMoEModel {
         result.routing.reserveCapacity(config.model.depth)
     }
 
+    /// The logits [B·T, V] of the last forward pass without backward (the backward pass overwrites them with
+    /// dlogits); valid until the next step. Inference tests compare against them.
+    public var lastLogits: UnsafePointer<Float> { UnsafePointer(logits.pointer) }
+
     /// The router iteration r uses: its pool's (per_pool) or its own (per_iteration).
     public func routerIndex(iteration r: Int) -> Int { routerCount == config.model.depth ? r : (routerCount == 1 ? 0 : r) }
 

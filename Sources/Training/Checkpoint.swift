@@ -275,6 +275,33 @@ public enum Checkpoint {
         return ds
     }
 
+    /// The routers' selection biases [Q·E] in ModelBuffers.routerBiasPaths order (zeros for a router whose
+    /// bias was not written, its initial value).
+    public static func readSelectionBias(_ path: String, config: RunConfig) throws -> [Float] {
+        HDF5Library.lock.lock()
+        defer { HDF5Library.lock.unlock() }
+        let f = try openCheckpoint(path)
+        defer { f.close() }
+        let E = config.moe.numExperts, names = ModelBuffers.routerBiasPaths(config)
+        var out = [Float](repeating: 0, count: names.count * max(E, 0))
+        for (q, name) in names.enumerated() where try f.exists("buffers/" + name) {
+            let values: [Float] = try f.read("buffers/" + name)
+            guard values.count == E else { throw DataError("checkpoint \(path): /buffers/\(name) has \(values.count) values, expected \(E)") }
+            out.replaceSubrange(q * E ..< (q + 1) * E, with: values)
+        }
+        return out
+    }
+
+    /// One whole parameter tensor, `/params/<tensor>` (all experts), with its shape.
+    public static func readParameter(_ path: String, tensor: String) throws -> (shape: [Int], values: [Float]) {
+        HDF5Library.lock.lock()
+        defer { HDF5Library.lock.unlock() }
+        let f = try openCheckpoint(path)
+        defer { f.close() }
+        let ds = try f.openDataset("params/" + tensor)
+        return (try ds.shape(), try ds.read())
+    }
+
     /// Loads only the parameters (not moments or state) into `store`, e.g. for evaluation or a gradient dump.
     public static func loadParameters(_ path: String, into store: ParameterStore) throws {
         HDF5Library.lock.lock()
