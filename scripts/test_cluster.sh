@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs moe-dist across hosts of an emulated cluster (scripts/cluster.sh: network namespaces on a
 # bridge, TCP only) and checks:
-#   1. cross-host equality: `mpirun --hostfile` over 2 hosts (ranks 2+1) and 3 hosts (2+1+1, and
-#      2+1+1 with parallel.expert_parallel=2) gives the same history (metrics.h5, every dataset but
+#   1. cross-host equality: `mpirun --hostfile` over 2 hosts (ranks 2+1) and 3 hosts (2+1+1, with
+#      parallel.expert_parallel=2: two expert groups) gives the same history (metrics.h5, every dataset but
 #      the timings) and final checkpoint, bit for bit, as the same world size on one host; and each
 #      rank's thread count is its host's cores over the ranks on that host;
 #   2. a run directory that one host does not share (a private tmpfs over it on node02) is refused
@@ -12,7 +12,7 @@
 #      within a factor (EST_FACTOR, default 2) of `estimate --link-gbps`'s projection;
 #   4. docs/cluster.md's rehearsal on an emulated cluster, as written.
 # Prints "N passed, N failed"; exits non-zero on any failure. Needs root, iproute2, Open MPI, python3
-# with h5py and numpy. Takes about 3 minutes on 2 cores.
+# with h5py and numpy. Takes about 6 minutes on 2 cores shared with other work (less alone).
 #
 #   scripts/test_cluster.sh                 # uses $MOE_DIST_BIN or .build/debug/moe-dist
 #   KEEP_TMP=1 scripts/test_cluster.sh      # keep the run directories and logs
@@ -168,7 +168,6 @@ if want equality; then
     names=$(for h in node01 node02 node03; do scripts/cluster.sh exec "$h" hostname; done | tr '\n' ' ')
     [[ $names == "node01 node02 node03 " ]] && pass "hosts have their own names ($names)" || fail "host names: '$names'"
     equality_case two-hosts "2 1" train.global_batch=12
-    equality_case three-hosts "2 1 1"
     equality_case three-hosts-ep2 "2 1 1" parallel.expert_parallel=2
     scripts/cluster.sh down
 fi
