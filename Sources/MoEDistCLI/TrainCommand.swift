@@ -68,9 +68,9 @@ struct TrainCommand: ParsableCommand {
             if let k = injectKill { try KillPoint.arm(k) }
             try Launch.onEveryRank(emulateRanks: emulateRanks) { world in
                 let (config, data, batchNote) = try Launch.resolve(options, worldSize: world.size)
+                let ctx = try ParallelContext.make(world: world, config: config)
                 let dir = runDir ?? "runs/\(config.name)"
                 try SharedRunDirectory.check(dir, world: world)  // before any rank reads or writes it
-                let ctx = try ParallelContext.make(world: world, config: config)
                 let session = try TrainingSession(config: config, ctx: ctx, data: data, runDirectory: dir) { line in
                     print(line); fflush(stdout)
                 }
