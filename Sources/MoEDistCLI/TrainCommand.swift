@@ -79,13 +79,13 @@ struct TrainCommand: ParsableCommand {
                 if let w = mpiWorld, w.size > 1 {
                     CollectiveWatchdog.shared.start(world: w, timeout: config.parallel.collectiveTimeout)
                 }
+                let ctx = try ParallelContext.make(world: world, config: config)
                 let dir = runDir ?? "runs/\(config.name)"
                 // Rank 0 creates the run directory and takes its lock before anything is printed or read from it:
                 // a second run on a live run's directory is refused, a killed run's stale lock is taken over.
                 let lock = world.rank == 0 ? try RunDirectoryLock.acquire(runDirectory: dir, warn: { printError("warning: \($0)") }) : nil
                 defer { lock?.release() }
                 try SharedRunDirectory.check(dir, world: world)  // before any rank reads or writes it
-                let ctx = try ParallelContext.make(world: world, config: config)
                 let session = try TrainingSession(config: config, ctx: ctx, data: data, runDirectory: dir) { line in
                     print(line); fflush(stdout)
                 }
