@@ -35,6 +35,17 @@ private let regions = ParallelRegions()
 
 /// Thin namespace over the CBLAS interface of OpenBLAS (row-major single precision only).
 public enum Blas {
+    /// Row-major y[M or N] = alpha · op(A) · x + beta · y through cblas_sgemv, A stored [M, lda]: `trans`
+    /// gives y[N] = Aᵀ·x[M] (a row vector times a matrix), else y[M] = A·x[N]. One token's products at
+    /// inference: sgemm with one row repacks the whole weight matrix on every call, sgemv reads it once.
+    @inline(__always)
+    public static func gemv(trans: Bool, M: Int, N: Int, alpha: Float, A: UnsafePointer<Float>, lda: Int,
+                            x: UnsafePointer<Float>, beta: Float, y: UnsafeMutablePointer<Float>) {
+        if M <= 0 || N <= 0 { return }
+        precondition(M <= Int(Int32.max) && N <= Int(Int32.max), "gemv size exceeds 32-bit BLAS")
+        cblas_sgemv(CblasRowMajor, trans ? CblasTrans : CblasNoTrans, Int32(M), Int32(N), alpha, A, Int32(lda), x, 1, beta, y, 1)
+    }
+
     /// Row-major C[M,N] = alpha * op(A)[M,K] · op(B)[K,N] + beta * C, through cblas_sgemm.
     ///
     /// `op(X)` is `Xᵀ` when the matching `trans` flag is set. Leading dimensions are row strides in

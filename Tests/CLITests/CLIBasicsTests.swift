@@ -9,7 +9,7 @@ final class CLIBasicsTests: XCTestCase {
         let commands = [[], ["train"], ["eval"], ["ckpt"], ["ckpt", "inspect"], ["ckpt", "verify"], ["gate"], ["sweep"],
                         ["compare"], ["curves"], ["bench"], ["estimate"], ["config"], ["data"], ["data", "prepare"],
                         ["data", "encode"], ["data", "decode"], ["data", "inspect"], ["debug"], ["debug", "grads"],
-                        ["debug", "gradcheck"], ["debug", "collectives"]]
+                        ["debug", "gradcheck"], ["debug", "collectives"], ["sample"], ["route"], ["export"]]
         for cmd in commands {
             let r = try runCommand(moeDist, cmd + ["--help"])
             XCTAssertEqual(r.status, 0, "\(cmd) --help")

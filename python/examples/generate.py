@@ -33,7 +33,8 @@ def main():
         sys.exit("the prompt encodes to no tokens")
     gen = torch.Generator().manual_seed(args.seed)
     new = generate(model, prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p, generator=gen)
-    print(tokenizer.decode(prompt + new))
+    # WikiText's <unk> is a special token: keep it (tokenizers drops special tokens by default)
+    print(tokenizer.decode(prompt + new, skip_special_tokens=False))
 
 
 if __name__ == "__main__":

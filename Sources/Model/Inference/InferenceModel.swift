@@ -25,8 +25,6 @@ public final class InferenceModel {
     public let config: RunConfig
     /// Every parameter, all experts (world size 1); fill with Checkpoint.loadParameters.
     public let store: ParameterStore
-    /// Selection biases [Q, E] of the Q routers (moe.router_bias_rate > 0), zero otherwise.
-    public let selectionBias: [Float]
     public let cache: KVCache
     let params: ParameterTensors
     let rope: RopeTable
@@ -57,14 +55,15 @@ public final class InferenceModel {
                          base: config.model.ropeBase)
         cache = KVCache(iterations: config.model.depth, capacity: config.model.seqLen, width: config.model.dModel)
         bias = [Float](repeating: 0, count: ModelBuffers.routerBiasPaths(config).count * max(config.moe.numExperts, 0))
-        selectionBias = bias
     }
 
+    /// The routers' selection biases [Q·E] (moe.router_bias_rate > 0; empty otherwise), zero until set.
     /// Sets the routers' selection biases ([Q·E], router order as ModelBuffers.routerBiasPaths).
     public func setSelectionBias(_ values: [Float]) {
         precondition(values.count == bias.count, "selection bias: \(values.count) values, expected \(bias.count)")
         bias = values
     }
+    /// The selection biases in use ([Q·E]; empty when moe.router_bias_rate is 0).
     public var currentSelectionBias: [Float] { bias }
 
     private var d: Int { config.model.dModel }
@@ -102,7 +101,10 @@ public final class InferenceModel {
         rmsnormForward(x, rstd.ensure(max(logitRows, 1)), hp + first * d, params.finalNorm, logitRows, d,
                        eps: Float(config.model.normEps))
         let lg = logitsBuffer.ensure(max(logitRows, 1) * V)
-        if let head = params.lmHead { matmulForward(lg, x, head, logitRows, d, V) } else {
+        if let head = params.lmHead { product(lg, x, head, logitRows, d, V) } else if logitRows == 1 {
+            lg.update(repeating: 0, count: V)
+            Blas.gemv(trans: false, M: V, N: d, alpha: 1, A: params.embed, lda: d, x: x, beta: 0, y: lg)
+        } else {
             matmulTransposedForward(lg, x, params.embed, logitRows, d, V)
         }
         return UnsafeBufferPointer(start: lg, count: logitRows * V)
@@ -114,9 +116,9 @@ public final class InferenceModel {
         let hp = h.pointer, a = normed.ensure(n * d)
         rmsnormForward(a, rstd.ensure(n), hp, block.attnNorm, n, d, eps: Float(config.model.normEps))
         let qp = q.ensure(n * d), kp = k.ensure(n * d), vp = v.ensure(n * d)
-        matmulForward(qp, a, block.wq, n, d, d)
-        matmulForward(kp, a, block.wk, n, d, d)
-        matmulForward(vp, a, block.wv, n, d, d)
+        product(qp, a, block.wq, n, d, d)
+        product(kp, a, block.wk, n, d, d)
+        product(vp, a, block.wv, n, d, d)
         rotate(qp, n: n, p0: p0, H: H)
         rotate(kp, n: n, p0: p0, H: H)
         let keys = cache.keys(r), values = cache.values(r)
@@ -127,8 +129,13 @@ public final class InferenceModel {
         for head in 0 ..< H {
             let off = head * dh
             // s[n, total] = scale · q_h · K_hᵀ
-            Blas.gemm(transA: false, transB: true, M: n, N: total, K: dh, alpha: scale, A: qp + off, lda: d,
-                      B: keys + off, ldb: d, beta: 0, C: s, ldc: total)
+            if n == 1 {
+                s.update(repeating: 0, count: total)
+                Blas.gemv(trans: false, M: total, N: dh, alpha: scale, A: keys + off, lda: d, x: qp + off, beta: 0, y: s)
+            } else {
+                Blas.gemm(transA: false, transB: true, M: n, N: total, K: dh, alpha: scale, A: qp + off, lda: d,
+                          B: keys + off, ldb: d, beta: 0, C: s, ldc: total)
+            }
             for i in 0 ..< n {
                 let row = s + i * total, visible = p0 + i + 1    // causal: position p0+i sees s <= p0+i
                 var m = -Float.infinity
@@ -140,11 +147,16 @@ public final class InferenceModel {
                 for j in visible ..< total { row[j] = 0 }
             }
             // out_h[n, dh] = s · V_h
-            Blas.gemm(transA: false, transB: false, M: n, N: dh, K: total, alpha: 1, A: s, lda: total,
-                      B: values + off, ldb: d, beta: 0, C: out + off, ldc: d)
+            if n == 1 {
+                (out + off).update(repeating: 0, count: dh)
+                Blas.gemv(trans: true, M: total, N: dh, alpha: 1, A: values + off, lda: d, x: s, beta: 0, y: out + off)
+            } else {
+                Blas.gemm(transA: false, transB: false, M: n, N: dh, K: total, alpha: 1, A: s, lda: total,
+                          B: values + off, ldb: d, beta: 0, C: out + off, ldc: d)
+            }
         }
         let o = branch.ensure(n * d)
-        matmulForward(o, out, block.wo, n, d, d)
+        product(o, out, block.wo, n, d, d)
         for j in 0 ..< n * d { hp[j] += o[j] }
     }
 
@@ -174,9 +186,7 @@ public final class InferenceModel {
         let hp = h.pointer, u = normed.ensure(n * d), f = branch.ensure(n * d)
         rmsnormForward(u, rstd.ensure(n), hp, block.ffnNorm, n, d, eps: Float(config.model.normEps))
         if c.isDense {
-            ensureHidden(rows: n, F: F)
-            ExpertFFN.forward(y: f, h1: h1.pointer, h3: h3.pointer, act: act.pointer, x: u, w: pool.expert(0, d: d, F: F),
-                              n: n, d: d, F: F, activation: c.activation)
+            feedForward(f, u, pool.expert(0, d: d, F: F), rows: n)
         } else {
             route(r, u: u, n: n, trace: trace, capacityFactor: capacityFactor)
             runExperts(pool, u: u, out: f, n: n)
@@ -190,7 +200,7 @@ public final class InferenceModel {
         let c = config.moe, E = c.numExperts, K = c.topK
         let z = routerLogits.ensure(n * E), s = routerScores.ensure(n * E), p = routerProbs.ensure(n * E)
         let idx = topIndex.ensure(n * K), g = gates.ensure(n * K), keep = kept.ensure(n * K)
-        matmulForward(z, u, params.router(r), n, d, E)
+        product(z, u, params.router(r), n, d, E)
         let q = routerIndex(iteration: r)
         bias.withUnsafeBufferPointer { b in
             routerScoreForward(s, p, lse.ensure(n), idx, g, z, bias: b.isEmpty ? nil : b.baseAddress! + q * E, n, E, K,
@@ -229,9 +239,7 @@ public final class InferenceModel {
             guard !rows.isEmpty else { continue }
             let m = rows.count, x = rowsIn.ensure(m * d), y = rowsOut.ensure(m * d)
             for (i, row) in rows.enumerated() { (x + i * d).update(from: u + row.token * d, count: d) }
-            ensureHidden(rows: m, F: F)
-            ExpertFFN.forward(y: y, h1: h1.pointer, h3: h3.pointer, act: act.pointer, x: x, w: pool.expert(e, d: d, F: F),
-                              n: m, d: d, F: F, activation: c.activation)
+            feedForward(y, x, pool.expert(e, d: d, F: F), rows: m)
             for (i, row) in rows.enumerated() {
                 let dst = out + row.token * d, src = y + i * d
                 for j in 0 ..< d { dst[j] += row.gate * src[j] }
@@ -239,9 +247,32 @@ public final class InferenceModel {
         }
     }
 
-    private func ensureHidden(rows: Int, F: Int) {
-        h1.ensure(rows * F); act.ensure(rows * F)
-        h3.ensure(config.moe.activation == .swiglu ? rows * F : 1)
+    /// out[n,OC] = inp[n,C] · w[C,OC]; a single row goes through sgemv (sgemm would repack w on every call).
+    private func product(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
+                         _ n: Int, _ C: Int, _ OC: Int) {
+        guard n > 0 else { return }
+        if n == 1 {
+            out.update(repeating: 0, count: OC)
+            Blas.gemv(trans: true, M: C, N: OC, alpha: 1, A: w, lda: OC, x: inp, beta: 0, y: out)
+        } else {
+            matmulForward(out, inp, w, n, C, OC)
+        }
+    }
+
+    /// y[rows,d] = gelu(x·w1)·w2 or (silu(x·w1) ⊙ (x·w3))·w2 (SPEC section 3, the dense FFN / one expert).
+    private func feedForward(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ w: FFNWeights, rows n: Int) {
+        let F = config.moe.dFF
+        let a = h1.ensure(n * F), g = act.ensure(n * F)
+        product(a, x, w.w1, n, d, F)
+        switch config.moe.activation {
+        case .gelu:
+            geluForward(g, a, n * F)
+        case .swiglu:
+            let b = h3.ensure(n * F)
+            product(b, x, w.w3!, n, d, F)
+            swigluForward(g, a, b, n * F)
+        }
+        product(y, g, w.w2, n, F, d)
     }
 }
 
