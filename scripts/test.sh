@@ -18,6 +18,9 @@ grep -Eq "Executed [0-9]+ tests?, with 0 failures" "$log"
 
 # The analysis notebooks, executed headless against two tiny runs (pytest + nbconvert).
 scripts/test_notebooks.sh
+# sample / route / export against the PyTorch module (python/moe_dist_torch); installs torch if missing
+# (before the documented commands: the README's generate.py example needs it).
+scripts/test_export.sh
 # Every command line of the README, docs/, hostfiles/, jobs/, notebooks/ and the --help texts, as
 # written, on a fresh copy of the repository with tiny step budgets.
 python3 scripts/test_documented_commands.py
@@ -33,5 +36,3 @@ scripts/test_cluster.sh
 scripts/test_cluster_failures.sh
 # Slurm over 2 emulated nodes: train.sbatch -N 2 through srun --mpi=pmix and mpirun, and the Phase chain.
 scripts/test_slurm_multinode.sh
-# sample / route / export against the PyTorch module (python/moe_dist_torch); installs torch if missing.
-scripts/test_export.sh
