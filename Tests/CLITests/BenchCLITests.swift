@@ -46,7 +46,9 @@ final class BenchCLITests: XCTestCase {
         XCTAssertEqual(split.values.reduce(0, +), 1, accuracy: 0.05)
         // Waiting for slower ranks is measured apart from the collectives, and only where there are other ranks.
         let wait = j["rank_wait_fraction"] as? Double ?? -1, comm = j["communication_fraction"] as? Double ?? -1
-        XCTAssertTrue(wait >= 0 && comm >= 0 && wait + comm <= 1, "rank wait \(wait), communication \(comm)")
+        // Each is a maximum over the ranks, possibly of different ranks (one waits, another communicates), so
+        // each is a fraction of a step but their sum may exceed 1 (seen under load: 0.48 + 0.68).
+        XCTAssertTrue(wait >= 0 && comm >= 0 && wait <= 1 && comm <= 1, "rank wait \(wait), communication \(comm)")
         if world == 1 { XCTAssertEqual(wait, 0, "one rank waits for nobody") }
         // Expert lending: possible only with other ranks in the expert group; its counts are consistent.
         XCTAssertEqual(j["expert_lending"] as? Bool, world > 1)
