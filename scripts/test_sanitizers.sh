@@ -12,7 +12,8 @@
 #  2. Thread Sanitizer on the rank's threads: a debug build with -sanitize=thread / -fsanitize=thread in
 #     .build-tsan, running the tests that put the threaded kernels (split products, attention heads,
 #     RMSNorm, rotary embeddings, cross-entropy rows), the experts, the dispatcher's row loops and AdamW
-#     on 3 threads (TSAN_TESTS).
+#     on 3 threads (TSAN_TESTS), then two short trainings through the command line (one rank on the
+#     machine's threads; --emulate-ranks 3).
 #
 # Every report goes to a log file (log_path), so reports of child processes (moe-dist under mpirun, the
 # CLI runs of tests) are counted too; the script fails when any log holds a report, and prints them.
@@ -45,6 +46,11 @@ TSAN_TESTS='ThreadInvarianceTests|DispatcherThreadsTests|AdamWThreadsTests|Matmu
 build() {  # build SCRATCH FLAGS...: a sanitized debug build with tests
   local scratch="$1"; shift
   local t=$SECONDS
+  # The package dependencies come from the main build's checkouts when there are any (no second fetch).
+  if [ ! -d "$scratch/checkouts" ] && [ -d .build/checkouts ] && [ -f .build/workspace-state.json ]; then
+    mkdir -p "$scratch"
+    cp -R .build/checkouts .build/repositories .build/workspace-state.json "$scratch"/
+  fi
   swift build --build-tests --scratch-path "$scratch" "$@" 2>&1 | grep -Ev '^\[[0-9]+/[0-9]+\]|Cannot export local symbol' || true
   [ -x "$scratch/debug/moe-dist" ] || fail "the build in $scratch did not produce moe-dist"
   say "built $scratch in $((SECONDS - t)) s"
@@ -116,6 +122,16 @@ for s in $sanitizers; do
     grep -Eq "Executed [0-9]+ tests?, with 0 failures" "$logs/tsan-unit.log" || fail "threaded tests under TSan failed"
     say "TSan threaded tests: $((SECONDS - t)) s"
     check_reports "$logs/tsan" 'WARNING: ThreadSanitizer' "TSan threaded tests"
+    # The real command line: one rank on the machine's threads (a model wide enough that the row loops
+    # split: N·d = 8·64·128 values), and 3 ranks as threads of one process (the collectives' rendezvous).
+    t=$SECONDS
+    tiny=(train --config jobs/configs/tiny.yaml train.max_steps=2 train.eval_tokens=256)
+    env "${tsan_env[@]}" .build-tsan/debug/moe-dist "${tiny[@]}" --run-dir "$logs/tsan-run-1" \
+      model.d_model=128 model.seq_len=64 moe.d_ff=128 >/dev/null || fail "train under TSan (one rank)"
+    env "${tsan_env[@]}" .build-tsan/debug/moe-dist "${tiny[@]}" --run-dir "$logs/tsan-run-3" --emulate-ranks 3 \
+      train.global_batch=6 train.micro_batch=2 >/dev/null || fail "train under TSan (--emulate-ranks 3)"
+    say "TSan train runs: $((SECONDS - t)) s"
+    check_reports "$logs/tsan" 'WARNING: ThreadSanitizer' "TSan train runs"
     ;;
   *) fail "SANITIZERS: unknown sanitizer '$s' (asan, tsan)" ;;
   esac
