@@ -73,9 +73,9 @@ check_reports() {  # check_reports DIR PATTERN WHAT
 canary() {  # canary FLAG DEFECT DIR ENVIRONMENT...: the canary's defect must leave a report in DIR
   local flag="$1" defect="$2" dir="$3"; shift 3
   mkdir -p "$logs/canary"
-  swiftc "$flag" -g scripts/sanitizers/canary.swift -o "$logs/canary/canary$flag" >"$logs/canary/build.log" 2>&1 \
+  swiftc "$flag" -g scripts/sanitizers/canary.swift -o "$logs/canary/$defect" >"$logs/canary/build.log" 2>&1 \
     || { cat "$logs/canary/build.log" >&2; fail "could not build the $flag canary"; }
-  env "$@" "$logs/canary/canary$flag" "$defect" >/dev/null 2>&1 || true
+  env "$@" "$logs/canary/$defect" "$defect" >/dev/null 2>&1 || true
   [ -n "$(reports "$dir" 'ERROR: (AddressSanitizer|LeakSanitizer)|WARNING: ThreadSanitizer')" ] \
     || fail "the $flag canary (a known defect) left no report in $dir: the sanitizer set-up is not working"
   rm -f "$dir"/*
