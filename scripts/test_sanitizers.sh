@@ -92,12 +92,16 @@ for s in $sanitizers; do
     build .build-asan -Xswiftc -sanitize=address -Xcc -fsanitize=address
     cc -shared -fPIC -O2 -o .build-asan/keep_loaded.so scripts/sanitizers/keep_loaded.c
     mkdir -p "$logs/asan"
-    asan_env=(ASAN_OPTIONS="log_path=$logs/asan/report:detect_leaks=1:check_initialization_order=1:detect_stack_use_after_return=1"
+    asan_env=(ASAN_OPTIONS="log_path=$logs/asan/report:check_initialization_order=1:detect_stack_use_after_return=1:detect_leaks=1"
               LSAN_OPTIONS="suppressions=$repo/scripts/sanitizers/lsan.supp:print_suppressions=0"
               LD_PRELOAD="$repo/.build-asan/keep_loaded.so")
     canary -sanitize=address overflow "$logs/asan" "${asan_env[@]}"
     t=$SECONDS
-    env "${asan_env[@]}" MOE_DIST_BIN="$repo/.build-asan/debug/moe-dist" MOE_DIST_REQUIRE_TOOLS=1 \
+    # No leak check in the test runner itself: swift-corelibs-xctest leaves its own test graph (XCTestCase,
+    # XCTestCaseRun and XCTestSuite objects in a retain cycle) allocated at exit, and every allocation of a
+    # test has XCTest's runner on its stack, so no suppression can tell the two apart. Address errors are
+    # still reported here; leaks are checked in every moe-dist process of the variant matrix (below).
+    env "${asan_env[@]/%:detect_leaks=1/:detect_leaks=0}" MOE_DIST_BIN="$repo/.build-asan/debug/moe-dist" MOE_DIST_REQUIRE_TOOLS=1 \
       swift test --skip-build --scratch-path .build-asan --skip "$ASAN_SKIP" 2>&1 \
       | tee "$logs/asan-unit.log" | grep -E "error:|failed|Executed .* tests" | tail -20 || true
     grep -Eq "Executed [0-9]+ tests?, with 0 failures" "$logs/asan-unit.log" || fail "unit tests under ASan failed"
