@@ -36,3 +36,9 @@ scripts/test_cluster.sh
 scripts/test_cluster_failures.sh
 # Slurm over 2 emulated nodes: train.sbatch -N 2 through srun --mpi=pmix and mpirun, and the Phase chain.
 scripts/test_slurm_multinode.sh
+# Every documented architecture and routing variant through train, eval and a one-step resume at -np 1,
+# mpirun -np 2 and --emulate-ranks 3, on the release binary; then the same matrix and the unit tests under
+# Address Sanitizer and the threaded tests under Thread Sanitizer (scripts/test_sanitizers.sh).
+swift build -c release --product moe-dist 2>&1 | grep -Ev '^\[[0-9]+/[0-9]+\]' || true
+MOE_DIST_BIN="$PWD/.build/release/moe-dist" python3 scripts/test_variants.py
+scripts/test_sanitizers.sh

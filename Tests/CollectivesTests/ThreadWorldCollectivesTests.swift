@@ -202,8 +202,10 @@ final class ThreadWorldCollectivesTests: XCTestCase {
     }
 
     func testSelfTestPassesOnThreadWorlds() {
+        // A hang detector: the whole self-test on 4 ranks takes seconds, but 20 s ran out under Address
+        // Sanitizer on a busy 2-core machine (scripts/test_sanitizers.sh).
         for n in sizes {
-            runWorldOK(size: n) { comm in try CollectiveSelfTest.run(comm) }
+            runWorldOK(size: n, timeout: 120) { comm in try CollectiveSelfTest.run(comm) }
         }
     }
 }
