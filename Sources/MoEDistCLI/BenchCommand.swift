@@ -50,7 +50,7 @@ struct BenchCommand: ParsableCommand {
             try Launch.onEveryRank(emulateRanks: nil) { world in
                 var opts = options
                 opts.overrides = options.overrides + budgetOverrides(try options.load())
-                let (config, data, batchNote) = try Launch.resolve(opts, worldSize: world.size, command: "bench")
+                let (config, data, batchNote) = try Launch.resolve(opts, worldSize: world.size, rank: world.rank, command: "bench")
                 if world.rank == 0, let note = batchNote { printError(note) }
                 let ctx = try ParallelContext.make(world: world, config: config)
                 let report = try Benchmark.run(config: config, configPath: options.config, ctx: ctx, data: data,

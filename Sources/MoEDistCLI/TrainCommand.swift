@@ -2,6 +2,7 @@ import Foundation
 import ArgumentParser
 import Collectives
 import Configuration
+import DataPipeline
 import Model
 import Training
 
@@ -38,6 +39,11 @@ struct TrainCommand: ParsableCommand {
         says how. Token files, data.tokenizer and the checkpoint must share one tokenizer fingerprint.
         Preemption: SIGTERM or SIGUSR1 finishes the current step, writes a checkpoint and the history,
         and exits with status 75 on every rank (Slurm: #SBATCH --signal=USR1@120 and --requeue).
+        A run directory holds one live train: a second one is refused (exit 2, naming the holder's host and
+        pid); the lock of a killed run (RUN_DIR/.moe-dist.lock) is taken over by the next start, at once on
+        its host, after 120 s without a heartbeat from another (docs/file-formats.md). Before anything is
+        allocated, the memory estimate is compared with the memory available (MemAvailable, the memory
+        cgroup, SLURM_MEM_PER_NODE or SLURM_MEM_PER_CPU): a run that cannot fit is exit 2.
         Exit statuses: 0 done, 1 runtime failure, 2 usage or configuration error, 3 bad data, 75 preempted
         (docs/exit-status.md).
         """))
@@ -67,7 +73,7 @@ struct TrainCommand: ParsableCommand {
         try failingCleanly {
             if let k = injectKill { try KillPoint.arm(k) }
             try Launch.onEveryRank(emulateRanks: emulateRanks) { world in
-                let (config, data, batchNote) = try Launch.resolve(options, worldSize: world.size,
+                let (config, data, batchNote) = try Launch.resolve(options, worldSize: world.size, rank: world.rank,
                                                                    ranksInProcess: emulateRanks ?? 1)
                 let ctx = try ParallelContext.make(world: world, config: config)
                 let dir = runDir ?? "runs/\(config.name)"
@@ -75,8 +81,10 @@ struct TrainCommand: ParsableCommand {
                 // a second run on a live run's directory is refused, a killed run's stale lock is taken over.
                 let lock = world.rank == 0 ? try RunDirectoryLock.acquire(runDirectory: dir, warn: { printError("warning: \($0)") }) : nil
                 defer { lock?.release() }
-                let session = try TrainingSession(config: config, ctx: ctx, data: data, runDirectory: dir) { line in
-                    print(line); fflush(stdout)
+                let session = try SlowPhase.run("building the model", show: world.rank == 0) {
+                    try TrainingSession(config: config, ctx: ctx, data: data, runDirectory: dir) { line in
+                        print(line); fflush(stdout)
+                    }
                 }
                 session.startNotes = batchNote.map { [$0] } ?? []
                 if let f = try InjectedFailure.parse(injectFailure), f.rank == world.rank {

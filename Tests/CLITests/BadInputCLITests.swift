@@ -101,6 +101,22 @@ final class BadInputCLITests: XCTestCase {
         XCTAssertEqual(e.status, 0, "a malformed SLURM_MEM_PER_CPU is ignored: \(e.stderr)")
     }
 
+    /// Slow start-up phases say so (announced after MOE_DIST_SLOW_PHASE_SECONDS, 0 here: every phase), on rank 0.
+    func testStartUpPhasesShowProgressWhenSlow() throws {
+        try requireBinary()
+        let dir = temporaryDirectory("phases")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let r = try moe(["train", "--config", tinyConfig, "--run-dir", dir + "/run", "train.max_steps=1"],
+                        env: ["MOE_DIST_SLOW_PHASE_SECONDS": "0"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        for phase in ["generating the built-in corpus (vocabulary 256)", "building the model"] {
+            XCTAssertTrue(r.stderr.contains("moe-dist: \(phase) ..."), r.stderr)
+            XCTAssertTrue(r.stderr.contains("moe-dist: \(phase): done in"), r.stderr)
+        }
+        let quiet = try moe(["train", "--config", tinyConfig, "--run-dir", dir + "/quiet", "train.max_steps=1"])
+        XCTAssertFalse(quiet.stderr.contains("building the model"), "fast phases stay silent: \(quiet.stderr)")
+    }
+
     func testRunDirectoryThatCannotBeCreatedIsOneLineBeforeTheBanner() throws {
         try requireBinary()
         let r = try moe(["train", "--config", tinyConfig, "--run-dir", "/proc/moe-run", "train.max_steps=2"])
