@@ -81,7 +81,7 @@ private final class SlowPhaseState: @unchecked Sendable {
 }
 
 /// A start-up phase that says so when it is slow: if `body` is still running after `after` seconds, one
-/// line `moe-dist: <label> ...` goes to stderr, and `moe-dist: <label>: done in N s` when it ends, so no
+/// line `start-up: <label> ...` goes to stderr, and `start-up: <label>: done in N s` when it ends, so no
 /// start-up phase (generating the corpus, checking a large token file, building or loading a large
 /// model) sits silent for more than a few seconds. `show` false (ranks other than 0) prints nothing.
 public enum SlowPhase {
@@ -96,7 +96,7 @@ public enum SlowPhase {
             state.lock.lock(); defer { state.lock.unlock() }
             guard !state.finished else { return }
             state.announced = true
-            FileHandle.standardError.write(Data("moe-dist: \(label) ...\n".utf8))
+            FileHandle.standardError.write(Data("start-up: \(label) ...\n".utf8))
         }
         if after <= 0 { announce.perform() } else {
             DispatchQueue.global(qos: .utility).asyncAfter(deadline: .now() + after, execute: announce)
@@ -106,7 +106,7 @@ public enum SlowPhase {
             state.lock.lock()
             state.finished = true
             if state.announced {
-                FileHandle.standardError.write(Data(String(format: "moe-dist: %@: done in %.1f s\n", label, ProgressLine.now() - start).utf8))
+                FileHandle.standardError.write(Data(String(format: "start-up: %@: done in %.1f s\n", label, ProgressLine.now() - start).utf8))
             }
             state.lock.unlock()
         }

@@ -79,7 +79,8 @@ struct TrainCommand: ParsableCommand {
                 let dir = runDir ?? "runs/\(config.name)"
                 // Rank 0 creates the run directory and takes its lock before anything is printed or read from it:
                 // a second run on a live run's directory is refused, a killed run's stale lock is taken over.
-                let lock = world.rank == 0 ? try RunDirectoryLock.acquire(runDirectory: dir, warn: { printError("warning: \($0)") }) : nil
+                let lock = world.rank == 0 ? try RunDirectoryLock.acquire(
+                    runDirectory: dir, waitForOtherHosts: resume == "auto", warn: { printError("warning: \($0)") }) : nil
                 defer { lock?.release() }
                 let session = try SlowPhase.run("building the model", show: world.rank == 0) {
                     try TrainingSession(config: config, ctx: ctx, data: data, runDirectory: dir) { line in

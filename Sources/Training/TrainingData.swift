@@ -32,9 +32,10 @@ public struct TrainingData {
             do { return try BPETokenizer(contentsOf: path) } catch { throw DataError("data.tokenizer: \(error)") }
         }
         if let path = c.data.train {
-            let train = try SlowPhase.run("checking the token ids of \(path)", show: showProgress) { try TokenFile(path: path) }
+            // Labels name the key, not the path: an error about the file names it once.
+            let train = try SlowPhase.run("checking the token ids of data.train", show: showProgress) { try TokenFile(path: path) }
             let valid = try c.data.valid.map { v in
-                try SlowPhase.run("checking the token ids of \(v)", show: showProgress) { try TokenFile(path: v) }
+                try SlowPhase.run("checking the token ids of data.valid", show: showProgress) { try TokenFile(path: v) }
             }
             if let v = valid, v.vocabSize != train.vocabSize {
                 throw DataError("data.valid: \(v.path): vocabulary size \(v.vocabSize) differs from data.train's \(train.vocabSize) (\(path))")
