@@ -73,3 +73,43 @@ public final class ProgressLine {
         FileHandle.standardError.write(out.data(using: .utf8)!)
     }
 }
+
+/// Whether a slow phase was announced (by the timer) and has finished (on the caller's thread).
+private final class SlowPhaseState: @unchecked Sendable {
+    let lock = NSLock()
+    var announced = false, finished = false
+}
+
+/// A start-up phase that says so when it is slow: if `body` is still running after `after` seconds, one
+/// line `start-up: <label> ...` goes to stderr, and `start-up: <label>: done in N s` when it ends, so no
+/// start-up phase (generating the corpus, checking a large token file, building or loading a large
+/// model) sits silent for more than a few seconds. `show` false (ranks other than 0) prints nothing.
+public enum SlowPhase {
+    /// Seconds before a phase is announced: 2, or MOE_DIST_SLOW_PHASE_SECONDS (tests set 0 to see every phase).
+    public static let announceAfter: Double =
+        ProcessInfo.processInfo.environment["MOE_DIST_SLOW_PHASE_SECONDS"].flatMap(Double.init).map { max($0, 0) } ?? 2
+
+    public static func run<T>(_ label: String, show: Bool = true, after: Double = announceAfter, _ body: () throws -> T) rethrows -> T {
+        guard show else { return try body() }
+        let state = SlowPhaseState(), start = ProgressLine.now()
+        let announce = DispatchWorkItem {
+            state.lock.lock(); defer { state.lock.unlock() }
+            guard !state.finished else { return }
+            state.announced = true
+            FileHandle.standardError.write(Data("start-up: \(label) ...\n".utf8))
+        }
+        if after <= 0 { announce.perform() } else {
+            DispatchQueue.global(qos: .utility).asyncAfter(deadline: .now() + after, execute: announce)
+        }
+        defer {
+            announce.cancel()
+            state.lock.lock()
+            state.finished = true
+            if state.announced {
+                FileHandle.standardError.write(Data(String(format: "start-up: %@: done in %.1f s\n", label, ProgressLine.now() - start).utf8))
+            }
+            state.lock.unlock()
+        }
+        return try body()
+    }
+}

@@ -51,7 +51,7 @@ struct BenchCommand: ParsableCommand {
                 let (config, data, batchNote) = try Launch.agreeing(world) {
                     var opts = options
                     opts.overrides = options.overrides + budgetOverrides(try options.load())
-                    return try Launch.resolve(opts, worldSize: world.size, command: "bench")
+                    return try Launch.resolve(opts, worldSize: world.size, rank: world.rank, command: "bench")
                 }
                 if world.rank == 0, let note = batchNote { printError(note) }
                 let ctx = try ParallelContext.make(world: world, config: config)

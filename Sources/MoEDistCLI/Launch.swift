@@ -22,7 +22,7 @@ enum Launch {
     /// a rank needs is checked against what it may use (MemoryFit) before the data or the model is built:
     /// for the generated corpus before it is generated, for token files once their header gives the vocabulary.
     /// `ranksInProcess`: ranks sharing this process (--emulate-ranks); `command` names the command in errors.
-    static func resolve(_ options: RunOptions, worldSize: Int, ranksInProcess: Int = 1,
+    static func resolve(_ options: RunOptions, worldSize: Int, rank: Int = 0, ranksInProcess: Int = 1,
                         command: String = "train") throws -> (config: RunConfig, data: TrainingData, batchNote: String?) {
         var config = try options.load()
         let batchNote = try config.fitMicroBatch(worldSize: worldSize)
@@ -32,7 +32,7 @@ enum Launch {
             try validate(sized, worldSize: worldSize)
             try MemoryFit.check(sized, worldSize: worldSize, ranksInProcess: ranksInProcess, use: .training, command: command)
         }
-        let data = try TrainingData.open(config)
+        let data = try TrainingData.open(config, showProgress: rank == 0)
         if config.model.vocabSize != 0 && config.model.vocabSize != data.vocabSize && config.data.train != nil {
             throw UserError("model.vocab_size: \(config.model.vocabSize) disagrees with data.train's vocabulary (\(data.vocabSize))")
         }
@@ -95,7 +95,7 @@ enum Launch {
     static func resolve(_ options: RunOptions, world: Communicator, ranksInProcess: Int = 1,
                         command: String = "train") throws -> (config: RunConfig, data: TrainingData, batchNote: String?) {
         try agreeing(world) {
-            try resolve(options, worldSize: world.size, ranksInProcess: ranksInProcess, command: command)
+            try resolve(options, worldSize: world.size, rank: world.rank, ranksInProcess: ranksInProcess, command: command)
         }
     }
 

@@ -2,6 +2,7 @@ import Foundation
 import ArgumentParser
 import Collectives
 import Configuration
+import DataPipeline
 import Model
 import Training
 
@@ -43,6 +44,11 @@ struct TrainCommand: ParsableCommand {
         A rank that stops or hangs (a lost or frozen node) leaves the others waiting in a collective:
         after parallel.collective_timeout seconds (default 600; 0 = for ever) they end the job with status 1
         and a message naming the rank and host that did not arrive; the last checkpoint stays intact.
+        A run directory holds one live train: a second one is refused (exit 2, naming the holder's host and
+        pid); the lock of a killed run (RUN_DIR/.moe-dist.lock) is taken over by the next start, at once on
+        its host, after 120 s without a heartbeat from another (docs/file-formats.md). Before anything is
+        allocated, the memory estimate is compared with the memory available (MemAvailable, the memory
+        cgroup, SLURM_MEM_PER_NODE or SLURM_MEM_PER_CPU): a run that cannot fit is exit 2.
         Exit statuses: 0 done, 1 runtime failure, 2 usage or configuration error, 3 bad data, 75 preempted
         (docs/exit-status.md).
         """))
@@ -83,7 +89,8 @@ struct TrainCommand: ParsableCommand {
                 let dir = runDir ?? "runs/\(config.name)"
                 // Rank 0 creates the run directory and takes its lock before anything is printed or read from it:
                 // a second run on a live run's directory is refused, a killed run's stale lock is taken over.
-                let lock = world.rank == 0 ? try RunDirectoryLock.acquire(runDirectory: dir, warn: { printError("warning: \($0)") }) : nil
+                let lock = world.rank == 0 ? try RunDirectoryLock.acquire(
+                    runDirectory: dir, waitForOtherHosts: resume == "auto", warn: { printError("warning: \($0)") }) : nil
                 defer { lock?.release() }
                 try SharedRunDirectory.check(dir, world: world)  // before any rank reads or writes it
                 let session = try TrainingSession(config: config, ctx: ctx, data: data, runDirectory: dir) { line in

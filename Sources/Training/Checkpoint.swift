@@ -200,7 +200,19 @@ public enum Checkpoint {
             throw DataError("checkpoint \(path): impossible counters (step \(c.step), tokens \(c.tokens), updates \(c.updates), "
                             + "nan_events \(c.nanEvents), world_size \(worldSize))")
         }
-        return CheckpointState(config: config, counters: c, loaderJSON: try state.stringAttribute("loader"),
+        // The data loader's position counts the same steps and tokens (every step consumes its windows).
+        let loaderJSON = try state.stringAttribute("loader")
+        guard let loader = try? JSONDecoder().decode(LoaderState.self, from: Data(loaderJSON.utf8)) else {
+            throw DataError("checkpoint \(path): /state loader is not a data-loader position")
+        }
+        let (epochWindows, o1) = loader.epoch.multipliedReportingOverflow(by: loader.windowsPerEpoch)
+        let (windows, o2) = epochWindows.addingReportingOverflow(loader.cursor)
+        let (tokensSeen, o3) = windows.multipliedReportingOverflow(by: loader.seqLen)
+        guard !(o1 || o2 || o3), loader.steps == c.step, tokensSeen == c.tokens else {
+            throw DataError("checkpoint \(path): step \(c.step) and tokens \(c.tokens) disagree with the data loader's position "
+                            + "(\(loader.steps) steps, \(o1 || o2 || o3 ? "an impossible number of" : "\(tokensSeen)") tokens)")
+        }
+        return CheckpointState(config: config, counters: c, loaderJSON: loaderJSON,
                                worldSize: worldSize, tokenizerFingerprint: fingerprint)
     }
 

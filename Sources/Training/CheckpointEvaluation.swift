@@ -57,9 +57,12 @@ public enum CheckpointEvaluation {
         try MemoryFit.check(c, worldSize: world.size, ranksInProcess: ranksInProcess, use: .evaluation,
                             command: "eval of checkpoint \(checkpoint)")
         let ctx = try ParallelContext.make(world: world, config: c)
-        let model = RecurrentMoEModel(config: c, ctx: ctx)
-        try Checkpoint.loadParameters(checkpoint, into: model.store)
-        try Checkpoint.loadBuffers(checkpoint, into: model)
+        let model = try SlowPhase.run("building the model and loading the checkpoint", show: world.rank == 0) { () throws -> RecurrentMoEModel in
+            let model = RecurrentMoEModel(config: c, ctx: ctx)
+            try Checkpoint.loadParameters(checkpoint, into: model.store)
+            try Checkpoint.loadBuffers(checkpoint, into: model)
+            return model
+        }
         return Evaluator.evaluate(model: model, tokens: tokens, maxTokens: maxTokens, batch: c.train.microBatch,
                                   progress: progress)
     }

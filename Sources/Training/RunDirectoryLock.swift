@@ -68,7 +68,11 @@ public final class RunDirectoryLock {
     /// Creates `runDirectory` if needed and takes its lock, taking over a stale one (reported through `warn`).
     /// Throws RunDirectoryInUseError when a live run holds it, SystemError when the directory or the lock
     /// file cannot be created.
-    public static func acquire(runDirectory: String, warn: (String) -> Void) throws -> RunDirectoryLock {
+    /// `waitForOtherHosts` (train --resume auto, e.g. a Slurm job requeued on another node after its node
+    /// died): a lock of another host whose heartbeat is not yet stale is watched until it is (then taken
+    /// over) or until its heartbeat moves (a live run: refused), instead of being refused at once.
+    public static func acquire(runDirectory: String, waitForOtherHosts: Bool = false,
+                               warn: (String) -> Void) throws -> RunDirectoryLock {
         let created = try makeDirectories(runDirectory)
         let path = runDirectory + "/" + fileName
         let me = Holder(host: hostName(), pid: getpid(), bootID: bootID(), processStart: processStart(getpid()) ?? "",
@@ -86,7 +90,18 @@ public final class RunDirectoryLock {
                 return RunDirectoryLock(path: path, directory: runDirectory, created: created, token: me.token, fd: fd)
             }
             guard errno == EEXIST else { throw SystemError("cannot create the run-directory lock \(path)") }
-            guard let (holder, age) = read(path) else { continue }      // removed meanwhile: try again
+            guard var (holder, age) = read(path) else { continue }      // removed meanwhile: try again
+            if waitForOtherHosts && holder.host != hostName() && staleness(holder, heartbeatAge: age) == nil {
+                warn("\(runDirectory) is locked by host \(holder.host), pid \(holder.pid) (heartbeat "
+                     + String(format: "%.0f s ago); waiting up to %.0f s for it to go stale", age, staleAfter - age + 1))
+                while staleness(holder, heartbeatAge: age) == nil {
+                    usleep(1_000_000)
+                    guard let (now, nowAge) = read(path), now == holder, nowAge >= age - 0.5 else { break }  // gone or alive
+                    age = nowAge
+                }
+                guard let again = read(path) else { continue }
+                (holder, age) = again
+            }
             guard let reason = staleness(holder, heartbeatAge: age) else {
                 throw RunDirectoryInUseError(description: "\(runDirectory) is in use by a live moe-dist train: host "
                     + "\(holder.host.isEmpty ? "?" : holder.host), pid \(holder.pid) (lock \(path), started \(holder.started), "

@@ -26,13 +26,17 @@ public struct TrainingData {
     /// Opens the configured token files, or generates the built-in corpus (train and held-out
     /// samples of the same process) when data.train is not set. Token files and data.tokenizer
     /// must come from one tokenizer: non-zero fingerprints that differ are refused, naming both.
-    public static func open(_ c: RunConfig) throws -> TrainingData {
+    /// `showProgress`: say so on stderr when a phase is slow (rank 0 only).
+    public static func open(_ c: RunConfig, showProgress: Bool = false) throws -> TrainingData {
         let tokenizer = try c.data.tokenizer.map { path -> BPETokenizer in
             do { return try BPETokenizer(contentsOf: path) } catch { throw DataError("data.tokenizer: \(error)") }
         }
         if let path = c.data.train {
-            let train = try TokenFile(path: path)
-            let valid = try c.data.valid.map { try TokenFile(path: $0) }
+            // Labels name the key, not the path: an error about the file names it once.
+            let train = try SlowPhase.run("checking the token ids of data.train", show: showProgress) { try TokenFile(path: path) }
+            let valid = try c.data.valid.map { v in
+                try SlowPhase.run("checking the token ids of data.valid", show: showProgress) { try TokenFile(path: v) }
+            }
             if let v = valid, v.vocabSize != train.vocabSize {
                 throw DataError("data.valid: \(v.path): vocabulary size \(v.vocabSize) differs from data.train's \(train.vocabSize) (\(path))")
             }
@@ -64,8 +68,10 @@ public struct TrainingData {
         // Same chain (vocabulary, seed), two independent samples of it: stream 0 trains, stream 1 validates.
         // The data seed (train.data_seed, default train.seed) keys the corpus, so init-only replicates share it.
         let seed = UInt64(c.train.effectiveDataSeed)
-        let train = GeneratedCorpus.make(vocabSize: V, tokens: generatedTrainTokens, seed: seed, stream: 0)
-        let valid = GeneratedCorpus.make(vocabSize: V, tokens: generatedValidTokens, seed: seed, stream: 1)
+        let (train, valid) = SlowPhase.run("generating the built-in corpus (vocabulary \(V))", show: showProgress) {
+            (GeneratedCorpus.make(vocabSize: V, tokens: generatedTrainTokens, seed: seed, stream: 0),
+             GeneratedCorpus.make(vocabSize: V, tokens: generatedValidTokens, seed: seed, stream: 1))
+        }
         return TrainingData(train: train, valid: valid, vocabSize: V,
                             summary: "data: generated corpus (\(generatedTrainTokens) train + \(generatedValidTokens) valid tokens, vocab \(V))")
     }

@@ -254,7 +254,7 @@ public final class TrainingSession {
     @discardableResult
     public func run() throws -> StepReport? {
         if let path = resumeFrom {
-            try Checkpoint.load(path, into: trainer)
+            try SlowPhase.run("loading the checkpoint", show: isRoot) { try Checkpoint.load(path, into: trainer) }
         }
         for w in data.warnings { log(w) }
         // Every rank has finished reading before rank 0 opens the history (emulated ranks share one HDF5 library).

@@ -101,6 +101,22 @@ final class BadInputCLITests: XCTestCase {
         XCTAssertEqual(e.status, 0, "a malformed SLURM_MEM_PER_CPU is ignored: \(e.stderr)")
     }
 
+    /// Slow start-up phases say so (announced after MOE_DIST_SLOW_PHASE_SECONDS, 0 here: every phase), on rank 0.
+    func testStartUpPhasesShowProgressWhenSlow() throws {
+        try requireBinary()
+        let dir = temporaryDirectory("phases")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let r = try moe(["train", "--config", tinyConfig, "--run-dir", dir + "/run", "train.max_steps=1"],
+                        env: ["MOE_DIST_SLOW_PHASE_SECONDS": "0"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        for phase in ["generating the built-in corpus (vocabulary 256)", "building the model"] {
+            XCTAssertTrue(r.stderr.contains("start-up: \(phase) ..."), r.stderr)
+            XCTAssertTrue(r.stderr.contains("start-up: \(phase): done in"), r.stderr)
+        }
+        let quiet = try moe(["train", "--config", tinyConfig, "--run-dir", dir + "/quiet", "train.max_steps=1"])
+        XCTAssertFalse(quiet.stderr.contains("building the model"), "fast phases stay silent: \(quiet.stderr)")
+    }
+
     func testRunDirectoryThatCannotBeCreatedIsOneLineBeforeTheBanner() throws {
         try requireBinary()
         let r = try moe(["train", "--config", tinyConfig, "--run-dir", "/proc/moe-run", "train.max_steps=2"])
@@ -168,13 +184,20 @@ final class BadInputCLITests: XCTestCase {
         // Another host's lock: live while its heartbeat is fresh, stale once older than the bound.
         let foreign = "moe-dist run-directory lock\nhost some-other-node\npid 4242\nboot_id x\nprocess_start 1\nstarted then\ntoken abc\n"
         try foreign.write(toFile: lockPath, atomically: true, encoding: .utf8)
-        let refused = try moe(common + ["train.max_steps=30", "--resume", "auto"], env: ["MOE_DIST_LOCK_STALE_SECONDS": "60"])
+        let refused = try moe(common + ["train.max_steps=30"], env: ["MOE_DIST_LOCK_STALE_SECONDS": "60"])
         assertRefused(refused, status: 2, mentions: ["host some-other-node", "pid 4242"])
         let old = Date().addingTimeInterval(-120)
         try FileManager.default.setAttributes([.modificationDate: old], ofItemAtPath: lockPath)
         let takenOver = try moe(common + ["train.max_steps=31", "--resume", "auto", "--allow-config-change"], env: ["MOE_DIST_LOCK_STALE_SECONDS": "60"])
         XCTAssertEqual(takenOver.status, 0, takenOver.stderr)
         XCTAssertTrue(takenOver.stderr.contains("no heartbeat for"), takenOver.stderr)
+        // --resume auto (a job requeued on another node) waits for a fresh foreign lock to go stale.
+        try foreign.write(toFile: lockPath, atomically: true, encoding: .utf8)
+        // The bound outlasts the start-up before the lock is taken (a debug build generates its corpus for seconds).
+        let waited = try moe(common + ["train.max_steps=32", "--resume", "auto", "--allow-config-change"], env: ["MOE_DIST_LOCK_STALE_SECONDS": "20"])
+        XCTAssertEqual(waited.status, 0, waited.stderr)
+        XCTAssertTrue(waited.stderr.contains("waiting up to"), waited.stderr)
+        XCTAssertTrue(waited.stderr.contains("taking over the stale lock"), waited.stderr)
     }
 
     /// Under mpirun only rank 0 takes the lock, and a refusal ends every rank with status 2.
