@@ -37,7 +37,7 @@ let package = Package(
         .target(name: "CVectorKernels", path: "Sources/CVectorKernels",
                 cSettings: [.unsafeFlags(["-ffp-contract=off"])]),
         // Products against weights packed once and used many times (the experts' forward and input-gradient
-        // products): an AVX-512 micro-kernel, chosen at run time.
+        // products): AVX2 and AVX-512 micro-kernels, chosen at run time.
         .target(name: "CPackedGemm", path: "Sources/CPackedGemm", cSettings: [.unsafeFlags(["-O3"])]),
 
         // MARK: Foundations: numeric kernels, communication, config, data, HDF5 files
