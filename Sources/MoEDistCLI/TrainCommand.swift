@@ -93,8 +93,10 @@ struct TrainCommand: ParsableCommand {
                     runDirectory: dir, waitForOtherHosts: resume == "auto", warn: { printError("warning: \($0)") }) : nil
                 defer { lock?.release() }
                 try SharedRunDirectory.check(dir, world: world)  // before any rank reads or writes it
-                let session = try TrainingSession(config: config, ctx: ctx, data: data, runDirectory: dir) { line in
-                    print(line); fflush(stdout)
+                let session = try SlowPhase.run("building the model", show: world.rank == 0) {
+                    try TrainingSession(config: config, ctx: ctx, data: data, runDirectory: dir) { line in
+                        print(line); fflush(stdout)
+                    }
                 }
                 session.startNotes = batchNote.map { [$0] } ?? []
                 if let f = try InjectedFailure.parse(injectFailure), f.rank == world.rank {
