@@ -17,7 +17,9 @@ struct ExportCommand: ParsableCommand {
         at all.
 
         Example (the README's WikiText-2 run):
-          moe-dist export --checkpoint runs/wt2-cpu-small/checkpoints/step-00000500.h5 --out exports/wt2-cpu-small
+          moe-dist export \\
+              --checkpoint runs/wt2-cpu-small/checkpoints/step-00000500.h5 \\
+              --out exports/wt2-cpu-small
         """))
 
     @Option(help: ArgumentHelp("Checkpoint file (RUN_DIR/checkpoints/step-N.h5).", valueName: "file.h5"))

@@ -27,7 +27,7 @@ struct RouteCommand: ParsableCommand {
           moe-dist route --checkpoint runs/wt2-cpu-small/checkpoints/step-00000500.h5 \\
               --text " The history of the city begins in the Roman period ."
           moe-dist route --checkpoint runs/wt2-cpu-small/checkpoints/step-00000500.h5 \\
-              --data data/wt2/valid.tok --offset 0 --count 64 --h5 reports/route.h5
+              --data data/wt2/valid.tok --offset 0 --count 16 --h5 reports/route.h5
         """))
 
     @Option(help: ArgumentHelp("Checkpoint file (RUN_DIR/checkpoints/step-N.h5).", valueName: "file.h5"))

@@ -30,9 +30,12 @@ struct SampleCommand: ParsableCommand {
         {"sample", "seed", "prompt_ids", "ids", "text", "seconds", "tokens_per_sec"}.
 
         Examples (the README's WikiText-2 run):
-          moe-dist sample --checkpoint runs/wt2-cpu-small/checkpoints/step-00000500.h5 \\
-              --prompt " The history of the" --max-new-tokens 60 --temperature 0.8 --top-k 40
-          moe-dist sample --checkpoint runs/wt2-cpu-small/checkpoints/step-00000500.h5 \\
+          moe-dist sample \\
+              --checkpoint runs/wt2-cpu-small/checkpoints/step-00000500.h5 \\
+              --prompt " The history of the" --max-new-tokens 60 \\
+              --temperature 0.8 --top-k 40
+          moe-dist sample \\
+              --checkpoint runs/wt2-cpu-small/checkpoints/step-00000500.h5 \\
               --prompt " The" --temperature 0 --max-new-tokens 20 --json
         """))
 
