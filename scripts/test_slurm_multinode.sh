@@ -134,8 +134,15 @@ for n in "${NODES[@]}"; do
     # `ip netns exec` mounts a fresh /sys in the host's private mount namespace, without the cgroup
     # hierarchies slurmd's cgroup plugin looks for: mount them again there (that namespace only). And a
     # node-local /tmp: slurmstepd's PMIx plugin makes /tmp/spmix_appdir_<uid>_<job>.<step> on every node.
+    # The clone stays shared even when it lives under /tmp (as CI's does): it is bound aside first and
+    # moved back onto the same path inside the node's /tmp.
+    mkdir -p "$TMP/repo-aside-$n"
     # shellcheck disable=SC2016
-    "$CLUSTER" exec "$n" sh -c 'mount_cgroups() {
+    "$CLUSTER" exec "$n" env REPO="$REPO" ASIDE="$TMP/repo-aside-$n" sh -c 'keep_repo_through_tmp() {
+            case "$REPO/" in /tmp/*) ;; *) mount -t tmpfs -o size=256m nodetmp /tmp; return;; esac
+            mount --bind "$REPO" "$ASIDE" && mount -t tmpfs -o size=256m nodetmp /tmp &&
+                mkdir -p "$REPO" && mount --move "$ASIDE" "$REPO"; }
+        mount_cgroups() {
             if [ "$(stat -fc %T /proc/1/root/sys/fs/cgroup 2>/dev/null)" = cgroup2fs ]; then
                 mount -t cgroup2 none /sys/fs/cgroup; return; fi
             mount -t tmpfs -o mode=755 cgroup /sys/fs/cgroup || return 1
@@ -143,7 +150,7 @@ for n in "${NODES[@]}"; do
                 mkdir -p /sys/fs/cgroup/$c && mount -t cgroup -o $c cgroup /sys/fs/cgroup/$c || return 1
             done
             mkdir -p /sys/fs/cgroup/systemd && mount -t cgroup -o none,name=systemd cgroup /sys/fs/cgroup/systemd; }
-        mount_cgroups && mount -t tmpfs -o size=256m nodetmp /tmp && exec "$@"' slurmd \
+        mount_cgroups && keep_repo_through_tmp && exec "$@"' slurmd \
         slurmd -D -N "$n" -f "$SLURM_CONF" >"$DIR/log/slurmd-$n.out" 2>&1 &
     PIDS+=("slurmd-$n $!")
 done
