@@ -392,11 +392,17 @@ public final class MetricsHistory {
                 let chunkRows = max(1, min(1024, 65536 / rowBytes))
                 let shape = [0] + trailing, chunks = [chunkRows] + trailing
                 let p = "\(group)/\(c.name)"
+                // Fletcher-32 per chunk, as in checkpoints: a flipped bit in a value is refused when read
+                // (exit status 3), never plotted or compared as if it were the run's.
                 switch c.type {
-                case .int64: try f.createDataset(p, of: Int64.self, shape: shape, chunks: chunks, extendable: true)
-                case .float64: try f.createDataset(p, of: Double.self, shape: shape, chunks: chunks, extendable: true)
-                case .float32: try f.createDataset(p, of: Float.self, shape: shape, chunks: chunks, extendable: true)
-                case .int32: try f.createDataset(p, of: Int32.self, shape: shape, chunks: chunks, extendable: true)
+                case .int64: try f.createDataset(p, of: Int64.self, shape: shape, chunks: chunks, extendable: true,
+                                             fletcher32: true)
+                case .float64: try f.createDataset(p, of: Double.self, shape: shape, chunks: chunks, extendable: true,
+                                             fletcher32: true)
+                case .float32: try f.createDataset(p, of: Float.self, shape: shape, chunks: chunks, extendable: true,
+                                             fletcher32: true)
+                case .int32: try f.createDataset(p, of: Int32.self, shape: shape, chunks: chunks, extendable: true,
+                                             fletcher32: true)
                 }
             }
         }

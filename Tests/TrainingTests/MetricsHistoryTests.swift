@@ -43,7 +43,8 @@ final class MetricsHistoryTests: XCTestCase {
              'attr_types': {k: type(v).__name__ for k, v in f.attrs.items()}, 'groups': sorted(f.keys())}
         for g in f.keys():
             for n, ds in f[g].items():
-                d['/%s/%s' % (g, n)] = [list(ds.shape), ds.dtype.name, ds.chunks is not None, ds.maxshape[0] is None]
+                d['/%s/%s' % (g, n)] = [list(ds.shape), ds.dtype.name, ds.chunks is not None, ds.maxshape[0] is None,
+                                   ds.fletcher32]
         print(json.dumps(d))
         """, [path])
         let d = try JSONSerialization.jsonObject(with: Data(out.utf8)) as! [String: Any]
@@ -73,6 +74,7 @@ final class MetricsHistoryTests: XCTestCase {
             XCTAssertEqual(got.count > 1 ? got[1] as? String : nil, want[1] as? String, "dtype of \(name)")
             XCTAssertEqual(got.count > 3 ? got[2] as? Bool : nil, true, "\(name) is chunked")
             XCTAssertEqual(got.count > 3 ? got[3] as? Bool : nil, true, "\(name) is extendable along its first axis")
+            XCTAssertEqual(got.count > 4 ? got[4] as? Bool : nil, true, "\(name) has a Fletcher-32 checksum per chunk")
         }
 
         // Values, read back through h5py.
@@ -86,6 +88,40 @@ final class MetricsHistoryTests: XCTestCase {
         XCTAssertEqual(values[0], "[10, 20, 30] [4.0, 3.0, 2.0] [0, 1, 1]")
         XCTAssertEqual(values[1], "[[6, 3, 3], [30, 0, 0]] [1, 30] [[0.5, 0.25, 0.25], [0.800000011920929, 0.10000000149011612, 0.10000000149011612]]")
         XCTAssertEqual(values[2], "13298 \(exp(4.5))")
+    }
+
+    /// A flipped bit in a stored value fails the chunk's Fletcher-32 checksum: reading refuses the file
+    /// (naming it) where it would otherwise return a wrong loss. h5py, the notebooks' reader, refuses it too.
+    func testAFlippedValueBitIsRefusedNotRead() throws {
+        let path = try tempPath()
+        let h = try MetricsHistory(path: path, configJSON: config, iterations: R, numExperts: E)
+        var row = trainRow(10)
+        row.loss = 1234.5678125                       // a value whose 8 bytes occur once in the file
+        try h.append(row)
+        try h.append(expertRow(10))
+        h.close()
+        XCTAssertEqual(try RunMetrics.read(path).trainLoss, [1234.5678125])
+
+        var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+        let pattern = withUnsafeBytes(of: (1234.5678125 as Double).bitPattern.littleEndian, Array.init)
+        let at = (0...(bytes.count - 8)).filter { Array(bytes[$0..<$0 + 8]) == pattern }
+        XCTAssertEqual(at.count, 1, "the loss is stored once, uncompressed")
+        bytes[at[0]] ^= 0x01                          // 1234.5678125 -> 1234.567812499..., a plausible loss
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+
+        XCTAssertThrowsError(try RunMetrics.read(path)) { error in
+            XCTAssertTrue(error is MetricsHistoryError, "\(error)")
+            XCTAssertTrue("\(error)".contains(path), "names the file: \(error)")
+        }
+        let h5py = try Python.run("""
+        import h5py, sys
+        try:
+            h5py.File(sys.argv[1], 'r')['train/loss'][:]
+            print('read')
+        except OSError:
+            print('refused')
+        """, [path])
+        XCTAssertEqual(h5py.trimmingCharacters(in: .whitespacesAndNewlines), "refused")
     }
 
     func testDenseRunHasNoExpertsGroup() throws {
