@@ -41,14 +41,9 @@ finish() {
 }
 
 # ---------------------------------------------------------------- prerequisites
-if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! command -v munged >/dev/null \
-    || ! command -v sbatch >/dev/null; then
-    log "installing slurm-wlm and munge"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -q slurm-wlm munge >/dev/null 2>&1 \
-        || { apt-get update -q >/dev/null && apt-get install -y -q slurm-wlm munge >/dev/null; } \
-        || { fail "apt-get install slurm-wlm munge"; finish; }
-fi
+# shellcheck source=scripts/slurm/lib.sh
+source "$REPO/scripts/slurm/lib.sh"
+slurm_install_missing || { fail "apt-get install slurm-wlm munge"; finish; }
 MOE_DIST_BIN=${MOE_DIST_BIN:-$REPO/.build/debug/moe-dist}
 if [[ ! -x "$MOE_DIST_BIN" ]]; then
     log "building moe-dist (swift build)"
