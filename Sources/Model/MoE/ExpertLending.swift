@@ -181,7 +181,7 @@ final class ExpertLending {
     func lendGradients(_ plan: ExpertSlots, weights pool: PoolTensors, grads: PoolTensors) {
         guard anyLoan(plan.runner) else { return }
         exchange(runner: plan.runner, withGradients: true, pool: pool, grads: grads)
-        for e in lentOut { zero(grads.expert(e - ctx.localExperts.lowerBound, d: d, F: F)) }
+        for j in 0 ..< lentOut.count { zero(grads.expert(lentOut[j] - ctx.localExperts.lowerBound, d: d, F: F)) }
         var guest = 0
         for i in 0 ..< plan.count where !ctx.localExperts.contains(plan.expert[i]) {
             let p = inbox.pointer + guest * guestBlock
@@ -204,7 +204,7 @@ final class ExpertLending {
         for r in 0 ..< G where r != ctx.expertGroup.rank {
             for e in ctx.expertSlices[r] where runner[e] == ctx.expertGroup.rank { sendCounts[r] += n }
         }
-        for e in lentOut { recvCounts[runner[e]] += n }
+        for j in 0 ..< lentOut.count { recvCounts[runner[lentOut[j]]] += n }
         ctx.timer.collective(.allToAll, over: ctx.expertGroup) {
             ctx.expertGroup.allToAllV(send: UnsafeBufferPointer(start: out, count: guests.count * n), sendCounts: sendCounts,
                                       recv: UnsafeMutableBufferPointer(start: back, count: lentOut.count * n),
@@ -213,8 +213,8 @@ final class ExpertLending {
         // Blocks arrive by helper rank, then expert.
         ctx.timer.measure(.allToAll) {
             var at = 0
-            for helper in 0 ..< G { for e in lentOut where runner[e] == helper {
-                add(back + at, into: grads.expert(e - ctx.localExperts.lowerBound, d: d, F: F)); at += n
+            for helper in 0 ..< G { for j in 0 ..< lentOut.count where runner[lentOut[j]] == helper {
+                add(back + at, into: grads.expert(lentOut[j] - ctx.localExperts.lowerBound, d: d, F: F)); at += n
             } }
         }
     }
@@ -265,13 +265,14 @@ final class ExpertLending {
         let out = outbox.pointer
         ctx.timer.measure(.allToAll) {
             var at = 0
-            for helper in 0 ..< G { for e in lentOut where runner[e] == helper {
-                copyOut(pool.expert(e - local.lowerBound, d: d, F: F), to: out + at)
-                if let g = grads { copyOut(g.expert(e - local.lowerBound, d: d, F: F), to: out + at + n) }
+            for helper in 0 ..< G { for j in 0 ..< lentOut.count where runner[lentOut[j]] == helper {
+                let le = lentOut[j] - local.lowerBound
+                copyOut(pool.expert(le, d: d, F: F), to: out + at)
+                if let g = grads { copyOut(g.expert(le, d: d, F: F), to: out + at + n) }
                 at += block
             } }
         }
-        for e in lentOut { sendCounts[runner[e]] += block }
+        for j in 0 ..< lentOut.count { sendCounts[runner[lentOut[j]]] += block }    // index loops: no allocation
         // Receives: the experts lent to this rank, by owner rank, then expert (= expert order).
         guests.removeAll(keepingCapacity: true)
         for r in 0 ..< G where r != me {

@@ -1,7 +1,7 @@
 // The plan of one MoE use: which rank of the expert group runs each expert, and the table of the experts this
 // rank runs (its slots), each with the weights to run it with, the gradient to add its weight gradient into
 // and the pack Experts keeps its packed weights in. The dispatcher moves rows by `runner`; Experts runs the
-// table. Every expert runs on its owner unless a step of the plan (expert lending) moves it.
+// table. Every expert runs on its owner unless a balancing step of the plan moves it
 import Collectives
 
 final class ExpertSlots {
@@ -23,7 +23,7 @@ final class ExpertSlots {
         self.ctx = ctx; d = dModel; F = dFF
     }
 
-    /// Every expert on its owner, with `pool`'s weights (the plan without lending).
+    /// Every expert on its owner, with `pool`'s weights (the whole plan when nothing is balanced).
     func placeOnOwners(weights pool: PoolTensors) {
         let slices = ctx.expertSlices
         for r in 0 ..< slices.count { for e in slices[r] { runner[e] = r } }    // index loops: no allocation
@@ -32,7 +32,7 @@ final class ExpertSlots {
         for e in L { set(count, expert: e, pack: e - L.lowerBound, weights: pool.expert(e - L.lowerBound, d: d, F: F)) }
     }
 
-    /// Backward: each held expert's gradient is its slice of `grads` (lending then replaces its guests').
+    /// Backward: each held expert's gradient is its slice of `grads` (a balancing step then replaces its guests').
     func attachGradients(_ g: PoolTensors) {
         let L = ctx.localExperts
         for i in 0 ..< count where L.contains(expert[i]) { grads[i] = g.expert(expert[i] - L.lowerBound, d: d, F: F) }
