@@ -149,7 +149,8 @@ final class ExpertLending {
     private var lentOut: [Int] = [], sendCounts: [Int], recvCounts: [Int]
 
     /// The lending of an MoE layer on `ctx`, nil where nothing can be lent (off, or one rank per group).
-    static func make(experts E: Int, dModel: Int, dFF: Int, activation: Activation, ctx: ParallelContext) -> ExpertLending? {
+    static func make(experts E: Int, dModel: Int, dFF: Int, activation: Activation,
+                     ctx: ParallelContext) -> ExpertLending? {
         ctx.expertLending.loanSlots(groupSize: ctx.expertGroup.size) == 0 ? nil
             : ExpertLending(experts: E, dModel: dModel, dFF: dFF, activation: activation, ctx: ctx)
     }
