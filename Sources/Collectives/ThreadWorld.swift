@@ -268,7 +268,9 @@ final class ThreadCommunicator: Communicator {
 
     private func exchangeV<T>(send: UnsafeBufferPointer<T>, sendCounts: [Int],
                               recv: UnsafeMutableBufferPointer<T>, recvCounts: [Int], _ name: String) {
-        let mine = VExchange(send: send, sendCounts: sendCounts, recv: recv, recvCounts: recvCounts)
+        // Copies of the counts: the other ranks read them until they leave, and a caller reusing its count
+        // arrays (as the model does) would otherwise copy them on its next write, while they still share them.
+        let mine = VExchange(send: send, sendCounts: sendCounts.map { $0 }, recv: recv, recvCounts: recvCounts.map { $0 })
         rendezvous(name, mine) { all in
             let xs = all.map { $0.value as! VExchange<T> }
             if let problem = Self.checkExchange(xs) { fail("\(name): \(problem)") }

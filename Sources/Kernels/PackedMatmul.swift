@@ -1,7 +1,8 @@
 // PackedMatmul: out = inp · W against a weight matrix packed once (CPackedGemm) and multiplied many times.
 // The experts use it for their forward products and their input-gradient products: one expert's weights
 // meet the rows routed to it once per recurrent iteration, and BLAS repacks them inside every call.
-// x86-64 with AVX2 + FMA or AVX-512 (elsewhere `kernel` is nil and callers use Blas).
+// x86-64 with AVX2 + FMA or AVX-512 (elsewhere `best` is nil and callers use Blas). Which kernel the experts
+// run is the model's choice (ParallelContext.expertKernel), passed to every call.
 import CPackedGemm
 
 public enum PackedMatmul {
@@ -29,18 +30,6 @@ public enum PackedMatmul {
     public static var runnableKernels: [Kernel] { Kernel.allCases.filter { best != nil && $0 <= best! } }
     /// Whether this machine can run any.
     public static var isAvailable: Bool { best != nil }
-
-    /// The kernel the experts' products use (the best one; nil: BLAS). Models read it when they are built,
-    /// so their packs keep one layout. Tests switch it to run every kernel, or none to compare with BLAS.
-    nonisolated(unsafe) public static var kernel: Kernel? = best
-    /// Whether products go through a packed kernel (setting true picks the best one).
-    public static var isEnabled: Bool {
-        get { kernel != nil }
-        set { kernel = newValue ? best : nil }
-    }
-
-    /// What runs the experts' forward and input-gradient products, for banners and reports.
-    public static var description: String { kernel.map { "packed \($0) kernel" } ?? "OpenBLAS" }
 
     /// Columns per panel of a matrix packed for `kernel`.
     public static func panel(_ kernel: Kernel) -> Int { Int(pgemm_panel(kernel.rawValue)) }

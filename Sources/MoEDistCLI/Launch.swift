@@ -48,7 +48,7 @@ enum Launch {
     /// process with `emulateRanks`. An error on any rank ends the whole job with a message naming the rank.
     static func onEveryRank(emulateRanks: Int?, _ body: @escaping (Communicator) throws -> Void) throws {
         configureBLASThreads()
-        try configureExpertProducts()
+        try checkExpertProducts()
         if let n = emulateRanks {
             guard n >= 1 else { throw UserError("--emulate-ranks: must be at least 1, got \(n)") }
             try ThreadWorld.run(size: n) { comm in try body(comm) }

@@ -3,6 +3,7 @@
 // world        all ranks: trunk gradients, routing statistics (global micro-batch)
 // expertGroup  the ranks that share one copy of each pool's experts: token all-to-all
 // replicaGroup the ranks holding the same expert slice in different copies: expert gradients
+import Foundation
 import Collectives
 import Configuration
 import Kernels
@@ -20,6 +21,9 @@ public struct ParallelContext {
     public var expertLending: ExpertLendingPolicy
     /// What lending did so far.
     public let lendingCounter = LendingCounter()
+    /// The PackedMatmul kernel of the experts' forward and input-gradient products (nil: OpenBLAS). A model
+    /// reads it when it is built, so its packs keep one layout; tests set it to run every kernel, or BLAS.
+    public var expertKernel: PackedMatmul.Kernel? = ParallelContext.defaultExpertKernel
     /// The threads of every rank of the world (each node's cores over its ranks, so they can differ between
     /// nodes), filled in by `make`; this rank's alone before.
     public var blasWorkersByRank: [Int]
@@ -30,6 +34,15 @@ public struct ParallelContext {
         expertLending = .automatic(threads: world.isAloneInProcess ? Blas.configuredThreads : 1)
         blasWorkersByRank = [world.isAloneInProcess ? Blas.configuredThreads : 1]
     }
+
+    /// The kernel contexts start with, decided once per process: the best this CPU runs (PackedMatmul.best),
+    /// or OpenBLAS where MOE_DIST_EXPERT_PRODUCTS=blas (`packed` and unset keep the best; the command line
+    /// refuses any other value, and `packed` on a CPU without the kernel, before a context is made).
+    public static let defaultExpertKernel: PackedMatmul.Kernel? =
+        ProcessInfo.processInfo.environment["MOE_DIST_EXPERT_PRODUCTS"] == "blas" ? nil : PackedMatmul.best
+
+    /// What runs the experts' products, for banners and reports.
+    public var expertProducts: String { expertKernel.map { "packed \($0) kernel" } ?? "OpenBLAS" }
 
     /// Every rank's thread count (collective over the world).
     mutating func gatherThreads() {
@@ -60,7 +73,7 @@ public struct ParallelContext {
         }
         var ctx = try make(world: world, expertParallel: config.parallel.expertParallel ?? world.size,
                            numExperts: config.moe.numExperts)
-        if !config.parallel.balanceExperts { ctx.expertLending = .off }
+        ctx.expertLending = ExpertLendingPolicy(config: config, threads: ctx.expertLending.threads)
         return ctx
     }
 

@@ -44,7 +44,9 @@ final class IterationActivations {
     let moe: MoEUseState?              // router, dispatch and expert activations (MoE runs)
     let dense = FFNActivations()       // [N,F] hidden activations of the dense FFN (num_experts = 0)
 
-    init(_ c: RunConfig, ctx: ParallelContext) { moe = c.moe.isDense ? nil : MoEUseState(cfg: c.moe, ctx: ctx) }
+    init(_ c: RunConfig, ctx: ParallelContext) {
+        moe = c.moe.isDense ? nil : MoEUseState(cfg: c.moe, dModel: c.model.dModel, ctx: ctx)
+    }
 
     /// Bytes saved per iteration (buffer table, see MicroBatchShape).
     static func bufferBytes(_ s: MicroBatchShape) -> Int {

@@ -308,7 +308,7 @@ public enum Benchmark {
         for (k, v) in splitSeconds { splitFraction[k] = rank0Step[0] > 0 ? v / rank0Step[0] : 0 }
 
         let G = c.expertParallel(worldSize: world.size)
-        let est = MemoryEstimate(c, expertParallel: G, microBatch: c.train.microBatch)
+        let est = MemoryEstimate(c, expertParallel: G, microBatch: c.train.microBatch, packedExpertWeights: ctx.expertKernel)
         let peakRSS = Int(agg[2])
         return BenchmarkReport(
             config: configPath, worldSize: world.size, blasThreadsPerRank: threads,
@@ -316,7 +316,7 @@ public enum Benchmark {
             openblasCoretype: ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"],
             blasKernelReason: choice?.reason ?? "kernels \(inUse), chosen by OpenBLAS (no selection ran)",
             blasLoadedCoreName: choice?.loaded ?? inUse, cpu: CPUFeatures.current.description,
-            vectorKernels: VectorKernels.level.description, expertProducts: PackedMatmul.description,
+            vectorKernels: VectorKernels.level.description, expertProducts: ctx.expertProducts,
             kernelSetPeaks: setPeaks, bestKernelSet: bestName, bestMachinePeakGflops: bestPeak,
             corpus: data.summary, microBatch: c.train.microBatch, globalBatch: c.train.globalBatch,
             warmupSteps: warmup, steps: steps, sgemm: peak, machinePeakGflops: machinePeak,

@@ -17,7 +17,7 @@ public enum MemoryFit {
     public static func estimate(_ c: RunConfig, worldSize W: Int, use: Use) -> Int {
         let G = c.moe.isDense ? 1 : min(c.parallel.expertParallel ?? W, max(c.moe.numExperts, 1))
         let m = MemoryEstimate(c, expertParallel: G, microBatch: max(c.train.microBatch, 1), worldSize: W,
-                               workers: max(Blas.numThreads, 1))
+                               workers: max(Blas.numThreads, 1), packedExpertWeights: ParallelContext.defaultExpertKernel)
         switch use {
         case .training: return m.totalBytes
         case .evaluation: return m.parameterBytes + m.activationBytes + m.scratchBytes

@@ -244,7 +244,7 @@ public final class TrainingSession {
                 : "\(ctx.blasWorkers) thread(s) per rank"
             lines.append("BLAS: \(blas.inUse) kernels (\(blas.reason)), \(threads)")
         }
-        lines.append("element-wise kernels: \(VectorKernels.level); expert products: \(PackedMatmul.description)")
+        lines.append("element-wise kernels: \(VectorKernels.level); expert products: \(ctx.expertProducts)")
         lines.append("budget: \(trainer.totalSteps) steps of \(c.train.globalBatch * c.model.seqLen) tokens")
         return lines
     }

@@ -17,6 +17,7 @@ static atomic_llong allocations;
 
 static atomic_int tracing;           // MALLOC_COUNTER_TRACE set: print a backtrace of each counted allocation
 static _Thread_local int inTrace;
+static _Thread_local int excluded;   // this thread's allocations are not counted (malloc_counter_exclude_this_thread)
 
 static void trace(void) {
     if (inTrace) return;
@@ -30,7 +31,7 @@ static void trace(void) {
 }
 
 static inline void count_one(void) {
-    if (atomic_load_explicit(&counting, memory_order_relaxed) && !inTrace) {
+    if (atomic_load_explicit(&counting, memory_order_relaxed) && !inTrace && !excluded) {
         atomic_fetch_add_explicit(&allocations, 1, memory_order_relaxed);
         if (atomic_load_explicit(&tracing, memory_order_relaxed)) trace();
     }
@@ -77,3 +78,5 @@ int64_t malloc_counter_stop(void) {
     atomic_store(&counting, 0);
     return atomic_load(&allocations);
 }
+
+void malloc_counter_exclude_this_thread(int exclude) { excluded = exclude; }

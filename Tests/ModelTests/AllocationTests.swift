@@ -1,9 +1,12 @@
 // A training step allocates nothing once the first step has sized its buffers: heap allocations of every
 // thread are counted (MallocCounter replaces malloc and friends in the test binary) over three
-// forward+backward micro-steps after two warm-up steps, and must be zero. The counter itself is checked
+// forward+backward micro-steps after two warm-up steps, and must be zero: on one rank, and on two ranks of an
+// in-process world (the token exchange, expert lending and the packed expert products). The counter itself is checked
 // to see an allocation, so the test cannot pass by counting nothing. Run with MALLOC_COUNTER_TRACE=1 to
 // print a backtrace of every counted allocation.
 import XCTest
+import Foundation
+import Collectives
 import Configuration
 import Kernels
 import MallocCounter
@@ -52,5 +55,56 @@ final class AllocationTests: XCTestCase {
     }
     func testIndexedDenseStep() {
         assertNoAllocation("dense indexed") { $0.moe.numExperts = 0; $0.model.trunk = .indexed; $0.moe.experts = .indexed }
+    }
+
+    /// Two ranks, one expert group: the count and row exchanges, lending (every loan the plan allows, and
+    /// the default policy) and the packed products where this CPU runs them. Rank threads each run one BLAS
+    /// worker (see `ParallelContext.blasWorkers`); the counter sees both ranks' threads, all but inside the
+    /// in-process world's own collectives (UncountedCommunicator: test machinery, not the model).
+    /// Several threads per rank are left out for the reason `assertNoAllocation` gives: each parallel region
+    /// costs DispatchQueue.concurrentPerform's own allocations (about 4: 42 in 10 regions of 3 workers).
+    func testMoEStepsOnTwoRanksWithLendingAndPacking() throws {
+        let eager = ExpertLendingPolicy(enabled: true, transferRows: 0, maxLoans: 4)
+        for (name, policy, edit) in [("eager lending gelu", eager, { (_: inout RunConfig) in }),
+                                     ("eager lending swiglu capacity", eager,
+                                      { $0.moe.activation = .swiglu; $0.moe.capacityFactor = 0.7 }),
+                                     ("default lending", ExpertLendingPolicy.automatic(threads: 1), { _ in })] {
+            let c = tinyConfig { $0.moe.numExperts = 12; edit(&$0) }
+            final class Counts: @unchecked Sendable { var allocations: Int64 = -1, loans = 0, packed = false }
+            let counts = Counts()
+            try ThreadWorld.run(size: 2) { threadRank in
+                let comm = UncountedCommunicator(threadRank)
+                var ctx = try ParallelContext.make(world: comm, expertParallel: 2, numExperts: c.moe.numExperts)
+                ctx.expertLending = policy
+                ctx.expertKernel = PackedMatmul.best
+                let model = RecurrentMoEModel(config: c, ctx: ctx)
+                let B = 2, T = c.model.seqLen
+                let (x, y) = tokenBatch(B: B, T: T, V: c.model.vocabSize, seed: UInt64(5 + comm.rank))
+                let scales = LossScales(ce: 1 / Double(B * T), aux: 0.01, z: 0.001)
+                x.withUnsafeBufferPointer { xp in
+                    y.withUnsafeBufferPointer { yp in
+                        func step() {
+                            _ = model.step(inputs: xp.baseAddress!, targets: yp.baseAddress!, B: B, T: T, scales: scales,
+                                           applyCapacity: true, backward: true)
+                        }
+                        step(); step()
+                        comm.barrier()
+                        let loansBefore = ctx.lendingCounter.loans
+                        if comm.rank == 0 { malloc_counter_start() }
+                        comm.barrier()
+                        for _ in 0 ..< 3 { step() }
+                        comm.barrier()
+                        if comm.rank == 0 {
+                            counts.allocations = malloc_counter_stop()
+                            counts.loans = ctx.lendingCounter.loans - loansBefore
+                            counts.packed = ctx.expertKernel != nil
+                        }
+                    }
+                }
+            }
+            XCTAssertEqual(counts.allocations, 0, "\(name): heap allocations in 3 steps after the first, both ranks")
+            if policy == eager { XCTAssertGreaterThan(counts.loans, 0, "\(name): nothing was lent in the counted steps") }
+            XCTAssertEqual(counts.packed, PackedMatmul.isAvailable, name)
+        }
     }
 }

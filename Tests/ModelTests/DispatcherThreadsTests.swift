@@ -12,6 +12,8 @@ import TestSupport
 
 final class DispatcherThreadsTests: XCTestCase {
     let E = 7, k = 3, N = 300, d = 384   // N·d ≥ 3·32768: every loop splits in three
+    /// The plan's weights (the dispatcher reads none).
+    private static let placeholder = UnsafeMutablePointer<Float>.allocate(capacity: 64)
 
     private struct Outputs: Equatable {
         var x: [Float], out: [Float], dy: [Float], dg: [Float], du: [Float]
@@ -26,7 +28,10 @@ final class DispatcherThreadsTests: XCTestCase {
         XCTAssertEqual(ctx.blasWorkers, threads)
         let dispatcher = TokenDispatcher(ctx: ctx, width: d, experts: E, topK: k)
         let s = DispatchState(experts: E, groupSize: 1)
-        dispatcher.plan(s, selected: selected, keep: keep, N: N)
+        dispatcher.countRows(s, selected: selected, keep: keep, N: N)
+        let slots = ExpertSlots(experts: E, dModel: 1, dFF: 1, ctx: ctx)
+        slots.placeOnOwners(weights: PoolTensors(routers: [], w1: Self.placeholder, w3: nil, w2: Self.placeholder))
+        dispatcher.plan(s, slots, selected: selected, keep: keep)
         var x = [Float](repeating: .nan, count: s.recvRows * d)
         dispatcher.dispatch(s, tokens: u, into: &x)
         dispatcher.expertOutputs(s).update(from: y, count: s.recvRows * d)

@@ -30,7 +30,7 @@ final class EstimateTests: XCTestCase {
         let c = small()
         let perRank = [1, 2, 4].map { ClusterEstimate(c, worldSize: 4, expertParallel: $0).expertParametersPerRank }
         XCTAssertEqual(perRank, [4 * 384, 2 * 384, 384])      // one expert: w1 + w2 = 2·16·12 = 384
-        let mem = [1, 2, 4].map { MemoryEstimate(c, expertParallel: $0, microBatch: 2).optimizerBytes }
+        let mem = [1, 2, 4].map { MemoryEstimate(c, expertParallel: $0, microBatch: 2, packedExpertWeights: nil).optimizerBytes }
         XCTAssertTrue(mem[0] > mem[1] && mem[1] > mem[2], "\(mem)")
     }
 
@@ -134,7 +134,8 @@ final class EstimateTests: XCTestCase {
         for (name, edit) in configs {
             var c = small()
             edit(&c)
-            let model = RecurrentMoEModel(config: c, ctx: .single(numExperts: c.moe.numExperts))
+            let ctx = ParallelContext.single(numExperts: c.moe.numExperts)
+            let model = RecurrentMoEModel(config: c, ctx: ctx)
             let B = 2, T = c.model.seqLen
             var rng = SplitMix64(seed: 4)
             let x = (0 ..< B * T + 1).map { _ in Int32(rng.next() % UInt64(c.model.vocabSize)) }
@@ -144,7 +145,7 @@ final class EstimateTests: XCTestCase {
                                scales: LossScales(ce: 1, aux: 0.01, z: 0), applyCapacity: true, backward: true)
                 }
             }
-            let m = MemoryEstimate(c, expertParallel: 1, microBatch: B)
+            let m = MemoryEstimate(c, expertParallel: 1, microBatch: B, packedExpertWeights: ctx.expertKernel)
             let allocated = bufferBytes(model), estimated = m.activationBytes + m.scratchBytes
             XCTAssertGreaterThanOrEqual(allocated, estimated, name)
             XCTAssertLessThan(allocated - estimated, 1024, "\(name): allocated \(allocated) bytes, estimated \(estimated)")

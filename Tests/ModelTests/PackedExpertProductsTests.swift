@@ -11,13 +11,13 @@ final class PackedExpertProductsTests: XCTestCase {
     override func setUpWithError() throws {
         try XCTSkipUnless(PackedMatmul.isAvailable, "PackedMatmul needs AVX2 + FMA; this CPU runs the BLAS products")
     }
-    override func tearDown() { PackedMatmul.kernel = PackedMatmul.best }
 
     /// (loss, gradients) of a training step that follows a forward-only step and a change of every parameter
     /// (the forward products' packs of the first step must not be reused), with `kernel` (nil: BLAS).
     private func twoSteps(_ c: RunConfig, kernel: PackedMatmul.Kernel?) -> (Double, [Float]) {
-        PackedMatmul.kernel = kernel
-        let model = RecurrentMoEModel(config: c, ctx: .single(numExperts: c.moe.numExperts))
+        var ctx = ParallelContext.single(numExperts: c.moe.numExperts)
+        ctx.expertKernel = kernel
+        let model = RecurrentMoEModel(config: c, ctx: ctx)
         let B = 3, T = c.model.seqLen
         let batch = tokenBatch(B: B, T: T, V: c.model.vocabSize, seed: 5)
         var loss = 0.0

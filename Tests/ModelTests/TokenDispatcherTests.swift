@@ -39,8 +39,8 @@ final class TokenDispatcherTests: XCTestCase {
         return Routing(N: N, selected: sel, keep: keep, u: u)
     }
 
-    /// Without lending, and with every loan the plan allows (a loan costing nothing): then a rank also runs
-    /// experts it does not own, and the expected rows follow the plan.
+    /// With every expert on its owner, and with the plan of an eager lending policy (a loan costing nothing,
+    /// up to 4 per use): then a rank also runs experts it does not own, and the expected rows follow the plan.
     func testDispatchCombineAdjointAndRoundTrip() throws {
         let eager = ExpertLendingPolicy(enabled: true, transferRows: 0, maxLoans: 4)
         for (W, G) in [(1, 1), (2, 2), (3, 3), (4, 4), (2, 1), (4, 2)] {
@@ -49,11 +49,10 @@ final class TokenDispatcherTests: XCTestCase {
                 final class Loans: @unchecked Sendable { var count = 0 }
                 let loans = Loans()
                 try ThreadWorld.run(size: W) { comm in
-                    var ctx = try ParallelContext.make(world: comm, expertParallel: G, numExperts: self.E)
-                    ctx.expertLending = policy
-                    self.checkRank(ctx, comm: comm, groupSize: G, failures: failures,
-                                   label: "W=\(W) G=\(G) lending \(policy.enabled) rank \(comm.rank)")
-                    if comm.rank == 0 { loans.count = ctx.lendingCounter.loans }
+                    let ctx = try ParallelContext.make(world: comm, expertParallel: G, numExperts: self.E)
+                    let moved = self.checkRank(ctx, comm: comm, groupSize: G, policy: policy, failures: failures,
+                                               label: "W=\(W) G=\(G) lending \(policy.enabled) rank \(comm.rank)")
+                    if comm.rank == 0 { loans.count = moved }
                 }
                 XCTAssertEqual(failures.messages, [], "world size \(W), expert group \(G), lending \(policy.enabled)")
                 if policy.enabled && G > 1 { XCTAssertGreaterThan(loans.count, 0, "W=\(W) G=\(G): nothing was lent") }
@@ -62,23 +61,40 @@ final class TokenDispatcherTests: XCTestCase {
         }
     }
 
-    private func checkRank(_ ctx: ParallelContext, comm: Communicator, groupSize G: Int, failures: RankFailures, label: String) {
+    /// A plan running expert e on group rank runner[e] (weights: placeholders, the dispatcher reads none).
+    private func plan(_ ctx: ParallelContext, runner: [Int]) -> ExpertSlots {
+        let slots = ExpertSlots(experts: E, dModel: 1, dFF: 1, ctx: ctx)
+        let pool = PoolTensors(routers: [], w1: Self.placeholder, w3: nil, w2: Self.placeholder)
+        slots.placeOnOwners(weights: pool)
+        slots.move(to: runner, guest: { _ in pool.expert(0, d: 1, F: 1) }, pool: pool)
+        return slots
+    }
+    private static let placeholder = UnsafeMutablePointer<Float>.allocate(capacity: 64)
+
+    /// Checks one rank; returns how many experts of the group the plan moved away from their owners.
+    private func checkRank(_ ctx: ParallelContext, comm: Communicator, groupSize G: Int, policy: ExpertLendingPolicy,
+                           failures: RankFailures, label: String) -> Int {
         let me = routing(rank: comm.rank), N = me.N, d = width
         let dispatcher = TokenDispatcher(ctx: ctx, width: d, experts: E, topK: k)
         let s = DispatchState(experts: E, groupSize: ctx.expertGroup.size)
-        dispatcher.plan(s, selected: me.selected, keep: me.keep, N: N)
-        // Independent expectation: for each expert this rank runs (its own unless lent, and those lent to it,
-        // by the plan recomputed here from every source's routing), every source of the group in rank order,
-        // its kept assignments to that expert in (token, slot) order.
+        dispatcher.countRows(s, selected: me.selected, keep: me.keep, N: N)
+        // Independent expectation: for each expert this rank runs (its own unless the plan moved it, and those
+        // moved to it), every source of the group in rank order, its kept assignments to that expert in
+        // (token, slot) order.
         let groupStart = comm.rank / G * G
         var rowsPerExpert = [Int](repeating: 0, count: E)
         for src in groupStart ..< groupStart + G {
             let o = routing(rank: src)
             for a in 0 ..< o.N * k where o.keep[a] != 0 { rowsPerExpert[Int(o.selected[a])] += 1 }
         }
-        let runner = ExpertLending.plan(rows: rowsPerExpert, slices: ctx.expertSlices, policy: ctx.expertLending)
+        failures.check(dispatcher.expertRows == rowsPerExpert, "\(label): rows per expert \(dispatcher.expertRows) != \(rowsPerExpert)")
+        var runner = [Int](repeating: 0, count: E)
+        LendingPlanner(slices: ctx.expertSlices, experts: E).plan(rows: rowsPerExpert, policy: policy, into: &runner)
+        let slots = plan(ctx, runner: runner)
+        dispatcher.plan(s, slots, selected: me.selected, keep: me.keep)
         let mine = (0 ..< E).filter { runner[$0] == ctx.expertGroup.rank }
-        failures.check(Array(s.slotExperts.prefix(s.slots)) == mine, "\(label): slots \(s.slotExperts.prefix(s.slots)) != \(mine)")
+        failures.check(Array(slots.expert.prefix(slots.count)) == mine, "\(label): slots \(slots.expert.prefix(slots.count)) != \(mine)")
+        failures.check(s.slots == mine.count, "\(label): the dispatcher's slots \(s.slots) != \(mine.count)")
         var expected: [Float] = []
         for e in mine {
             for src in groupStart ..< groupStart + G {
@@ -124,6 +140,7 @@ final class TokenDispatcherTests: XCTestCase {
         failures.check(abs(sums[2] - sums[3]) <= 1e-5 * max(1, abs(sums[2])), "\(label): combine adjoint \(sums[2]) vs \(sums[3])")
         // dgates[a] = v[t]·y_a, with y_a the output row of assignment a: ⟨combine(y; e_a), v⟩.
         checkGateGradient(dispatcher, s, me: me, y: y, v: v, dg: dg, failures: failures, label: label)
+        return ctx.expertSlices.enumerated().reduce(0) { n, rs in n + rs.element.filter { runner[$0] != rs.offset }.count }
     }
 
     /// dgates against the combine's derivative in each gate: combine with only gate a set to 1.

@@ -51,10 +51,8 @@ final class GatheredParameters: @unchecked Sendable {
 }
 
 /// Trains `steps` steps of `config` on a world of `W` threads; returns rank 0's reports and the gathered parameters.
-/// `lending` replaces the expert-lending policy; `lendingCounters` receives every rank's counter at the end.
 func trainInProcess(_ config: RunConfig, data: TrainingData, worldSize W: Int, steps: Int,
-                    expertParallel: Int? = nil, lending: ExpertLendingPolicy? = nil,
-                    lendingCounters: (@Sendable (Int, LendingCounter) -> Void)? = nil) throws -> ([StepReport], GatheredParameters) {
+                    expertParallel: Int? = nil) throws -> ([StepReport], GatheredParameters) {
     let gathered = GatheredParameters()
     final class Box: @unchecked Sendable { var reports: [StepReport] = [] }
     let box = Box()
@@ -63,12 +61,10 @@ func trainInProcess(_ config: RunConfig, data: TrainingData, worldSize W: Int, s
         c.train.microBatch = config.train.globalBatch / W
         c.parallel.expertParallel = expertParallel
         try validate(c, worldSize: W)
-        var ctx = try ParallelContext.make(world: world, expertParallel: expertParallel ?? W, numExperts: c.moe.numExperts)
-        if let lending { ctx.expertLending = lending }
+        let ctx = try ParallelContext.make(world: world, expertParallel: expertParallel ?? W, numExperts: c.moe.numExperts)
         let trainer = try Trainer(config: c, ctx: ctx, train: data.train)
         var reps: [StepReport] = []
         for _ in 0 ..< steps { reps.append(trainer.trainStep()) }
-        lendingCounters?(world.rank, ctx.lendingCounter)
         gathered.add(trainer.model.store, rank: world.rank, firstCopy: world.rank < ctx.expertGroup.size)
         if world.rank == 0 { box.reports = reps }
     }

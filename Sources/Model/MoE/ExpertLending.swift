@@ -10,8 +10,12 @@
 //           ranks: the exchange is synchronous); at most `maxLoans` loans per use. Integer arithmetic on
 //           the same counts: every rank derives the same plan.
 //   forward the owner sends the expert's weights; the helper runs it on the rows routed to it.
-//   backward the owner sends the weights and the expert's gradient so far; the helper adds this use's
-//           gradient into it with the same products the owner would run, and sends it back.
+//   backward the owner sends the weights and the expert's gradient so far (moving it: the owner's slice
+//           restarts from zero); the helper adds this use's gradient into it with the same products the
+//           owner would run, and sends it back; the owner adds it into its slice.
+//
+// Lending is one step of the MoE layer's plan (ExpertSlots): after the count exchange it moves experts
+// between ranks and points the slots of the guests (experts lent to this rank) at the copies that travelled.
 //
 // So lending changes no bit of any result when each expert's products run on one thread (a rank has at
 // least as many experts with rows as threads, the usual case): a token's rows are combined in expert order
@@ -32,7 +36,7 @@ public struct ExpertLendingPolicy: Equatable, Sendable {
     /// through the expert forward and backward, whatever d and F are. Measured on the seed shape at -np 2 (one
     /// thread per rank): ~10 ms per loan against ~115 µs per row, so 96 rows per thread of the rank.
     public var transferRows: Int
-    /// Loans per MoE use in an expert group (bounds the helpers' buffers: see `ExpertLoans.scratchBytes`).
+    /// Loans per MoE use in an expert group (bounds the helpers' buffers: see `ExpertLending.scratchBytes`).
     public var maxLoans: Int
     /// The most BLAS threads a rank of the group runs experts on. With more than one, a rank that holds fewer
     /// experts with rows than threads splits each product over its threads, which can round differently; so
@@ -49,6 +53,13 @@ public struct ExpertLendingPolicy: Equatable, Sendable {
         self.enabled = enabled; self.transferRows = transferRows; self.maxLoans = maxLoans
         self.threads = max(threads, 1)
     }
+    /// The policy `config` asks for (`parallel.balance_experts`) with ranks of `threads` BLAS threads.
+    public init(config: RunConfig, threads: Int) {
+        self = config.parallel.balanceExperts && !config.moe.isDense ? .automatic(threads: threads) : .off
+    }
+
+    /// The most experts a rank of a group of `G` runs beyond the ones it holds in one use (0: lending never runs).
+    public func loanSlots(groupSize G: Int) -> Int { enabled && G > 1 ? maxLoans : 0 }
 }
 
 /// What lending did on this rank's expert group so far (read by `bench` and the tests).
@@ -58,15 +69,6 @@ public final class LendingCounter: @unchecked Sendable {
     /// Rows run by a helper instead of the owner, and all expert rows of the group.
     public internal(set) var rowsLent = 0, rows = 0
     public init() {}
-}
-
-public enum ExpertLending {
-    /// The group rank that runs each expert (see `LendingPlanner.plan`); allocates, for tests and tools.
-    public static func plan(rows: [Int], slices: [Range<Int>], policy: ExpertLendingPolicy) -> [Int] {
-        var runner = [Int](repeating: 0, count: rows.count)
-        LendingPlanner(slices: slices, experts: rows.count).plan(rows: rows, policy: policy, into: &runner)
-        return runner
-    }
 }
 
 /// Computes lending plans for one expert group into preallocated arrays (one per dispatcher).
@@ -124,65 +126,75 @@ public final class LendingPlanner {
     }
 }
 
-/// The weights and gradients that travel for one MoE use's loans, and the helper's copies of them.
-/// Scratch, one use at a time. Layout of a loan's block: w1 [d,F], w3 [d,F] (swiglu), w2 [F,d].
-final class ExpertLoans {
+/// One MoE layer's lending: plans each use's loans and moves the lent experts' weights (backward: and
+/// gradients) between the ranks of the expert group. Scratch, one use at a time. Layout of a loan's block:
+/// w1 [d,F], w3 [d,F] (swiglu), w2 [F,d]; backward, the expert's gradient follows its weights.
+final class ExpertLending {
     let d: Int, F: Int, mats: Int
     let ctx: ParallelContext
+    private let planner: LendingPlanner
+    private var planned: [Int]    // [E] the runner of each expert in the current use
     /// Floats of one expert's weights (or gradient).
     var expertFloats: Int { d * F * mats }
+    /// The most guests a rank runs in one use.
+    var guestSlots: Int { ctx.expertLending.maxLoans }
     /// What this rank received: the guests' weights (forward), or per guest weights then gradient (backward).
     private let inbox = FloatBuffer()
     /// What this rank sends: its lent experts' weights (and gradients), or its guests' gradients back.
     private let outbox = FloatBuffer()
-    /// The guests (experts lent to this rank) of the current use, in expert order, and where their blocks are.
-    private(set) var guests: [Int] = []
+    /// The guests (experts lent to this rank) of the current use, in expert order.
+    private var guests: [Int] = []
     private var guestBlock = 0     // floats per guest in the inbox: expertFloats (forward) or twice (backward)
     /// This rank's experts lent in the current use, in expert order; the exchange's counts per group rank.
     private var lentOut: [Int] = [], sendCounts: [Int], recvCounts: [Int]
 
-    /// Bytes of the buffers at the most loans a use can make (buffer table, see MicroBatchShape): an inbox and
-    /// an outbox of up to `maxLoans` weights-and-gradient blocks each (d·F·mats floats per matrix set).
-    static func scratchBytes(_ s: MicroBatchShape, maxLoans: Int) -> Int {
-        s.G == 1 || s.dense ? 0 : 4 * 2 * (2 * maxLoans * s.d * s.F * s.mats)
+    /// The lending of an MoE layer on `ctx`, nil where nothing can be lent (off, or one rank per group).
+    static func make(experts E: Int, dModel: Int, dFF: Int, activation: Activation,
+                     ctx: ParallelContext) -> ExpertLending? {
+        ctx.expertLending.loanSlots(groupSize: ctx.expertGroup.size) == 0 ? nil
+            : ExpertLending(experts: E, dModel: dModel, dFF: dFF, activation: activation, ctx: ctx)
     }
 
-    init(dModel: Int, dFF: Int, activation: Activation, ctx: ParallelContext) {
+    /// Bytes of the buffers at the most loans a use can make (buffer table, see MicroBatchShape): an inbox and
+    /// an outbox of up to `maxLoans` weights-and-gradient blocks each (d·F·mats floats per matrix set).
+    static func scratchBytes(_ s: MicroBatchShape) -> Int { 4 * 2 * (2 * s.maxLoans * s.d * s.F * s.mats) }
+
+    private init(experts E: Int, dModel: Int, dFF: Int, activation: Activation, ctx: ParallelContext) {
         d = dModel; F = dFF; mats = activation == .swiglu ? 3 : 2; self.ctx = ctx
+        planner = LendingPlanner(slices: ctx.expertSlices, experts: E)
+        planned = [Int](repeating: 0, count: E)
         sendCounts = [Int](repeating: 0, count: ctx.expertGroup.size); recvCounts = sendCounts
         guests.reserveCapacity(ctx.expertLending.maxLoans); lentOut.reserveCapacity(ctx.expertLending.maxLoans)
     }
 
-    /// Both buffers at their largest at once (a loan's weights and gradient for `maxLoans` loans), so that
-    /// growing never overshoots what the memory estimate counts.
-    private func makeRoom() {
-        let floats = max(1, 2 * ctx.expertLending.maxLoans * expertFloats)
-        inbox.ensure(floats); outbox.ensure(floats)
+    /// Forward: plans this use's loans from the group's rows per expert (`rows` [E]), counts them, and sends
+    /// the lent experts' weights to their helpers; `plan` then runs them there (collective over the group).
+    func lend(_ plan: ExpertSlots, rows: [Int], weights pool: PoolTensors) {
+        planner.plan(rows: rows, policy: ctx.expertLending, into: &planned)
+        count(rows: rows)
+        guard anyLoan(planned) else { return }
+        exchange(runner: planned, withGradients: false, pool: pool, grads: nil)
+        plan.move(to: planned, guest: { block(inbox.pointer + $0 * guestBlock) }, pool: pool)
     }
 
-    /// Any expert of this plan runs away from its owner (index loops: nothing allocates in the step).
-    static func anyLoan(_ runner: [Int], slices: [Range<Int>]) -> Bool {
-        guard slices.count > 1 else { return false }
-        for r in 0 ..< slices.count {
-            var e = slices[r].lowerBound
-            while e < slices[r].upperBound { if runner[e] != r { return true }; e += 1 }
+    /// Backward, before the experts run: owners move their lent experts' weights and gradients so far to the
+    /// helpers (the owner's slice restarts from zero), and the guests' slots take the copies (collective).
+    func lendGradients(_ plan: ExpertSlots, weights pool: PoolTensors, grads: PoolTensors) {
+        guard anyLoan(plan.runner) else { return }
+        exchange(runner: plan.runner, withGradients: true, pool: pool, grads: grads)
+        for j in 0 ..< lentOut.count { zero(grads.expert(lentOut[j] - ctx.localExperts.lowerBound, d: d, F: F)) }
+        var guest = 0
+        for i in 0 ..< plan.count where !ctx.localExperts.contains(plan.expert[i]) {
+            let p = inbox.pointer + guest * guestBlock
+            plan.setGuest(i, weights: block(p), grads: block(p + expertFloats)); guest += 1
         }
-        return false
     }
 
-    /// Forward: owners send their lent experts' weights to the helpers (collective over the expert group;
-    /// call only when `anyLoan`). Afterwards `weights(ofGuest:)` points at them.
-    func sendWeights(runner: [Int], pool: PoolTensors) {
-        exchange(runner: runner, withGradients: false, pool: pool, grads: nil)
-    }
-
-    /// Backward: owners send weights and the gradient so far; `gradients(ofGuest:)` points at the helper's copy.
-    func sendWeightsAndGradients(runner: [Int], pool: PoolTensors, grads: PoolTensors) {
-        exchange(runner: runner, withGradients: true, pool: pool, grads: grads)
-    }
-
-    /// Backward, after the experts ran: helpers send the guests' gradients back; owners store them in place.
-    func returnGradients(runner: [Int], grads: PoolTensors) {
+    /// Backward, after the experts ran: helpers send the guests' gradients back; owners add them into their
+    /// slices (collective over the group).
+    func returnGradients(_ plan: ExpertSlots, grads: PoolTensors) {
+        let runner = plan.runner
+        guard anyLoan(runner) else { return }
         let G = ctx.expertGroup.size, n = expertFloats
         makeRoom()
         for r in 0 ..< G { sendCounts[r] = 0; recvCounts[r] = 0 }
@@ -193,7 +205,7 @@ final class ExpertLoans {
         for r in 0 ..< G where r != ctx.expertGroup.rank {
             for e in ctx.expertSlices[r] where runner[e] == ctx.expertGroup.rank { sendCounts[r] += n }
         }
-        for e in lentOut { recvCounts[runner[e]] += n }
+        for j in 0 ..< lentOut.count { recvCounts[runner[lentOut[j]]] += n }
         ctx.timer.collective(.allToAll, over: ctx.expertGroup) {
             ctx.expertGroup.allToAllV(send: UnsafeBufferPointer(start: out, count: guests.count * n), sendCounts: sendCounts,
                                       recv: UnsafeMutableBufferPointer(start: back, count: lentOut.count * n),
@@ -202,18 +214,45 @@ final class ExpertLoans {
         // Blocks arrive by helper rank, then expert.
         ctx.timer.measure(.allToAll) {
             var at = 0
-            for helper in 0 ..< G { for e in lentOut where runner[e] == helper {
-                copyIn(from: back + at, to: grads.expert(e - ctx.localExperts.lowerBound, d: d, F: F)); at += n
+            for helper in 0 ..< G { for j in 0 ..< lentOut.count where runner[lentOut[j]] == helper {
+                add(back + at, into: grads.expert(lentOut[j] - ctx.localExperts.lowerBound, d: d, F: F)); at += n
             } }
         }
     }
 
-    /// Guest `i`'s weights (valid after a send).
-    func weights(ofGuest i: Int) -> FFNWeights { block(inbox.pointer + i * guestBlock) }
-    /// Guest `i`'s gradient (valid after `sendWeightsAndGradients`, until `returnGradients`).
-    func gradients(ofGuest i: Int) -> FFNWeights { block(inbox.pointer + i * guestBlock + expertFloats) }
-
     // MARK: -
+
+    /// Any expert of this plan runs away from its owner (index loops: nothing allocates in the step).
+    private func anyLoan(_ runner: [Int]) -> Bool {
+        let slices = ctx.expertSlices
+        for r in 0 ..< slices.count {
+            var e = slices[r].lowerBound
+            while e < slices[r].upperBound { if runner[e] != r { return true }; e += 1 }
+        }
+        return false
+    }
+
+    /// Adds the plan of a forward use to `ctx.lendingCounter` (the backward reuses it and is not counted).
+    private func count(rows: [Int]) {
+        let c = ctx.lendingCounter
+        var lent = 0, moved = 0, all = 0
+        let slices = ctx.expertSlices
+        for r in 0 ..< slices.count {
+            for e in slices[r] {
+                all += rows[e]
+                if planned[e] != r { lent += 1; moved += rows[e] }
+            }
+        }
+        c.uses += 1; c.loans += lent; c.rowsLent += moved; c.rows += all
+        if lent > 0 { c.usesWithLoans += 1 }
+    }
+
+    /// Both buffers at their largest at once (a loan's weights and gradient for `maxLoans` loans), so that
+    /// growing never overshoots what the memory estimate counts.
+    private func makeRoom() {
+        let floats = max(1, 2 * ctx.expertLending.maxLoans * expertFloats)
+        inbox.ensure(floats); outbox.ensure(floats)
+    }
 
     private func exchange(runner: [Int], withGradients: Bool, pool: PoolTensors, grads: PoolTensors?) {
         let me = ctx.expertGroup.rank, G = ctx.expertGroup.size, n = expertFloats
@@ -227,13 +266,14 @@ final class ExpertLoans {
         let out = outbox.pointer
         ctx.timer.measure(.allToAll) {
             var at = 0
-            for helper in 0 ..< G { for e in lentOut where runner[e] == helper {
-                copyOut(pool.expert(e - local.lowerBound, d: d, F: F), to: out + at)
-                if let g = grads { copyOut(g.expert(e - local.lowerBound, d: d, F: F), to: out + at + n) }
+            for helper in 0 ..< G { for j in 0 ..< lentOut.count where runner[lentOut[j]] == helper {
+                let le = lentOut[j] - local.lowerBound
+                copyOut(pool.expert(le, d: d, F: F), to: out + at)
+                if let g = grads { copyOut(g.expert(le, d: d, F: F), to: out + at + n) }
                 at += block
             } }
         }
-        for e in lentOut { sendCounts[runner[e]] += block }
+        for j in 0 ..< lentOut.count { sendCounts[runner[lentOut[j]]] += block }    // index loops: no allocation
         // Receives: the experts lent to this rank, by owner rank, then expert (= expert order).
         guests.removeAll(keepingCapacity: true)
         for r in 0 ..< G where r != me {
@@ -259,10 +299,20 @@ final class ExpertLoans {
         b.w2.update(from: w.w2, count: F * d)
     }
 
-    private func copyIn(from p: UnsafeMutablePointer<Float>, to w: FFNWeights) {
+    private func zero(_ w: FFNWeights) {
+        w.w1.update(repeating: 0, count: d * F)
+        w.w3?.update(repeating: 0, count: d * F)
+        w.w2.update(repeating: 0, count: F * d)
+    }
+
+    /// w += the block at p, matrix by matrix.
+    private func add(_ p: UnsafeMutablePointer<Float>, into w: FFNWeights) {
         let b = block(p)
-        w.w1.update(from: b.w1, count: d * F)
-        if let w3 = w.w3 { w3.update(from: b.w3!, count: d * F) }
-        w.w2.update(from: b.w2, count: F * d)
+        func add(_ src: UnsafeMutablePointer<Float>, _ dst: UnsafeMutablePointer<Float>, _ n: Int) {
+            for i in 0 ..< n { dst[i] += src[i] }
+        }
+        add(b.w1, w.w1, d * F)
+        if let w3 = w.w3 { add(b.w3!, w3, d * F) }
+        add(b.w2, w.w2, F * d)
     }
 }

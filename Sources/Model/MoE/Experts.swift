@@ -108,19 +108,19 @@ enum ExpertFFN {
     }
 }
 
-/// The experts this rank runs in one MoE use (its slots: the local experts it keeps and any lent to it),
-/// each run once on its contiguous rows of an expert-major buffer (one GEMM per weight). Experts touch
-/// disjoint rows, hidden buffers and weight-gradient slices, so they run on the rank's threads, busiest
-/// expert first, each thread taking the next expert when it finishes one (routing leaves experts uneven: a
-/// fixed split kept one thread waiting for the other), with the same result.
+/// The experts this rank runs in one MoE use (the slots of its plan, ExpertSlots: the local experts it keeps
+/// and any lent to it), each run once on its contiguous rows of an expert-major buffer (one GEMM per weight).
+/// Experts touch disjoint rows, hidden buffers and weight-gradient slices, so they run on the rank's threads,
+/// busiest expert first, each thread taking the next expert when it finishes one (routing leaves experts
+/// uneven: a fixed split kept one thread waiting for the other), with the same result.
 ///
-/// Where PackedMatmul runs (AVX2 or AVX-512) and the experts are shared by the iterations (`moe.experts: shared`),
-/// each expert's weights are packed once per model pass and direction (forward: w; backward: wᵀ) and reused
-/// by the pass's later iterations: the weights cannot change within one `RecurrentMoEModel.step`, which calls
-/// `beginPass()` first. Packs sit by expert (held expert j at j, the i-th loan at L + i), so lending, which
-/// moves experts between slots from use to use, does not defeat the reuse; a lent expert's weights arrive
-/// anew with every use and are packed every time. Per-iteration experts would be packed at every use for no
-/// gain, so they keep the BLAS products.
+/// Where the context runs PackedMatmul (`ParallelContext.expertKernel`: AVX2 or AVX-512) and the experts are
+/// shared by the iterations (`moe.experts: shared`), each expert's weights are packed once per model pass and
+/// direction (forward: w; backward: wᵀ) and reused by the pass's later iterations: the weights cannot change
+/// within one `RecurrentMoEModel.step`, which calls `beginPass()` first. Packs sit by expert (the plan's
+/// `pack`: held expert j at j, the i-th guest at L + i), so a plan that moves experts between slots from use
+/// to use does not defeat the reuse; a guest's weights arrive anew with every use and are packed every time.
+/// Per-iteration experts would be packed at every use for no gain, so they keep the BLAS products.
 final class Experts {
     let d: Int, F: Int
     let activation: Activation
@@ -134,7 +134,7 @@ final class Experts {
     private let packs = FloatBuffer()                    // [packSlots, packFloats] the packed weights
     private var packBase: UnsafeMutablePointer<Float>    // packs' first 64-byte boundary (loads never split a line)
     private let packedFrom: UnsafeMutablePointer<PackKey>    // [packSlots] what each pack holds
-    private let packSlots: Int                           // held experts + most loans (as the estimate)
+    private let packSlots: Int                           // held experts + most guests (as the estimate)
     /// The packed kernel of the products (nil: BLAS), fixed when the layer is built so packs keep one layout.
     private let kernel: PackedMatmul.Kernel?
     private var pass = 0
@@ -144,13 +144,13 @@ final class Experts {
         var weights: UnsafeMutablePointer<Float>?, transposed = false, pass = -1
     }
 
-    init(cfg: MoELayerConfig, dModel: Int, ctx: ParallelContext) {
+    /// `guestSlots`: the most experts a plan has this rank run beyond the ones it holds (packs kept for them).
+    init(cfg: MoELayerConfig, dModel: Int, guestSlots: Int, ctx: ParallelContext) {
         d = dModel; F = cfg.dFF; activation = cfg.activation; mats = cfg.activation == .swiglu ? 3 : 2; self.ctx = ctx
         offsets = [Int](repeating: 0, count: cfg.numExperts)
         order = Array(0 ..< cfg.numExperts)
-        let lending = ctx.expertLending
-        packSlots = ctx.localExperts.count + (ctx.expertGroup.size == 1 || !lending.enabled ? 0 : lending.maxLoans)
-        kernel = Experts.packedKernel(cfg.experts)
+        packSlots = ctx.localExperts.count + guestSlots
+        kernel = Experts.packedKernel(cfg.experts, ctx.expertKernel)
         packedFrom = .allocate(capacity: max(packSlots, 1))
         packedFrom.initialize(repeating: PackKey(), count: max(packSlots, 1))
         packBase = packs.pointer
@@ -158,10 +158,9 @@ final class Experts {
     deinit { packedFrom.deinitialize(count: max(packSlots, 1)); packedFrom.deallocate() }
 
     /// The packed kernel the products run with, nil for BLAS: shared experts (per-iteration ones would be
-    /// packed at every use), on a CPU that runs PackedMatmul (`kernel`). The model and its memory estimate
-    /// both ask this.
-    static func packedKernel(_ sharing: Sharing, _ kernel: PackedMatmul.Kernel? = PackedMatmul.kernel)
-        -> PackedMatmul.Kernel? {
+    /// packed at every use), where the products run packed (`kernel`, nil: BLAS). The model and its memory
+    /// estimate both ask this.
+    static func packedKernel(_ sharing: Sharing, _ kernel: PackedMatmul.Kernel?) -> PackedMatmul.Kernel? {
         sharing == .shared ? kernel : nil
     }
 
@@ -172,7 +171,7 @@ final class Experts {
     }
 
     /// Bytes of the packs (buffer table, see MicroBatchShape): one per held expert (all E with one rank per
-    /// group) and per loan, in the layout of the shape's kernel; none where the experts keep the BLAS products.
+    /// group) and per guest slot, in the layout of the shape's kernel; none where the experts keep the BLAS products.
     static func packBytes(_ s: MicroBatchShape) -> Int {
         guard let kernel = s.packKernel else { return 0 }
         return 4 * ((s.L + s.maxLoans) * packFloats(d: s.d, F: s.F, mats: s.mats, kernel: kernel) + 16)
@@ -194,7 +193,7 @@ final class Experts {
     }
 
     /// Weights w packed for the forward products (or, `transposed`, for the input-gradient ones) in pack j:
-    /// packed now unless pack j already holds them from this pass (j < L: a held expert; else a loan).
+    /// packed now unless pack j already holds them from this pass (j < L: a held expert; else a guest).
     private func packed(_ j: Int, _ w: FFNWeights, transposed: Bool, _ kernel: PackedMatmul.Kernel) -> PackedFFN {
         let reusable = j < ctx.localExperts.count
         let part = Experts.packFloats(d: d, F: F, mats: 1, kernel: kernel)
@@ -215,40 +214,38 @@ final class Experts {
         return p
     }
 
-    /// y[rows,d] = expert(x) on each slot's rows (`rows[i]` of them for slot i < `slots`, expert-major), with
-    /// `weights(i)` the weights of slot i and `pack(i)` its pack (held expert j: j, i-th loan: L + i); saves
-    /// into `saved`.
-    func forward(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, rows: [Int], slots: Int,
-                 weights: (Int) -> FFNWeights, pack: (Int) -> Int, saved: FFNActivations) {
-        let total = planWork(rows, slots: slots)
+    /// y[rows,d] = expert(x) on each slot's rows (`rows[i]` of them for slot i of `plan`, expert-major), with
+    /// the slot's weights and pack; saves into `saved`.
+    func forward(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, rows: [Int], plan: ExpertSlots,
+                 saved: FFNActivations) {
+        let total = planWork(rows, slots: plan.count)
         saved.ensure(rows: total, F: F, activation: activation)
         let (h1, h3, act) = (saved.h1.pointer, saved.h3.pointer, saved.act.pointer)
         let swiglu = activation == .swiglu, kernel = kernel
         if let kernel { preparePacks(kernel) }
-        forEachExpert(rows) { le, n, off, workers in
-            let w = weights(le)
+        forEachExpert(rows) { i, n, off, workers in
+            let w = plan.weights[i]!
             ExpertFFN.forward(y: y + off * d, h1: h1 + off * F, h3: swiglu ? h3 + off * F : h3, act: act + off * F,
                               x: x + off * d, w: w,
-                              packed: kernel.map { packed(pack(le), w, transposed: false, $0) },
+                              packed: kernel.map { packed(plan.pack[i], w, transposed: false, $0) },
                               n: n, d: d, F: F, activation: activation, workers: workers)
         }
     }
 
-    /// dx[rows,d] += and each slot's weight gradient (`grads(i)`) += the gradient from dy[rows,d].
+    /// dx[rows,d] += and each slot's weight gradient (`plan.grads`) += the gradient from dy[rows,d].
     func backward(_ dx: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, rows: [Int],
-                  slots: Int, weights: (Int) -> FFNWeights, pack: (Int) -> Int, grads: (Int) -> FFNWeights,
-                  saved: FFNActivations) {
-        let total = planWork(rows, slots: slots)
+                  plan: ExpertSlots, saved: FFNActivations) {
+        let total = planWork(rows, slots: plan.count)
         scratch.ensure(rows: total, F: F, activation: activation)
         let (h1, h3, act) = (saved.h1.pointer, saved.h3.pointer, saved.act.pointer)
         let (dact, dh3) = (scratch.dact.pointer, scratch.dh3.pointer)
         let swiglu = activation == .swiglu, kernel = kernel
         if let kernel { preparePacks(kernel) }
-        forEachExpert(rows) { le, n, off, workers in
-            let w = weights(le)
-            ExpertFFN.backward(dx: dx + off * d, dw: grads(le), dy: dy + off * d, x: x + off * d,
+        forEachExpert(rows) { i, n, off, workers in
+            let w = plan.weights[i]!
+            ExpertFFN.backward(dx: dx + off * d, dw: plan.grads[i]!, dy: dy + off * d, x: x + off * d,
                                h1: h1 + off * F, h3: swiglu ? h3 + off * F : h3, act: act + off * F,
-                               w: w, packed: kernel.map { packed(pack(le), w, transposed: true, $0) },
+                               w: w, packed: kernel.map { packed(plan.pack[i], w, transposed: true, $0) },
                                dact: dact + off * F,
                                dh3: swiglu ? dh3 + off * F : dh3, n: n, d: d, F: F, activation: activation,
                                workers: workers)

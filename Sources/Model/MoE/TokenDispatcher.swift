@@ -1,11 +1,11 @@
 // The token dispatcher of an MoE layer: moves each kept assignment's token row to the rank that runs its
-// expert (its owner, or the rank it is lent to in this use), and the expert's output back, weighted by the
-// gate (Megatron-Core's permute -> all-to-all -> unpermute).
+// expert (the use's plan, ExpertSlots), and the expert's output back, weighted by the gate (Megatron-Core's
+// permute -> all-to-all -> unpermute). It only moves rows: which rank runs which expert is the plan's.
 //
-//   plan       one count exchange tells every rank of the group what every rank sends to every expert;
-//              from it each rank derives the same lending plan (ExpertLending: which rank runs each
-//              expert in this use) and what it receives from whom. The row order: this rank's kept
-//              assignments sorted by the rank running their expert, then expert, token, slot; communicates
+//   countRows  one count exchange tells every rank of the group what every rank sends to every expert, and
+//              so the rows of every expert over the group (what a plan may balance); communicates
+//   plan       the row order for the use's plan: this rank's kept assignments sorted by the rank running
+//              their expert, then expert, token, slot; and what this rank receives from whom
 //   dispatch   token rows -> row order -> all-to-all -> [source][slot] -> expert-major, so the rows of
 //              every expert this rank runs (its slots) are contiguous (one GEMM per expert); communicates
 //   combine    expert-major outputs -> [source][slot] -> all-to-all -> row order, then
@@ -20,7 +20,7 @@
 //
 // The row loops run on the rank's threads: gathers and the gates' gradient split the rows; combine and
 // dispatchBackward, which add several rows into one token, split the tokens and add each token's rows in
-// expert order, as one thread does, so the result depends neither on the threads nor on the lending plan.
+// expert order, as one thread does, so the result depends neither on the threads nor on the plan.
 import Collectives
 import Kernels
 
@@ -29,13 +29,7 @@ import Kernels
 final class DispatchState {
     /// [E] kept rows this rank sends to each expert.
     var sendPerExpert: [Int]
-    /// [E] the group rank that runs each expert in this use: its owner, or the rank it is lent to.
-    var runner: [Int]
-    /// The experts this rank runs in this use (its slots), in expert order: `slots` entries of [E].
-    var slotExperts: [Int]
-    /// [slots] −1 for a slot holding one of this rank's experts, else its index among the guests (the experts
-    /// lent to this rank, in expert order: `ExpertLoans.weights(ofGuest:)`).
-    var slotGuest: [Int]
+    /// The plan's slots (the experts this rank runs in this use, in expert order).
     var slots = 0
     /// [G, slots] rows this rank receives from each group rank for each slot (stride `slots`).
     var recvPerSourceSlot: [Int]
@@ -63,7 +57,7 @@ final class DispatchState {
     /// Room for any plan: a rank can run every expert of the pool.
     init(experts E: Int, groupSize G: Int) {
         sendPerExpert = [Int](repeating: 0, count: E)
-        runner = sendPerExpert; slotExperts = sendPerExpert; slotGuest = sendPerExpert; rowsPerSlot = sendPerExpert
+        rowsPerSlot = sendPerExpert
         recvPerSourceSlot = [Int](repeating: 0, count: G * E)
         sendFloats = [Int](repeating: 0, count: G); recvFloats = sendFloats
         sourceOffsets = recvPerSourceSlot; expertOffsets = recvPerSourceSlot
@@ -85,8 +79,8 @@ final class TokenDispatcher {
     // The count exchange: this rank's [E] counts to every group rank, everyone's [G, E] back.
     private let countsOut = Buffer<Int64>(), countsIn = Buffer<Int64>()
     private let countsPerRank: [Int]
-    private var expertRows: [Int]              // [E] rows per expert over the group (the plan's input)
-    private let planner: LendingPlanner
+    /// [E] rows per expert over the group in the current use (after `countRows`: what a plan balances).
+    private(set) var expertRows: [Int]
 
     /// Bytes of the scratch buffers (buffer table, see MicroBatchShape): the Int64 counts, and the exchanging
     /// path's staged rows (none when direct).
@@ -99,33 +93,43 @@ final class TokenDispatcher {
         isDirect = ctx.expertGroup.size == 1
         cursor = [Int](repeating: 0, count: E)
         expertRows = cursor
-        planner = LendingPlanner(slices: ctx.expertSlices, experts: E)
         countsOut.ensure(ctx.expertGroup.size * E); countsIn.ensure(ctx.expertGroup.size * E)
         countsPerRank = [Int](repeating: E, count: ctx.expertGroup.size)
     }
 
     private var G: Int { ctx.expertGroup.size }
 
-    /// Row order of the kept assignments (selected [N,k], keep [N,k]), the lending plan, and the row counts
-    /// every rank receives (communicates unless direct).
-    func plan(_ s: DispatchState, selected: UnsafePointer<Int32>, keep: UnsafePointer<Int32>, N: Int) {
+    /// Counts the kept assignments (selected [N,k], keep [N,k]) this rank sends to each expert, and the rows of
+    /// every expert over the group (`expertRows`; communicates unless direct).
+    func countRows(_ s: DispatchState, selected: UnsafePointer<Int32>, keep: UnsafePointer<Int32>, N: Int) {
         for e in 0 ..< E { s.sendPerExpert[e] = 0 }
         for a in 0 ..< N * k where keep[a] != 0 { s.sendPerExpert[Int(selected[a])] += 1 }
         s.tokens = N
-        if isDirect {
-            for e in 0 ..< E {
-                s.runner[e] = 0; s.slotExperts[e] = e; s.slotGuest[e] = -1
-                s.recvPerSourceSlot[e] = s.sendPerExpert[e]; s.rowsPerSlot[e] = s.sendPerExpert[e]
-            }
-            s.slots = E
-        } else {
-            exchangeCounts(s)
+        guard !isDirect else {
+            for e in 0 ..< E { expertRows[e] = s.sendPerExpert[e] }
+            return
         }
+        for r in 0 ..< G { for e in 0 ..< E { countsOut.pointer[r * E + e] = Int64(s.sendPerExpert[e]) } }
+        ctx.timer.collective(.allToAll, over: ctx.expertGroup) {
+            ctx.expertGroup.allToAllV(send: UnsafeBufferPointer(start: countsOut.pointer, count: G * E), sendCounts: countsPerRank,
+                                      recv: UnsafeMutableBufferPointer(start: countsIn.pointer, count: G * E),
+                                      recvCounts: countsPerRank)
+        }
+        let counts = countsIn.pointer    // [G, E]: what each group rank sends to each expert
+        for e in 0 ..< E { expertRows[e] = 0 }
+        for r in 0 ..< G { for e in 0 ..< E { expertRows[e] += Int(counts[r * E + e]) } }
+    }
+
+    /// The row order of the kept assignments counted by `countRows` for the use's `plan`, and the rows this
+    /// rank receives from every group rank for each of its slots.
+    func plan(_ s: DispatchState, _ plan: ExpertSlots, selected: UnsafePointer<Int32>, keep: UnsafePointer<Int32>) {
+        let N = s.tokens
+        receiveCounts(s, plan)
         // Rows by the rank running their expert, then expert (then token, slot): each rank's rows contiguous.
         var acc = 0
         for r in 0 ..< G {
             let first = acc
-            for e in 0 ..< E where s.runner[e] == r { cursor[e] = acc; acc += s.sendPerExpert[e] }
+            for e in 0 ..< E where plan.runner[e] == r { cursor[e] = acc; acc += s.sendPerExpert[e] }
             s.sendFloats[r] = (acc - first) * width
         }
         s.sendRows = acc
@@ -142,49 +146,21 @@ final class TokenDispatcher {
         }
     }
 
-    /// Adds the plan of a forward use to `ctx.lendingCounter` (the backward reuses it and is not counted).
-    private func count(_ runner: [Int]) {
-        let c = ctx.lendingCounter
-        var lent = 0, moved = 0, all = 0
-        for (r, slice) in ctx.expertSlices.enumerated() {
-            for e in slice {
-                all += expertRows[e]
-                if runner[e] != r { lent += 1; moved += expertRows[e] }
-            }
-        }
-        c.uses += 1; c.loans += lent; c.rowsLent += moved; c.rows += all
-        if lent > 0 { c.usesWithLoans += 1 }
-    }
-
-    /// The count exchange of `plan` (communicates: one Int64 all-to-all-v over the expert group), then the
-    /// lending plan and what this rank receives.
-    private func exchangeCounts(_ s: DispatchState) {
-        for r in 0 ..< G { for e in 0 ..< E { countsOut.pointer[r * E + e] = Int64(s.sendPerExpert[e]) } }
-        ctx.timer.collective(.allToAll, over: ctx.expertGroup) {
-            ctx.expertGroup.allToAllV(send: UnsafeBufferPointer(start: countsOut.pointer, count: G * E), sendCounts: countsPerRank,
-                                      recv: UnsafeMutableBufferPointer(start: countsIn.pointer, count: G * E),
-                                      recvCounts: countsPerRank)
-        }
-        let counts = countsIn.pointer    // [G, E]: what each group rank sends to each expert
-        for e in 0 ..< E { expertRows[e] = 0 }
-        for r in 0 ..< G { for e in 0 ..< E { expertRows[e] += Int(counts[r * E + e]) } }
-        planner.plan(rows: expertRows, policy: ctx.expertLending, into: &s.runner)
-        count(s.runner)
-        let me = ctx.expertGroup.rank
-        var L = 0
-        var guests = 0
-        for e in 0 ..< E where s.runner[e] == me {
-            s.slotExperts[L] = e
-            if ctx.localExperts.contains(e) { s.slotGuest[L] = -1 } else { s.slotGuest[L] = guests; guests += 1 }
-            L += 1
-        }
+    /// What this rank receives for each slot of `plan`, from the counts of `countRows`.
+    private func receiveCounts(_ s: DispatchState, _ plan: ExpertSlots) {
+        let L = plan.count
         s.slots = L
+        if isDirect {
+            for i in 0 ..< L { s.recvPerSourceSlot[i] = s.sendPerExpert[plan.expert[i]]; s.rowsPerSlot[i] = s.recvPerSourceSlot[i] }
+            return
+        }
+        let counts = countsIn.pointer    // [G, E]
         s.recvRows = 0
         for i in 0 ..< L { s.rowsPerSlot[i] = 0 }
         for r in 0 ..< G {
             var received = 0
             for i in 0 ..< L {
-                let n = Int(counts[r * E + s.slotExperts[i]])
+                let n = Int(counts[r * E + plan.expert[i]])
                 s.recvPerSourceSlot[r * L + i] = n
                 received += n; s.rowsPerSlot[i] += n
             }
@@ -284,8 +260,8 @@ final class TokenDispatcher {
         Blas.forEachShare(of: n, width: width, workers: ctx.blasWorkers, body)
     }
 
-    /// body(assignment, row) for token t's kept assignments in expert order: the row order when no expert is
-    /// lent, and the same order whichever rank ran each expert, so lending changes no sum (k is small, so a
+    /// body(assignment, row) for token t's kept assignments in expert order: the row order when every expert
+    /// runs on its owner, and the same order whichever rank ran each expert, so the plan changes no sum (k is small, so a
     /// selection by smallest expert; a token's experts are distinct).
     @inline(__always)
     private func forEachRow(of t: Int, _ s: DispatchState, _ body: (Int, Int) -> Void) {

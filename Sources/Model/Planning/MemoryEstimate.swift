@@ -33,10 +33,10 @@ public struct MemoryEstimate: Sendable, Codable {
     /// `microBatch` sequences of seq_len tokens per micro-step; `expertParallel` = G ranks share one copy of the
     /// experts (the estimate is for a rank holding the largest slice, ceil(E/G)); `worldSize` sizes the
     /// capacity limit's per-rank counts; `workers` = threads of a parallel region (attention scratch);
-    /// `packedExpertWeights`: the PackedMatmul kernel the ranks run, whose layout the packs take (by default
-    /// this machine's; nil: BLAS, no packs).
+    /// `packedExpertWeights`: the PackedMatmul kernel the ranks run (ParallelContext.expertKernel), whose layout
+    /// the packs take (nil: BLAS, no packs).
     public init(_ c: RunConfig, expertParallel G: Int, microBatch B: Int, worldSize W: Int = 1, workers: Int = 1,
-                packedExpertWeights: PackedMatmul.Kernel? = PackedMatmul.kernel) {
+                packedExpertWeights: PackedMatmul.Kernel?) {
         var trunk = 0, expertPerExpert = 0
         for t in ModelTensors.list(c) {
             if t.isExpert { expertPerExpert += t.shape.dropFirst().reduce(1, *) } else { trunk += t.shape.reduce(1, *) }

@@ -13,7 +13,8 @@ struct MicroBatchShape {
     let auxScope: AuxScope
     /// World size, expert-group size, experts held here, threads of a parallel region.
     let W: Int, G: Int, L: Int, workers: Int
-    /// The most experts an expert group lends in one MoE use (`parallel.balance_experts`; 0 when off or G = 1).
+    /// The most experts a rank runs beyond the ones it holds in one MoE use (lent to it: `parallel.balance_experts`;
+    /// 0 when off or G = 1).
     let maxLoans: Int
     /// The kernel of the experts' packed products (PackedMatmul: AVX2 or AVX-512, shared experts), whose packs
     /// count; nil where they run on BLAS.
@@ -27,14 +28,14 @@ struct MicroBatchShape {
     var expertRows: Int { dense ? 0 : N * k }
 
     init(_ c: RunConfig, microBatch: Int, worldSize W: Int = 1, expertParallel G: Int, workers: Int = 1,
-         packedProducts: PackedMatmul.Kernel? = PackedMatmul.kernel) {
+         packedProducts: PackedMatmul.Kernel?) {
         let m = c.model, f = c.moe
         B = microBatch; T = m.seqLen; d = m.dModel; H = m.nHeads; V = m.vocabSize; R = m.depth
         E = f.numExperts; k = f.topK; F = f.dFF; mats = f.activation == .swiglu ? 3 : 2; dense = f.isDense
         auxScope = f.auxScope
         self.W = W; self.G = max(G, 1); L = f.isDense ? 0 : (f.numExperts + max(G, 1) - 1) / max(G, 1)
         self.workers = max(workers, 1)
-        maxLoans = f.isDense || self.G == 1 || !c.parallel.balanceExperts ? 0 : ExpertLendingPolicy.automatic(threads: 1).maxLoans
+        maxLoans = ExpertLendingPolicy(config: c, threads: 1).loanSlots(groupSize: self.G)
         packKernel = f.isDense ? nil : Experts.packedKernel(f.experts, packedProducts)
     }
 }

@@ -8,3 +8,6 @@
 void malloc_counter_start(void);
 /// Stops counting and returns the allocations counted since the last start.
 int64_t malloc_counter_stop(void);
+/// While `exclude` is nonzero, allocations of the calling thread are not counted (a test's own machinery,
+/// such as an in-process world's collectives, called from the code under test).
+void malloc_counter_exclude_this_thread(int exclude);
