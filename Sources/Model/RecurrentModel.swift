@@ -129,7 +129,7 @@ public final class RecurrentMoEModel {
             for r in 0 ..< R where routerIndex(iteration: r) == q {
                 for e in 0 ..< E { counts[e] += iterationCounts[r * E + e] }
             }
-            Kernels.updateSelectionBias(selectionBias.pointer + q * E, counts: counts, E, rate: rate)
+            stepSelectionBias(selectionBias.pointer + q * E, counts: counts, E, rate: rate)
         }
     }
 

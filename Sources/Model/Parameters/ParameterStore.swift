@@ -80,8 +80,6 @@ public final class ParameterStore {
         return infos[i]
     }
     public func contains(_ path: String) -> Bool { index[path] != nil }
-    public func param(_ path: String) -> UnsafeMutablePointer<Float> { params + info(path).offset }
-    public func grad(_ path: String) -> UnsafeMutablePointer<Float> { grads + info(path).offset }
 
     /// Sets every gradient to zero, on up to `workers` threads.
     public func zeroGrads(workers: Int = 1) {
