@@ -229,7 +229,7 @@ public final class RecurrentMoEModel {
             matmulTransposedForward(lg, x, params.embed, N, d, V, workers: workers)
         }
         if N > 0 {
-            result.ceSum = crossEntropyForwardBackward(backward ? lg : nil, losses.ensure(N), lg, targets, N, V,
+            result.ceSum = crossEntropyLossAndGradient(backward ? lg : nil, losses.ensure(N), lg, targets, N, V,
                                                        gradScale: Float(scales.ce), workers: ctx.blasWorkers)
         }
     }
