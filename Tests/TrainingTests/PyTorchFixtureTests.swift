@@ -37,7 +37,10 @@ final class PyTorchFixtureTests: XCTestCase {
         let f = try XCTUnwrap(fixtures()["adamw"] as? [String: Any])
         let shapes = f["shapes"] as! [String: [Int]]
         let names = ["blocks/0/wq", "blocks/0/attn_norm", "depth_embed"]
-        let store = ParameterStore(tensors: names.map { ($0, shapes[$0]!, false) }, localExperts: 0 ..< 0)
+        let tensors = [ModelTensor(.wq, 0, shapes[names[0]]!), ModelTensor(.attnNorm, 0, shapes[names[1]]!),
+                       ModelTensor(.depthEmbed, shapes[names[2]]!)]
+        XCTAssertEqual(tensors.map(\.path), names)
+        let store = ParameterStore(tensors: tensors, localExperts: 0 ..< 0)
         XCTAssertEqual(names.map { store.info($0).decays }, [true, false, false], "weight-decay exclusions")
         let initial = f["initial"] as! [String: [Double]]
         for n in names { for (i, v) in initial[n]!.enumerated() { (store.params + store.info(n).offset)[i] = Float(v) } }
