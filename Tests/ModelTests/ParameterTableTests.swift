@@ -31,6 +31,15 @@ final class ParameterTableTests: XCTestCase {
         c = tinyConfig { $0.moe.routers = .perIteration }
         XCTAssertEqual(ModelTensors.list(c).map(\.path).filter { $0.hasPrefix("ffn/") },
                        (0 ..< R).map { "ffn/0/router/\($0)" } + ["ffn/0/w1", "ffn/0/w2"])
+        // the routers' selection biases (SPEC section 6, /buffers/), from the same table
+        c.moe.routerBiasRate = 0.001
+        XCTAssertEqual(ModelBuffers.routerBiasPaths(c), (0 ..< R).map { "ffn/0/router_bias/\($0)" })
+        c.moe.routers = .perPool; c.moe.experts = .indexed
+        XCTAssertEqual(ModelBuffers.routerBiasPaths(c), (0 ..< R).map { "ffn/\($0)/router_bias" })
+        c.moe.experts = .shared
+        XCTAssertEqual(ModelBuffers.routerBiasPaths(c), ["ffn/0/router_bias"])
+        c.moe.routerBiasRate = 0
+        XCTAssertEqual(ModelBuffers.routerBiasPaths(c), [])
         // dense FFN
         c = tinyConfig { $0.moe.numExperts = 0; $0.moe.activation = .swiglu }
         XCTAssertEqual(ModelTensors.list(c).filter { $0.path.hasPrefix("ffn/") }.map { "\($0.path) \($0.shape)" },

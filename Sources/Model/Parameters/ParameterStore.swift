@@ -105,8 +105,7 @@ public enum ModelBuffers {
     /// moe.routers = per_iteration); empty unless moe.router_bias_rate > 0. Each is `[E]`.
     public static func routerBiasPaths(_ c: RunConfig) -> [String] {
         guard !c.moe.isDense, c.moe.routerBiasRate > 0 else { return [] }
-        if c.moe.routers == .perIteration { return (0 ..< c.model.depth).map { "ffn/0/router_bias/\($0)" } }
-        return (0 ..< (c.moe.experts == .shared ? 1 : c.model.depth)).map { "ffn/\($0)/router_bias" }
+        return ModelTensors.list(c).compactMap(\.selectionBiasPath)
     }
 }
 
@@ -145,6 +144,12 @@ public struct ModelTensor: Sendable {
     }
     /// One of the model's single tensors (embed, depth_embed, final_norm, lm_head).
     public init(_ kind: TensorKind, _ shape: [Int]) { self.init(kind, 0, shape) }
+
+    /// A router's selection bias under `/buffers/` (`ffn/<p>/router_bias`, `ffn/0/router_bias/<r>`); nil for
+    /// the other tensors.
+    public var selectionBiasPath: String? {
+        kind == .router ? "ffn/\(index)/router_bias" + (routerIteration.map { "/\($0)" } ?? "") : nil
+    }
 
     /// The path in checkpoints, exports and gradient dumps, e.g. `blocks/0/wq` or `ffn/0/router/1`.
     public var path: String {
