@@ -93,7 +93,8 @@ enum ExpertFFN {
                                       workers: workers)
                 matmulBackward(nil, dW, dout, inp, w, n, C, OC, workers: workers)
             } else {
-                matmulBackward(dinp, dW, dout, inp, w, n, C, OC, overwriteInput: overwrite, workers: workers)
+                if overwrite { matmulBackwardOverwritingInput(dinp, dW, dout, inp, w, n, C, OC, workers: workers) }
+                else { matmulBackward(dinp, dW, dout, inp, w, n, C, OC, workers: workers) }
             }
         }
         product(dact, dw.w2, dy, act, w.w2, packed?.w2, C: F, OC: d, overwrite: true)
