@@ -2,6 +2,7 @@
 // MoE health, stability), read from each RUN_DIR/metrics.h5 (which is all a run directory needs).
 import Foundation
 import ArgumentParser
+import Experiments
 import Training
 
 struct CompareCommand: ParsableCommand {

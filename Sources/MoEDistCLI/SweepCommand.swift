@@ -3,7 +3,7 @@
 import Foundation
 import ArgumentParser
 import Configuration
-import Training
+import Experiments
 import Model
 import Training
 

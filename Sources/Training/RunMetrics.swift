@@ -1,8 +1,7 @@
-// Reading a finished (or running) run directory for the gates and reports: its
-// configuration, the whole metrics.h5 (SPEC section 7) and the stop marker the trainer
-// leaves when a stage gate ends the run early. metrics.h5 is self-describing: a directory
-// that holds only it (histories copied back from a cluster) is a run record too, its
-// configuration being the `config` attribute with any `config_changes` applied.
+// Reading a metrics.h5 (SPEC section 7), finished or still being written: every column, the
+// configuration attributes and the stop marker the trainer leaves when a stage gate ends the run
+// early. A resumed run reads its stage-gate history from it; the gates and reports read the rest
+// (Experiments/RunRecord.swift).
 //
 // Stop marker: root attributes of metrics.h5, written by rank 0 after the history is
 // closed when `gate.enabled` stops a run:
@@ -125,43 +124,7 @@ public struct RunMetrics: Sendable {
     }
 }
 
-/// A run directory: RUN_DIR/metrics.h5, and RUN_DIR/config.yaml when it is there.
-public struct RunRecord: Sendable {
-    public var directory: String
-    public var config: RunConfig
-    public var metrics: RunMetrics
-
-    /// Reads RUN_DIR/metrics.h5 and the run's configuration: RUN_DIR/config.yaml (the configuration the
-    /// run last used) if present, otherwise metrics.h5's `config` with its `config_changes` applied.
-    public static func load(_ directory: String) throws -> RunRecord {
-        var isDir: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDir), isDir.boolValue else {
-            throw DataError("\(directory): no such run directory")
-        }
-        let metricsPath = directory + "/metrics.h5"
-        guard FileManager.default.fileExists(atPath: metricsPath) else {
-            throw DataError("\(metricsPath): no such file (not a run directory, or the run has not started)")
-        }
-        let metrics = try RunMetrics.read(metricsPath)
-        return RunRecord(directory: directory, config: try config(directory, metrics: metrics), metrics: metrics)
-    }
-
-    /// The configuration of a run directory (see `load`), reading metrics.h5 only if there is no config.yaml.
-    public static func config(_ directory: String, metrics known: RunMetrics? = nil) throws -> RunConfig {
-        let configPath = directory + "/config.yaml"
-        if FileManager.default.fileExists(atPath: configPath) { return try ConfigLoader.load(yamlPath: configPath, overrides: []) }
-        let metricsPath = directory + "/metrics.h5"
-        guard known != nil || FileManager.default.fileExists(atPath: metricsPath) else {
-            throw DataError("\(directory): neither config.yaml nor metrics.h5 (not a run directory)")
-        }
-        let m = try known ?? RunMetrics.read(metricsPath)
-        guard let json = m.configJSON else { throw DataError("\(metricsPath): no config attribute, and no config.yaml beside it") }
-        var config: RunConfig
-        do { config = try RunConfig.fromJSON(json) } catch { throw DataError("\(metricsPath): config attribute: \(error)") }
-        try ConfigLoader.apply(overrides: m.configChanges.map { "\($0.key)=\($0.new)" }, to: &config)
-        return config
-    }
-
+extension MetricsHistory {
     /// Writes the stop marker (root attributes stopped_step, stopped_reason) on a closed metrics.h5.
     public static func markStopped(metricsPath: String, step: Int, reason: String) throws {
         HDF5Library.lock.lock()
