@@ -9,7 +9,4 @@ extension Communicator {
         flag.withUnsafeMutableBufferPointer { allReduceMax($0) }
         return flag[0] > 0
     }
-
-    /// True on every rank when `condition` is true on all ranks.
-    public func allRanks(_ condition: Bool) -> Bool { !anyRank(!condition) }
 }

@@ -122,63 +122,64 @@ public enum StageGate {
 
     /// The stop rule at the last evaluation of `h`.
     public static func stop(_ h: GateHistory, _ g: GateConfig) -> StopDecision {
-        var clauses: [GateClause] = []
+        let clauses = [plateauClause(h, g), flatClause(h, g), routingClause(h, g)]
+        return StopDecision(stop: clauses.allSatisfy(\.holds), clauses: clauses)
+    }
+
+    /// 1. No eval improvement > min_improvement for `patience` consecutive evals.
+    static func plateauClause(_ h: GateHistory, _ g: GateConfig) -> GateClause {
         let P = g.patience
         let evals = h.evals
-
-        // 1. No eval improvement > min_improvement for `patience` consecutive evals.
-        if evals.count < P + 1 {
-            clauses.append(GateClause(name: "plateau", holds: false,
-                                      detail: "\(evals.count) eval(s), need \(P + 1) for patience \(P)"))
-        } else {
-            var best = evals[..<(evals.count - P)].map(\.loss).min()!
-            var improvements: [Double] = []
-            for e in evals.suffix(P) {
-                improvements.append(best - e.loss)
-                best = min(best, e.loss)
-            }
-            let largest = improvements.max()!
-            let list = improvements.map { String(format: "%.4f", $0) }.joined(separator: ", ")
-            clauses.append(GateClause(name: "plateau", holds: largest <= g.minImprovement,
-                                      detail: "improvements on the best eval loss over the last \(P) evals [\(list)], "
-                                        + String(format: "largest %.4f vs min_improvement %.4f", largest, g.minImprovement)))
+        guard evals.count >= P + 1 else {
+            return GateClause(name: "plateau", holds: false, detail: "\(evals.count) eval(s), need \(P + 1) for patience \(P)")
         }
-
-        // 2. Train-loss slope near flat over the last slope_window steps.
-        if let last = h.train.last {
-            let window = h.train.filter { $0.step > last.step - g.slopeWindow }
-            if window.count >= 3, let s = slope(window.map { Double($0.step) }, window.map(\.loss)) {
-                let per1k = s * 1000
-                clauses.append(GateClause(name: "flat", holds: abs(per1k) < g.flatSlope,
-                                          detail: String(format: "train loss slope %+.4f per 1k steps over steps %d-%d (%d points) vs flat_slope %.4f",
-                                                         per1k, window.first!.step, last.step, window.count, g.flatSlope)))
-            } else {
-                clauses.append(GateClause(name: "flat", holds: false,
-                                          detail: "\(window.count) train point(s) in the last \(g.slopeWindow) steps, need 3"))
-            }
-        } else {
-            clauses.append(GateClause(name: "flat", holds: false, detail: "no train points"))
+        var best = evals[..<(evals.count - P)].map(\.loss).min()!
+        var improvements: [Double] = []
+        for e in evals.suffix(P) {
+            improvements.append(best - e.loss)
+            best = min(best, e.loss)
         }
+        let largest = improvements.max()!
+        let list = improvements.map { String(format: "%.4f", $0) }.joined(separator: ", ")
+        return GateClause(name: "plateau", holds: largest <= g.minImprovement,
+                          detail: "improvements on the best eval loss over the last \(P) evals [\(list)], "
+                            + String(format: "largest %.4f vs min_improvement %.4f", largest, g.minImprovement))
+    }
 
-        // 3. Routing metrics plateaued over the same evals.
+    /// 2. Train-loss slope near flat over the last slope_window steps.
+    static func flatClause(_ h: GateHistory, _ g: GateConfig) -> GateClause {
+        guard let last = h.train.last else { return GateClause(name: "flat", holds: false, detail: "no train points") }
+        let window = h.train.filter { $0.step > last.step - g.slopeWindow }
+        guard window.count >= 3, let s = slope(window.map { Double($0.step) }, window.map(\.loss)) else {
+            return GateClause(name: "flat", holds: false,
+                              detail: "\(window.count) train point(s) in the last \(g.slopeWindow) steps, need 3")
+        }
+        let per1k = s * 1000
+        return GateClause(name: "flat", holds: abs(per1k) < g.flatSlope,
+                          detail: String(format: "train loss slope %+.4f per 1k steps over steps %d-%d (%d points) vs flat_slope %.4f",
+                                         per1k, window.first!.step, last.step, window.count, g.flatSlope))
+    }
+
+    /// 3. Routing metrics plateaued over the same evals as the plateau clause.
+    static func routingClause(_ h: GateHistory, _ g: GateConfig) -> GateClause {
+        let P = g.patience
+        let evals = h.evals
         if h.routing.isEmpty {
-            clauses.append(GateClause(name: "routing", holds: true, detail: "no routing metrics (dense run)"))
-        } else if evals.count < P + 1 {
-            clauses.append(GateClause(name: "routing", holds: false, detail: "\(evals.count) eval(s), need \(P + 1)"))
-        } else {
-            let windows = Array(routingWindows(h).suffix(P + 1))
-            if windows.contains(where: { $0 == nil }) {
-                clauses.append(GateClause(name: "routing", holds: false, detail: "no routing metrics before an eval of the last \(P + 1)"))
-            } else {
-                let w = windows.map { $0! }
-                func range(_ v: [Double]) -> Double { v.max()! - v.min()! }
-                let de = range(w.map(\.entropy)), dmax = range(w.map(\.maxLoad)), dmin = range(w.map(\.minLoad))
-                let worst = max(de, dmax, dmin)
-                clauses.append(GateClause(name: "routing", holds: worst < g.routingTolerance,
-                                          detail: String(format: "changes over the last %d evals: entropy %.4f, max load %.4f, min load %.4f vs routing_tolerance %.4f",
-                                                         P + 1, de, dmax, dmin, g.routingTolerance)))
-            }
+            return GateClause(name: "routing", holds: true, detail: "no routing metrics (dense run)")
         }
-        return StopDecision(stop: clauses.allSatisfy(\.holds), clauses: clauses)
+        guard evals.count >= P + 1 else {
+            return GateClause(name: "routing", holds: false, detail: "\(evals.count) eval(s), need \(P + 1)")
+        }
+        let windows = Array(routingWindows(h).suffix(P + 1))
+        if windows.contains(where: { $0 == nil }) {
+            return GateClause(name: "routing", holds: false, detail: "no routing metrics before an eval of the last \(P + 1)")
+        }
+        let w = windows.map { $0! }
+        func range(_ v: [Double]) -> Double { v.max()! - v.min()! }
+        let de = range(w.map(\.entropy)), dmax = range(w.map(\.maxLoad)), dmin = range(w.map(\.minLoad))
+        let worst = max(de, dmax, dmin)
+        return GateClause(name: "routing", holds: worst < g.routingTolerance,
+                          detail: String(format: "changes over the last %d evals: entropy %.4f, max load %.4f, min load %.4f vs routing_tolerance %.4f",
+                                         P + 1, de, dmax, dmin, g.routingTolerance))
     }
 }
