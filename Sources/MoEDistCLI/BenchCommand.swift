@@ -4,6 +4,7 @@ import Collectives
 import Configuration
 import Kernels
 import Model
+import Experiments
 import Training
 
 struct BenchCommand: ParsableCommand {
