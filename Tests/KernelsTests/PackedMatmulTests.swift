@@ -20,8 +20,8 @@ final class PackedMatmulTests: XCTestCase {
             else { PackedMatmul.pack(p.baseAddress!, w, K: K, N: N, kernel: kernel) }
         }
         var y = out ?? [Float](repeating: .nan, count: M * N)   // NaN: overwriting must ignore it
-        PackedMatmul.multiply(&y, x, packed, M: M, K: K, N: N, accumulate: out != nil, kernel: kernel,
-                              workers: workers)
+        if out != nil { PackedMatmul.multiplyAdding(&y, x, packed, M: M, K: K, N: N, kernel: kernel, workers: workers) }
+        else { PackedMatmul.multiply(&y, x, packed, M: M, K: K, N: N, kernel: kernel, workers: workers) }
         return y
     }
 
