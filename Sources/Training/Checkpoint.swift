@@ -203,7 +203,9 @@ public enum Checkpoint {
         let state = try f.openGroup("state")
         c.updates = Int(try state.int64Attribute("updates"))
         c.nanEvents = Int(try state.int64Attribute("nan_events"))
-        let fingerprint = try f.hasAttribute("tokenizer_fingerprint") ? UInt64(bitPattern: try f.int64Attribute("tokenizer_fingerprint")) : 0
+        // Every checkpoint has it (SPEC section 8; 0 = the data's tokenizer is unknown): one without it has
+        // lost it, and reading on would silently switch the tokenizer check off.
+        let fingerprint = UInt64(bitPattern: try f.int64Attribute("tokenizer_fingerprint"))
         let worldSize = Int(try f.int64Attribute("world_size"))
         guard c.step >= 0, c.tokens >= 0, (0 ... c.step).contains(c.updates), (0 ... c.step).contains(c.nanEvents), worldSize >= 1 else {
             throw DataError("checkpoint \(path): impossible counters (step \(c.step), tokens \(c.tokens), updates \(c.updates), "
