@@ -86,9 +86,7 @@ struct TrainCommand: ParsableCommand {
         let (config, data, batchNote) = try Launch.resolve(options, world: world, ranksInProcess: emulateRanks ?? 1)
         // From here a rank that stops or hangs ends the job after parallel.collective_timeout seconds.
         let mpiWorld = world as? MPICommunicator
-        if let w = mpiWorld, w.size > 1 {
-            CollectiveWatchdog.shared.start(world: w, timeout: config.parallel.collectiveTimeout)
-        }
+        Launch.watchCollectives(world, timeout: config.parallel.collectiveTimeout)
         let ctx = try ParallelContext.make(world: world, config: config)
         let dir = runDir ?? "runs/\(config.name)"
         // Rank 0 creates the run directory and takes its lock before anything is printed or read from it:
