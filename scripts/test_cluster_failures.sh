@@ -21,6 +21,7 @@
 # Needs root (network namespaces), mpirun, python3 with h5py, and the binary (MOE_DIST_BIN, default
 # .build/debug/moe-dist). Prints the measured times (stop -> job end, loss -> job end).
 # MOE_FAILURE_TEST_KEEP=1 keeps the runs of a failed test. MOE_FAILURE_TEST_NO_TIMEOUT=1 runs `hung`, `hung-hosts` and `hung-bench` with the timeout off (they must then fail).
+# MOE_FAILURE_TEST_NO_RESUME=1 resubmits `lost` without --resume, into another directory (it must then fail).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -256,9 +257,12 @@ lost() {
     echo "lost: node03 killed (kill -9, every process) after step 50 -> job ended on every host in $took s (status $rc); newest checkpoint: step $newest, every published one verifies"
     # The reference: the same checkpoint, resumed by 2 ranks on one host.
     cp -a "$d/run" "$d/ref"
+    # The control (MOE_FAILURE_TEST_NO_RESUME=1): a resubmission that starts afresh elsewhere must fail below.
+    local resume=(--run-dir "$d/run" --resume auto)
+    [[ ${MOE_FAILURE_TEST_NO_RESUME:-0} == 1 ]] && resume=(--run-dir "$d/afresh")
     "$CLUSTER" exec node01 "${MPIRUN[@]}" "${args[@]}" --hostfile hosts2 -np 2 "$BIN" train "${cfg[@]}" \
-        --run-dir "$d/run" --resume auto >out2.txt 2>err2.txt || { cat err2.txt >&2; fail "lost: the resubmission on 2 hosts failed"; }
-    grep -q "resum.*step $newest\|step-0*$newest" out2.txt || { head -5 out2.txt >&2; fail "lost: the resubmission did not resume from step $newest"; }
+        "${resume[@]}" >out2.txt 2>err2.txt || { cat err2.txt >&2; fail "lost: the resubmission on 2 hosts failed"; }
+    grep -q "resumed from .*step-0*$newest.h5 at step $newest" out2.txt || { head -5 out2.txt >&2; fail "lost: the resubmission did not resume from step $newest"; }
     # The reference resumes the copy on the same 2 hosts, with no node lost: same transport, same
     # threads per rank (on one host 2 ranks would get 1 thread each, and the loss sums follow them).
     "$CLUSTER" exec node01 "${MPIRUN[@]}" "${args[@]}" --hostfile hosts2 -np 2 "$BIN" train "${cfg[@]}" \
