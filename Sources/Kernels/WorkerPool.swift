@@ -6,7 +6,8 @@
 // (CSwiftClosure), not through withoutActuallyEscaping, which allocates a box on every call.
 //
 // Workers sleep on a condition variable, they do not spin: the ranks' threads together fill the cores, and a
-// spinning worker would take the core another rank's thread is computing on.
+// spinning worker would take the core another rank's thread is computing on. The calling thread claims parts
+// of its region too, so a short region does not wait for a worker to wake.
 import CSwiftClosure
 #if canImport(Glibc)
 import Glibc
@@ -14,91 +15,99 @@ import Glibc
 import Darwin
 #endif
 
-/// A counting semaphore (a mutex, a condition variable and a count; POSIX sem_init is missing on Darwin).
-/// post() makes everything the poster wrote before it visible to the thread its wait() wakes.
-final class WakeSignal: @unchecked Sendable {
-    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-    private let cond = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
-    private var count = 0   // under mutex
-
-    init() {
-        mutex.initialize(to: pthread_mutex_t())
-        cond.initialize(to: pthread_cond_t())
-        pthread_mutex_init(mutex, nil)
-        pthread_cond_init(cond, nil)
-    }
-
-    deinit {
-        pthread_cond_destroy(cond)
-        pthread_mutex_destroy(mutex)
-        cond.deallocate()
-        mutex.deallocate()
-    }
-
-    func post() {
-        pthread_mutex_lock(mutex)
-        count += 1
-        pthread_cond_signal(cond)
-        pthread_mutex_unlock(mutex)
-    }
-
-    func wait() {
-        pthread_mutex_lock(mutex)
-        while count == 0 { pthread_cond_wait(cond, mutex) }
-        count -= 1
-        pthread_mutex_unlock(mutex)
-    }
-}
-
 /// The worker threads of one calling thread. `run` is called only from the owning thread.
+///
+/// A region is its body, its part count and the next unclaimed part, under `mutex`. The owner publishes a
+/// region and wakes as many workers as it has other parts, then claims parts itself like any worker; each
+/// part runs exactly once, on whichever thread claims it first, and `run` returns when every part has
+/// finished. So a region too short to be worth a wake-up runs on the owner alone (as it did under
+/// concurrentPerform), and a long one on all the threads.
 final class WorkerPool: @unchecked Sendable {
-    /// Worker i (from 0) runs body(i + 1); the owner runs body(0).
-    private var starts: [WakeSignal] = []
-    private var threads: [PoolThread] = []
-    /// Posted once by each worker when it has finished its part of a region.
-    private let finished = WakeSignal()
-    /// The region's body: written by the owner before it wakes workers, cleared after all have finished.
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    /// Workers sleep on it between regions.
+    private let wake = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    /// The owner sleeps on it until every part has finished.
+    private let allDone = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    // The open region, under `mutex`: its body (valid only while `run` runs), parts, next part to claim,
+    // parts finished; `generation` counts regions, so a worker knows one began while it slept.
     private var body = csc_int_closure(function: nil, context: nil)
+    private var parts = 0, next = 0, finished = 0, generation = 0
     private var stopping = false
+    private var threads: [PoolThread] = []   // the owner's alone
     /// A region is open on the owner (a body that opens another region on the same thread finds it so).
     private(set) var isBusy = false
 
-    /// Runs body(w) for w in 0 ..< workers: body(0) on the calling thread, the rest on this pool's threads,
-    /// and returns when all have returned.
+    init() {
+        mutex.initialize(to: pthread_mutex_t())
+        wake.initialize(to: pthread_cond_t())
+        allDone.initialize(to: pthread_cond_t())
+        pthread_mutex_init(mutex, nil)
+        pthread_cond_init(wake, nil)
+        pthread_cond_init(allDone, nil)
+    }
+
+    deinit {
+        pthread_cond_destroy(allDone)
+        pthread_cond_destroy(wake)
+        pthread_mutex_destroy(mutex)
+        allDone.deallocate()
+        wake.deallocate()
+        mutex.deallocate()
+    }
+
+    /// Runs body(w) once for every w in 0 ..< workers, on the calling thread and up to workers - 1 of the
+    /// pool's, and returns when all have returned.
     func run(workers: Int, _ body: (Int) -> Void) {
         precondition(!isBusy, "WorkerPool.run: a region is already open on this thread")
-        let helpers = workers - 1
-        while threads.count < helpers { addThread() }
+        while threads.count < workers - 1 { threads.append(PoolThread.start { [self] in workerLoop() }) }
         isBusy = true
         var words = csc_int_closure(function: nil, context: nil)
         captureClosure(body, &words)
+        pthread_mutex_lock(mutex)
         self.body = words
-        for i in 0 ..< helpers { starts[i].post() }
-        body(0)
-        for _ in 0 ..< helpers { finished.wait() }
-        self.body = csc_int_closure(function: nil, context: nil)   // valid only until this call returns
+        parts = workers; next = 0; finished = 0
+        generation &+= 1
+        pthread_mutex_unlock(mutex)
+        for _ in 1 ..< workers { pthread_cond_signal(wake) }
+        pthread_mutex_lock(mutex)
+        runParts()
+        while finished < parts { pthread_cond_wait(allDone, mutex) }
+        self.body = csc_int_closure(function: nil, context: nil)
+        pthread_mutex_unlock(mutex)
         isBusy = false
     }
 
-    private func workerLoop(_ index: Int, _ start: WakeSignal) {
-        while true {
-            start.wait()
-            if stopping { return }
-            csc_call(body, index + 1)
-            finished.post()
+    /// Claims and runs parts of the open region until none is left; called and returns with `mutex` held.
+    private func runParts() {
+        while next < parts {
+            let w = next, words = body
+            next += 1
+            pthread_mutex_unlock(mutex)
+            csc_call(words, w)
+            pthread_mutex_lock(mutex)
+            finished += 1
+            if finished == parts { pthread_cond_signal(allDone) }
         }
     }
 
-    private func addThread() {
-        let index = threads.count, start = WakeSignal()   // the worker is handed its signal: `starts` grows
-        starts.append(start)
-        threads.append(PoolThread.start { [self] in workerLoop(index, start) })
+    private func workerLoop() {
+        pthread_mutex_lock(mutex)
+        var seen = generation
+        while true {
+            while generation == seen && !stopping { pthread_cond_wait(wake, mutex) }
+            if stopping { break }
+            seen = generation
+            runParts()
+        }
+        pthread_mutex_unlock(mutex)
     }
 
     /// Ends the pool's threads (they are asleep between regions) and waits for them.
     func stop() {
+        pthread_mutex_lock(mutex)
         stopping = true
-        for i in 0 ..< starts.count { starts[i].post() }
+        pthread_mutex_unlock(mutex)
+        pthread_cond_broadcast(wake)
         for i in 0 ..< threads.count { threads[i].join() }
         threads.removeAll()
     }
