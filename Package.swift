@@ -6,6 +6,7 @@
 //     -> Kernels, Collectives, Configuration, DataPipeline, HDF5
 //     -> Model (parameters, recurrent block, router, dispatcher, experts)
 //     -> Training (optimizer, schedule, loop, checkpoints, metrics)
+//     -> Experiments (what runs wrote, read back: gates, replicates, comparisons, sweeps, benchmark)
 //     -> moe-dist (command-line interface)
 import PackageDescription
 
@@ -57,9 +58,13 @@ let package = Package(
                 dependencies: ["Model", "Kernels", "Collectives", "Configuration", "DataPipeline", "HDF5"],
                 swiftSettings: fast),
 
+        // MARK: Experiment management: reads what training writes (stage gates, replicates, sweeps, benchmark)
+        .target(name: "Experiments",
+                dependencies: ["Training", "Model", "Kernels", "Collectives", "Configuration", "HDF5"]),
+
         // MARK: Command-line interface
         .executableTarget(name: "moe-dist",
-                          dependencies: ["Training", "Model", "Configuration", "DataPipeline", "Collectives", "HDF5",
+                          dependencies: ["Experiments", "Training", "Model", "Configuration", "DataPipeline", "Collectives", "HDF5",
                                          .product(name: "ArgumentParser", package: "swift-argument-parser")],
                           path: "Sources/MoEDistCLI", swiftSettings: fast),
 
@@ -76,6 +81,8 @@ let package = Package(
                     dependencies: ["Model", "Kernels", "Collectives", "Configuration", "TestSupport", "MallocCounter"]),
         .testTarget(name: "TrainingTests",
                     dependencies: ["Training", "Model", "Configuration", "DataPipeline", "HDF5", "TestSupport", "MallocCounter"]),
+        .testTarget(name: "ExperimentsTests",
+                    dependencies: ["Experiments", "Training", "Model", "Collectives", "Configuration", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["TestSupport", "HDF5"]),
     ],
     swiftLanguageModes: [.v5]

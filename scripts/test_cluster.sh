@@ -6,7 +6,8 @@
 #      the timings) and final checkpoint, bit for bit, as the same world size on one host; and each
 #      rank's thread count is its host's cores over the ranks on that host;
 #   2. a run directory that one host does not share (a private tmpfs over it on node02) is refused
-#      at start: exit status 2, a message naming the host, nothing trained;
+#      at start: exit status 2, a message naming the host, nothing trained; and a run directory that a
+#      run on node01 holds is refused to a second train started on node02 (the lock across hosts);
 #   3. slow links against `moe-dist estimate`: the all-to-all and all-reduce seconds per step that
 #      `moe-dist bench` measures (medians of 5 steps) between 2 hosts on 2 Mbit/s links (tbf) are
 #      within a factor (EST_FACTOR, default 2) of `estimate --link-gbps`'s projection;
@@ -192,6 +193,24 @@ if want shared; then
     else
         pass "the refused run wrote no history or checkpoint"
     fi
+    # The run-directory lock between hosts (O_EXCL on the shared file system, no flock): a run on node01
+    # holds RUN_DIR; a second train of it on node02 is refused, naming node01 and the holder's pid.
+    log "a second train of a run directory that a run on node01 holds, started on node02"
+    scripts/cluster.sh exec node01 "${TRAIN[@]}" train.max_steps=1000000 --run-dir "$TMP/locked" \
+        >"$TMP/lock-holder.log" 2>&1 &
+    holder=$!
+    for _ in $(seq 1 600); do [[ -s $TMP/locked/.moe-dist.lock ]] && break; sleep 0.1; done
+    holder_pid=$(sed -n 's/^pid //p' "$TMP/locked/.moe-dist.lock" 2>/dev/null)
+    scripts/cluster.sh exec node02 "${TRAIN[@]}" --run-dir "$TMP/locked" >"$TMP/lock-second.log" 2>&1
+    rc=$?
+    if [[ $rc == 2 && -n $holder_pid ]] && grep -q "is in use" "$TMP/lock-second.log" \
+        && grep -q "host node01" "$TMP/lock-second.log" && grep -q "pid $holder_pid" "$TMP/lock-second.log"; then
+        pass "a run directory held from node01 is refused on node02 (exit 2): $(grep -m1 'in use' "$TMP/lock-second.log")"
+    else
+        fail "a second train from node02 of a directory node01's run holds: exit status $rc (expected 2 naming host node01 and pid ${holder_pid:-?}); tail:"
+        tail -5 "$TMP/lock-second.log"
+    fi
+    kill "$holder" 2>/dev/null; wait "$holder" 2>/dev/null
     scripts/cluster.sh down
 fi
 

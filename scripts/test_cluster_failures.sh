@@ -14,11 +14,13 @@
 #              duplicate row, and its losses after the resume equal, bit for bit, a resume of a copy of
 #              the same checkpoint on the same 2 hosts with no node lost.
 #
-#   scripts/test_cluster_failures.sh [hung|hung-off|hung-hosts|lost]...   (default: all four)
+#   hung-bench one of 2 ranks SIGSTOPped while `bench` measures: the timeout ends it too, status 1.
+#
+#   scripts/test_cluster_failures.sh [hung|hung-off|hung-hosts|hung-bench|lost]...   (default: all five)
 #
 # Needs root (network namespaces), mpirun, python3 with h5py, and the binary (MOE_DIST_BIN, default
 # .build/debug/moe-dist). Prints the measured times (stop -> job end, loss -> job end).
-# MOE_FAILURE_TEST_KEEP=1 keeps the runs of a failed test. MOE_FAILURE_TEST_NO_TIMEOUT=1 runs `hung` and `hung-hosts` with the timeout off (they must then fail).
+# MOE_FAILURE_TEST_KEEP=1 keeps the runs of a failed test. MOE_FAILURE_TEST_NO_TIMEOUT=1 runs `hung`, `hung-hosts` and `hung-bench` with the timeout off (they must then fail).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -159,6 +161,39 @@ hung() { # hung NAME TIMEOUT [cluster]
     cd "$ROOT"
 }
 
+# bench watches its collectives too: a rank stopped while `mpirun -np 2 bench` measures ends the job.
+hung_bench() {
+    local d=$WORK/hung-bench
+    mkdir -p "$d"
+    cd "$d"
+    "${MPIRUN[@]}" -np 2 "$BIN" bench --config "$ROOT/jobs/configs/tiny.yaml" --steps 100000 \
+        parallel.collective_timeout="$hung_timeout" >out.txt 2>err.txt &
+    JOB=$!
+    # Past the start-up (the watchdog is armed once the ranks agree on the configuration): its corpus line
+    # says "done" when it was slow enough to be announced; then a moment into the measurement.
+    for _ in $(seq 1 80); do grep -q "corpus.*done" err.txt && break; sleep 0.1; done
+    for _ in $(seq 1 300); do grep -q "corpus.*done" err.txt && break; grep -q "corpus" err.txt || break; sleep 0.1; done
+    sleep 3
+    # shellcheck disable=SC2046
+    STOPPED=$(rank_pid 1 $(pgrep -P "$JOB")) || fail "hung-bench: no rank 1 among the job's processes"
+    kill -STOP "$STOPPED"
+    local t0 rc=0 took
+    t0=$(now)
+    for _ in $(seq 1 $((TIMEOUT * 10 + 120))); do kill -0 "$JOB" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$JOB" 2>/dev/null; then
+        fail "hung-bench: the job still runs $(since "$t0") s after rank 1 stopped"
+        cleanup_job; cd "$ROOT"; return 0
+    fi
+    wait "$JOB" || rc=$?
+    took=$(since "$t0")
+    JOB=""; STOPPED=""
+    [[ $rc == 1 ]] || { cat err.txt >&2; fail "hung-bench: exit status $rc, expected 1"; }
+    grep -q "collective timeout: .* rank 1 (host .*) did not arrive" err.txt \
+        || { cat err.txt >&2; fail "hung-bench: no message naming rank 1"; }
+    echo "hung-bench: rank 1 stopped during bench -> job ended in $took s (parallel.collective_timeout=$hung_timeout), status $rc"
+    cd "$ROOT"
+}
+
 # Ends the running job (the hung-off control): continue the stopped rank, then end mpirun.
 cleanup_job() {
     kill -CONT "$STOPPED" 2>/dev/null || true
@@ -244,7 +279,7 @@ lost() {
 }
 
 tests=("$@")
-((${#tests[@]})) || tests=(hung hung-off hung-hosts lost)
+((${#tests[@]})) || tests=(hung hung-off hung-hosts hung-bench lost)
 hung_timeout=$TIMEOUT
 [[ ${MOE_FAILURE_TEST_NO_TIMEOUT:-0} == 1 ]] && hung_timeout=0
 for t in "${tests[@]}"; do
@@ -252,8 +287,9 @@ for t in "${tests[@]}"; do
         hung) hung hung "$hung_timeout" ;;
         hung-off) hung hung-off 0 ;;
         hung-hosts) hung hung-hosts "$hung_timeout" cluster ;;
+        hung-bench) hung_bench ;;
         lost) lost ;;
-        *) fail "unknown test '$t' (hung, hung-off, hung-hosts, lost)" ;;
+        *) fail "unknown test '$t' (hung, hung-off, hung-hosts, hung-bench, lost)" ;;
     esac
 done
 echo "test_cluster_failures: ${tests[*]}: passed"

@@ -60,9 +60,6 @@ int cvk_max_level(void) { return CVK_BASELINE; }
 void cvk_gelu_forward(int level, float *out, const float *in, long n) {
     DISPATCH(level, gelu_forward, out, in, n);
 }
-void cvk_gelu_backward(int level, float *dinp, const float *inp, const float *dout, long n) {
-    DISPATCH(level, gelu_backward, dinp, inp, dout, n);
-}
 void cvk_gelu_backward_inplace(int level, float *d, const float *inp, long n) {
     DISPATCH(level, gelu_backward_inplace, d, inp, n);
 }
@@ -71,10 +68,6 @@ void cvk_swiglu_forward(int level, float *out, const float *a, const float *b, l
 }
 void cvk_swiglu_backward_inplace(int level, float *d, float *db, const float *a, const float *b, long n) {
     DISPATCH(level, swiglu_backward_inplace, d, db, a, b, n);
-}
-void cvk_swiglu_backward(int level, float *da, float *db, const float *dout, const float *a, const float *b,
-                         long n) {
-    DISPATCH(level, swiglu_backward, da, db, dout, a, b, n);
 }
 void cvk_adamw(int level, float *param, const float *grad, float *exp_avg, float *exp_avg_sq, long n,
                cvk_adamw_params p) {

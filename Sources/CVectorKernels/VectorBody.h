@@ -72,22 +72,13 @@ VK_TARGET static void VK_NAME(gelu_forward)(float *out, const float *in, long n)
     }
 }
 
-/// dinp (+)= dout · gelu'(inp); `add` is a constant at each call, so each caller gets its own loop. dout may
-/// be dinp (in place): each vector is loaded before it is stored.
-VK_TARGET VK_INLINE void VK_NAME(gelu_backward_body)(float *dinp, const float *inp, const float *dout, long n, int add) {
+/// d = d · gelu'(inp), in place: each vector is loaded before it is stored.
+VK_TARGET static void VK_NAME(gelu_backward_inplace)(float *d, const float *inp, long n) {
     for (long i = 0; i < n; i += 16) {
         long c = n - i < 16 ? n - i : 16;
-        v16f g = VK_NAME(load)(dout + i, c) * VK_NAME(gelu_derivative)(VK_NAME(load)(inp + i, c));
-        VK_NAME(store)(dinp + i, c, add ? VK_NAME(load)(dinp + i, c) + g : g);
+        v16f g = VK_NAME(load)(d + i, c) * VK_NAME(gelu_derivative)(VK_NAME(load)(inp + i, c));
+        VK_NAME(store)(d + i, c, g);
     }
-}
-
-VK_TARGET static void VK_NAME(gelu_backward)(float *dinp, const float *inp, const float *dout, long n) {
-    VK_NAME(gelu_backward_body)(dinp, inp, dout, n, 1);
-}
-
-VK_TARGET static void VK_NAME(gelu_backward_inplace)(float *d, const float *inp, long n) {
-    VK_NAME(gelu_backward_body)(d, inp, d, n, 0);
 }
 
 VK_TARGET static void VK_NAME(swiglu_forward)(float *out, const float *a, const float *b, long n) {
@@ -99,28 +90,18 @@ VK_TARGET static void VK_NAME(swiglu_forward)(float *out, const float *a, const 
     }
 }
 
-/// da (+)= dout · b · silu'(a), db (+)= dout · silu(a); `add` as in gelu_backward_body; dout may be da.
-VK_TARGET VK_INLINE void VK_NAME(swiglu_backward_body)(float *da, float *db, const float *dout, const float *a,
-                                                       const float *b, long n, int add) {
+/// With g = d on entry: d = g · b · silu'(a), db = g · silu(a) (both overwritten).
+VK_TARGET static void VK_NAME(swiglu_backward_inplace)(float *d, float *db, const float *a, const float *b, long n) {
     for (long i = 0; i < n; i += 16) {
         long c = n - i < 16 ? n - i : 16;
         v16f x = VK_NAME(load)(a + i, c);
         v16f sig = VK_NAME(sigmoid)(x);
-        v16f g = VK_NAME(load)(dout + i, c);
+        v16f g = VK_NAME(load)(d + i, c);
         v16f dsilu = VK_NAME(silu_derivative)(x, sig);
         v16f ga = g * VK_NAME(load)(b + i, c) * dsilu, gb = g * x * sig;
-        VK_NAME(store)(da + i, c, add ? VK_NAME(load)(da + i, c) + ga : ga);
-        VK_NAME(store)(db + i, c, add ? VK_NAME(load)(db + i, c) + gb : gb);
+        VK_NAME(store)(d + i, c, ga);
+        VK_NAME(store)(db + i, c, gb);
     }
-}
-
-VK_TARGET static void VK_NAME(swiglu_backward_inplace)(float *d, float *db, const float *a, const float *b, long n) {
-    VK_NAME(swiglu_backward_body)(d, db, d, a, b, n, 0);
-}
-
-VK_TARGET static void VK_NAME(swiglu_backward)(float *da, float *db, const float *dout, const float *a,
-                                               const float *b, long n) {
-    VK_NAME(swiglu_backward_body)(da, db, dout, a, b, n, 1);
 }
 
 VK_TARGET static void VK_NAME(adamw)(float *th, const float *g, float *m, float *v, long n, cvk_adamw_params p) {

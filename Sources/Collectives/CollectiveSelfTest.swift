@@ -13,14 +13,39 @@ public enum CollectiveSelfTest {
     /// failing rank ends the job). Returns the number of checks.
     @discardableResult
     public static func run(_ comm: Communicator, failRank: Int? = nil) throws -> Int {
-        var checks = 0
-        func expect(_ ok: Bool, _ what: @autoclosure () -> String) throws {
-            checks += 1
-            if !ok { throw CommunicatorError("\(what()) (on a communicator of \(comm.size) ranks)") }
+        let t = SelfTestChecks(comm)
+        try t.allReduceFloat()
+        if let f = failRank, f == comm.rank {
+            throw CommunicatorError("injected failure (--fail-rank \(f))")
         }
-        let n = comm.size, me = comm.rank
+        try t.allReduceWide()
+        try t.sameBitsEverywhere()
+        try t.allToAll()
+        try t.allToAllV()
+        try t.broadcast()
+        comm.barrier()
+        try t.split()
+        try t.expertParallel()
+        comm.barrier()
+        return t.checks
+    }
+}
 
-        // allReduceSum, Float: 0, 1, and many elements (MPI libraries switch algorithms by size).
+/// The checks of `CollectiveSelfTest.run`, in the order it runs them; each is a collective.
+private final class SelfTestChecks {
+    let comm: Communicator
+    let n: Int, me: Int
+    private(set) var checks = 0
+
+    init(_ comm: Communicator) { self.comm = comm; n = comm.size; me = comm.rank }
+
+    func expect(_ ok: Bool, _ what: @autoclosure () -> String) throws {
+        checks += 1
+        if !ok { throw CommunicatorError("\(what()) (on a communicator of \(comm.size) ranks)") }
+    }
+
+    /// allReduceSum, Float: 0, 1, and many elements (MPI libraries switch algorithms by size).
+    func allReduceFloat() throws {
         for count in [0, 1, 7, 100_003] {
             func x(_ r: Int, _ i: Int) -> Float { Float(r + 1) * 0.5 + Float(i % 7) * 0.25 }
             var buf = (0 ..< count).map { x(me, $0) }
@@ -28,12 +53,10 @@ public enum CollectiveSelfTest {
             let bad = (0 ..< count).first { i in buf[i] != (0 ..< n).reduce(Float(0)) { $0 + x($1, i) } }
             try expect(bad == nil, "allReduceSum(Float, \(count)): element \(bad ?? 0) is \(bad.map { buf[$0] } ?? 0)")
         }
+    }
 
-        if let f = failRank, f == me {
-            throw CommunicatorError("injected failure (--fail-rank \(f))")
-        }
-
-        // allReduceSum, Double and Int64 (beyond 32 bits), allReduceMax.
+    /// allReduceSum, Double and Int64 (beyond 32 bits), allReduceMax.
+    func allReduceWide() throws {
         for count in [1, 1000] {
             func d(_ r: Int, _ i: Int) -> Double { Double(r) * 1024.5 + Double(i) * 0.125 }
             var bd = (0 ..< count).map { d(me, $0) }
@@ -53,20 +76,25 @@ public enum CollectiveSelfTest {
             try expect((0 ..< count).allSatisfy { i in bm[i] == (0 ..< n).map { m($0, i) }.max()! },
                        "allReduceMax(Double, \(count))")
         }
+    }
 
-        // Every rank gets the same bits from a sum that rounds.
+    /// Every rank gets the same bits from a sum that rounds.
+    func sameBitsEverywhere() throws {
         var rounding = (0 ..< 4099).map { Float(1.0 / Double(me + 3) + Double($0) * 1e-3) }
         rounding.withUnsafeMutableBufferPointer { comm.allReduceSum($0) }
         var fromRoot = rounding
         fromRoot.withUnsafeMutableBytes { comm.broadcast($0, root: 0) }
         try expect(fromRoot.elementsEqual(rounding, by: { $0.bitPattern == $1.bitPattern }),
                    "allReduceSum(Float) gave different bits on rank 0 and this rank")
+    }
 
-        // allToAll.
+    func allToAll() throws {
         let got = comm.allToAll((0 ..< n).map { Int64(me * 100 + $0) })
         try expect(got == (0 ..< n).map { Int64($0 * 100 + me) }, "allToAll: got \(got)")
+    }
 
-        // allToAllV with irregular counts, zeros among them, small and large.
+    /// allToAllV with irregular counts, zeros among them, small and large.
+    func allToAllV() throws {
         for scale in [1, 997] {
             func count(_ i: Int, _ j: Int) -> Int { ((i * 3 + j * 5 + 1) % 4) * scale }
             func value(_ i: Int, _ j: Int, _ k: Int) -> Float { Float((i * 7919 + j * 104_729 + k * 31) % 1_000_003) }
@@ -82,8 +110,10 @@ public enum CollectiveSelfTest {
             let expected = (0 ..< n).flatMap { i in (0 ..< count(i, me)).map { value(i, me, $0) } }
             try expect(recv == expected, "allToAllV(scale \(scale)): received \(recv.prefix(8)), expected \(expected.prefix(8))")
         }
+    }
 
-        // broadcast from the last rank, and a large one from rank 0.
+    /// broadcast from the last rank, and a large one from rank 0.
+    func broadcast() throws {
         for (root, bytes) in [(n - 1, 1001), (0, 1 << 20)] {
             var b = [UInt8](repeating: 0xAA, count: bytes)
             if me == root { for i in 0 ..< bytes { b[i] = UInt8(truncatingIfNeeded: i * 31 + 7 + root) } }
@@ -91,10 +121,10 @@ public enum CollectiveSelfTest {
             try expect((0 ..< bytes).allSatisfy { b[$0] == UInt8(truncatingIfNeeded: $0 * 31 + 7 + root) },
                        "broadcast(root \(root), \(bytes) bytes)")
         }
+    }
 
-        comm.barrier()
-
-        // split by parity, in reverse rank order, then reduce inside.
+    /// split by parity, in reverse rank order, then reduce inside.
+    func split() throws {
         let sub = comm.split(color: me % 2, key: n - me)
         let members = (0 ..< n).filter { $0 % 2 == me % 2 }.reversed().map { $0 }
         try expect(sub.size == members.count && sub.rank == members.firstIndex(of: me)!,
@@ -105,8 +135,10 @@ public enum CollectiveSelfTest {
         let subsub = sub.split(color: 0, key: 0)
         let back = subsub.allToAll((0 ..< subsub.size).map { _ in Int64(me) })
         try expect(back == members.map { Int64($0) }, "allToAll in a split of a split: got \(back)")
+    }
 
-        // Expert-parallel communicators for every G that divides the world.
+    /// Expert-parallel communicators for every G that divides the world.
+    func expertParallel() throws {
         for g in 1 ... n where n % g == 0 {
             let layout = try ExpertParallelLayout(worldSize: n, rank: me, expertParallel: g, numExperts: 2 * n + 1)
             let c = layout.communicators(from: comm)
@@ -120,8 +152,5 @@ public enum CollectiveSelfTest {
                        && e[0] == Int64(group.reduce(0, +)) && r[0] == Int64(replicas.reduce(0, +)),
                        "expert-parallel communicators for G = \(g)")
         }
-
-        comm.barrier()
-        return checks
     }
 }

@@ -114,7 +114,7 @@ public struct ParallelConfig: Codable, Equatable, Sendable {
     public init() {}
 }
 
-/// `gate.*`: stage gates (the research notes' stop and promote rules; Training/StageGate.swift).
+/// `gate.*`: stage gates (the research notes' stop rule, Training/StageGate.swift, and promote rule, Experiments/StagePromotion.swift).
 /// Stop early when ALL hold over the last `patience` evaluations: no eval improvement
 /// > `minImprovement` on the best before it; train-loss least-squares slope over the last
 /// `slopeWindow` steps below `flatSlope` (loss per 1k steps, absolute); entropy, max and

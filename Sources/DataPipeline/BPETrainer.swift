@@ -78,91 +78,23 @@ public struct BPETrainer {
     // MARK: Merging
 
     private func merge(_ counter: PreTokenCounter) throws -> BPETokenizer {
-        // Words: the distinct pre-tokens of two or more bytes, as symbol ids in one flat array.
-        let table = counter.table
-        var wordCount: [Int64] = [], wordStart: [Int] = [], wordLen: [Int] = []
-        var symbols: [Int32] = []
-        symbols.reserveCapacity(table.keyBytes)
-        for i in 0 ..< table.count {
-            let k = table.key(i)
-            if k.count < 2 { continue }
-            wordCount.append(counter.counts[i]); wordStart.append(symbols.count); wordLen.append(k.count)
-            for b in k { symbols.append(Int32(b)) }
-        }
-        @inline(__always) func key(_ a: Int32, _ b: Int32) -> UInt64 { UInt64(UInt32(a)) << 32 | UInt64(UInt32(b)) }
-
-        var pairCounts: [UInt64: Int64] = [:]
-        var pairWords: [UInt64: [Int32]] = [:]
-        for w in 0 ..< wordCount.count {
-            let s = wordStart[w], c = wordCount[w]
-            for i in s ..< s + wordLen[w] - 1 {
-                let p = key(symbols[i], symbols[i + 1])
-                pairCounts[p, default: 0] += c
-                pairWords[p, default: []].append(Int32(w))
-            }
-        }
-        var heap = PairHeap()
-        for (p, c) in pairCounts { heap.push(count: c, pair: p) }
-
+        var state = MergeState(counter)
         var tokens: [[UInt8]] = (0 ..< 256).map { [UInt8($0)] }
         var tokenIndex: [[UInt8]: Int32] = [:]
         for (i, t) in tokens.enumerated() { tokenIndex[t] = Int32(i) }
         var merges: [(Int32, Int32)] = []
         let target = vocabSize - specialTokens.count
-        var stamp = [Int](repeating: -1, count: wordCount.count)
         let progress = showProgress ? ProgressLine("merge", unit: .items("tokens")) : nil
         progress?.start(total: Int64(target - 256))
 
-        while tokens.count < target, let top = heap.pop() {
-            let current = pairCounts[top.pair] ?? 0
-            if current != top.count {
-                if current > 0 { heap.push(count: current, pair: top.pair) }
-                continue
-            }
-            if current <= 0 { continue }
-            let a = Int32(truncatingIfNeeded: top.pair >> 32), b = Int32(truncatingIfNeeded: top.pair & 0xFFFF_FFFF)
+        while tokens.count < target, let (a, b) = state.popMostFrequentPair() {
             let bytes = tokens[Int(a)] + tokens[Int(b)]
             let newId: Int32
             if let existing = tokenIndex[bytes] { newId = existing } else {
                 newId = Int32(tokens.count); tokens.append(bytes); tokenIndex[bytes] = newId
             }
-            let mergeIndex = merges.count
+            state.merge(a, b, into: newId, mergeIndex: merges.count)
             merges.append((a, b))
-
-            var before: [UInt64: Int64] = [:]             // count of each touched pair before this merge
-            for w32 in pairWords[top.pair] ?? [] {
-                let w = Int(w32)
-                if stamp[w] == mergeIndex { continue }
-                stamp[w] = mergeIndex
-                let s = wordStart[w], n = wordLen[w], c = wordCount[w]
-                var has = false
-                for i in s ..< s + n - 1 where symbols[i] == a && symbols[i + 1] == b { has = true; break }
-                if !has { continue }
-                for i in s ..< s + n - 1 {
-                    let p = key(symbols[i], symbols[i + 1])
-                    if before[p] == nil { before[p] = pairCounts[p] ?? 0 }
-                    pairCounts[p, default: 0] -= c
-                }
-                var r = s, o = s
-                while r < s + n {
-                    if r < s + n - 1 && symbols[r] == a && symbols[r + 1] == b { symbols[o] = newId; r += 2 } else { symbols[o] = symbols[r]; r += 1 }
-                    o += 1
-                }
-                let m = o - s
-                wordLen[w] = m
-                for i in s ..< s + m - 1 {
-                    let x = symbols[i], y = symbols[i + 1]
-                    let p = key(x, y)
-                    if before[p] == nil { before[p] = pairCounts[p] ?? 0 }
-                    pairCounts[p, default: 0] += c
-                    if x == newId || y == newId { pairWords[p, default: []].append(w32) }
-                }
-            }
-            pairWords[top.pair] = nil
-            for (p, old) in before {
-                let now = pairCounts[p] ?? 0
-                if now <= 0 { pairCounts[p] = nil; pairWords[p] = nil } else if now > old { heap.push(count: now, pair: p) }
-            }
             progress?.update(Int64(tokens.count - 256))
         }
         progress?.finish()
@@ -173,6 +105,104 @@ public struct BPETrainer {
             tokens.append(Array(s.utf8))
         }
         return try BPETokenizer(tokens: tokens, merges: merges, specialTokens: specials, source: "trainer")
+    }
+}
+
+/// The words being merged (the distinct pre-tokens of two or more bytes, as symbol ids in one flat array),
+/// each adjacent pair's total count, the words each pair occurs in, and a max-heap of pairs by count (with
+/// stale entries, skipped when popped).
+private struct MergeState {
+    var wordCount: [Int64] = [], wordStart: [Int] = [], wordLen: [Int] = []
+    var symbols: [Int32] = []
+    var pairCounts: [UInt64: Int64] = [:]
+    var pairWords: [UInt64: [Int32]] = [:]
+    var heap = PairHeap()
+    /// The last merge that rewrote each word (a word listed twice under a pair is rewritten once).
+    var stamp: [Int]
+
+    @inline(__always) static func key(_ a: Int32, _ b: Int32) -> UInt64 { UInt64(UInt32(a)) << 32 | UInt64(UInt32(b)) }
+
+    init(_ counter: PreTokenCounter) {
+        let table = counter.table
+        symbols.reserveCapacity(table.keyBytes)
+        for i in 0 ..< table.count {
+            let k = table.key(i)
+            if k.count < 2 { continue }
+            wordCount.append(counter.counts[i]); wordStart.append(symbols.count); wordLen.append(k.count)
+            for b in k { symbols.append(Int32(b)) }
+        }
+        for w in 0 ..< wordCount.count {
+            let s = wordStart[w], c = wordCount[w]
+            for i in s ..< s + wordLen[w] - 1 {
+                let p = Self.key(symbols[i], symbols[i + 1])
+                pairCounts[p, default: 0] += c
+                pairWords[p, default: []].append(Int32(w))
+            }
+        }
+        for (p, c) in pairCounts { heap.push(count: c, pair: p) }
+        stamp = [Int](repeating: -1, count: wordCount.count)
+    }
+
+    /// The pair of highest count (ties to the smaller (left id, right id)), or nil when none is left.
+    mutating func popMostFrequentPair() -> (Int32, Int32)? {
+        while let top = heap.pop() {
+            let current = pairCounts[top.pair] ?? 0
+            if current != top.count {
+                if current > 0 { heap.push(count: current, pair: top.pair) }
+                continue
+            }
+            if current <= 0 { continue }
+            return (Int32(truncatingIfNeeded: top.pair >> 32), Int32(truncatingIfNeeded: top.pair & 0xFFFF_FFFF))
+        }
+        return nil
+    }
+
+    /// Rewrites every word containing the pair (a, b) with `newId` in its place, and updates the pair counts,
+    /// the pairs' word lists and the heap.
+    mutating func merge(_ a: Int32, _ b: Int32, into newId: Int32, mergeIndex: Int) {
+        let pair = Self.key(a, b)
+        var before: [UInt64: Int64] = [:]             // count of each touched pair before this merge
+        for w32 in pairWords[pair] ?? [] {
+            let w = Int(w32)
+            if stamp[w] == mergeIndex { continue }
+            stamp[w] = mergeIndex
+            rewrite(w32, a, b, into: newId, before: &before)
+        }
+        pairWords[pair] = nil
+        for (p, old) in before {
+            let now = pairCounts[p] ?? 0
+            if now <= 0 { pairCounts[p] = nil; pairWords[p] = nil } else if now > old { heap.push(count: now, pair: p) }
+        }
+    }
+
+    /// One word: its pairs' counts out, (a, b) -> newId, its new pairs' counts in (recording each touched
+    /// pair's count before the merge in `before`).
+    private mutating func rewrite(_ w32: Int32, _ a: Int32, _ b: Int32, into newId: Int32,
+                                  before: inout [UInt64: Int64]) {
+        let w = Int(w32)
+        let s = wordStart[w], n = wordLen[w], c = wordCount[w]
+        var has = false
+        for i in s ..< s + n - 1 where symbols[i] == a && symbols[i + 1] == b { has = true; break }
+        if !has { return }
+        for i in s ..< s + n - 1 {
+            let p = Self.key(symbols[i], symbols[i + 1])
+            if before[p] == nil { before[p] = pairCounts[p] ?? 0 }
+            pairCounts[p, default: 0] -= c
+        }
+        var r = s, o = s
+        while r < s + n {
+            if r < s + n - 1 && symbols[r] == a && symbols[r + 1] == b { symbols[o] = newId; r += 2 } else { symbols[o] = symbols[r]; r += 1 }
+            o += 1
+        }
+        let m = o - s
+        wordLen[w] = m
+        for i in s ..< s + m - 1 {
+            let x = symbols[i], y = symbols[i + 1]
+            let p = Self.key(x, y)
+            if before[p] == nil { before[p] = pairCounts[p] ?? 0 }
+            pairCounts[p, default: 0] += c
+            if x == newId || y == newId { pairWords[p, default: []].append(w32) }
+        }
     }
 }
 

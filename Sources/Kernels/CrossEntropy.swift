@@ -16,7 +16,7 @@ import CVectorKernels
 /// chunks of rows (up to 64, at least 16 rows each), chosen by N alone, and the chunks' sums are added in
 /// order, so the losses, dlogits and the sum are the same bits whatever the number of workers (ranks on
 /// nodes with different core counts, or different ranks per node, run different numbers of threads).
-public func crossEntropyForwardBackward(_ dlogits: UnsafeMutablePointer<Float>?, _ losses: UnsafeMutablePointer<Float>,
+public func crossEntropyLossAndGradient(_ dlogits: UnsafeMutablePointer<Float>?, _ losses: UnsafeMutablePointer<Float>,
                                         _ logits: UnsafePointer<Float>, _ targets: UnsafePointer<Int32>,
                                         _ N: Int, _ V: Int, gradScale: Float, workers: Int = 1) -> Double {
     let chunks = min(64, max(1, N / 16))
@@ -35,7 +35,7 @@ public func crossEntropyForwardBackward(_ dlogits: UnsafeMutablePointer<Float>?,
     }
 }
 
-/// `crossEntropyForwardBackward` on `rows`; returns their losses' sum.
+/// `crossEntropyLossAndGradient` on `rows`; returns their losses' sum.
 private func crossEntropyRows(_ rows: Range<Int>, _ dlogits: UnsafeMutablePointer<Float>?, _ losses: UnsafeMutablePointer<Float>,
                               _ logits: UnsafePointer<Float>, _ targets: UnsafePointer<Int32>,
                               _ V: Int, gradScale: Float) -> Double {

@@ -52,12 +52,24 @@ public enum PackedMatmul {
         pgemm_pack(kernel.rawValue, dst, w, K, N, 1, K)
     }
 
-    /// out[M, N] = inp[M, K] · packed (or out += with `accumulate`; otherwise out's prior contents, even NaN,
-    /// are ignored), `packed` made for `kernel`. `workers` > 1 splits the panels over threads: every element
-    /// is the same single sum whichever thread (or kernel) computes it, so the thread count never changes a bit.
+    /// out[M, N] = inp[M, K] · packed (out's prior contents, even NaN, are ignored), `packed` made for
+    /// `kernel`. `workers` > 1 splits the panels over threads: every element is the same single sum whichever
+    /// thread (or kernel) computes it, so the thread count never changes a bit.
     public static func multiply(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>,
+                                _ packed: UnsafePointer<Float>, M: Int, K: Int, N: Int, kernel: Kernel, workers: Int = 1) {
+        product(out, inp, packed, M: M, K: K, N: N, accumulate: false, kernel: kernel, workers: workers)
+    }
+
+    /// out[M, N] += inp[M, K] · packed: `multiply` adding into out (a backward's input gradient).
+    public static func multiplyAdding(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>,
+                                      _ packed: UnsafePointer<Float>, M: Int, K: Int, N: Int, kernel: Kernel,
+                                      workers: Int = 1) {
+        product(out, inp, packed, M: M, K: K, N: N, accumulate: true, kernel: kernel, workers: workers)
+    }
+
+    private static func product(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>,
                                 _ packed: UnsafePointer<Float>, M: Int, K: Int, N: Int, accumulate: Bool,
-                                kernel: Kernel, workers: Int = 1) {
+                                kernel: Kernel, workers: Int) {
         precondition(best != nil && kernel <= best!, "PackedMatmul's \(kernel) kernel does not run on this CPU")
         guard M > 0, N > 0 else { return }
         if K == 0 {   // empty inner dimension: the product is zero

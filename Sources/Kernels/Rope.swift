@@ -42,16 +42,16 @@ public struct RopeTable {
 /// In place on x[B*T, C]: for every head h (columns h·dh ..< (h+1)·dh) at position t,
 /// [x1, x2] ← [x1·cos θ − x2·sin θ, x2·cos θ + x1·sin θ], x1/x2 the first/second half of the head.
 /// With `workers` > 1 the rows are split over that many threads (the same result).
-public func ropeForward(_ x: UnsafeMutablePointer<Float>, _ table: RopeTable, _ B: Int, _ T: Int, _ C: Int, _ H: Int,
-                        workers: Int = 1) {
+public func ropeForwardInPlace(_ x: UnsafeMutablePointer<Float>, _ table: RopeTable, _ B: Int, _ T: Int, _ C: Int,
+                               _ H: Int, workers: Int = 1) {
     // x is (B,T,C) with C = H·dh; table covers at least T positions of width dh
     ropeApply(x, table, B, T, C, H, sinSign: 1, workers: workers)
 }
 
 /// In place on dx[B*T, C]: the transposed rotation (rotation by −θ),
 /// [d1, d2] ← [d1·cos θ + d2·sin θ, d2·cos θ − d1·sin θ], the gradient wrt the pre-rope input.
-public func ropeBackward(_ dx: UnsafeMutablePointer<Float>, _ table: RopeTable, _ B: Int, _ T: Int, _ C: Int, _ H: Int,
-                         workers: Int = 1) {
+public func ropeBackwardInPlace(_ dx: UnsafeMutablePointer<Float>, _ table: RopeTable, _ B: Int, _ T: Int, _ C: Int,
+                                _ H: Int, workers: Int = 1) {
     // dx is (B,T,C) with C = H·dh
     ropeApply(dx, table, B, T, C, H, sinSign: -1, workers: workers)
 }

@@ -4,6 +4,7 @@ import Collectives
 import Configuration
 import Kernels
 import Model
+import Experiments
 import Training
 
 struct BenchCommand: ParsableCommand {
@@ -54,6 +55,7 @@ struct BenchCommand: ParsableCommand {
                     return try Launch.resolve(opts, worldSize: world.size, rank: world.rank, command: "bench")
                 }
                 if world.rank == 0, let note = batchNote { printError(note) }
+                Launch.watchCollectives(world, timeout: config.parallel.collectiveTimeout)
                 let ctx = try ParallelContext.make(world: world, config: config)
                 let report = try Benchmark.run(config: config, configPath: options.config, ctx: ctx, data: data,
                                                warmup: warmup, steps: steps)

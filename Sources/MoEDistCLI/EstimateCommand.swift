@@ -103,48 +103,16 @@ struct EstimateCommand: ParsableCommand {
     func run() throws {
         try failingCleanly {
             var c = try options.load()
-            var vocabSource = "model.vocab_size"
-            if c.model.vocabSize == 0 {
-                if let path = c.data.train, FileManager.default.fileExists(atPath: path) {
-                    c.model.vocabSize = try TokenFile(path: path, checkIDs: false).vocabSize
-                    vocabSource = "data.train (\(path))"
-                } else {
-                    c.model.vocabSize = 8192
-                    vocabSource = "assumed 8192 (model.vocab_size is 0 and data.train is absent)"
-                }
-            }
+            let vocabSource = try Self.fillVocabulary(&c)
             if let g = expertParallel, !c.moe.isDense, g > c.moe.numExperts {
                 throw UserError("--expert-parallel: \(g) exceeds moe.num_experts = \(c.moe.numExperts)")
             }
             var sizes = try worlds
-            let listed = world != nil
             if sizes.isEmpty {
                 sizes = (0 ... 10).map { 1 << $0 }.filter { $0 <= max(c.train.globalBatch, 1) }
             }
             if let g = expertParallel { sizes = sizes.filter { $0 % g == 0 } }
-            var rows: [ClusterEstimate] = [], unsplittable: [Int] = []
-            for W in sizes {
-                var cw = c
-                if scaleBatch {
-                    let unit = cw.train.microBatch * W
-                    cw.train.globalBatch = (cw.train.globalBatch + unit - 1) / unit * unit
-                } else {
-                    do { try cw.fitMicroBatch(worldSize: W) } catch where !listed { unsplittable.append(W); continue }
-                }
-                var row = ClusterEstimate(cw, worldSize: W,
-                                          expertParallel: expertParallel ?? ClusterEstimate.defaultExpertParallel(cw, worldSize: W))
-                if let gbps = linkGbps {
-                    row.link = LinkProjection(row, config: cw, linkGbps: gbps, latencyMs: latencyMs, ranksPerNode: ranksPerNode)
-                }
-                rows.append(row)
-            }
-            guard !rows.isEmpty else {
-                throw UserError("train.global_batch \(c.train.globalBatch) cannot be split over any of the world sizes "
-                                + sizes.map(String.init).joined(separator: ", ") + "; add --scale-batch or a larger train.global_batch")
-            }
-            let notShown = unsplittable.isEmpty ? nil
-                : "not shown: " + unsplittable.map(String.init).joined(separator: ", ")
-                + " ranks (train.global_batch \(c.train.globalBatch) cannot be split over them; --scale-batch grows it)"
+            let (rows, unsplittable) = try estimates(c, worldSizes: sizes)
             if json {
                 let out = EstimateOutput(config: options.config, vocabSize: c.model.vocabSize, vocabSizeSource: vocabSource,
                                          batchRule: scaleBatch ? "scale_batch" : "fit_micro_batch",
@@ -155,35 +123,82 @@ struct EstimateCommand: ParsableCommand {
                 enc.outputFormatting = [.prettyPrinted, .sortedKeys]
                 print(String(data: try enc.encode(out), encoding: .utf8)!)
             } else {
-                print("config \(options.config), vocab \(c.model.vocabSize) (\(vocabSource)), "
-                      + String(format: "%.1fM parameters, %.1f MFLOP/token", Double(rows[0].totalParameters) / 1e6,
-                               rows[0].flopsPerToken / 1e6))
-                print(scaleBatch ? "batch: train.micro_batch \(c.train.microBatch) per rank, global batch grown to a multiple of micro_batch × ranks (--scale-batch)"
-                                 : "batch: train.global_batch \(c.train.globalBatch), micro-batch fitted per world size (largest <= \(c.train.microBatch))")
-                print(String(format: "%6@ %4@ %6@ %5@ %9@ %10@ %10@ %10@ %12@ %12@", "ranks", "G", "batch", "micro", "params/rk",
-                             "optim GB", "activ GB", "total GB", "a2a MB/rk", "allred MB/rk"))
-                for r in rows {
-                    print(String(format: "%6d %4d %6d %5d %8.1fM %10.3f %10.3f %10.3f %12.1f %12.1f", r.worldSize, r.expertParallel,
-                                 r.globalBatch, r.microBatch, Double(r.parametersPerRank) / 1e6,
-                                 Double(r.memory.gradientBytes + r.memory.optimizerBytes) / 1e9,
-                                 Double(r.memory.activationBytes + r.memory.scratchBytes) / 1e9,
-                                 Double(r.memory.totalBytes) / 1e9, r.allToAllBytesPerRank / 1e6,
-                                 r.allReduceRingBytesPerRank / 1e6))
-                }
-                if let n = notShown { print(n) }
-                if let gbps = linkGbps {
-                    print(String(format: "communication per step over %g Gbit/s links, %g ms one-way, %d rank(s) per node "
-                                 + "(traffic inside a node not counted):", gbps, latencyMs, ranksPerNode))
-                    print(String(format: "%6@ %5@ %12@ %12@ %10@ %10@ %10@", "ranks", "nodes", "a2a MB/node", "allred MB/nd",
-                                 "a2a s", "allred s", "comm s"))
-                    for r in rows {
-                        guard let l = r.link else { continue }
-                        print(String(format: "%6d %5d %12.1f %12.1f %10.4f %10.4f %10.4f", r.worldSize, l.nodes,
-                                     l.allToAllLinkBytesPerNode / 1e6, l.allReduceLinkBytesPerNode / 1e6,
-                                     l.allToAllSeconds, l.allReduceSeconds, l.communicationSeconds))
-                    }
-                }
+                printTable(c, vocabSource: vocabSource, rows: rows, unsplittable: unsplittable)
             }
+        }
+    }
+
+    /// A configuration without model.vocab_size takes data.train's, or 8192; returns where it came from.
+    static func fillVocabulary(_ c: inout RunConfig) throws -> String {
+        guard c.model.vocabSize == 0 else { return "model.vocab_size" }
+        if let path = c.data.train, FileManager.default.fileExists(atPath: path) {
+            c.model.vocabSize = try TokenFile(path: path, checkIDs: false).vocabSize
+            return "data.train (\(path))"
+        }
+        c.model.vocabSize = 8192
+        return "assumed 8192 (model.vocab_size is 0 and data.train is absent)"
+    }
+
+    /// One estimate per world size, and the default sizes left out because the global batch cannot be split
+    /// over them (a listed --world that cannot be split is an error).
+    func estimates(_ c: RunConfig, worldSizes sizes: [Int]) throws -> (rows: [ClusterEstimate], unsplittable: [Int]) {
+        let listed = world != nil
+        var rows: [ClusterEstimate] = [], unsplittable: [Int] = []
+        for W in sizes {
+            var cw = c
+            if scaleBatch {
+                let unit = cw.train.microBatch * W
+                cw.train.globalBatch = (cw.train.globalBatch + unit - 1) / unit * unit
+            } else {
+                do { try cw.fitMicroBatch(worldSize: W) } catch where !listed { unsplittable.append(W); continue }
+            }
+            var row = ClusterEstimate(cw, worldSize: W,
+                                      expertParallel: expertParallel ?? ClusterEstimate.defaultExpertParallel(cw, worldSize: W))
+            if let gbps = linkGbps {
+                row.link = LinkProjection(row, config: cw, linkGbps: gbps, latencyMs: latencyMs, ranksPerNode: ranksPerNode)
+            }
+            rows.append(row)
+        }
+        guard !rows.isEmpty else {
+            throw UserError("train.global_batch \(c.train.globalBatch) cannot be split over any of the world sizes "
+                            + sizes.map(String.init).joined(separator: ", ") + "; add --scale-batch or a larger train.global_batch")
+        }
+        return (rows, unsplittable)
+    }
+
+    func printTable(_ c: RunConfig, vocabSource: String, rows: [ClusterEstimate], unsplittable: [Int]) {
+        print("config \(options.config), vocab \(c.model.vocabSize) (\(vocabSource)), "
+              + String(format: "%.1fM parameters, %.1f MFLOP/token", Double(rows[0].totalParameters) / 1e6,
+                       rows[0].flopsPerToken / 1e6))
+        print(scaleBatch ? "batch: train.micro_batch \(c.train.microBatch) per rank, global batch grown to a multiple of micro_batch × ranks (--scale-batch)"
+                         : "batch: train.global_batch \(c.train.globalBatch), micro-batch fitted per world size (largest <= \(c.train.microBatch))")
+        print(String(format: "%6@ %4@ %6@ %5@ %9@ %10@ %10@ %10@ %12@ %12@", "ranks", "G", "batch", "micro", "params/rk",
+                     "optim GB", "activ GB", "total GB", "a2a MB/rk", "allred MB/rk"))
+        for r in rows {
+            print(String(format: "%6d %4d %6d %5d %8.1fM %10.3f %10.3f %10.3f %12.1f %12.1f", r.worldSize, r.expertParallel,
+                         r.globalBatch, r.microBatch, Double(r.parametersPerRank) / 1e6,
+                         Double(r.memory.gradientBytes + r.memory.optimizerBytes) / 1e9,
+                         Double(r.memory.activationBytes + r.memory.scratchBytes) / 1e9,
+                         Double(r.memory.totalBytes) / 1e9, r.allToAllBytesPerRank / 1e6,
+                         r.allReduceRingBytesPerRank / 1e6))
+        }
+        if !unsplittable.isEmpty {
+            print("not shown: " + unsplittable.map(String.init).joined(separator: ", ")
+                  + " ranks (train.global_batch \(c.train.globalBatch) cannot be split over them; --scale-batch grows it)")
+        }
+        if let gbps = linkGbps { printLinks(rows, gbps: gbps) }
+    }
+
+    func printLinks(_ rows: [ClusterEstimate], gbps: Double) {
+        print(String(format: "communication per step over %g Gbit/s links, %g ms one-way, %d rank(s) per node "
+                     + "(traffic inside a node not counted):", gbps, latencyMs, ranksPerNode))
+        print(String(format: "%6@ %5@ %12@ %12@ %10@ %10@ %10@", "ranks", "nodes", "a2a MB/node", "allred MB/nd",
+                     "a2a s", "allred s", "comm s"))
+        for r in rows {
+            guard let l = r.link else { continue }
+            print(String(format: "%6d %5d %12.1f %12.1f %10.4f %10.4f %10.4f", r.worldSize, l.nodes,
+                         l.allToAllLinkBytesPerNode / 1e6, l.allReduceLinkBytesPerNode / 1e6,
+                         l.allToAllSeconds, l.allReduceSeconds, l.communicationSeconds))
         }
     }
 }

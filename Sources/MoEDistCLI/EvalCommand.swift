@@ -53,6 +53,7 @@ struct EvalCommand: ParsableCommand {
             let file = try CheckpointEvaluation.openTokens(data, state: state, checkpoint: checkpoint)
             if file.fingerprint == 0 { printError(TokenizerFingerprint.unknownWarning(data)) }
             try Launch.onEveryRank(emulateRanks: emulateRanks) { world in
+                Launch.watchCollectives(world, timeout: state.config.parallel.collectiveTimeout)
                 let tokens = try TokenFile(path: data, checkIDs: false)   // its ids were checked above
                 // Rank 0 draws a progress line on stderr (targets scored, rate, ETA); stdout keeps only the result.
                 let line = world.rank == 0 ? ProgressLine("eval", unit: .items("tokens")) : nil

@@ -3,6 +3,7 @@ import Foundation
 import ArgumentParser
 import Configuration
 import Model
+import Experiments
 import Training
 
 struct GateCommand: ParsableCommand {

@@ -46,6 +46,12 @@ enum Launch {
 
     /// Runs `body` on every rank of the world: MPI (or a world of one without mpirun), or N threads in this
     /// process with `emulateRanks`. An error on any rank ends the whole job with a message naming the rank.
+    /// From here a rank that stops or hangs ends an mpirun job after `timeout` seconds
+    /// (parallel.collective_timeout; 0 = wait for ever): train, eval and bench all watch their collectives.
+    static func watchCollectives(_ world: Communicator, timeout: Double) {
+        if let w = world as? MPICommunicator, w.size > 1 { CollectiveWatchdog.shared.start(world: w, timeout: timeout) }
+    }
+
     static func onEveryRank(emulateRanks: Int?, _ body: @escaping (Communicator) throws -> Void) throws {
         configureBLASThreads()
         try checkExpertProducts()

@@ -77,82 +77,86 @@ struct TrainCommand: ParsableCommand {
     func run() throws {
         try failingCleanly {
             if let k = injectKill { try KillPoint.arm(k) }
-            try Launch.onEveryRank(emulateRanks: emulateRanks) { world in
-                let (config, data, batchNote) = try Launch.resolve(options, world: world,
-                                                                   ranksInProcess: emulateRanks ?? 1)
-                // From here a rank that stops or hangs ends the job after parallel.collective_timeout seconds.
-                let mpiWorld = world as? MPICommunicator
-                if let w = mpiWorld, w.size > 1 {
-                    CollectiveWatchdog.shared.start(world: w, timeout: config.parallel.collectiveTimeout)
-                }
-                let ctx = try ParallelContext.make(world: world, config: config)
-                let dir = runDir ?? "runs/\(config.name)"
-                // Rank 0 creates the run directory and takes its lock before anything is printed or read from it:
-                // a second run on a live run's directory is refused, a killed run's stale lock is taken over.
-                let lock = world.rank == 0 ? try RunDirectoryLock.acquire(
-                    runDirectory: dir, waitForOtherHosts: resume == "auto", warn: { printError("warning: \($0)") }) : nil
-                defer { lock?.release() }
-                try SharedRunDirectory.check(dir, world: world)  // before any rank reads or writes it
-                let session = try SlowPhase.run("building the model", show: world.rank == 0) {
-                    try TrainingSession(config: config, ctx: ctx, data: data, runDirectory: dir) { line in
-                        print(line); fflush(stdout)
-                    }
-                }
-                session.startNotes = batchNote.map { [$0] } ?? []
-                if let f = try InjectedFailure.parse(injectFailure), f.rank == world.rank {
-                    session.beforeStep = { step in if step == f.step { throw InjectedFailure(rank: f.rank, step: step) } }
-                }
-                if let r = resume {
-                    if r == "auto" {
-                        // Rank 0 chooses (verifying once); every rank resumes from the same step.
-                        var chosen = [-1.0]
-                        if world.rank == 0, let path = TrainingSession.newestIntactCheckpoint(
-                            runDirectory: dir, warn: { printError("warning: \($0)") }) {
-                            chosen[0] = Double(try Checkpoint.readState(path).counters.step)
-                        }
-                        chosen.withUnsafeMutableBufferPointer { world.allReduceMax($0) }
-                        if chosen[0] >= 0 {
-                            try Launch.agreeing(world) {
-                                try session.resume(from: Checkpoint.path(runDirectory: dir, step: Int(chosen[0])),
-                                                   allowConfigChange: allowConfigChange, verified: world.rank == 0)
-                            }
-                        } else if world.rank == 0 {
-                            print("no checkpoint in \(dir)/checkpoints: starting from step 0")
-                        }
-                    } else {
-                        try Launch.agreeing(world) { try session.resume(from: r, allowConfigChange: allowConfigChange) }
-                    }
-                } else {
-                    // A fresh run must not mix with an earlier run's checkpoints and history.
-                    var stale = [world.rank == 0 && !Checkpoint.list(runDirectory: dir).isEmpty ? 1.0 : 0.0]
-                    stale.withUnsafeMutableBufferPointer { world.allReduceMax($0) }
-                    if stale[0] > 0 {   // every rank knows it: one message, a clean end
-                        throw AgreedError(error: UserError("\(dir) already holds checkpoints of an earlier run: continue it with --resume auto, "
-                                        + "or choose another --run-dir"))
-                    }
-                }
-                // A run already at its budget has nothing to train: say so instead of a banner and no step.
-                if let step = session.resumeStep, step >= session.trainer.totalSteps {
-                    if world.rank == 0 {
-                        let budget = config.train.maxSteps.map { "train.max_steps \($0)" } ?? "train.max_tokens \(config.train.maxTokens ?? 0)"
-                        print("\(dir) is finished: its checkpoint is at step \(step), the end of its budget (\(budget), "
-                              + "\(session.trainer.totalSteps) steps); nothing to train. To train further, resume with a larger "
-                              + "train.max_steps or train.max_tokens.")
-                    }
-                    return
-                }
-                if world.rank == 0 {
-                    print("resolved configuration:\n" + config.toYAML())
-                }
-                // The checks that leave the run directory as it was are done: waiting ranks may leave notes in it.
-                if let w = mpiWorld, w.size > 1 { CollectiveWatchdog.shared.noteIn(dir + "/.collectives") }
-                do {
-                    try session.run()
-                } catch let p as PreemptedError {
-                    if world.rank == 0 { printError("\(p)") }
-                    throw ExitCode(Preemption.exitStatus)
-                }
+            try Launch.onEveryRank(emulateRanks: emulateRanks) { world in try train(on: world) }
+        }
+    }
+
+    /// One rank's part: resolve, build, choose where to start, train.
+    private func train(on world: Communicator) throws {
+        let (config, data, batchNote) = try Launch.resolve(options, world: world, ranksInProcess: emulateRanks ?? 1)
+        // From here a rank that stops or hangs ends the job after parallel.collective_timeout seconds.
+        let mpiWorld = world as? MPICommunicator
+        Launch.watchCollectives(world, timeout: config.parallel.collectiveTimeout)
+        let ctx = try ParallelContext.make(world: world, config: config)
+        let dir = runDir ?? "runs/\(config.name)"
+        // Rank 0 creates the run directory and takes its lock before anything is printed or read from it:
+        // a second run on a live run's directory is refused, a killed run's stale lock is taken over.
+        let lock = world.rank == 0 ? try RunDirectoryLock.acquire(
+            runDirectory: dir, waitForOtherHosts: resume == "auto", warn: { printError("warning: \($0)") }) : nil
+        defer { lock?.release() }
+        try SharedRunDirectory.check(dir, world: world)  // before any rank reads or writes it
+        let session = try makeSession(config: config, ctx: ctx, data: data, dir: dir, world: world)
+        session.startNotes = batchNote.map { [$0] } ?? []
+        try chooseStart(session, dir: dir, world: world)
+        // A run already at its budget has nothing to train: say so instead of a banner and no step.
+        if let step = session.resumeStep, step >= session.trainer.totalSteps {
+            if world.rank == 0 { print(Self.finishedNote(dir: dir, step: step, session: session)) }
+            return
+        }
+        if world.rank == 0 {
+            print("resolved configuration:\n" + config.toYAML())
+        }
+        // The checks that leave the run directory as it was are done: waiting ranks may leave notes in it.
+        if let w = mpiWorld, w.size > 1 { CollectiveWatchdog.shared.noteIn(dir + "/.collectives") }
+        do {
+            try session.run()
+        } catch let p as PreemptedError {
+            if world.rank == 0 { printError("\(p)") }
+            throw ExitCode(Preemption.exitStatus)
+        }
+    }
+
+    private func makeSession(config: RunConfig, ctx: ParallelContext, data: TrainingData, dir: String,
+                             world: Communicator) throws -> TrainingSession {
+        let session = try SlowPhase.run("building the model", show: world.rank == 0) {
+            try TrainingSession(config: config, ctx: ctx, data: data, runDirectory: dir) { line in
+                print(line); fflush(stdout)
             }
         }
+        if let f = try InjectedFailure.parse(injectFailure), f.rank == world.rank {
+            session.beforeStep = { step in if step == f.step { throw InjectedFailure(rank: f.rank, step: step) } }
+        }
+        return session
+    }
+
+    /// `--resume`: the newest intact checkpoint (auto), a given one, or a fresh start in a directory
+    /// without an earlier run's checkpoints. Every rank resumes from the same step.
+    private func chooseStart(_ session: TrainingSession, dir: String, world: Communicator) throws {
+        switch resume {
+        case "auto"?:
+            if let path = try ResumeChoice.newest(runDirectory: dir, world: world, warn: { printError("warning: \($0)") }) {
+                try Launch.agreeing(world) {
+                    try session.resume(from: path, allowConfigChange: allowConfigChange, verified: world.rank == 0)
+                }
+            } else if world.rank == 0 {
+                print("no checkpoint in \(dir)/checkpoints: starting from step 0")
+            }
+        case let file?:
+            try Launch.agreeing(world) { try session.resume(from: file, allowConfigChange: allowConfigChange) }
+        case nil:
+            // A fresh run must not mix with an earlier run's checkpoints and history.
+            if ResumeChoice.holdsCheckpoints(runDirectory: dir, world: world) {   // every rank knows it: one message, a clean end
+                throw AgreedError(error: UserError("\(dir) already holds checkpoints of an earlier run: continue it with --resume auto, "
+                                                   + "or choose another --run-dir"))
+            }
+        }
+    }
+
+    private static func finishedNote(dir: String, step: Int, session: TrainingSession) -> String {
+        let train = session.config.train
+        let budget = train.maxSteps.map { "train.max_steps \($0)" } ?? "train.max_tokens \(train.maxTokens ?? 0)"
+        return "\(dir) is finished: its checkpoint is at step \(step), the end of its budget (\(budget), "
+            + "\(session.trainer.totalSteps) steps); nothing to train. To train further, resume with a larger "
+            + "train.max_steps or train.max_tokens."
     }
 }

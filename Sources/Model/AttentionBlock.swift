@@ -47,12 +47,12 @@ final class AttentionBlock {
         matmulForward(q, a, w.wq, N, d, d, workers: workers)
         matmulForward(k, a, w.wk, N, d, d, workers: workers)
         matmulForward(v, a, w.wv, N, d, d, workers: workers)
-        ropeForward(q, rope, B, T, d, H, workers: workers)
-        ropeForward(k, rope, B, T, d, H, workers: workers)
+        ropeForwardInPlace(q, rope, B, T, d, H, workers: workers)
+        ropeForwardInPlace(k, rope, B, T, d, H, workers: workers)
         let heads = s.heads.ensure(N * d)
         attentionForward(heads, s.probs.ensure(B * H * T * T), q, k, v, B, T, d, H, workers: workers)
         hOut.update(from: hIn, count: N * d)
-        matmulForward(hOut, heads, w.wo, N, d, d, accumulate: true, workers: workers)
+        matmulForwardAdding(hOut, heads, w.wo, N, d, d, workers: workers)
     }
 
     /// dh[N,d]: on entry d(loss)/d(hOut); the attention branch's gradient is added, leaving d(loss)/d(hIn)
@@ -61,14 +61,14 @@ final class AttentionBlock {
                   saved s: AttentionActivations, B: Int, T: Int) {
         let N = B * T
         let dHeads = self.dHeads.ensure(N * d)
-        matmulBackward(dHeads, g.wo, dh, s.heads.pointer, w.wo, N, d, d, overwriteInput: true, workers: workers)
+        matmulBackwardOverwritingInput(dHeads, g.wo, dh, s.heads.pointer, w.wo, N, d, d, workers: workers)
         let dq = self.dq.zeroed(N * d), dk = self.dk.zeroed(N * d), dv = self.dv.zeroed(N * d)
         attentionBackward(dq, dk, dv, dHeads, s.q.pointer, s.k.pointer, s.v.pointer, s.probs.pointer,
                           dScores.ensure(workers * T * T), B, T, d, H, workers: workers)
-        ropeBackward(dq, rope, B, T, d, H, workers: workers)
-        ropeBackward(dk, rope, B, T, d, H, workers: workers)
+        ropeBackwardInPlace(dq, rope, B, T, d, H, workers: workers)
+        ropeBackwardInPlace(dk, rope, B, T, d, H, workers: workers)
         let da = dNormed.ensure(N * d)
-        matmulBackward(da, g.wq, dq, s.normed.pointer, w.wq, N, d, d, overwriteInput: true, workers: workers)
+        matmulBackwardOverwritingInput(da, g.wq, dq, s.normed.pointer, w.wq, N, d, d, workers: workers)
         matmulBackward(da, g.wk, dk, s.normed.pointer, w.wk, N, d, d, workers: workers)
         matmulBackward(da, g.wv, dv, s.normed.pointer, w.wv, N, d, d, workers: workers)
         rmsnormBackward(dh, g.attnNorm, da, hIn, w.attnNorm, s.rstd.pointer, N, d, workers: workers)

@@ -131,7 +131,7 @@ public final class RecurrentMoEModel {
             for r in 0 ..< R where routerIndex(iteration: r) == q {
                 for e in 0 ..< E { counts[e] += iterationCounts[r * E + e] }
             }
-            Kernels.updateSelectionBias(selectionBias.pointer + q * E, counts: counts, E, rate: rate)
+            stepSelectionBias(selectionBias.pointer + q * E, counts: counts, E, rate: rate)
         }
     }
 
@@ -231,7 +231,7 @@ public final class RecurrentMoEModel {
             matmulTransposedForward(lg, x, params.embed, N, d, V, workers: workers)
         }
         if N > 0 {
-            result.ceSum = crossEntropyForwardBackward(backward ? lg : nil, losses.ensure(N), lg, targets, N, V,
+            result.ceSum = crossEntropyLossAndGradient(backward ? lg : nil, losses.ensure(N), lg, targets, N, V,
                                                        gradScale: Float(scales.ce), workers: ctx.blasWorkers)
         }
     }

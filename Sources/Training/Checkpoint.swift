@@ -72,47 +72,10 @@ public enum Checkpoint {
     public static func save(_ trainer: Trainer, to path: String, tokenizerFingerprint: UInt64 = 0) throws {
         let ctx = trainer.ctx, world = ctx.world, store = trainer.model.store
         let partial = partialPath(path)
-        var failure: Error? = nil
         // Turn 0: rank 0 creates the file with the trunk and the empty expert datasets.
+        var failure: Error? = nil
         if world.rank == 0 {
-            HDF5Library.lock.lock()
-            defer { HDF5Library.lock.unlock() }
-            do {
-                try FileManager.default.createDirectory(atPath: URL(fileURLWithPath: path).deletingLastPathComponent().path,
-                                                        withIntermediateDirectories: true)
-                unlink(partial)
-                let f = try H5File.create(path: partial, metadataChecksums: true)   // attributes are checksummed too
-                defer { f.close() }
-                try f.setAttribute("format", format)
-                try f.setAttribute("version", version)
-                try f.setAttribute("step", Int64(trainer.counters.step))
-                try f.setAttribute("tokens", Int64(trainer.counters.tokens))
-                try f.setAttribute("world_size", Int64(world.size))
-                try f.setAttribute("config", trainer.config.toJSON())
-                if let blas = BlasKernelSelection.current {   // which kernels produced these numbers
-                    try f.setAttribute("blas_kernels", blas.inUse)
-                    try f.setAttribute("blas_kernels_reason", blas.reason)
-                }
-                try f.setAttribute("tokenizer_fingerprint", Int64(bitPattern: tokenizerFingerprint))
-                let state = try f.createGroup("state")
-                try state.setAttribute("updates", Int64(trainer.counters.updates))
-                try state.setAttribute("nan_events", Int64(trainer.counters.nanEvents))
-                try state.setAttribute("loader", String(decoding: try JSONEncoder().encode(trainer.loader.state), as: UTF8.self))
-                for p in store.infos {
-                    for (prefix, base) in sections(store) {
-                        let name = prefix + p.path
-                        if p.isExpert {
-                            try f.createDataset(name, of: Float.self, shape: p.shape, chunks: [1] + p.shape.dropFirst(),
-                                                fletcher32: true)
-                        } else {
-                            try f.createDataset(name, values: Array(UnsafeBufferPointer(start: base + p.offset, count: p.count)),
-                                                shape: p.shape, chunks: defaultChunks(p.shape), fletcher32: true)
-                        }
-                    }
-                }
-                try writeBuffers(f, trainer.model)
-                try f.flush()
-            } catch { failure = error }
+            do { try createPartial(partial, for: path, trainer, tokenizerFingerprint: tokenizerFingerprint) } catch { failure = error }
         }
         try agree(world, failure, partial)
         KillPoint.checkpointPartial.reached()
@@ -120,45 +83,91 @@ public enum Checkpoint {
         let writers = store.infos.contains { $0.isExpert } ? ctx.expertGroup.size : 0
         for turn in 0 ..< writers {
             if world.rank == turn {
-                HDF5Library.lock.lock()
-                defer { HDF5Library.lock.unlock() }
-                do {
-                    let f = try H5File.open(path: partial, readOnly: false)
-                    defer { f.close() }
-                    for p in store.infos where p.isExpert && p.count > 0 {
-                        for (prefix, base) in sections(store) {
-                            let ds = try f.openDataset(prefix + p.path)
-                            try ds.writeRows(Array(UnsafeBufferPointer(start: base + p.offset, count: p.count)),
-                                             at: p.localRows.lowerBound)
-                        }
-                    }
-                    try f.flush()
-                } catch { failure = error }
+                do { try writeExpertRows(partial, store) } catch { failure = error }
             }
             try agree(world, failure, partial)
         }
         // Last turn: rank 0 makes it durable and gives it its final name.
         if world.rank == 0 {
             KillPoint.beforeRename.reached()
-            do {
-                let fd = open(partial, O_RDONLY)
-                if fd >= 0 { fsync(fd); close(fd) }
-                if rename(partial, path) != 0 {
-                    throw TrainingError("checkpoint \(path): rename failed: \(String(cString: strerror(errno)))")
-                }
-                let dir = open(URL(fileURLWithPath: path).deletingLastPathComponent().path, O_RDONLY)
-                if dir >= 0 { fsync(dir); close(dir) }
-            } catch { failure = error }
+            do { try publish(partial, as: path) } catch { failure = error }
         }
         try agree(world, failure, partial)
         KillPoint.afterRename.reached()
     }
 
+    /// Creates `partial` with the attributes, the trunk's datasets and the empty expert datasets (rank 0).
+    private static func createPartial(_ partial: String, for path: String, _ trainer: Trainer,
+                                      tokenizerFingerprint: UInt64) throws {
+        HDF5Library.lock.lock()
+        defer { HDF5Library.lock.unlock() }
+        try FileManager.default.createDirectory(atPath: URL(fileURLWithPath: path).deletingLastPathComponent().path,
+                                                withIntermediateDirectories: true)
+        unlink(partial)
+        let f = try H5File.create(path: partial, metadataChecksums: true)   // attributes are checksummed too
+        defer { f.close() }
+        try f.setAttribute("format", format)
+        try f.setAttribute("version", version)
+        try f.setAttribute("step", Int64(trainer.counters.step))
+        try f.setAttribute("tokens", Int64(trainer.counters.tokens))
+        try f.setAttribute("world_size", Int64(trainer.ctx.world.size))
+        try f.setAttribute("config", trainer.config.toJSON())
+        if let blas = BlasKernelSelection.current {   // which kernels produced these numbers
+            try f.setAttribute("blas_kernels", blas.inUse)
+            try f.setAttribute("blas_kernels_reason", blas.reason)
+        }
+        try f.setAttribute("tokenizer_fingerprint", Int64(bitPattern: tokenizerFingerprint))
+        let state = try f.createGroup("state")
+        try state.setAttribute("updates", Int64(trainer.counters.updates))
+        try state.setAttribute("nan_events", Int64(trainer.counters.nanEvents))
+        try state.setAttribute("loader", String(decoding: try JSONEncoder().encode(trainer.loader.state), as: UTF8.self))
+        let store = trainer.model.store
+        for p in store.infos {
+            for (prefix, base) in sections(store) {
+                let name = prefix + p.path
+                if p.isExpert {
+                    try f.createDataset(name, of: Float.self, shape: p.shape, chunks: [1] + p.shape.dropFirst(),
+                                        fletcher32: true)
+                } else {
+                    try f.createDataset(name, values: Array(UnsafeBufferPointer(start: base + p.offset, count: p.count)),
+                                        shape: p.shape, chunks: defaultChunks(p.shape), fletcher32: true)
+                }
+            }
+        }
+        try writeBuffers(f, trainer.model)
+        try f.flush()
+    }
+
+    /// Writes this rank's rows of every expert dataset into `partial` (its turn).
+    private static func writeExpertRows(_ partial: String, _ store: ParameterStore) throws {
+        HDF5Library.lock.lock()
+        defer { HDF5Library.lock.unlock() }
+        let f = try H5File.open(path: partial, readOnly: false)
+        defer { f.close() }
+        for p in store.infos where p.isExpert && p.count > 0 {
+            for (prefix, base) in sections(store) {
+                let ds = try f.openDataset(prefix + p.path)
+                try ds.writeRows(Array(UnsafeBufferPointer(start: base + p.offset, count: p.count)),
+                                 at: p.localRows.lowerBound)
+            }
+        }
+        try f.flush()
+    }
+
+    /// fsyncs `partial`, renames it to `path` and fsyncs the directory, so the name appears only for a complete file.
+    private static func publish(_ partial: String, as path: String) throws {
+        let fd = open(partial, O_RDONLY)
+        if fd >= 0 { fsync(fd); close(fd) }
+        if rename(partial, path) != 0 {
+            throw TrainingError("checkpoint \(path): rename failed: \(String(cString: strerror(errno)))")
+        }
+        let dir = open(URL(fileURLWithPath: path).deletingLastPathComponent().path, O_RDONLY)
+        if dir >= 0 { fsync(dir); close(dir) }
+    }
+
     /// All ranks learn whether any rank failed; a failure removes the partial file and throws everywhere.
     private static func agree(_ world: Communicator, _ failure: Error?, _ partial: String) throws {
-        var flag = [failure == nil ? 0.0 : 1.0]
-        flag.withUnsafeMutableBufferPointer { world.allReduceSum($0) }
-        if flag[0] > 0 {
+        if world.anyRank(failure != nil) {
             if world.rank == 0 { unlink(partial) }
             throw failure ?? TrainingError("checkpoint: another rank failed while writing \(partial)")
         }
@@ -194,7 +203,9 @@ public enum Checkpoint {
         let state = try f.openGroup("state")
         c.updates = Int(try state.int64Attribute("updates"))
         c.nanEvents = Int(try state.int64Attribute("nan_events"))
-        let fingerprint = try f.hasAttribute("tokenizer_fingerprint") ? UInt64(bitPattern: try f.int64Attribute("tokenizer_fingerprint")) : 0
+        // Every checkpoint has it (SPEC section 8; 0 = the data's tokenizer is unknown): one without it has
+        // lost it, and reading on would silently switch the tokenizer check off.
+        let fingerprint = UInt64(bitPattern: try f.int64Attribute("tokenizer_fingerprint"))
         let worldSize = Int(try f.int64Attribute("world_size"))
         guard c.step >= 0, c.tokens >= 0, (0 ... c.step).contains(c.updates), (0 ... c.step).contains(c.nanEvents), worldSize >= 1 else {
             throw DataError("checkpoint \(path): impossible counters (step \(c.step), tokens \(c.tokens), updates \(c.updates), "

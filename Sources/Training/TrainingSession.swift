@@ -1,6 +1,7 @@
 // A training run: the loop around Trainer.trainStep with evaluation, progress
 // lines, the human log and the metrics history. Only rank 0 prints and writes.
 import Foundation
+import Collectives
 import Configuration
 import DataPipeline
 import Model
@@ -122,14 +123,6 @@ public final class TrainingSession {
                       before, after, after, before, step + 1, a(step), b(step))
     }
 
-    /// The newest intact checkpoint of `runDirectory`, skipping damaged ones (each reported through `warn`).
-    public static func newestIntactCheckpoint(runDirectory: String, warn: (String) -> Void) -> String? {
-        for path in Checkpoint.list(runDirectory: runDirectory) {
-            do { try Checkpoint.verify(path); return path } catch { warn("skipping damaged checkpoint \(path): \(error)") }
-        }
-        return nil
-    }
-
     /// Prints a line on rank 0 and appends it to RUN_DIR/train.log.
     public func log(_ line: String) {
         guard isRoot else { return }
@@ -153,43 +146,8 @@ public final class TrainingSession {
         }
         logHandle = FileHandle(forWritingAtPath: logPath)
         logHandle?.seekToEndOfFile()
-        let path = dir + "/metrics.h5"
-        // A resumed run's history is the snapshot taken with its checkpoint (every row up to that step,
-        // written before the checkpoint got its final name), whatever a kill did to metrics.h5 since.
-        if let ck = resumeFrom, trainer.counters.step > 0 {
-            let snapshot = Checkpoint.historySnapshotPath(ck)
-            if URL(fileURLWithPath: ck).deletingLastPathComponent().standardizedFileURL.path
-                == URL(fileURLWithPath: dir + "/checkpoints").standardizedFileURL.path,
-               FileManager.default.fileExists(atPath: snapshot) {
-                try copyReplacing(snapshot, to: path)
-            }
-        }
-        func openHistory() throws {
-            // Stage gate: a resumed run continues, so it drops an earlier stop marker; the stop rule
-            // sees the history up to the checkpoint's step.
-            if FileManager.default.fileExists(atPath: path) {
-                try RunRecord.clearStopped(metricsPath: path)
-                gateHistory = try RunMetrics.read(path).gateHistory.upTo(step: trainer.counters.step)
-            }
-            metrics = try MetricsHistory(path: path, configJSON: config.toJSON(), iterations: config.model.depth,
-                                         numExperts: config.moe.numExperts, replaceConfig: trainer.counters.step == 0,
-                                         biasRouters: ModelBuffers.routerBiasPaths(config).count,
-                                         agreement: config.moe.experts == .shared)
-        }
-        let legacySnapshot = dir + "/.metrics.h5.at-checkpoint"
-        do {
-            try openHistory()
-        } catch where trainer.counters.step == 0 && FileManager.default.fileExists(atPath: path) {
-            // Nothing was checkpointed: the damaged history holds no row that a resume keeps.
-            log("warning: \(path) is unreadable (\(error)); starting a new history")
-            try FileManager.default.removeItem(atPath: path)
-            try openHistory()
-        } catch where FileManager.default.fileExists(atPath: legacySnapshot) && trainer.counters.step > 0 {
-            // Run directories written before per-checkpoint snapshots: the copy taken at the last checkpoint.
-            log("warning: \(path) is unreadable (\(error)); restoring the copy taken at the last checkpoint")
-            try copyReplacing(legacySnapshot, to: path)
-            try openHistory()
-        }
+        try restoreHistorySnapshot(dir)
+        try openHistoryRecovering(dir)
         try metrics?.truncate(afterStep: Int64(trainer.counters.step))
         if let blas = BlasKernelSelection.current {
             try metrics?.setRootAttribute("blas_kernels", blas.inUse)
@@ -199,6 +157,51 @@ public final class TrainingSession {
         try metrics?.recordConfigChanges(configChanges.map {
             MetricsHistory.ConfigChange(step: step, key: $0.key, old: JSONScalar($0.old), new: JSONScalar($0.new))
         })
+    }
+
+    /// A resumed run's history is the snapshot taken with its checkpoint (every row up to that step,
+    /// written before the checkpoint got its final name), whatever a kill did to metrics.h5 since.
+    private func restoreHistorySnapshot(_ dir: String) throws {
+        guard let ck = resumeFrom, trainer.counters.step > 0 else { return }
+        let snapshot = Checkpoint.historySnapshotPath(ck)
+        if URL(fileURLWithPath: ck).deletingLastPathComponent().standardizedFileURL.path
+            == URL(fileURLWithPath: dir + "/checkpoints").standardizedFileURL.path,
+           FileManager.default.fileExists(atPath: snapshot) {
+            try copyReplacing(snapshot, to: dir + "/metrics.h5")
+        }
+    }
+
+    /// Opens RUN_DIR/metrics.h5; an unreadable one is started anew when nothing was checkpointed, or restored
+    /// from the copy that run directories written before per-checkpoint snapshots kept.
+    private func openHistoryRecovering(_ dir: String) throws {
+        let path = dir + "/metrics.h5"
+        let legacySnapshot = dir + "/.metrics.h5.at-checkpoint"
+        do {
+            try openHistory(path)
+        } catch where trainer.counters.step == 0 && FileManager.default.fileExists(atPath: path) {
+            // Nothing was checkpointed: the damaged history holds no row that a resume keeps.
+            log("warning: \(path) is unreadable (\(error)); starting a new history")
+            try FileManager.default.removeItem(atPath: path)
+            try openHistory(path)
+        } catch where FileManager.default.fileExists(atPath: legacySnapshot) && trainer.counters.step > 0 {
+            // Run directories written before per-checkpoint snapshots: the copy taken at the last checkpoint.
+            log("warning: \(path) is unreadable (\(error)); restoring the copy taken at the last checkpoint")
+            try copyReplacing(legacySnapshot, to: path)
+            try openHistory(path)
+        }
+    }
+
+    private func openHistory(_ path: String) throws {
+        // Stage gate: a resumed run continues, so it drops an earlier stop marker; the stop rule
+        // sees the history up to the checkpoint's step.
+        if FileManager.default.fileExists(atPath: path) {
+            try MetricsHistory.clearStopped(metricsPath: path)
+            gateHistory = try RunMetrics.read(path).gateHistory.upTo(step: trainer.counters.step)
+        }
+        metrics = try MetricsHistory(path: path, configJSON: config.toJSON(), iterations: config.model.depth,
+                                     numExperts: config.moe.numExperts, replaceConfig: trainer.counters.step == 0,
+                                     biasRouters: ModelBuffers.routerBiasPaths(config).count,
+                                     agreement: config.moe.experts == .shared)
     }
 
     /// Copies `source` over `destination` through a temporary name (fsynced, then renamed), so a kill
@@ -253,6 +256,52 @@ public final class TrainingSession {
     /// earlier reports are summed into the logged intervals, not kept.
     @discardableResult
     public func run() throws -> StepReport? {
+        try start()
+        defer { metrics?.close(); try? logHandle?.close() }
+        for line in banner() { log(line) }
+        let c = config
+        var progress = LoopProgress(
+            interval: newInterval(),
+            eta: RunETA(totalSteps: trainer.totalSteps, evalInterval: c.train.evalInterval,
+                        checkpointInterval: c.train.checkpointInterval, evalTokens: c.train.evalTokens,
+                        evaluates: data.valid != nil))
+        Preemption.install()
+        while !trainer.isFinished {
+            let rep = try step(&progress)
+            // A preemption signal may reach only some ranks: they agree, so all stop after the same step.
+            let preempted = trainer.ctx.world.anyRank(Preemption.requested)
+            let last = trainer.isFinished || preempted
+            if rep.step % c.train.logInterval == 0 || last { try recordInterval(ending: rep, &progress) }
+            // A preempted run saves first: the signal's grace period may not cover an evaluation.
+            var gateStops = false
+            if data.valid != nil && !preempted && (rep.step % c.train.evalInterval == 0 || trainer.isFinished) {
+                gateStops = try evaluateAndGate(after: rep, last: last, &progress.eta)
+            }
+            if rep.step % c.train.checkpointInterval == 0 || last || gateStops { try timedCheckpoint(&progress.eta) }
+            if gateStops {
+                try stopForGate(after: rep)
+                break
+            }
+            if preempted { throw stopForPreemption(after: rep) }
+        }
+        return progress.lastReport
+    }
+
+    /// What the loop carries from step to step: the sums of the interval being logged, the ETA's timings
+    /// and the last step's report.
+    private struct LoopProgress {
+        var interval: IntervalStats
+        var eta: RunETA
+        var lastReport: StepReport? = nil
+    }
+
+    private func newInterval() -> IntervalStats {
+        IntervalStats(R: config.model.depth, E: config.moe.numExperts, agreement: recordsAgreement)
+    }
+
+    /// Resume: loads the checkpoint (when `resume` was given), opens the run directory and the history,
+    /// and logs how this run continues the earlier one.
+    private func start() throws {
         if let path = resumeFrom {
             try SlowPhase.run("loading the checkpoint", show: isRoot) { try Checkpoint.load(path, into: trainer) }
         }
@@ -268,96 +317,98 @@ public final class TrainingSession {
                 + " (recorded in metrics.h5 config_changes; its config keeps the original values)")
         }
         if let note = scheduleNote { log(note) }
-        defer { metrics?.close(); try? logHandle?.close() }
-        for line in banner() { log(line) }
-        let c = config
-        let R = c.model.depth, E = c.moe.numExperts
-        var lastReport: StepReport?
-        var interval = IntervalStats(R: R, E: E, agreement: recordsAgreement)
-        var eta = RunETA(totalSteps: trainer.totalSteps, evalInterval: c.train.evalInterval,
-                         checkpointInterval: c.train.checkpointInterval, evalTokens: c.train.evalTokens,
-                         evaluates: data.valid != nil)
-        Preemption.install()
-        while !trainer.isFinished {
-            try beforeStep?(trainer.counters.step + 1)
-            if isRoot { KillPoint.currentStep = trainer.counters.step + 1 }
-            KillPoint.stepStart.reached()
-            let stepStarted = Date()
-            let tokensBefore = trainer.counters.tokens
-            let rep = trainer.trainStep()
-            eta.addSteps(1, tokens: trainer.counters.tokens - tokensBefore, seconds: Date().timeIntervalSince(stepStarted))
-            lastReport = rep
-            interval.add(rep)
-            if rep.skipped { log("step \(rep.step): non-finite loss or gradient (loss \(rep.loss), grad norm \(rep.gradNorm)); update skipped") }
-            let preempted = anyRankPreempted()
-            let last = trainer.isFinished || preempted
-            if rep.step % c.train.logInterval == 0 || last {
-                let tps = Double(interval.tokens) / max(interval.time, 1e-9)
-                log(String(format: "step %d/%d | loss %.4f | ce %.4f | aux %.4f | lr %.2e | grad norm %.3f | %.0f tok/s | epoch %.3f | ETA %@",
-                           rep.step, trainer.totalSteps, rep.loss, rep.ce, rep.aux, rep.lr, rep.gradNorm, tps,
-                           trainer.loader.epochFraction, duration(eta.seconds(after: rep.step) ?? 0)))
-                if isRoot {
-                    try metrics?.append(TrainRow(step: Int64(rep.step), tokens: Int64(rep.tokens), epoch: trainer.loader.epochFraction,
-                                                 loss: rep.loss, ce: rep.ce, aux: rep.aux, z: rep.z, lr: rep.lr,
-                                                 gradNorm: rep.gradNorm, tokensPerSec: tps,
-                                                 stepTime: interval.time / Double(max(interval.steps, 1)),
-                                                 nanEvents: Int64(trainer.counters.nanEvents)))
-                    KillPoint.historyRow.reached()
-                    gateHistory.train.append(TrainPoint(step: rep.step, loss: rep.loss, tokensPerSec: tps))
-                    if E > 0 {
-                        let row = interval.expertRow(step: Int64(rep.step), bias: currentBias())
-                        try metrics?.append(row)
-                        let s = MetricsHistory.loadSummary(counts: row.counts, iterations: R, experts: E)
-                        gateHistory.routing.append(RoutingPoint(step: rep.step, worstOf: s.entropy, maxLoad: s.maxLoad,
-                                                                minLoad: s.minLoad))
-                    }
-                    try metrics?.flush()
-                }
-                interval = IntervalStats(R: R, E: E, agreement: recordsAgreement)
-            }
-            var gateStops = false
-            // A preempted run saves first: the signal's grace period may not cover an evaluation.
-            if let valid = data.valid, !preempted && (rep.step % c.train.evalInterval == 0 || trainer.isFinished) {
-                let evalStarted = Date()
-                let ev = Evaluator.evaluate(model: trainer.model, tokens: valid, maxTokens: c.train.evalTokens,
-                                            batch: c.train.microBatch)
-                eta.addEval(seconds: Date().timeIntervalSince(evalStarted))
-                log(String(format: "eval step %d | loss %.4f | ppl %.3f | %d tokens scored", rep.step, ev.loss, ev.ppl, ev.scored))
-                if isRoot {
-                    try metrics?.append(EvalRow(step: Int64(rep.step), tokens: Int64(rep.tokens), epoch: trainer.loader.epochFraction,
-                                                loss: ev.loss, ppl: ev.ppl, scored: Int64(ev.scored)))
-                    try metrics?.flush()
-                    gateHistory.evals.append(EvalPoint(step: rep.step, tokens: rep.tokens, loss: ev.loss))
-                }
-                // Stage gate: rank 0 applies the stop rule to its history; every rank follows its answer.
-                if c.gate.enabled && !last {
-                    let decision = isRoot ? StageGate.stop(gateHistory, c.gate) : nil
-                    var flag = [decision?.stop == true ? 1.0 : 0.0]
-                    flag.withUnsafeMutableBufferPointer { trainer.ctx.world.allReduceMax($0) }
-                    gateStops = flag[0] > 0
-                    if gateStops { gateStop = decision ?? StopDecision(stop: true, clauses: []) }
-                }
-            }
-            if rep.step % c.train.checkpointInterval == 0 || last || gateStops {
-                let saveStarted = Date()
-                try saveCheckpoint()
-                eta.addCheckpoint(seconds: Date().timeIntervalSince(saveStarted))
-            }
-            if gateStops {
-                // Stage gate stop: the checkpoint is written; record the reason on metrics.h5 and end with status 0.
-                log("stage gate: stopped after step \(rep.step) of \(trainer.totalSteps): \(gateStop?.reason ?? "")")
-                metrics?.close()
-                if isRoot, let dir = runDirectory {
-                    try RunRecord.markStopped(metricsPath: dir + "/metrics.h5", step: rep.step, reason: gateStop?.reason ?? "stop")
-                }
-                break
-            }
-            if preempted {
-                log("\(Preemption.signalName) received: stopped after step \(rep.step)")
-                throw PreemptedError(step: rep.step, checkpoint: runDirectory.map { Checkpoint.path(runDirectory: $0, step: rep.step) })
-            }
+    }
+
+    /// Step: one optimizer step, timed for the ETA and added to the interval being logged.
+    private func step(_ progress: inout LoopProgress) throws -> StepReport {
+        try beforeStep?(trainer.counters.step + 1)
+        if isRoot { KillPoint.currentStep = trainer.counters.step + 1 }
+        KillPoint.stepStart.reached()
+        let stepStarted = Date()
+        let tokensBefore = trainer.counters.tokens
+        let rep = trainer.trainStep()
+        progress.eta.addSteps(1, tokens: trainer.counters.tokens - tokensBefore, seconds: Date().timeIntervalSince(stepStarted))
+        progress.lastReport = rep
+        progress.interval.add(rep)
+        if rep.skipped { log("step \(rep.step): non-finite loss or gradient (loss \(rep.loss), grad norm \(rep.gradNorm)); update skipped") }
+        return rep
+    }
+
+    /// History: the progress line for the interval ending at `rep`, its rows in metrics.h5 (train and
+    /// experts) and the stage gate's points; then a new interval starts.
+    private func recordInterval(ending rep: StepReport, _ progress: inout LoopProgress) throws {
+        let interval = progress.interval
+        let tps = Double(interval.tokens) / max(interval.time, 1e-9)
+        log(String(format: "step %d/%d | loss %.4f | ce %.4f | aux %.4f | lr %.2e | grad norm %.3f | %.0f tok/s | epoch %.3f | ETA %@",
+                   rep.step, trainer.totalSteps, rep.loss, rep.ce, rep.aux, rep.lr, rep.gradNorm, tps,
+                   trainer.loader.epochFraction, duration(progress.eta.seconds(after: rep.step) ?? 0)))
+        if isRoot {
+            try metrics?.append(TrainRow(step: Int64(rep.step), tokens: Int64(rep.tokens), epoch: trainer.loader.epochFraction,
+                                         loss: rep.loss, ce: rep.ce, aux: rep.aux, z: rep.z, lr: rep.lr,
+                                         gradNorm: rep.gradNorm, tokensPerSec: tps,
+                                         stepTime: interval.time / Double(max(interval.steps, 1)),
+                                         nanEvents: Int64(trainer.counters.nanEvents)))
+            KillPoint.historyRow.reached()
+            gateHistory.train.append(TrainPoint(step: rep.step, loss: rep.loss, tokensPerSec: tps))
+            if config.moe.numExperts > 0 { try recordRouting(interval, step: rep.step) }
+            try metrics?.flush()
         }
-        return lastReport
+        progress.interval = newInterval()
+    }
+
+    /// The interval's /experts row, and its load summary as the stage gate's routing point (rank 0).
+    private func recordRouting(_ interval: IntervalStats, step: Int) throws {
+        let row = interval.expertRow(step: Int64(step), bias: currentBias())
+        try metrics?.append(row)
+        let s = MetricsHistory.loadSummary(counts: row.counts, iterations: config.model.depth, experts: config.moe.numExperts)
+        gateHistory.routing.append(RoutingPoint(step: step, worstOf: s.entropy, maxLoad: s.maxLoad, minLoad: s.minLoad))
+    }
+
+    /// Eval and gate: scores the validation tokens after step `rep`, records the result, and (with
+    /// `gate.enabled`, before the last step) asks the stop rule. Returns whether the gate stops the run,
+    /// the same answer on every rank.
+    private func evaluateAndGate(after rep: StepReport, last: Bool, _ eta: inout RunETA) throws -> Bool {
+        guard let valid = data.valid else { return false }
+        let c = config
+        let evalStarted = Date()
+        let ev = Evaluator.evaluate(model: trainer.model, tokens: valid, maxTokens: c.train.evalTokens,
+                                    batch: c.train.microBatch)
+        eta.addEval(seconds: Date().timeIntervalSince(evalStarted))
+        log(String(format: "eval step %d | loss %.4f | ppl %.3f | %d tokens scored", rep.step, ev.loss, ev.ppl, ev.scored))
+        if isRoot {
+            try metrics?.append(EvalRow(step: Int64(rep.step), tokens: Int64(rep.tokens), epoch: trainer.loader.epochFraction,
+                                        loss: ev.loss, ppl: ev.ppl, scored: Int64(ev.scored)))
+            try metrics?.flush()
+            gateHistory.evals.append(EvalPoint(step: rep.step, tokens: rep.tokens, loss: ev.loss))
+        }
+        guard c.gate.enabled && !last else { return false }
+        // Stage gate: rank 0 applies the stop rule to its history; every rank follows its answer.
+        let decision = isRoot ? StageGate.stop(gateHistory, c.gate) : nil
+        let stops = trainer.ctx.world.anyRank(decision?.stop == true)
+        if stops { gateStop = decision ?? StopDecision(stop: true, clauses: []) }
+        return stops
+    }
+
+    /// Checkpoint policy's write, timed for the ETA.
+    private func timedCheckpoint(_ eta: inout RunETA) throws {
+        let saveStarted = Date()
+        try saveCheckpoint()
+        eta.addCheckpoint(seconds: Date().timeIntervalSince(saveStarted))
+    }
+
+    /// Stage gate stop: the checkpoint is written; record the reason on metrics.h5 (the run ends with status 0).
+    private func stopForGate(after rep: StepReport) throws {
+        log("stage gate: stopped after step \(rep.step) of \(trainer.totalSteps): \(gateStop?.reason ?? "")")
+        metrics?.close()
+        if isRoot, let dir = runDirectory {
+            try MetricsHistory.markStopped(metricsPath: dir + "/metrics.h5", step: rep.step, reason: gateStop?.reason ?? "stop")
+        }
+    }
+
+    /// Preemption: the checkpoint is written; the error the caller ends with (exit status 75 on every rank).
+    private func stopForPreemption(after rep: StepReport) -> PreemptedError {
+        log("\(Preemption.signalName) received: stopped after step \(rep.step)")
+        return PreemptedError(step: rep.step, checkpoint: runDirectory.map { Checkpoint.path(runDirectory: $0, step: rep.step) })
     }
 
     /// Writes RUN_DIR/checkpoints/step-N.h5 (all ranks) and keeps the newest train.keep_checkpoints.
@@ -373,10 +424,9 @@ public final class TrainingSession {
         if isRoot {
             do { try snapshotMetrics(dir, for: path) } catch { failure = error }
         }
-        var flag = [failure == nil ? 0.0 : 1.0]
-        flag.withUnsafeMutableBufferPointer { trainer.ctx.world.allReduceMax($0) }
+        let snapshotFailed = trainer.ctx.world.anyRank(failure != nil)
         if let failure { throw failure }
-        if flag[0] > 0 { throw TrainingError("checkpoint \(path): rank 0 could not snapshot the history") }
+        if snapshotFailed { throw TrainingError("checkpoint \(path): rank 0 could not snapshot the history") }
         KillPoint.afterSnapshot.reached()
         do { try Checkpoint.save(trainer, to: path, tokenizerFingerprint: tokenizerFingerprint) } catch {
             if isRoot { unlink(Checkpoint.historySnapshotPath(path)) }   // the snapshot of a checkpoint that never was
@@ -408,13 +458,6 @@ public final class TrainingSession {
             unlink(tmp)
             throw error
         }
-    }
-
-    /// A preemption signal may reach only some ranks: they agree, so all stop after the same step.
-    private func anyRankPreempted() -> Bool {
-        var f = [Preemption.requested ? 1.0 : 0.0]
-        f.withUnsafeMutableBufferPointer { trainer.ctx.world.allReduceMax($0) }
-        return f[0] > 0
     }
 }
 

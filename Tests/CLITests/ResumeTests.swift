@@ -172,12 +172,12 @@ final class ResumeTests: XCTestCase {
     }
 
     /// A full disk during a checkpoint: a clear message, a non-zero exit, and the previous checkpoint and
-    /// the history untouched. Needs root to mount a small tmpfs (skipped otherwise).
+    /// the history untouched. Needs root to mount a small tmpfs (a missing tool otherwise, see `missingTool`).
     func testFullDiskDuringCheckpoint() throws {
         try requireBinary()
         let dir = temporaryDirectory("full")
         let mount = try runCommand("/bin/mount", ["-t", "tmpfs", "-o", "size=4m", "tmpfs", dir])
-        if mount.status != 0 { throw XCTSkip("cannot mount a tmpfs here (\(mount.stderr.trimmingCharacters(in: .whitespacesAndNewlines)))") }
+        if mount.status != 0 { throw missingTool("cannot mount a tmpfs here (needs root; \(mount.stderr.trimmingCharacters(in: .whitespacesAndNewlines)))") }
         defer { _ = try? runCommand("/bin/umount", ["-l", dir]) }
         let run = dir + "/run"
         // The second run extends the budget: a recorded configuration change.

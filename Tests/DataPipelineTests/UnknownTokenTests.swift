@@ -13,7 +13,7 @@ import XCTest
 final class UnknownTokenTests: XCTestCase {
     private func moeDist(_ args: [String]) throws -> (status: Int32, stdout: Data, stderr: String) {
         guard FileManager.default.isExecutableFile(atPath: TestPaths.binary) else {
-            throw XCTSkip("moe-dist binary not built at \(TestPaths.binary)")
+            throw missingTool("moe-dist binary not built at \(TestPaths.binary)")
         }
         let p = Process()
         p.executableURL = URL(fileURLWithPath: TestPaths.binary)

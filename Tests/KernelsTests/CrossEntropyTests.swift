@@ -32,7 +32,7 @@ final class CrossEntropyTests: XCTestCase {
     func testLossesAndSumMatchReference() {
         let z = logits(60)
         var losses = [Float](repeating: .nan, count: N)
-        let total = crossEntropyForwardBackward(nil, &losses, z, targets, N, V, gradScale: 1)
+        let total = crossEntropyLossAndGradient(nil, &losses, z, targets, N, V, gradScale: 1)
         let ref = refLosses(toDouble(z), targets, N, V)
         // Float exp/log over V = 7 terms; atol covers the log of a sum near 1
         assertClose(losses, ref, rtol: 1e-5, atol: 1e-5, "losses")
@@ -40,7 +40,7 @@ final class CrossEntropyTests: XCTestCase {
         XCTAssertTrue(losses.allSatisfy { $0.isFinite })
         // asking for the gradient does not change the losses
         var d = [Float](repeating: 0, count: N * V), lossesWithGrad = [Float](repeating: 0, count: N)
-        let totalWithGrad = crossEntropyForwardBackward(&d, &lossesWithGrad, z, targets, N, V, gradScale: 1)
+        let totalWithGrad = crossEntropyLossAndGradient(&d, &lossesWithGrad, z, targets, N, V, gradScale: 1)
         XCTAssertEqual(lossesWithGrad, losses)
         XCTAssertEqual(totalWithGrad, total)
     }
@@ -51,7 +51,7 @@ final class CrossEntropyTests: XCTestCase {
         let g = finiteDifference(toDouble(z)) { Double(scale) * refLosses($0, self.targets, self.N, self.V).reduce(0, +) }
         var d = [Float](repeating: .nan, count: N * V)   // OVERWRITE: prior contents ignored
         var losses = [Float](repeating: 0, count: N)
-        _ = crossEntropyForwardBackward(&d, &losses, z, targets, N, V, gradScale: scale)
+        _ = crossEntropyLossAndGradient(&d, &losses, z, targets, N, V, gradScale: scale)
         // Float softmax vs central differences (h = 1e-6) of the Double reference
         assertClose(d, g, rtol: 1e-4, atol: 1e-5)
     }
@@ -59,10 +59,10 @@ final class CrossEntropyTests: XCTestCase {
     func testInPlaceMatchesOutOfPlace() {
         let z = logits(62)
         var dOut = [Float](repeating: 0, count: N * V), lossesOut = [Float](repeating: 0, count: N)
-        let totalOut = crossEntropyForwardBackward(&dOut, &lossesOut, z, targets, N, V, gradScale: 0.5)
+        let totalOut = crossEntropyLossAndGradient(&dOut, &lossesOut, z, targets, N, V, gradScale: 0.5)
         var buf = z, lossesIn = [Float](repeating: 0, count: N)
         let totalIn = buf.withUnsafeMutableBufferPointer { p in
-            crossEntropyForwardBackward(p.baseAddress!, &lossesIn, UnsafePointer(p.baseAddress!), targets, N, V, gradScale: 0.5)
+            crossEntropyLossAndGradient(p.baseAddress!, &lossesIn, UnsafePointer(p.baseAddress!), targets, N, V, gradScale: 0.5)
         }
         XCTAssertEqual(buf, dOut, "in-place gradient differs")
         XCTAssertEqual(lossesIn, lossesOut, "in-place losses differ")
@@ -78,10 +78,10 @@ final class CrossEntropyTests: XCTestCase {
         let z = rng.floats(n * v, scale: 3)
         let y = (0 ..< n).map { Int32(($0 * 37) % v) }
         var d1 = [Float](repeating: 0, count: n * v), l1 = [Float](repeating: 0, count: n)
-        let t1 = crossEntropyForwardBackward(&d1, &l1, z, y, n, v, gradScale: 0.5)
+        let t1 = crossEntropyLossAndGradient(&d1, &l1, z, y, n, v, gradScale: 0.5)
         for workers in [2, 3, 7] {
             var d = [Float](repeating: .nan, count: n * v), l = [Float](repeating: .nan, count: n)
-            let t = crossEntropyForwardBackward(&d, &l, z, y, n, v, gradScale: 0.5, workers: workers)
+            let t = crossEntropyLossAndGradient(&d, &l, z, y, n, v, gradScale: 0.5, workers: workers)
             XCTAssertEqual(d.map(\.bitPattern), d1.map(\.bitPattern), "\(workers) workers: gradients")
             XCTAssertEqual(l.map(\.bitPattern), l1.map(\.bitPattern), "\(workers) workers: losses")
             XCTAssertEqual(t.bitPattern, t1.bitPattern, "\(workers) workers: sum")

@@ -92,7 +92,7 @@ final class MatmulTests: XCTestCase {
         assertClose(out, ref, rtol: fwdRtol, atol: fwdAtol)
         let base = rng.floats(N * OC)
         var acc = base
-        matmulForward(&acc, x, w, N, C, OC, accumulate: true)
+        matmulForwardAdding(&acc, x, w, N, C, OC)
         assertClose(acc, add(toDouble(base), ref), rtol: fwdRtol, atol: fwdAtol, "accumulate")
     }
 

@@ -3,11 +3,12 @@
 // Every kernel this CPU runs is tested (an AVX-512 machine tests the AVX2 kernel too); only a CPU without
 // AVX2 + FMA skips.
 import XCTest
+import TestSupport
 @testable import Kernels
 
 final class PackedMatmulTests: XCTestCase {
     override func setUpWithError() throws {
-        try XCTSkipUnless(PackedMatmul.isAvailable, "PackedMatmul needs AVX2 + FMA; this CPU runs the BLAS products")
+        guard PackedMatmul.isAvailable else { throw missingHardware("PackedMatmul needs AVX2 + FMA; this CPU runs the BLAS products") }
     }
 
     /// out (+)= x[M,K] · B with B [K,N] given as W [K,N] (`transposed` false) or as W [N,K] (true).
@@ -19,8 +20,8 @@ final class PackedMatmulTests: XCTestCase {
             else { PackedMatmul.pack(p.baseAddress!, w, K: K, N: N, kernel: kernel) }
         }
         var y = out ?? [Float](repeating: .nan, count: M * N)   // NaN: overwriting must ignore it
-        PackedMatmul.multiply(&y, x, packed, M: M, K: K, N: N, accumulate: out != nil, kernel: kernel,
-                              workers: workers)
+        if out != nil { PackedMatmul.multiplyAdding(&y, x, packed, M: M, K: K, N: N, kernel: kernel, workers: workers) }
+        else { PackedMatmul.multiply(&y, x, packed, M: M, K: K, N: N, kernel: kernel, workers: workers) }
         return y
     }
 

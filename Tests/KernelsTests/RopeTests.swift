@@ -54,7 +54,7 @@ final class RopeTests: XCTestCase {
             let table = RopeTable(seqLen: T + 2, headDim: dh, base: base)   // a longer table is allowed
             let x = rng.floats(B * T * C)
             var y = x
-            ropeForward(&y, table, B, T, C, H)
+            ropeForwardInPlace(&y, table, B, T, C, H)
             assertClose(y, refRope(toDouble(x), B, T, H, dh, base: base), rtol: rtol, atol: atol, "base \(base)")
             // position 0 is the identity
             for b in 0 ..< B { XCTAssertEqual(Array(y[(b * T * C) ..< (b * T * C + C)]), Array(x[(b * T * C) ..< (b * T * C + C)])) }
@@ -69,23 +69,23 @@ final class RopeTests: XCTestCase {
         let dd = toDouble(dout)
         let g = finiteDifference(toDouble(x)) { dot(refRope($0, self.B, self.T, self.H, self.dh, base: base), dd) }
         var dx = dout
-        ropeBackward(&dx, table, B, T, C, H)
+        ropeBackwardInPlace(&dx, table, B, T, C, H)
         assertClose(dx, g, rtol: 1e-4, atol: 1e-5)
     }
 
-    /// ropeBackward is the exact transpose of ropeForward: <rope(x), y> == <x, ropeBackward(y)>.
+    /// ropeBackwardInPlace is the exact transpose of ropeForwardInPlace: <rope(x), y> == <x, ropeBackwardInPlace(y)>.
     func testBackwardIsTransposeOfForward() {
         var rng = TestRNG(seed: 32)
         let table = RopeTable(seqLen: T, headDim: dh, base: 10000)
         let x = rng.floats(B * T * C), y = rng.floats(B * T * C)
         var rx = x, ry = y
-        ropeForward(&rx, table, B, T, C, H)
-        ropeBackward(&ry, table, B, T, C, H)
+        ropeForwardInPlace(&rx, table, B, T, C, H)
+        ropeBackwardInPlace(&ry, table, B, T, C, H)
         let lhs = dot(toDouble(rx), toDouble(y)), rhs = dot(toDouble(x), toDouble(ry))
         assertClose(lhs, rhs, rtol: 1e-5, atol: 1e-5, "<rope(x), y> vs <x, ropeᵀ(y)>")
         // and backward undoes forward (a rotation's transpose is its inverse)
         var back = rx
-        ropeBackward(&back, table, B, T, C, H)
+        ropeBackwardInPlace(&back, table, B, T, C, H)
         assertClose(back, toDouble(x), rtol: 1e-5, atol: 1e-6, "ropeᵀ(rope(x)) = x")
     }
 
@@ -98,13 +98,13 @@ final class RopeTests: XCTestCase {
         let x = rng.floats(B * T * C)
         XCTAssertEqual(Blas.rowWorkers(3, rows: B * T, width: C), 3)
         var f1 = x, f3 = x
-        ropeForward(&f1, table, B, T, C, H)
-        ropeForward(&f3, table, B, T, C, H, workers: 3)
+        ropeForwardInPlace(&f1, table, B, T, C, H)
+        ropeForwardInPlace(&f3, table, B, T, C, H, workers: 3)
         XCTAssertEqual(f1.map(\.bitPattern), f3.map(\.bitPattern), "forward")
         XCTAssertNotEqual(f1.map(\.bitPattern), x.map(\.bitPattern))
         var b1 = x, b3 = x
-        ropeBackward(&b1, table, B, T, C, H)
-        ropeBackward(&b3, table, B, T, C, H, workers: 3)
+        ropeBackwardInPlace(&b1, table, B, T, C, H)
+        ropeBackwardInPlace(&b3, table, B, T, C, H, workers: 3)
         XCTAssertEqual(b1.map(\.bitPattern), b3.map(\.bitPattern), "backward")
     }
 }

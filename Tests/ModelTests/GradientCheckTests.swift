@@ -8,11 +8,23 @@ import Model
 import TestSupport
 
 final class GradientCheckTests: XCTestCase {
-    private func check(_ name: String, B: Int = 2, T: Int = 8, _ edit: (inout RunConfig) -> Void = { _ in },
-                       file: StaticString = #filePath, line: UInt = #line) {
+    /// `expectDrops`: the capacity limit must drop assignments of this batch (else the check proves nothing
+    /// about the dropped path); asserted from the routing statistics of one forward of the same batch.
+    private func check(_ name: String, B: Int = 2, T: Int = 8, expectDrops: Bool = false,
+                       _ edit: (inout RunConfig) -> Void = { _ in }, file: StaticString = #filePath, line: UInt = #line) {
         let c = tinyConfig(edit)
         let model = RecurrentMoEModel(config: c, ctx: .single(numExperts: c.moe.numExperts))
         let (x, y) = tokenBatch(B: B, T: T, V: c.model.vocabSize, seed: 5)
+        if expectDrops {
+            let forward = x.withUnsafeBufferPointer { xp in y.withUnsafeBufferPointer { yp in
+                model.step(inputs: xp.baseAddress!, targets: yp.baseAddress!, B: B, T: T,
+                           scales: LossScales(ce: 1, aux: 0, z: 0), applyCapacity: true, backward: false)
+            } }
+            let dropped = forward.routing.map(\.dropped)
+            XCTAssertEqual(dropped.count, c.model.depth, file: file, line: line)
+            XCTAssertGreaterThan(dropped.reduce(0, +), 0, "\(name): no assignment was dropped", file: file, line: line)
+            print("gradcheck \(name): dropped per iteration \(dropped)")
+        }
         let rows = GradientCheck.run(model: model, inputs: x, targets: y, B: B, T: T)
         XCTAssertEqual(rows.count, model.store.infos.count, file: file, line: line)
         for r in rows {
@@ -36,7 +48,7 @@ final class GradientCheckTests: XCTestCase {
     func testUnnormalizedGates() { check("gates not renormalised") { $0.moe.normalizeGates = false } }
     func testCapacityDrops() {
         // c = 0.5: C = ceil(0.5·2·16/4) = 4 of the 8 assignments per expert on average, so drops happen.
-        check("capacity 0.5") { $0.moe.capacityFactor = 0.5 }
+        check("capacity 0.5", expectDrops: true) { $0.moe.capacityFactor = 0.5 }
     }
     func testShorterSequence() { check("T < seq_len", B: 3, T: 5) }
 }

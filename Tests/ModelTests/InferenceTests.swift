@@ -33,9 +33,9 @@ final class InferenceTests: XCTestCase {
         infer.store.params.update(from: train.store.params, count: train.store.count)
         // Depth embeddings start at 0: give them values so that the test sees them.
         if c.model.depthEmbedding {
-            let de = infer.store.param("depth_embed"), n = infer.store.info("depth_embed").count
+            let de = infer.store.params + infer.store.info("depth_embed").offset, n = infer.store.info("depth_embed").count
             for i in 0 ..< n { de[i] = Float((i * 37) % 11) * 0.01 - 0.05 }
-            train.store.param("depth_embed").update(from: de, count: n)
+            (train.store.params + train.store.info("depth_embed").offset).update(from: de, count: n)
         }
         let q = infer.currentSelectionBias.count
         if q > 0 {

@@ -3,13 +3,14 @@
 // model steps: loss and every gradient agree, and a pack made in one step is never reused after the weights
 // change (an evaluation-like forward pass, then new weights, then a training step).
 import XCTest
+import TestSupport
 import Configuration
 @testable import Kernels
 @testable import Model
 
 final class PackedExpertProductsTests: XCTestCase {
     override func setUpWithError() throws {
-        try XCTSkipUnless(PackedMatmul.isAvailable, "PackedMatmul needs AVX2 + FMA; this CPU runs the BLAS products")
+        guard PackedMatmul.isAvailable else { throw missingHardware("PackedMatmul needs AVX2 + FMA; this CPU runs the BLAS products") }
     }
 
     /// (loss, gradients) of a training step that follows a forward-only step and a change of every parameter

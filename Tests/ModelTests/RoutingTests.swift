@@ -1,27 +1,10 @@
-// The router's pure parts: the Switch load-balancing loss by hand, and the capacity keep mask against a
-// naive loop over the global micro-batch (exact: integer decisions).
+// The capacity keep mask against a naive loop over the global micro-batch (exact: integer decisions).
+// (The router's other pure parts are tested in RouterMathTests.)
 import XCTest
 import TestSupport
 @testable import Model
 
 final class RoutingTests: XCTestCase {
-    func testSwitchLoadBalancingLossByHand() {
-        // E = 4, k = 1, N = 10: counts [4, 3, 2, 1] give f = [0.4, 0.3, 0.2, 0.1]; probSum [2.5, 2.5, 3, 2] gives
-        // Pbar = [0.25, 0.25, 0.3, 0.2]; Σ f·Pbar = 0.1 + 0.075 + 0.06 + 0.02 = 0.255, aux = 4 · 0.255 = 1.02.
-        // dL/dP[t,e] = scale · E · f_e / N = 0.5 · 4 · f_e / 10.
-        var dP = [Float](repeating: 0, count: 4)
-        let aux = switchLoadBalancingLoss(counts: [4, 3, 2, 1], probSum: [2.5, 2.5, 3, 2], tokens: 10, topK: 1, experts: 4,
-                                          scale: 0.5, dProb: &dP)
-        assertClose(aux, 1.02, rtol: 1e-12, atol: 0)
-        assertClose(dP, [0.08, 0.06, 0.04, 0.02], rtol: 1e-6, atol: 0)
-        // perfectly balanced (k = 2: 2·N assignments): 1
-        assertClose(switchLoadBalancingLoss(counts: [5, 5, 5, 5], probSum: [2.5, 2.5, 2.5, 2.5], tokens: 10, topK: 2, experts: 4),
-                    1, rtol: 1e-12, atol: 0)
-        // everything on expert 0 with all probability there: E = 4
-        assertClose(switchLoadBalancingLoss(counts: [10, 0, 0, 0], probSum: [10, 0, 0, 0], tokens: 10, topK: 1, experts: 4),
-                    4, rtol: 1e-12, atol: 0)
-    }
-
     /// Ranks' selections laid end to end form the global micro-batch; the naive loop walks slot j, then
     /// global token, counting per expert and keeping while the count is below C.
     func testCapacityKeepMaskAgainstNaiveLoop() {

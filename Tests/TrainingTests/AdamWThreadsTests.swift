@@ -8,9 +8,8 @@ import Model
 final class AdamWThreadsTests: XCTestCase {
     func testThreadedUpdateEqualsOneThreadBitForBit() {
         // Odd sizes, so that shares end inside tensors and inside 8-lane blocks; a decayed matrix and a norm.
-        let tensors: [(path: String, shape: [Int], isExpert: Bool)] = [
-            ("embed", [301, 517], false), ("blocks/0/attn_norm", [517], false), ("experts/w1", [3, 257, 129], true),
-        ]
+        let tensors = [ModelTensor(.embed, [301, 517]), ModelTensor(.attnNorm, 0, [517]),
+                       ModelTensor(.w1, 0, [3, 257, 129], isExpert: true)]
         func run(workers: Int) -> [UInt32] {
             let s = ParameterStore(tensors: tensors, localExperts: 0 ..< 3)
             s.initialize(seed: 7, depth: 2)

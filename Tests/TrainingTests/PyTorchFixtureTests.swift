@@ -37,10 +37,13 @@ final class PyTorchFixtureTests: XCTestCase {
         let f = try XCTUnwrap(fixtures()["adamw"] as? [String: Any])
         let shapes = f["shapes"] as! [String: [Int]]
         let names = ["blocks/0/wq", "blocks/0/attn_norm", "depth_embed"]
-        let store = ParameterStore(tensors: names.map { ($0, shapes[$0]!, false) }, localExperts: 0 ..< 0)
+        let tensors = [ModelTensor(.wq, 0, shapes[names[0]]!), ModelTensor(.attnNorm, 0, shapes[names[1]]!),
+                       ModelTensor(.depthEmbed, shapes[names[2]]!)]
+        XCTAssertEqual(tensors.map(\.path), names)
+        let store = ParameterStore(tensors: tensors, localExperts: 0 ..< 0)
         XCTAssertEqual(names.map { store.info($0).decays }, [true, false, false], "weight-decay exclusions")
         let initial = f["initial"] as! [String: [Double]]
-        for n in names { for (i, v) in initial[n]!.enumerated() { store.param(n)[i] = Float(v) } }
+        for n in names { for (i, v) in initial[n]!.enumerated() { (store.params + store.info(n).offset)[i] = Float(v) } }
         var t = TrainConfig()
         let betas = f["betas"] as! [Double]
         t.beta1 = betas[0]; t.beta2 = betas[1]; t.eps = f["eps"] as! Double; t.weightDecay = f["weight_decay"] as! Double
@@ -48,14 +51,14 @@ final class PyTorchFixtureTests: XCTestCase {
         let steps = f["steps"] as! [[String: Any]]
         for (i, step) in steps.enumerated() {
             let grads = step["grads"] as! [String: [Double]]
-            for n in names { for (j, v) in grads[n]!.enumerated() { store.grad(n)[j] = Float(v) } }
+            for n in names { for (j, v) in grads[n]!.enumerated() { (store.grads + store.info(n).offset)[j] = Float(v) } }
             let norm = store.gradSquaredNorm(0 ..< store.count).squareRoot()
             assertClose(norm, step["grad_norm"] as! Double, rtol: 1e-6, atol: 0, "step \(i) gradient norm")
             let scale = GradientClipping.scale(gradNorm: norm, maxNorm: f["grad_clip"] as! Double)
             adamw.update(store, lr: step["lr"] as! Double, t: i + 1, gradScale: scale)
             let after = step["params_after"] as! [String: [Double]]
             for n in names {
-                let ours = Array(UnsafeBufferPointer(start: store.param(n), count: store.info(n).count))
+                let ours = Array(UnsafeBufferPointer(start: store.params + store.info(n).offset, count: store.info(n).count))
                 assertClose(ours, after[n]!, rtol: 2e-6, atol: 1e-8, "step \(i) \(n)")
             }
         }

@@ -21,17 +21,12 @@ int cvk_max_level(void);
 
 // out = gelu(in), tanh form, computed as x·σ(2u), u = sqrt(2/π)(x + 0.044715x³).
 void cvk_gelu_forward(int level, float *out, const float *in, long n);
-// dinp += dout · gelu'(inp)
-void cvk_gelu_backward(int level, float *dinp, const float *inp, const float *dout, long n);
 // d = d · gelu'(inp), in place
 void cvk_gelu_backward_inplace(int level, float *d, const float *inp, long n);
 // out = silu(a) ⊙ b
 void cvk_swiglu_forward(int level, float *out, const float *a, const float *b, long n);
 // with g = d on entry: d = g·b·σ(a)(1 + a(1 − σ(a))) and db = g·a·σ(a) (both overwritten)
 void cvk_swiglu_backward_inplace(int level, float *d, float *db, const float *a, const float *b, long n);
-// da += dout·b·σ(a)(1 + a(1 − σ(a))) and db += dout·a·σ(a)
-void cvk_swiglu_backward(int level, float *da, float *db, const float *dout, const float *a, const float *b,
-                         long n);
 
 /// AdamW on n elements (SPEC section 4). c1, c2 are the bias corrections 1 − β^t; wd is 0 for tensors
 /// without weight decay; each gradient is multiplied by grad_scale first.

@@ -61,7 +61,7 @@ enum ExpertFFN {
         func product(_ out: UnsafeMutablePointer<Float>, _ inp: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
                      _ p: UnsafePointer<Float>?, K: Int, N: Int) {
             if let p, let kernel = packed?.kernel {
-                PackedMatmul.multiply(out, inp, p, M: n, K: K, N: N, accumulate: false, kernel: kernel, workers: workers)
+                PackedMatmul.multiply(out, inp, p, M: n, K: K, N: N, kernel: kernel, workers: workers)
             } else { matmulForward(out, inp, w, n, K, N, workers: workers) }
         }
         product(h1, x, w.w1, packed?.w1, K: d, N: F)
@@ -89,11 +89,12 @@ enum ExpertFFN {
                      _ inp: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ p: UnsafePointer<Float>?,
                      C: Int, OC: Int, overwrite: Bool) {
             if let p, let kernel = packed?.kernel {
-                PackedMatmul.multiply(dinp, dout, p, M: n, K: OC, N: C, accumulate: !overwrite, kernel: kernel,
-                                      workers: workers)
+                if overwrite { PackedMatmul.multiply(dinp, dout, p, M: n, K: OC, N: C, kernel: kernel, workers: workers) }
+                else { PackedMatmul.multiplyAdding(dinp, dout, p, M: n, K: OC, N: C, kernel: kernel, workers: workers) }
                 matmulBackward(nil, dW, dout, inp, w, n, C, OC, workers: workers)
             } else {
-                matmulBackward(dinp, dW, dout, inp, w, n, C, OC, overwriteInput: overwrite, workers: workers)
+                if overwrite { matmulBackwardOverwritingInput(dinp, dW, dout, inp, w, n, C, OC, workers: workers) }
+                else { matmulBackward(dinp, dW, dout, inp, w, n, C, OC, workers: workers) }
             }
         }
         product(dact, dw.w2, dy, act, w.w2, packed?.w2, C: F, OC: d, overwrite: true)

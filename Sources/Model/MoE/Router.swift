@@ -68,7 +68,7 @@ final class Router {
     private let perRankSlotCounts = Buffer<Int64>()         // [W,k,E]
     private let slotCounts = Buffer<Int>(), slotCountsBefore = Buffer<Int>(), cursor = Buffer<Int>()  // [k,E] each
     private let dlogits = FloatBuffer()                     // [N,E]
-    private let sequenceCounts = Buffer<Double>(), sequenceProbSums = Buffer<Double>()   // [B,E] sequence scope
+    private let sequenceCounts = Buffer<Int64>(), sequenceProbSums = Buffer<Double>()   // [B,E] sequence scope
 
     /// Bytes of the router's scratch buffers (buffer table, see MicroBatchShape): dlogits, the per-rank and
     /// global slot counts (Int64 and Int, 8 bytes), cursor.
@@ -146,8 +146,8 @@ final class Router {
             for e in 0 ..< E { probSum[row + e] += Double(probs[t * E + e]) }
         }
         let grad = scale == nil ? nil : s.auxGrad.ensure(B * E)
-        return auxLoss(counts: counts, probSum: probSum, rows: B, groups: scale?.groups ?? 1, tokensPerRow: T, E, k,
-                       coef: scale?.coef ?? 0, auxGrad: grad)
+        return loadBalancingLoss(counts: counts, probSum: probSum, rows: B, groups: scale?.groups ?? 1, tokensPerRow: T,
+                                 topK: k, experts: E, scale: scale?.coef ?? 0, dProb: grad)
     }
 
     /// The global statistics of `s` and its aux and z terms with their gradient constants (local).
@@ -166,8 +166,8 @@ final class Router {
             let auxGrad = s.auxGrad.ensure(E)
             s.stats.aux = s.stats.counts.withUnsafeBufferPointer { c in
                 s.stats.probSum.withUnsafeBufferPointer { p in
-                    switchLoadBalancingLoss(counts: c.baseAddress!, probSum: p.baseAddress!, tokens: N, topK: k, experts: E,
-                                            scale: auxScale, dProb: auxGrad)
+                    loadBalancingLoss(counts: c.baseAddress!, probSum: p.baseAddress!, tokensPerRow: N, topK: k, experts: E,
+                                      scale: auxScale, dProb: auxGrad)
                 }
             }
         }
@@ -202,9 +202,9 @@ final class Router {
                   input u: UnsafePointer<Float>, use: RouterUse, N: Int) {
         guard N > 0 else { return }
         let dz = dlogits.ensure(N * E)
-        routerScoreBackward(dz, dgates, s.scores.pointer, s.probs.pointer, s.lse.pointer, s.logits.pointer, s.selected.pointer,
-                            N, E, k, score: scoreKind, normalize: normalizeGates, auxGrad: s.auxGrad.pointer,
-                            tokensPerAuxRow: auxScope == .sequence ? use.T : N, zGrad: s.zGrad)
+        routerLogitsGradient(dz, dgates, s.scores.pointer, s.probs.pointer, s.lse.pointer, s.logits.pointer,
+                             s.selected.pointer, N, E, k, score: scoreKind, normalize: normalizeGates,
+                             auxGrad: s.auxGrad.pointer, tokensPerAuxRow: auxScope == .sequence ? use.T : N, zGrad: s.zGrad)
         matmulBackward(du, use.weightGrad, dz, u, use.weight, N, d, E, workers: ctx.blasWorkers)
     }
 }

@@ -1,6 +1,6 @@
 // What the router knows about the global micro-batch: the sums one all-reduce collects
-// (GlobalRoutingSums), the per-use summary the trainer reports (RoutingStats), and the
-// Switch load-balancing loss computed from them.
+// (GlobalRoutingSums) and the per-use summary the trainer reports (RoutingStats); the losses computed
+// from them are in RouterMath.swift.
 import Collectives
 
 /// Routing statistics of one MoE use over the global micro-batch (identical on every rank).
@@ -84,21 +84,4 @@ struct GlobalRoutingSums {
     mutating func allReduce(_ world: Communicator) {
         values.withUnsafeMutableBufferPointer { world.allReduceSum($0) }
     }
-}
-
-/// Switch load-balancing loss (Fedus et al. 2021) over N tokens with k assignments each:
-///   aux = E · Σ_e f_e · Pbar_e,   f_e = counts[e] / (k·N),   Pbar_e = probSum[e] / N,
-/// where counts[e] are the assignments to expert e before drops and probSum[e] = Σ_t P[t,e].
-/// Equals 1 for a perfectly uniform router. With f_e held constant, dL/dP[t,e] = scale · E · f_e / N for every
-/// token; that gradient is written to `dProb` [E] when given. N = 0 gives 0.
-func switchLoadBalancingLoss(counts: UnsafePointer<Int64>, probSum: UnsafePointer<Double>, tokens N: Int, topK k: Int,
-                             experts E: Int, scale: Double = 0, dProb: UnsafeMutablePointer<Float>? = nil) -> Double {
-    let invN = N > 0 ? 1 / Double(N) : 0
-    var sum = 0.0
-    for e in 0 ..< E {
-        let f = Double(counts[e]) * invN / Double(k)
-        sum += f * probSum[e] * invN
-        dProb?[e] = Float(scale * Double(E) * f * invN)
-    }
-    return Double(E) * sum
 }

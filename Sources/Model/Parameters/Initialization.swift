@@ -42,10 +42,9 @@ extension ParameterStore {
         var streams: [InitStream] = []
         for p in infos {
             let dst = params + p.offset
-            let name = p.path.split(separator: "/").last.map(String.init) ?? p.path
-            if name.hasSuffix("norm") { dst.update(repeating: 1, count: p.count); continue }
-            if name == "depth_embed" { dst.update(repeating: 0, count: p.count); continue }
-            let std = 0.02 * ((name == "wo" || name == "w2") ? 1 / (2 * Double(R)).squareRoot() : 1)
+            if p.kind.isNorm { dst.update(repeating: 1, count: p.count); continue }
+            if p.kind == .depthEmbed { dst.update(repeating: 0, count: p.count); continue }
+            let std = 0.02 * (p.kind.isResidualOutput ? 1 / (2 * Double(R)).squareRoot() : 1)
             if p.isExpert {
                 for (j, e) in p.localRows.enumerated() {
                     streams.append(InitStream(dst: dst + j * p.rowSize, count: p.rowSize, path: p.path, expert: e, std: std))

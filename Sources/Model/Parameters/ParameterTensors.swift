@@ -36,23 +36,31 @@ struct ParameterTensors {
     let finalNorm: UnsafeMutablePointer<Float>    // [d]
     let lmHead: UnsafeMutablePointer<Float>?      // [d, V] (untied head only)
 
-    /// Views into `base` (the store's `params`, `grads`, or a moment buffer) for `config`'s tensors.
+    /// Views into `base` (the store's `params`, `grads`, or a moment buffer) for `config`'s tensors, placed by
+    /// each tensor's kind and block or pool (the table of ModelTensors.list, as the store holds it).
     init(_ store: ParameterStore, _ base: UnsafeMutablePointer<Float>, config c: RunConfig) {
-        func at(_ path: String) -> UnsafeMutablePointer<Float> { base + store.info(path).offset }
-        func optional(_ path: String) -> UnsafeMutablePointer<Float>? { store.contains(path) ? at(path) : nil }
-        embed = at("embed")
-        depthEmbed = optional("depth_embed")
-        blocks = (0 ..< c.model.numBlocks).map { i in
-            BlockTensors(attnNorm: at("blocks/\(i)/attn_norm"), wq: at("blocks/\(i)/wq"), wk: at("blocks/\(i)/wk"),
-                         wv: at("blocks/\(i)/wv"), wo: at("blocks/\(i)/wo"), ffnNorm: at("blocks/\(i)/ffn_norm"))
+        typealias Views = [TensorKind: UnsafeMutablePointer<Float>]
+        var model: Views = [:]
+        var blocks = [Views](repeating: [:], count: c.model.numBlocks)
+        var pools = [Views](repeating: [:], count: c.moe.experts == .shared ? 1 : c.model.depth)
+        var routers = [[UnsafeMutablePointer<Float>]](repeating: [], count: pools.count)
+        for p in store.infos {
+            let at = base + p.offset
+            switch p.kind {
+            case .embed, .depthEmbed, .finalNorm, .lmHead: model[p.kind] = at
+            case .attnNorm, .wq, .wk, .wv, .wo, .ffnNorm: blocks[p.index][p.kind] = at
+            case .router: routers[p.index].append(at)      // per-iteration routers come in iteration order
+            case .w1, .w3, .w2: pools[p.index][p.kind] = at
+            }
         }
-        pools = (0 ..< (c.moe.experts == .shared ? 1 : c.model.depth)).map { p in
-            let routers = c.moe.isDense ? [] : c.moe.routers == .perIteration
-                ? (0 ..< c.model.depth).map { at("ffn/\(p)/router/\($0)") } : [at("ffn/\(p)/router")]
-            return PoolTensors(routers: routers, w1: at("ffn/\(p)/w1"), w3: optional("ffn/\(p)/w3"), w2: at("ffn/\(p)/w2"))
+        embed = model[.embed]!
+        depthEmbed = model[.depthEmbed]
+        self.blocks = blocks.map { b in
+            BlockTensors(attnNorm: b[.attnNorm]!, wq: b[.wq]!, wk: b[.wk]!, wv: b[.wv]!, wo: b[.wo]!, ffnNorm: b[.ffnNorm]!)
         }
-        finalNorm = at("final_norm")
-        lmHead = optional("lm_head")
+        self.pools = zip(pools, routers).map { p, r in PoolTensors(routers: r, w1: p[.w1]!, w3: p[.w3], w2: p[.w2]!) }
+        finalNorm = model[.finalNorm]!
+        lmHead = model[.lmHead]
     }
 
     /// The block iteration r runs (`model.trunk`) and the pool it uses (`moe.experts`).

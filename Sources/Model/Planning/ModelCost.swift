@@ -44,18 +44,16 @@ public struct ModelCost: Sendable {
         let R = c.model.depth
         var total = 0
         for t in ModelTensors.list(c) {
-            // A per-iteration router `ffn/0/router/<r>` is used once per token, like any router of one iteration.
-            if t.path.contains("/router/") { total += t.shape.reduce(1, *); continue }
-            let name = t.path.split(separator: "/").last.map(String.init) ?? t.path
             let elements = t.shape.reduce(1, *)
-            switch name {
-            case "embed": total += c.model.tieEmbeddings ? elements : 0
-            case "lm_head": total += elements
-            case "wq", "wk", "wv", "wo": total += elements * R / c.model.numBlocks
-            case "router", "w1", "w2", "w3":
+            switch t.kind {
+            case .embed: total += c.model.tieEmbeddings ? elements : 0
+            case .lmHead: total += elements
+            case .wq, .wk, .wv, .wo: total += elements * R / c.model.numBlocks
+            case .router where t.routerIteration != nil: total += elements   // a per-iteration router: its one iteration
+            case .router, .w1, .w2, .w3:
                 let uses = R / (c.moe.experts == .shared ? 1 : R)
                 total += (t.isExpert ? elements / c.moe.numExperts * c.moe.topK : elements) * uses
-            default: break
+            case .depthEmbed, .attnNorm, .ffnNorm, .finalNorm: break
             }
         }
         return total

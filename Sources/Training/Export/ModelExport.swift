@@ -47,7 +47,22 @@ public enum ModelExport {
             throw TrainingError("\(dir): cannot create the output directory: \(error.localizedDescription)")
         }
 
-        // model.safetensors: parameters in SPEC order, then the selection biases.
+        try writeWeights(checkpoint, state, to: dir, &summary)
+        try writeConfig(state, to: dir, &summary)
+        if let t = tokenizerBytes {
+            try writeAtomically(t, dir + "/tokenizer.json")
+            summary.files.append(dir + "/tokenizer.json")
+        }
+        try writeAtomically(Data(readme(c, step: state.counters.step, checkpoint: checkpoint, hasTokenizer: tokenizerBytes != nil).utf8),
+                            dir + "/README.md")
+        summary.files.append(dir + "/README.md")
+        return summary
+    }
+
+    /// model.safetensors: parameters in SPEC order, then the selection biases.
+    private static func writeWeights(_ checkpoint: String, _ state: CheckpointState, to dir: String,
+                                     _ summary: inout Summary) throws {
+        let c = state.config
         let params = ModelTensors.list(c)
         let biasPaths = ModelBuffers.routerBiasPaths(c)
         let bias = try Checkpoint.readSelectionBias(checkpoint, config: c)
@@ -72,8 +87,12 @@ public enum ModelExport {
         summary.files.append(modelPath)
         summary.tensors = entries.count
         summary.parameters = params.reduce(0) { $0 + $1.shape.reduce(1, *) }
+    }
 
-        // config.json: the configuration's model and moe sections as they are, plus provenance.
+    /// config.json: the configuration's model and moe sections as they are, plus provenance.
+    private static func writeConfig(_ state: CheckpointState, to dir: String, _ summary: inout Summary) throws {
+        let c = state.config
+        let fingerprint = TokenizerFingerprint.hex(state.tokenizerFingerprint)
         let full = try JSONSerialization.jsonObject(with: Data(c.toJSON().utf8)) as! [String: Any]
         let config: [String: Any] = [
             "format": format, "version": 1, "model": full["model"]!, "moe": full["moe"]!,
@@ -84,14 +103,6 @@ public enum ModelExport {
         try writeAtomically(try JSONSerialization.data(withJSONObject: config, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]),
                             configPath)
         summary.files.append(configPath)
-        if let t = tokenizerBytes {
-            try writeAtomically(t, dir + "/tokenizer.json")
-            summary.files.append(dir + "/tokenizer.json")
-        }
-        try writeAtomically(Data(readme(c, step: state.counters.step, checkpoint: checkpoint, hasTokenizer: tokenizerBytes != nil).utf8),
-                            dir + "/README.md")
-        summary.files.append(dir + "/README.md")
-        return summary
     }
 
     private static func writeAtomically(_ data: Data, _ path: String) throws {

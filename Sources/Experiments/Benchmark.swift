@@ -13,6 +13,7 @@
 //   memory  VmHWM of /proc/self/status, max over ranks, against MemoryEstimate plus the process's resident
 //           size before the model was built (libraries, MPI, corpus)
 import Foundation
+import Training
 import Configuration
 import Collectives
 import Kernels
@@ -188,10 +189,10 @@ public enum Benchmark {
         defer { Blas.libraryThreads = 1 }
         for name in names {
             let loaded = name == inUse ? Blas.coreName : Blas.switchKernels(to: name)
-            var usable = [loaded.lowercased() == name.lowercased() && BlasKernelSelection.productsAgree() ? 1.0 : 0.0]
-            usable.withUnsafeMutableBufferPointer { world.allReduceMax($0) }   // same verdict on every rank
-            // (a set one rank rejects is not measured anywhere; the ranks share one CPU model)
-            guard usable[0] > 0 else { continue }
+            let usable = world.anyRank(loaded.lowercased() == name.lowercased() && BlasKernelSelection.productsAgree())
+            // The same verdict on every rank: the ranks share one CPU model, so they agree (were they ever to
+            // differ, a set that any rank accepts would be measured).
+            guard usable else { continue }
             let rank = defaultPeakSizes.map {
                 max(sgemmGFLOPs(n: $0, repeats: 5, world: world),
                     concurrentSingleThreadGFLOPs(n: $0, repeats: 5, workers: threads, world: world))
@@ -234,6 +235,29 @@ public enum Benchmark {
         let loadStart = loadAverage()
         let threads = Blas.numThreads
         world.barrier()
+        let peaks = measurePeaks(threads: threads, world: world)
+        let baseline = procStatusBytes("VmRSS")
+        var c = config
+        c.train.maxSteps = warmup + steps          // the schedule spans the benchmark
+        c.train.maxTokens = nil
+        let trainer = try Trainer(config: c, ctx: ctx, train: data.train)
+        let measured = measureSteps(trainer, ctx: ctx, warmup: warmup, steps: steps)
+        return report(config: c, configPath: configPath, ctx: ctx, data: data, warmup: warmup, steps: steps,
+                      threads: threads, peaks: peaks, measured: measured, baseline: baseline, loadStart: loadStart)
+    }
+
+    /// The sgemm peaks: this process's kernel set, and every set this OpenBLAS offers (the best is the reference).
+    struct Peaks {
+        var sgemm: SgemmPeak
+        var machinePeak: Double
+        var choice: BlasKernelChoice?
+        var inUse: String
+        var setPeaks: [KernelSetPeak]
+        var bestPeak: Double
+        var bestName: String
+    }
+
+    static func measurePeaks(threads: Int, world: Communicator) -> Peaks {
         let peak = sgemmPeak(threads: threads, world: world)
         var sums = [peak.rankPeak]
         sums.withUnsafeMutableBufferPointer { world.allReduceSum($0) }
@@ -245,16 +269,28 @@ public enum Benchmark {
         // The reference is the best set measured, and never below the set in use's own measurement.
         let bestPeak = max(best?.machineGflops ?? 0, machinePeak)
         let bestName = (best?.machineGflops ?? 0) >= machinePeak ? (best?.name ?? inUse) : inUse
+        return Peaks(sgemm: peak, machinePeak: machinePeak, choice: choice, inUse: inUse, setPeaks: setPeaks,
+                     bestPeak: bestPeak, bestName: bestName)
+    }
 
-        let baseline = procStatusBytes("VmRSS")
-        var c = config
-        c.train.maxSteps = warmup + steps          // the schedule spans the benchmark
-        c.train.maxTokens = nil
-        let trainer = try Trainer(config: c, ctx: ctx, train: data.train)
+    /// The measured steps, agreed over the ranks (the same on every rank).
+    struct StepMeasurements {
+        var finalLoss: Double
+        /// Max over ranks: summed step time, fastest step, VmHWM, summed collective time, CPU seconds per step.
+        var slowestTotal: Double, fastestStep: Double, peakResident: Double, cpuPerStep: Double
+        var communicationFraction: Double, rankWaitFraction: Double
+        var communicationMedians: [String: Double]
+        var splitSeconds: [String: Double], splitFraction: [String: Double]
+        var lendingUses: Int, lendingUsesWithLoans: Int, loansPerUse: Double, rowsLentFraction: Double
+    }
+
+    /// `warmup` steps, then `steps` timed steps with the phase timer separating waits for slower ranks.
+    static func measureSteps(_ trainer: Trainer, ctx: ParallelContext, warmup: Int, steps: Int) -> StepMeasurements {
+        let world = ctx.world
         ctx.timer.separatesWaits = true
         defer { ctx.timer.separatesWaits = false }
-        var last = StepReport()
-        for _ in 0 ..< warmup { last = trainer.trainStep() }
+        var finalLoss = 0.0
+        for _ in 0 ..< warmup { finalLoss = trainer.trainStep().loss }
         var phaseSums = [Phase: Double]()
         var times: [Double] = []
         var commBySteps = [Double](repeating: 0, count: 2 * steps)    // all-to-all, all-reduce of each step
@@ -263,17 +299,14 @@ public enum Benchmark {
         world.barrier()
         let cpuStart = processCPUSeconds()
         for i in 0 ..< steps {
-            last = trainer.trainStep()
+            let last = trainer.trainStep()
+            finalLoss = last.loss
             times.append(last.stepTime)
             for (p, s) in last.timing { phaseSums[p, default: 0] += s }
             commBySteps[2 * i] = last.timing[.allToAll] ?? 0
             commBySteps[2 * i + 1] = last.timing[.allReduce] ?? 0
         }
         commBySteps.withUnsafeMutableBufferPointer { world.allReduceMax($0) }
-        func median(_ x: [Double]) -> Double {
-            let s = x.sorted()
-            return s.isEmpty ? 0 : s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
-        }
         let commMedians = ["all_to_all": median((0 ..< steps).map { commBySteps[2 * $0] }),
                            "all_reduce": median((0 ..< steps).map { commBySteps[2 * $0 + 1] })]
         let cpuPerStep = (processCPUSeconds() - cpuStart) / Double(max(steps, 1))
@@ -286,18 +319,30 @@ public enum Benchmark {
         var commShare = [total > 0 ? agg[3] / total : 0, total > 0 ? (phaseSums[.rankWait] ?? 0) / total : 0]
         agg.withUnsafeMutableBufferPointer { world.allReduceMax($0) }
         commShare.withUnsafeMutableBufferPointer { world.allReduceMax($0) }
-        // Rank 0's phase split, shared so every rank returns the same report.
+        let split = rank0Split(phaseSums, total: total, measured: measured, world: world)
+        return StepMeasurements(
+            finalLoss: finalLoss, slowestTotal: agg[0], fastestStep: agg[1], peakResident: agg[2], cpuPerStep: agg[4],
+            communicationFraction: commShare[0], rankWaitFraction: commShare[1], communicationMedians: commMedians,
+            splitSeconds: split.seconds, splitFraction: split.fraction,
+            lendingUses: lendingUses, lendingUsesWithLoans: lending.usesWithLoans - lendingStart.1,
+            loansPerUse: lendingUses > 0 ? Double(lending.loans - lendingStart.2) / Double(lendingUses) : 0,
+            rowsLentFraction: lendingRows > 0 ? Double(lending.rowsLent - lendingStart.3) / Double(lendingRows) : 0)
+    }
+
+    static func median(_ x: [Double]) -> Double {
+        let s = x.sorted()
+        return s.isEmpty ? 0 : s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+    }
+
+    /// Rank 0's phase split (seconds per measured step, and fractions of its step), shared so every rank
+    /// returns the same report.
+    static func rank0Split(_ phaseSums: [Phase: Double], total: Double, measured: Int,
+                           world: Communicator) -> (seconds: [String: Double], fraction: [String: Double]) {
         var split = Phase.allCases.map { (phaseSums[$0] ?? 0) / Double(measured) }
         if world.rank != 0 { split = split.map { _ in 0 } }
         split.withUnsafeMutableBufferPointer { world.allReduceSum($0) }
         var rank0Step = [world.rank == 0 ? total / Double(measured) : 0]
         rank0Step.withUnsafeMutableBufferPointer { world.allReduceSum($0) }
-
-        let stepTime = agg[0] / Double(measured)
-        let tokensPerStep = c.train.globalBatch * c.model.seqLen
-        let tps = stepTime > 0 ? Double(tokensPerStep) / stepTime : 0
-        let cost = ModelCost(c)
-        let achieved = cost.flopsPerToken * tps / 1e9
         var splitSeconds: [String: Double] = [:]
         let names: [Phase: String] = [.attention: "attention", .experts: "experts", .routerDispatch: "router_dispatch",
                                       .allToAll: "all_to_all", .allReduce: "all_reduce", .head: "head",
@@ -306,45 +351,58 @@ public enum Benchmark {
         splitSeconds["other"] = max(0, rank0Step[0] - split.reduce(0, +))
         var splitFraction: [String: Double] = [:]
         for (k, v) in splitSeconds { splitFraction[k] = rank0Step[0] > 0 ? v / rank0Step[0] : 0 }
+        return (splitSeconds, splitFraction)
+    }
 
+    /// The report of the measurements, with the definition of each figure.
+    static func report(config c: RunConfig, configPath: String, ctx: ParallelContext, data: TrainingData,
+                       warmup: Int, steps: Int, threads: Int, peaks p: Peaks, measured m: StepMeasurements,
+                       baseline: Int, loadStart: [Double]) -> BenchmarkReport {
+        let world = ctx.world
+        let measured = max(steps, 1)
+        let stepTime = m.slowestTotal / Double(measured)
+        let tokensPerStep = c.train.globalBatch * c.model.seqLen
+        let tps = stepTime > 0 ? Double(tokensPerStep) / stepTime : 0
+        let cost = ModelCost(c)
+        let achieved = cost.flopsPerToken * tps / 1e9
         let G = c.expertParallel(worldSize: world.size)
         let est = MemoryEstimate(c, expertParallel: G, microBatch: c.train.microBatch, packedExpertWeights: ctx.expertKernel)
-        let peakRSS = Int(agg[2])
+        let peakRSS = Int(m.peakResident)
         return BenchmarkReport(
             config: configPath, worldSize: world.size, blasThreadsPerRank: threads,
             cores: ProcessInfo.processInfo.activeProcessorCount, blasCoreName: Blas.coreName,
             openblasCoretype: ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"],
-            blasKernelReason: choice?.reason ?? "kernels \(inUse), chosen by OpenBLAS (no selection ran)",
-            blasLoadedCoreName: choice?.loaded ?? inUse, cpu: CPUFeatures.current.description,
+            blasKernelReason: p.choice?.reason ?? "kernels \(p.inUse), chosen by OpenBLAS (no selection ran)",
+            blasLoadedCoreName: p.choice?.loaded ?? p.inUse, cpu: CPUFeatures.current.description,
             vectorKernels: VectorKernels.level.description, expertProducts: ctx.expertProducts,
-            kernelSetPeaks: setPeaks, bestKernelSet: bestName, bestMachinePeakGflops: bestPeak,
+            kernelSetPeaks: p.setPeaks, bestKernelSet: p.bestName, bestMachinePeakGflops: p.bestPeak,
             corpus: data.summary, microBatch: c.train.microBatch, globalBatch: c.train.globalBatch,
-            warmupSteps: warmup, steps: steps, sgemm: peak, machinePeakGflops: machinePeak,
+            warmupSteps: warmup, steps: steps, sgemm: p.sgemm, machinePeakGflops: p.machinePeak,
             peakDefinition: "sum over ranks of each rank's n^3 sgemm GFLOP/s (max over n in sgemm.sizes of the median of "
                 + "5 calls) at its own BLAS thread count, or of that many single-thread products at once if faster, "
                 + "all ranks measuring at the same time (a barrier before every call); machine_peak_gflops for "
                 + "the kernel set in use, best_machine_peak_gflops for the fastest set of kernel_set_peaks",
-            tokensPerStep: tokensPerStep, stepTimeSeconds: stepTime, stepTimeMin: agg[1],
+            tokensPerStep: tokensPerStep, stepTimeSeconds: stepTime, stepTimeMin: m.fastestStep,
             tokensPerSecond: tps, flopsPerToken: cost.flopsPerToken,
             flopsPerTokenFormula: "6*(R*(4*d^2 + d*E + k*m*d*F) + d*V) + 6*R*T*d, m = 2 (gelu) or 3 (swiglu); "
                 + "dense: d*E + k*m*d*F -> m*d*F (training = forward + backward = 3x forward 2*params; causal attention QK^T and PV)",
-            modelGflops: achieved, mfu: bestPeak > 0 ? achieved / bestPeak : 0,
-            mfuInUse: machinePeak > 0 ? achieved / machinePeak : 0,
+            modelGflops: achieved, mfu: p.bestPeak > 0 ? achieved / p.bestPeak : 0,
+            mfuInUse: p.machinePeak > 0 ? achieved / p.machinePeak : 0,
             mfuDefinition: "flops_per_token * tokens_per_second / best_machine_peak_gflops (mfu_in_use: / machine_peak_gflops); "
                 + "tokens/s = global tokens per step / mean step time of the slowest rank",
-            timeSplitSeconds: splitSeconds, timeSplitFraction: splitFraction,
+            timeSplitSeconds: m.splitSeconds, timeSplitFraction: m.splitFraction,
             timeSplitSource: "rank 0, mean seconds per measured step (PhaseTimer); other = step time - sum of phases",
-            communicationFraction: commShare[0], communicationMedianSeconds: commMedians,
+            communicationFraction: m.communicationFraction, communicationMedianSeconds: m.communicationMedians,
             communicationDefinition: "max over ranks of (all_to_all + all_reduce seconds) / step seconds: the collectives "
                 + "themselves; the time a rank waits for slower ones before them is rank_wait",
-            rankWaitFraction: commShare[1],
+            rankWaitFraction: m.rankWaitFraction,
             rankWaitDefinition: "max over ranks of rank_wait seconds / step seconds: a barrier before every token exchange "
                 + "and reduction (benchmark only) separates waiting for slower ranks (expert-load imbalance, "
                 + "uneven work) from the transfer",
             expertLending: ctx.expertLending.enabled && ctx.expertGroup.size > 1,
-            lendingUses: lendingUses, lendingUsesWithLoans: lending.usesWithLoans - lendingStart.1,
-            loansPerUse: lendingUses > 0 ? Double(lending.loans - lendingStart.2) / Double(lendingUses) : 0,
-            rowsLentFraction: lendingRows > 0 ? Double(lending.rowsLent - lendingStart.3) / Double(lendingRows) : 0,
+            lendingUses: m.lendingUses, lendingUsesWithLoans: m.lendingUsesWithLoans,
+            loansPerUse: m.loansPerUse,
+            rowsLentFraction: m.rowsLentFraction,
             peakResidentBytes: peakRSS, baselineResidentBytes: baseline, estimate: est,
             estimatedTotalBytes: est.totalBytes,
             peakOverEstimate: est.totalBytes > 0 ? Double(peakRSS) / Double(est.totalBytes) : 0,
@@ -352,8 +410,8 @@ public enum Benchmark {
             memoryDefinition: "peak = max over ranks of VmHWM (/proc/self/status); baseline = rank's VmRSS before the model "
                 + "was built (runtime, MPI, BLAS, corpus); estimate = parameters + gradients + AdamW moments + saved "
                 + "activations of one micro-batch + scratch (MemoryEstimate)",
-            finalLoss: last.loss,
-            mfuBestStep: bestPeak > 0 && agg[1] > 0 ? cost.flopsPerToken * Double(tokensPerStep) / agg[1] / 1e9 / bestPeak : 0,
-            cpuSecondsPerStep: agg[4], loadAverageStart: loadStart, loadAverageEnd: loadAverage())
+            finalLoss: m.finalLoss,
+            mfuBestStep: p.bestPeak > 0 && m.fastestStep > 0 ? cost.flopsPerToken * Double(tokensPerStep) / m.fastestStep / 1e9 / p.bestPeak : 0,
+            cpuSecondsPerStep: m.cpuPerStep, loadAverageStart: loadStart, loadAverageEnd: loadAverage())
     }
 }

@@ -1,7 +1,8 @@
-// Router scoring and selection for every routing variant of SPEC section 3 ("Routing variants"):
-// softmax or sigmoid scores, an optional per-expert selection bias (auxiliary-loss-free balancing),
-// the aux loss over the micro-batch or per sequence, the z-loss, and their backward; plus the
-// bias update rule and the per-token agreement of two iterations' expert choices.
+// The router's pure math (Megatron keeps the same in moe_utils), for every routing variant of SPEC
+// section 3 ("Routing variants"): softmax or sigmoid scores, an optional per-expert selection bias
+// (auxiliary-loss-free balancing), the one load-balancing (aux) loss over the micro-batch or per sequence,
+// the z-loss and their gradient; plus the bias update rule and the per-token agreement of two iterations'
+// expert choices. Router.swift drives these with the global statistics; InferenceModel scores with them.
 //
 //   softmax  S = P = softmax(z)
 //   sigmoid  S = σ(z), P = S / Σ_e S_e (P is what the aux loss sees)
@@ -13,11 +14,11 @@ import Glibc
 import Darwin
 #endif
 
-public enum RouterScore: String, Sendable { case softmax, sigmoid }
+enum RouterScore: String, Sendable { case softmax, sigmoid }
 
 /// scores[N,E] = S, probs[N,E] = P (the same values for softmax), lse[N] = logsumexp(z) (for the z-loss),
 /// topIndex[N,k] and gates[N,k] as in the header; `bias` [E] shifts selection only.
-public func routerScoreForward(_ scores: UnsafeMutablePointer<Float>, _ probs: UnsafeMutablePointer<Float>,
+func routerScoreForward(_ scores: UnsafeMutablePointer<Float>, _ probs: UnsafeMutablePointer<Float>,
                                _ lse: UnsafeMutablePointer<Float>, _ topIndex: UnsafeMutablePointer<Int32>,
                                _ gates: UnsafeMutablePointer<Float>, _ logits: UnsafePointer<Float>,
                                bias: UnsafePointer<Float>?, _ N: Int, _ E: Int, _ k: Int,
@@ -70,15 +71,15 @@ func selectTopK(_ idx: UnsafeMutablePointer<Int32>, _ g: UnsafeMutablePointer<Fl
     }
 }
 
-/// dlogits[N,E] OVERWRITTEN with dL/dz for one router use. Inputs: dgates[N,k] (0 for dropped
+/// Writes (overwrites, unlike the `...Backward` kernels, which add) dlogits[N,E] = dL/dz for one router use. Inputs: dgates[N,k] (0 for dropped
 /// assignments), the forward's scores, probs, lse and topIndex; `auxGrad` is dL/dP: `auxRows` rows of
 /// [E], token t using row t / `tokensPerAuxRow` (one row for the micro-batch scope, one per sequence for the
 /// sequence scope); `zGrad` weighs Σ_t lse[t]².
-public func routerScoreBackward(_ dlogits: UnsafeMutablePointer<Float>, _ dgates: UnsafePointer<Float>,
-                                _ scores: UnsafePointer<Float>, _ probs: UnsafePointer<Float>, _ lse: UnsafePointer<Float>,
-                                _ logits: UnsafePointer<Float>, _ topIndex: UnsafePointer<Int32>,
-                                _ N: Int, _ E: Int, _ k: Int, score: RouterScore, normalize: Bool,
-                                auxGrad: UnsafePointer<Float>?, tokensPerAuxRow: Int, zGrad: Float) {
+func routerLogitsGradient(_ dlogits: UnsafeMutablePointer<Float>, _ dgates: UnsafePointer<Float>,
+                          _ scores: UnsafePointer<Float>, _ probs: UnsafePointer<Float>, _ lse: UnsafePointer<Float>,
+                          _ logits: UnsafePointer<Float>, _ topIndex: UnsafePointer<Int32>,
+                          _ N: Int, _ E: Int, _ k: Int, score: RouterScore, normalize: Bool,
+                          auxGrad: UnsafePointer<Float>?, tokensPerAuxRow: Int, zGrad: Float) {
     for t in 0 ..< N {
         let s = scores + t * E, p = probs + t * E, z = logits + t * E
         let dz = dlogits + t * E
@@ -115,31 +116,34 @@ public func routerScoreBackward(_ dlogits: UnsafeMutablePointer<Float>, _ dgates
     }
 }
 
-/// The aux loss of one router use, averaged over `groups` groups of tokens (one group = the whole global
-/// micro-batch; or one per sequence of it). This call sums the terms of `rows` of those groups (all of them,
-/// or this rank's sequences: the ranks' results then add up to the loss): Σ_rows E · Σ_e f_e · Pbar_e /
-/// groups, with f_e = the group's assignments to e (before drops) / (tokens·k) and Pbar_e its mean
-/// probability. counts and probSum are [rows, E] sums over each group's `tokensPerRow` tokens. Also fills
-/// auxGrad[rows, E] = dL/dP for every token of the row: coef · E · f_e / (tokensPerRow · groups).
-public func auxLoss(counts: UnsafePointer<Double>, probSum: UnsafePointer<Double>, rows: Int, groups: Int,
-                    tokensPerRow: Int, _ E: Int, _ k: Int, coef: Double, auxGrad: UnsafeMutablePointer<Float>?) -> Double {
+/// The Switch load-balancing loss (Fedus et al. 2021), the one aux loss of every scope, over `rows` groups of
+/// `tokensPerRow` tokens (N) with k assignments each:
+///   row r:  E · Σ_e f_e · Pbar_e,   f_e = counts[r,e] / (k·N),   Pbar_e = probSum[r,e] / N,
+/// where counts[r,e] are the row's assignments to expert e before drops and probSum[r,e] = Σ_t P[t,e]. Returns
+/// Σ_rows / `groups`: one row and one group for the micro-batch scope; for the sequence scope one row per
+/// sequence, `groups` = the sequences of the global micro-batch (a rank's rows are part of them; the ranks'
+/// results add up to the loss). Equals 1 for a perfectly uniform router, 0 for N = 0. With f_e held constant,
+/// dL/dP[t,e] = scale · E · f_e / (N · groups) for every token of row r; written to `dProb` [rows,E] when given.
+func loadBalancingLoss(counts: UnsafePointer<Int64>, probSum: UnsafePointer<Double>, rows: Int = 1, groups: Int = 1,
+                       tokensPerRow N: Int, topK k: Int, experts E: Int, scale: Double = 0,
+                       dProb: UnsafeMutablePointer<Float>? = nil) -> Double {
+    let invN = N > 0 ? 1 / Double(N) : 0
     var total = 0.0
-    let n = Double(tokensPerRow)
     for r in 0 ..< rows {
-        var s = 0.0
+        var sum = 0.0
         for e in 0 ..< E {
-            let f = counts[r * E + e] / (n * Double(k))
-            s += f * probSum[r * E + e] / n
-            auxGrad?[r * E + e] = Float(coef * Double(E) * f / (n * Double(groups)))
+            let f = Double(counts[r * E + e]) * invN / Double(k)
+            sum += f * probSum[r * E + e] * invN
+            dProb?[r * E + e] = Float(scale * Double(E) * f * invN / Double(groups))
         }
-        total += Double(E) * s
+        total += Double(E) * sum
     }
     return groups > 0 ? total / Double(groups) : 0
 }
 
 /// Auxiliary-loss-free balancing (SPEC section 3): b_e += rate · sign(mean(c) − c_e), sign(0) = 0, from the
 /// assignments c [E] of the whole optimizer step to this router's experts.
-public func updateSelectionBias(_ bias: UnsafeMutablePointer<Float>, counts: UnsafePointer<Int64>, _ E: Int, rate: Float) {
+func stepSelectionBias(_ bias: UnsafeMutablePointer<Float>, counts: UnsafePointer<Int64>, _ E: Int, rate: Float) {
     var total: Int64 = 0
     for e in 0 ..< E { total += counts[e] }
     // Compare E·c_e with Σc in integers: sign(mean − c_e) without rounding.
@@ -151,7 +155,7 @@ public func updateSelectionBias(_ bias: UnsafeMutablePointer<Float>, counts: Uns
 
 /// Σ over tokens of |K_a ∩ K_b| / k: how much two iterations' top-k sets (topA, topB [N,k]) agree.
 /// Divide by N for the mean (SPEC section 7, /experts/agreement).
-public func routingAgreementSum(_ topA: UnsafePointer<Int32>, _ topB: UnsafePointer<Int32>, _ N: Int, _ k: Int) -> Double {
+func routingAgreementSum(_ topA: UnsafePointer<Int32>, _ topB: UnsafePointer<Int32>, _ N: Int, _ k: Int) -> Double {
     var sum = 0
     for t in 0 ..< N {
         for i in 0 ..< k {

@@ -2,7 +2,7 @@
 // the backward against finite differences of a scalar loss, and the Switch aux loss by hand.
 import XCTest
 import TestSupport
-@testable import Kernels
+@testable import Model
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -29,7 +29,7 @@ private func refGates(_ p: [Double], _ top: [Int], normalize: Bool) -> [Double] 
     return g
 }
 
-/// The softmax router of RouterScoring.swift with the arguments these tests use (S = P for softmax).
+/// The softmax router of RouterMath.swift with the arguments these tests use (S = P for softmax).
 private func routerForward(_ probs: inout [Float], _ lse: inout [Float], _ top: inout [Int32], _ gates: inout [Float],
                            _ logits: [Float], _ N: Int, _ E: Int, _ k: Int, normalize: Bool) {
     var scores = [Float](repeating: .nan, count: N * E)
@@ -40,7 +40,7 @@ private func routerForward(_ probs: inout [Float], _ lse: inout [Float], _ top: 
 private func routerBackward(_ dz: inout [Float], _ dgates: [Float], _ probs: [Float], _ lse: [Float], _ top: [Int32],
                             _ N: Int, _ E: Int, _ k: Int, normalize: Bool, auxGrad: [Float]?, zGrad: Float) {
     // Softmax reads neither the logits nor separate scores (S = P): probs stands in for both.
-    routerScoreBackward(&dz, dgates, probs, probs, lse, probs, top, N, E, k, score: .softmax, normalize: normalize,
+    routerLogitsGradient(&dz, dgates, probs, probs, lse, probs, top, N, E, k, score: .softmax, normalize: normalize,
                         auxGrad: auxGrad, tokensPerAuxRow: N, zGrad: zGrad)
 }
 

@@ -1,11 +1,11 @@
 // Routing variants against independent Double computations: sigmoid scores and gates, biased selection,
-// the aux loss per micro-batch and per sequence, the backward against central finite differences of a
+// the one aux loss by hand, per micro-batch and per sequence, the backward against central finite differences of a
 // Double re-implementation of the loss, the bias rule and the agreement metric.
 import XCTest
-@testable import Kernels
+@testable import Model
 import TestSupport
 
-final class RouterScoringTests: XCTestCase {
+final class RouterMathTests: XCTestCase {
     let N = 6, E = 5, k = 2
 
     /// Runs the forward on logits; returns (scores, probs, lse, topIndex, gates).
@@ -59,13 +59,31 @@ final class RouterScoringTests: XCTestCase {
         XCTAssertEqual(idx, [0, 1])
     }
 
+    func testLoadBalancingLossByHand() {
+        // E = 4, k = 1, N = 10: counts [4, 3, 2, 1] give f = [0.4, 0.3, 0.2, 0.1]; probSum [2.5, 2.5, 3, 2] gives
+        // Pbar = [0.25, 0.25, 0.3, 0.2]; Σ f·Pbar = 0.1 + 0.075 + 0.06 + 0.02 = 0.255, aux = 4 · 0.255 = 1.02.
+        // dL/dP[t,e] = scale · E · f_e / N = 0.5 · 4 · f_e / 10.
+        var dP = [Float](repeating: 0, count: 4)
+        let aux = loadBalancingLoss(counts: [4, 3, 2, 1], probSum: [2.5, 2.5, 3, 2], tokensPerRow: 10, topK: 1, experts: 4,
+                                    scale: 0.5, dProb: &dP)
+        assertClose(aux, 1.02, rtol: 1e-12, atol: 0)
+        assertClose(dP, [0.08, 0.06, 0.04, 0.02], rtol: 1e-6, atol: 0)
+        // perfectly balanced (k = 2: 2·N assignments): 1
+        assertClose(loadBalancingLoss(counts: [5, 5, 5, 5], probSum: [2.5, 2.5, 2.5, 2.5], tokensPerRow: 10, topK: 2,
+                                      experts: 4), 1, rtol: 1e-12, atol: 0)
+        // everything on expert 0 with all probability there: E = 4
+        assertClose(loadBalancingLoss(counts: [10, 0, 0, 0], probSum: [10, 0, 0, 0], tokensPerRow: 10, topK: 1, experts: 4),
+                    4, rtol: 1e-12, atol: 0)
+        XCTAssertEqual(loadBalancingLoss(counts: [0, 0], probSum: [0, 0], tokensPerRow: 0, topK: 1, experts: 2), 0, "no tokens")
+    }
+
     func testAuxLossMicroBatchAndSequenceScopesAgainstDirectComputation() {
         // 2 sequences of 3 tokens; counts and probability sums per sequence.
         let T = 3, S = 2
         var rng = TestRNG(seed: 9)
         let z = rng.floats(S * T * E)
         let (_, p, _, idx, _) = forward(z, score: .sigmoid)
-        var counts = [Double](repeating: 0, count: S * E), probSum = counts
+        var counts = [Int64](repeating: 0, count: S * E), probSum = [Double](repeating: 0, count: S * E)
         for t in 0 ..< S * T {
             for j in 0 ..< k { counts[(t / T) * E + Int(idx[t * k + j])] += 1 }
             for e in 0 ..< E { probSum[(t / T) * E + e] += Double(p[t * E + e]) }
@@ -74,24 +92,26 @@ final class RouterScoringTests: XCTestCase {
         var direct = 0.0
         for sq in 0 ..< S {
             var s = 0.0
-            for e in 0 ..< E { s += counts[sq * E + e] / Double(T * k) * probSum[sq * E + e] / Double(T) }
+            for e in 0 ..< E { s += Double(counts[sq * E + e]) / Double(T * k) * probSum[sq * E + e] / Double(T) }
             direct += Double(E) * s / Double(S)
         }
         var grad = [Float](repeating: 0, count: S * E)
-        let seq = auxLoss(counts: counts, probSum: probSum, rows: S, groups: S, tokensPerRow: T, E, k, coef: 0.5, auxGrad: &grad)
+        let seq = loadBalancingLoss(counts: counts, probSum: probSum, rows: S, groups: S, tokensPerRow: T, topK: k,
+                                    experts: E, scale: 0.5, dProb: &grad)
         XCTAssertEqual(seq, direct, accuracy: 1e-12)
-        XCTAssertEqual(Double(grad[E + 2]), 0.5 * Double(E) * counts[E + 2] / Double(T * k) / Double(T * S), accuracy: 1e-7)
+        XCTAssertEqual(Double(grad[E + 2]), 0.5 * Double(E) * Double(counts[E + 2]) / Double(T * k) / Double(T * S),
+                       accuracy: 1e-7)
         // Two ranks holding one sequence each: their partial sums add up to the loss.
-        let r0 = auxLoss(counts: counts, probSum: probSum, rows: 1, groups: S, tokensPerRow: T, E, k, coef: 0.5, auxGrad: nil)
+        let r0 = loadBalancingLoss(counts: counts, probSum: probSum, rows: 1, groups: S, tokensPerRow: T, topK: k, experts: E)
         let r1 = counts.withUnsafeBufferPointer { c in probSum.withUnsafeBufferPointer { ps in
-            auxLoss(counts: c.baseAddress! + E, probSum: ps.baseAddress! + E, rows: 1, groups: S, tokensPerRow: T, E, k,
-                    coef: 0.5, auxGrad: nil) } }
+            loadBalancingLoss(counts: c.baseAddress! + E, probSum: ps.baseAddress! + E, rows: 1, groups: S, tokensPerRow: T,
+                              topK: k, experts: E) } }
         XCTAssertEqual(r0 + r1, direct, accuracy: 1e-12)
         // Micro-batch scope: the sums over both sequences as one group.
         let mbCounts = (0 ..< E).map { counts[$0] + counts[E + $0] }, mbProb = (0 ..< E).map { probSum[$0] + probSum[E + $0] }
         var mbDirect = 0.0
-        for e in 0 ..< E { mbDirect += mbCounts[e] / Double(S * T * k) * mbProb[e] / Double(S * T) }
-        XCTAssertEqual(auxLoss(counts: mbCounts, probSum: mbProb, rows: 1, groups: 1, tokensPerRow: S * T, E, k, coef: 1, auxGrad: nil),
+        for e in 0 ..< E { mbDirect += Double(mbCounts[e]) / Double(S * T * k) * mbProb[e] / Double(S * T) }
+        XCTAssertEqual(loadBalancingLoss(counts: mbCounts, probSum: mbProb, tokensPerRow: S * T, topK: k, experts: E),
                        Double(E) * mbDirect, accuracy: 1e-12)
     }
 
@@ -105,7 +125,7 @@ final class RouterScoringTests: XCTestCase {
         let zc: Float = 0.1
         let (s, p, lse, idx, _) = forward(z, score: score, normalize: normalize, k: k)
         var dz = [Float](repeating: 0, count: N * E)
-        routerScoreBackward(&dz, w, s, p, lse, z, idx, N, E, k, score: score, normalize: normalize,
+        routerLogitsGradient(&dz, w, s, p, lse, z, idx, N, E, k, score: score, normalize: normalize,
                             auxGrad: aux, tokensPerAuxRow: tokensPerRow, zGrad: zc)
         func loss(_ zz: [Double]) -> Double {
             var L = 0.0
@@ -143,7 +163,7 @@ final class RouterScoringTests: XCTestCase {
     func testSelectionBiasRule() {
         var b: [Float] = [0, 0, 0, 0, 0]
         let counts: [Int64] = [10, 2, 6, 6, 6]          // mean 6
-        updateSelectionBias(&b, counts: counts, E, rate: 0.001)
+        stepSelectionBias(&b, counts: counts, E, rate: 0.001)
         XCTAssertEqual(b, [-0.001, 0.001, 0, 0, 0], "sign(mean − c), sign(0) = 0")
     }
 

@@ -1,10 +1,10 @@
-// The blocked causal attention (row blocks that skip the masked upper triangle) agrees with the
+// Attention tiling: the blocked causal attention (row blocks that skip the masked upper triangle) agrees with the
 // reference and with finite differences when T spans several blocks, including a partial last block.
 import XCTest
 import TestSupport
 @testable import Kernels
 
-final class AttentionBlockTests: XCTestCase {
+final class AttentionTilingTests: XCTestCase {
     let B = 2, T = 11, C = 6, H = 2
 
     func testSmallBlocksMatchOneBlock() {

@@ -7,6 +7,7 @@
 // the standard error is unknown and the rule is exactly the single-run one.
 // Stop: the single-run stop rule on each replicate; the arm stops when more than half of them would.
 import Foundation
+import Training
 import Configuration
 
 public extension StageGate {

@@ -1,8 +1,7 @@
-// Reading a finished (or running) run directory for the gates and reports: its
-// configuration, the whole metrics.h5 (SPEC section 7) and the stop marker the trainer
-// leaves when a stage gate ends the run early. metrics.h5 is self-describing: a directory
-// that holds only it (histories copied back from a cluster) is a run record too, its
-// configuration being the `config` attribute with any `config_changes` applied.
+// Reading a metrics.h5 (SPEC section 7), finished or still being written: every column, the
+// configuration attributes and the stop marker the trainer leaves when a stage gate ends the run
+// early. A resumed run reads its stage-gate history from it; the gates and reports read the rest
+// (Experiments/RunRecord.swift).
 //
 // Stop marker: root attributes of metrics.h5, written by rank 0 after the history is
 // closed when `gate.enabled` stops a run:
@@ -54,48 +53,60 @@ public struct RunMetrics: Sendable {
             throw MetricsHistoryError(path: path, message: "not a moe-dist metrics history (format \"\(fmt)\")")
         }
         var m = RunMetrics()
-        func rows(_ group: String, _ names: [String]) throws -> Int {
-            try names.map { name -> Int in
-                let shape = try f.openDataset(group + "/" + name).shape()
-                guard let n = shape.first else { throw MetricsHistoryError(path: path, message: "/\(group)/\(name) is a scalar, not a column") }
-                return n
-            }.min() ?? 0
+        let tn = try rows(f, path, "train", ["step", "tokens", "epoch", "loss", "ce", "aux", "z", "lr", "grad_norm", "tokens_per_sec",
+                                             "step_time", "nan_events"])
+        m.trainLR = try col(f, path, "train/lr", tn); m.trainEpoch = try col(f, path, "train/epoch", tn)
+        m.trainStep = try col(f, path, "train/step", tn); m.trainTokens = try col(f, path, "train/tokens", tn)
+        m.trainLoss = try col(f, path, "train/loss", tn); m.trainCE = try col(f, path, "train/ce", tn)
+        m.trainAux = try col(f, path, "train/aux", tn); m.trainZ = try col(f, path, "train/z", tn)
+        m.trainGradNorm = try col(f, path, "train/grad_norm", tn); m.trainTokensPerSec = try col(f, path, "train/tokens_per_sec", tn)
+        m.trainStepTime = try col(f, path, "train/step_time", tn); m.trainNaNEvents = try col(f, path, "train/nan_events", tn)
+        let en = try rows(f, path, "eval", ["step", "tokens", "epoch", "loss", "ppl", "scored"])
+        m.evalEpoch = try col(f, path, "eval/epoch", en)
+        m.evalStep = try col(f, path, "eval/step", en); m.evalTokens = try col(f, path, "eval/tokens", en)
+        m.evalLoss = try col(f, path, "eval/loss", en); m.evalPPL = try col(f, path, "eval/ppl", en); m.evalScored = try col(f, path, "eval/scored", en)
+        if try f.exists("experts") { try readExperts(f, path, into: &m) }
+        try readRootAttributes(f, path, into: &m)
+        return m
+    }
+
+    /// The rows of `group`: its shortest column's length.
+    private static func rows(_ f: H5File, _ path: String, _ group: String, _ names: [String]) throws -> Int {
+        try names.map { name -> Int in
+            let shape = try f.openDataset(group + "/" + name).shape()
+            guard let n = shape.first else { throw MetricsHistoryError(path: path, message: "/\(group)/\(name) is a scalar, not a column") }
+            return n
+        }.min() ?? 0
+    }
+
+    /// The first n rows of a column of `width` values per row; a shorter column is damage, not fewer rows.
+    private static func col<T: H5Element>(_ f: H5File, _ path: String, _ name: String, _ n: Int, width: Int = 1) throws -> [T] {
+        let all = try f.read(name) as [T]
+        guard all.count >= n * width else {
+            throw MetricsHistoryError(path: path, message: "/\(name) holds \(all.count) values, \(n) rows need \(n * width)")
         }
-        // The first n rows of a column of `width` values per row; a shorter column is damage, not fewer rows.
-        func col<T: H5Element>(_ name: String, _ n: Int, width: Int = 1) throws -> [T] {
-            let all = try f.read(name) as [T]
-            guard all.count >= n * width else {
-                throw MetricsHistoryError(path: path, message: "/\(name) holds \(all.count) values, \(n) rows need \(n * width)")
-            }
-            return Array(all.prefix(n * width))
+        return Array(all.prefix(n * width))
+    }
+
+    /// `/experts`: R and E from the counts' shape, then every column.
+    private static func readExperts(_ f: H5File, _ path: String, into m: inout RunMetrics) throws {
+        let shape = try f.openDataset("experts/counts").shape()
+        guard shape.count == 3, shape[1] > 0, shape[2] > 0 else {
+            throw MetricsHistoryError(path: path, message: "/experts/counts has shape \(shape), not [rows, iterations, experts]")
         }
-        let tn = try rows("train", ["step", "tokens", "epoch", "loss", "ce", "aux", "z", "lr", "grad_norm", "tokens_per_sec",
-                                    "step_time", "nan_events"])
-        m.trainLR = try col("train/lr", tn); m.trainEpoch = try col("train/epoch", tn)
-        m.trainStep = try col("train/step", tn); m.trainTokens = try col("train/tokens", tn)
-        m.trainLoss = try col("train/loss", tn); m.trainCE = try col("train/ce", tn)
-        m.trainAux = try col("train/aux", tn); m.trainZ = try col("train/z", tn)
-        m.trainGradNorm = try col("train/grad_norm", tn); m.trainTokensPerSec = try col("train/tokens_per_sec", tn)
-        m.trainStepTime = try col("train/step_time", tn); m.trainNaNEvents = try col("train/nan_events", tn)
-        let en = try rows("eval", ["step", "tokens", "epoch", "loss", "ppl", "scored"])
-        m.evalEpoch = try col("eval/epoch", en)
-        m.evalStep = try col("eval/step", en); m.evalTokens = try col("eval/tokens", en)
-        m.evalLoss = try col("eval/loss", en); m.evalPPL = try col("eval/ppl", en); m.evalScored = try col("eval/scored", en)
-        if try f.exists("experts") {
-            let shape = try f.openDataset("experts/counts").shape()
-            guard shape.count == 3, shape[1] > 0, shape[2] > 0 else {
-                throw MetricsHistoryError(path: path, message: "/experts/counts has shape \(shape), not [rows, iterations, experts]")
-            }
-            m.iterations = shape[1]; m.numExperts = shape[2]
-            let R = m.iterations, E = m.numExperts
-            let xn = try rows("experts", ["step", "counts", "dropped", "entropy", "max_load", "min_load"])
-            m.expertStep = try col("experts/step", xn)
-            m.counts = try col("experts/counts", xn, width: R * E)
-            m.dropped = try col("experts/dropped", xn, width: R)
-            m.entropy = try col("experts/entropy", xn, width: R)
-            m.maxLoad = try col("experts/max_load", xn, width: R)
-            m.minLoad = try col("experts/min_load", xn, width: R)
-        }
+        m.iterations = shape[1]; m.numExperts = shape[2]
+        let R = m.iterations, E = m.numExperts
+        let xn = try rows(f, path, "experts", ["step", "counts", "dropped", "entropy", "max_load", "min_load"])
+        m.expertStep = try col(f, path, "experts/step", xn)
+        m.counts = try col(f, path, "experts/counts", xn, width: R * E)
+        m.dropped = try col(f, path, "experts/dropped", xn, width: R)
+        m.entropy = try col(f, path, "experts/entropy", xn, width: R)
+        m.maxLoad = try col(f, path, "experts/max_load", xn, width: R)
+        m.minLoad = try col(f, path, "experts/min_load", xn, width: R)
+    }
+
+    /// The stop marker and the configuration attributes.
+    private static func readRootAttributes(_ f: H5File, _ path: String, into m: inout RunMetrics) throws {
         if try f.hasAttribute("stopped_step") { m.stoppedStep = Int(try f.int64Attribute("stopped_step")) }
         if try f.hasAttribute("stopped_reason") { m.stoppedReason = try f.stringAttribute("stopped_reason") }
         if try f.hasAttribute("config") { m.configJSON = try f.stringAttribute("config") }
@@ -106,7 +117,6 @@ public struct RunMetrics: Sendable {
             }
             m.configChanges = changes
         }
-        return m
     }
 
     /// Eval, train and routing points for the stage gates (routing: the worst iteration of each row).
@@ -125,43 +135,7 @@ public struct RunMetrics: Sendable {
     }
 }
 
-/// A run directory: RUN_DIR/metrics.h5, and RUN_DIR/config.yaml when it is there.
-public struct RunRecord: Sendable {
-    public var directory: String
-    public var config: RunConfig
-    public var metrics: RunMetrics
-
-    /// Reads RUN_DIR/metrics.h5 and the run's configuration: RUN_DIR/config.yaml (the configuration the
-    /// run last used) if present, otherwise metrics.h5's `config` with its `config_changes` applied.
-    public static func load(_ directory: String) throws -> RunRecord {
-        var isDir: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDir), isDir.boolValue else {
-            throw DataError("\(directory): no such run directory")
-        }
-        let metricsPath = directory + "/metrics.h5"
-        guard FileManager.default.fileExists(atPath: metricsPath) else {
-            throw DataError("\(metricsPath): no such file (not a run directory, or the run has not started)")
-        }
-        let metrics = try RunMetrics.read(metricsPath)
-        return RunRecord(directory: directory, config: try config(directory, metrics: metrics), metrics: metrics)
-    }
-
-    /// The configuration of a run directory (see `load`), reading metrics.h5 only if there is no config.yaml.
-    public static func config(_ directory: String, metrics known: RunMetrics? = nil) throws -> RunConfig {
-        let configPath = directory + "/config.yaml"
-        if FileManager.default.fileExists(atPath: configPath) { return try ConfigLoader.load(yamlPath: configPath, overrides: []) }
-        let metricsPath = directory + "/metrics.h5"
-        guard known != nil || FileManager.default.fileExists(atPath: metricsPath) else {
-            throw DataError("\(directory): neither config.yaml nor metrics.h5 (not a run directory)")
-        }
-        let m = try known ?? RunMetrics.read(metricsPath)
-        guard let json = m.configJSON else { throw DataError("\(metricsPath): no config attribute, and no config.yaml beside it") }
-        var config: RunConfig
-        do { config = try RunConfig.fromJSON(json) } catch { throw DataError("\(metricsPath): config attribute: \(error)") }
-        try ConfigLoader.apply(overrides: m.configChanges.map { "\($0.key)=\($0.new)" }, to: &config)
-        return config
-    }
-
+extension MetricsHistory {
     /// Writes the stop marker (root attributes stopped_step, stopped_reason) on a closed metrics.h5.
     public static func markStopped(metricsPath: String, step: Int, reason: String) throws {
         HDF5Library.lock.lock()

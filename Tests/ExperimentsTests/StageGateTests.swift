@@ -2,6 +2,7 @@
 // promote rules, each just inside and just outside its threshold (defaults of gate.*).
 import XCTest
 import Configuration
+import Experiments
 import Training
 
 final class StageGateTests: XCTestCase {
