@@ -40,9 +40,11 @@ let package = Package(
         // Products against weights packed once and used many times (the experts' forward and input-gradient
         // products): AVX2 and AVX-512 micro-kernels, chosen at run time.
         .target(name: "CPackedGemm", path: "Sources/CPackedGemm", cSettings: [.unsafeFlags(["-O3"])]),
+        // A non-escaping Swift closure called from another thread (Blas.parallel's worker pool).
+        .target(name: "CSwiftClosure", path: "Sources/CSwiftClosure"),
 
         // MARK: Foundations: numeric kernels, communication, config, data, HDF5 files
-        .target(name: "Kernels", dependencies: ["COpenBLAS", "CCPUFeatures", "CVectorKernels", "CPackedGemm"], swiftSettings: fast),
+        .target(name: "Kernels", dependencies: ["COpenBLAS", "CCPUFeatures", "CVectorKernels", "CPackedGemm", "CSwiftClosure"], swiftSettings: fast),
         .target(name: "Collectives", dependencies: ["CMPI"], swiftSettings: fast),
         .target(name: "Configuration", dependencies: [.product(name: "Yams", package: "Yams")]),
         .target(name: "DataPipeline", swiftSettings: fast),

@@ -46,7 +46,7 @@ if [ -z "${KEEP:-}" ]; then trap 'rm -rf "$logs"' EXIT; else say "keeping $logs"
 #     matrix's data prepare run the same encoder, trainer and pre-tokenizer.
 ASAN_SKIP="${ASAN_SKIP:-CLITests|TrainingTests\.TrainingTests/|DataSeedTests|RoundTripTests}"
 # The tests that run the rank's threads (3 threads where the test chooses the count).
-TSAN_TESTS='ThreadInvarianceTests|DispatcherThreadsTests|AdamWThreadsTests|MatmulTests.testParallelGemmMatchesTheReference|AttentionWorkersTests.testTwoWorkersMatchOne|CrossEntropyTests.testThreadsGiveTheSameRows|RMSNormTests.testThreadsGiveTheSameBits|RopeTests.testThreadsGiveTheSameBits|PackedMatmulTests'
+TSAN_TESTS='WorkerPoolTests|ThreadInvarianceTests|DispatcherThreadsTests|AdamWThreadsTests|MatmulTests.testParallelGemmMatchesTheReference|AttentionWorkersTests.testTwoWorkersMatchOne|CrossEntropyTests.testThreadsGiveTheSameRows|RMSNormTests.testThreadsGiveTheSameBits|RopeTests.testThreadsGiveTheSameBits|PackedMatmulTests'
 
 build() {  # build SCRATCH FLAGS...: a sanitized debug build with tests
   local scratch="$1"; shift

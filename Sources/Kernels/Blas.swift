@@ -119,11 +119,18 @@ public enum Blas {
 
     /// Runs `body(w)` for w in 0 ..< workers on that many threads at once, with OpenBLAS at one thread
     /// meanwhile (each worker's products run single-threaded in the worker). With workers <= 1, runs body(0)
-    /// in the caller and leaves OpenBLAS alone.
+    /// in the caller and leaves OpenBLAS alone. The caller runs body(0); the others run on the calling
+    /// thread's WorkerPool, whose threads are made once and reused (a region allocates nothing). A body that
+    /// opens a region of its own on the caller's thread gets dispatch's threads instead.
     public static func parallel(workers: Int, _ body: (Int) -> Void) {
         if workers <= 1 { body(0); return }
         regions.enter()
-        DispatchQueue.concurrentPerform(iterations: workers) { w in body(w) }
+        let pool = WorkerPool.forThisThread
+        if pool.isBusy {
+            DispatchQueue.concurrentPerform(iterations: workers) { w in body(w) }
+        } else {
+            pool.run(workers: workers, body)
+        }
         regions.leave()
     }
 
