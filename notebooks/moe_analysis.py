@@ -27,6 +27,7 @@ import math
 import os
 import re
 import time
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -76,7 +77,7 @@ def read_metrics(path: str, tries: int = 20, delay: float = 0.1) -> dict[str, An
     for _ in range(max(tries, 1)):
         try:
             with _open(path) as f:
-                out: dict[str, Any] = {"attrs": {k: _attr(v) for k, v in f.attrs.items()}}
+                out: dict[str, Any] = {"attrs": _checked_attrs(f, path)}
                 for g in f:
                     if not isinstance(f[g], h5py.Group):
                         continue
@@ -96,6 +97,20 @@ def _attr(v: Any) -> Any:
     if isinstance(v, np.generic):
         return v.item()
     return v
+
+
+def _checked_attrs(obj: Any, path: str) -> dict[str, Any]:
+    """An object's attributes; a string with a ``<name>_crc32`` beside it must match it.
+
+    moe-dist stores the CRC-32 of its JSON attributes (config, config_changes, loader, ...):
+    their bytes sit in HDF5's global heap, which no HDF5 checksum covers.
+    """
+    attrs = {k: _attr(v) for k, v in obj.attrs.items()}
+    for k, v in attrs.items():
+        crc = attrs.get(k + "_crc32")
+        if isinstance(v, str) and crc is not None and zlib.crc32(v.encode()) != crc:
+            raise ValueError(f"{path}: attribute {obj.name} @{k} fails its CRC-32 (@{k}_crc32): the file is damaged")
+    return attrs
 
 
 def dedupe_steps(df: pd.DataFrame, step: str = "step") -> pd.DataFrame:
@@ -767,9 +782,9 @@ def newest_checkpoint(run_dir: str) -> str | None:
 def read_checkpoint_info(path: str) -> dict[str, Any]:
     """Root attributes of a checkpoint (config parsed), the /state attributes and parameter shapes."""
     with _open(path) as f:
-        info = {k: _attr(v) for k, v in f.attrs.items()}
+        info = _checked_attrs(f, path)
         info["config"] = json.loads(info["config"]) if info.get("config") else {}
-        info["state"] = {k: _attr(v) for k, v in f["state"].attrs.items()} if "state" in f else {}
+        info["state"] = _checked_attrs(f["state"], path) if "state" in f else {}
         shapes: dict[str, tuple] = {}
         if "params" in f:
             f["params"].visititems(lambda n, o: shapes.__setitem__(n, o.shape) if isinstance(o, h5py.Dataset) else None)

@@ -24,13 +24,14 @@ public enum AtomicFile {
     /// `path` is left as it was.
     ///
     /// The file is closed when `body` returns: groups and datasets obtained inside it
-    /// must not be used afterwards.
+    /// must not be used afterwards. `metadataChecksums`: as in `H5File.create`.
     @discardableResult
-    public static func write<R>(to path: String, fileLocking: Bool = true, _ body: (H5File) throws -> R) throws -> R {
+    public static func write<R>(to path: String, fileLocking: Bool = true, metadataChecksums: Bool = false,
+                                _ body: (H5File) throws -> R) throws -> R {
         let tmp = temporaryPath(for: path)
         unlink(tmp)  // a leftover from a crashed writer with the same pid
         do {
-            let file = try H5File.create(path: tmp, fileLocking: fileLocking)
+            let file = try H5File.create(path: tmp, fileLocking: fileLocking, metadataChecksums: metadataChecksums)
             let result: R
             do {
                 result = try body(file)

@@ -111,7 +111,7 @@ public enum Checkpoint {
         try f.setAttribute("step", Int64(trainer.counters.step))
         try f.setAttribute("tokens", Int64(trainer.counters.tokens))
         try f.setAttribute("world_size", Int64(trainer.ctx.world.size))
-        try f.setAttribute("config", trainer.config.toJSON())
+        try f.setCheckedAttribute("config", trainer.config.toJSON())
         if let blas = BlasKernelSelection.current {   // which kernels produced these numbers
             try f.setAttribute("blas_kernels", blas.inUse)
             try f.setAttribute("blas_kernels_reason", blas.reason)
@@ -120,7 +120,7 @@ public enum Checkpoint {
         let state = try f.createGroup("state")
         try state.setAttribute("updates", Int64(trainer.counters.updates))
         try state.setAttribute("nan_events", Int64(trainer.counters.nanEvents))
-        try state.setAttribute("loader", String(decoding: try JSONEncoder().encode(trainer.loader.state), as: UTF8.self))
+        try state.setCheckedAttribute("loader", String(decoding: try JSONEncoder().encode(trainer.loader.state), as: UTF8.self))
         let store = trainer.model.store
         for p in store.infos {
             for (prefix, base) in sections(store) {
@@ -194,7 +194,7 @@ public enum Checkpoint {
         let f = try openCheckpoint(path)
         defer { f.close() }
         let config: RunConfig
-        do { config = try RunConfig.fromJSON(f.stringAttribute("config")) } catch {
+        do { config = try RunConfig.fromJSON(f.checkedStringAttribute("config")) } catch {
             throw DataError("checkpoint \(path): its stored configuration cannot be read: \(oneLine(error))")
         }
         var c = TrainerCounters()
@@ -212,7 +212,7 @@ public enum Checkpoint {
                             + "nan_events \(c.nanEvents), world_size \(worldSize))")
         }
         // The data loader's position counts the same steps and tokens (every step consumes its windows).
-        let loaderJSON = try state.stringAttribute("loader")
+        let loaderJSON = try state.checkedStringAttribute("loader")
         guard let loader = try? JSONDecoder().decode(LoaderState.self, from: Data(loaderJSON.utf8)) else {
             throw DataError("checkpoint \(path): /state loader is not a data-loader position")
         }

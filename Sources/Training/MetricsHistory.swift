@@ -148,7 +148,8 @@ public final class MetricsHistory {
         biasRouters = E > 0 ? Q : 0; recordsAgreement = E > 0 && agreement && R > 1
         let expertColumns = MetricsHistory.expertColumns(biasRouters: biasRouters, agreement: recordsAgreement)
         if !FileManager.default.fileExists(atPath: path) {
-            try AtomicFile.write(to: path) { f in
+            // HDF5 1.8's format checksums the attributes (the config a notebook reads) as well as the chunks
+            try AtomicFile.write(to: path, metadataChecksums: true) { f in
                 try MetricsHistory.createLayout(f, configJSON: configJSON, R: R, E: E, Q: Q, expertColumns: expertColumns)
             }
         }
@@ -177,7 +178,7 @@ public final class MetricsHistory {
             experts = g
         }
         KillPoint.historyOpen.reached()
-        if try replaceConfig || !f.hasAttribute("config") { try f.setAttribute("config", configJSON) }
+        if try replaceConfig || !f.hasAttribute("config") { try f.setCheckedAttribute("config", configJSON) }
         file = f
         try flush()
     }
@@ -214,7 +215,7 @@ public final class MetricsHistory {
     public func configChanges() throws -> [ConfigChange] {
         let f = try openFile("read config_changes")
         guard try f.hasAttribute("config_changes") else { return [] }
-        let text = try f.stringAttribute("config_changes")
+        let text = try f.checkedStringAttribute("config_changes")
         do { return try JSONDecoder().decode([ConfigChange].self, from: Data(text.utf8)) } catch {
             throw MetricsHistoryError(path: path, message: "the config_changes attribute is not a JSON list of changes: \(error)")
         }
@@ -235,7 +236,7 @@ public final class MetricsHistory {
         }
         let enc = JSONEncoder()
         enc.outputFormatting = [.sortedKeys]
-        try f.setAttribute("config_changes", String(decoding: try enc.encode(changes), as: UTF8.self))
+        try f.setCheckedAttribute("config_changes", String(decoding: try enc.encode(changes), as: UTF8.self))
     }
 
     // MARK: Appending
@@ -381,7 +382,7 @@ public final class MetricsHistory {
                                      expertColumns: [Column] = expertColumns()) throws {
         try f.setAttribute("format", format)
         try f.setAttribute("version", version)
-        try f.setAttribute("config", configJSON)
+        try f.setCheckedAttribute("config", configJSON)
         var groups: [(String, [Column])] = [("train", trainColumns), ("eval", evalColumns)]
         if E > 0 { groups.append(("experts", expertColumns)) }
         for (group, columns) in groups {

@@ -108,10 +108,10 @@ public struct RunMetrics: Sendable {
     /// The stop marker and the configuration attributes.
     private static func readRootAttributes(_ f: H5File, _ path: String, into m: inout RunMetrics) throws {
         if try f.hasAttribute("stopped_step") { m.stoppedStep = Int(try f.int64Attribute("stopped_step")) }
-        if try f.hasAttribute("stopped_reason") { m.stoppedReason = try f.stringAttribute("stopped_reason") }
-        if try f.hasAttribute("config") { m.configJSON = try f.stringAttribute("config") }
+        if try f.hasAttribute("stopped_reason") { m.stoppedReason = try f.checkedStringAttribute("stopped_reason") }
+        if try f.hasAttribute("config") { m.configJSON = try f.checkedStringAttribute("config") }
         if try f.hasAttribute("config_changes") {
-            let text = try f.stringAttribute("config_changes")
+            let text = try f.checkedStringAttribute("config_changes")
             guard let changes = try? JSONDecoder().decode([MetricsHistory.ConfigChange].self, from: Data(text.utf8)) else {
                 throw MetricsHistoryError(path: path, message: "the config_changes attribute is not a JSON list of changes")
             }
@@ -143,7 +143,7 @@ extension MetricsHistory {
         let f = try H5File.open(path: metricsPath, readOnly: false, fileLocking: false)
         defer { f.close() }
         try f.setAttribute("stopped_step", Int64(step))
-        try f.setAttribute("stopped_reason", reason)
+        try f.setCheckedAttribute("stopped_reason", reason)
         try f.syncToDisk()
     }
 
@@ -156,7 +156,7 @@ extension MetricsHistory {
         defer { f.close() }
         guard try f.hasAttribute("stopped_step") || f.hasAttribute("stopped_reason") else { return }
         try f.removeAttribute("stopped_step")
-        try f.removeAttribute("stopped_reason")
+        try f.removeCheckedAttribute("stopped_reason")
         try f.syncToDisk()
     }
 }

@@ -181,6 +181,40 @@ final class HDF5RoundTripTests: XCTestCase {
         XCTAssertEqual(out, "ok\n")
     }
 
+    /// `setCheckedAttribute` stores zlib's CRC-32 of the UTF-8 bytes (Python computes the same), and
+    /// `checkedStringAttribute` refuses a value changed in the file, which `stringAttribute` reads.
+    func testCheckedStringAttributeRefusesAChangedValue() throws {
+        let path = try temporaryDirectory(self) + "/checked.h5"
+        let value = #"{"note": "ünïcode", "seed": 1234}"#
+        do {
+            let f = try H5File.create(path: path)
+            try f.setCheckedAttribute("config", value)
+            try f.setAttribute("plain", "no checksum")
+        }
+        XCTAssertEqual(try H5File.open(path: path).checkedStringAttribute("config"), value)
+        XCTAssertEqual(try H5File.open(path: path).checkedStringAttribute("plain"), "no checksum")  // written before checksums
+        let py = try Python.run("""
+        import h5py, sys, zlib
+        a = h5py.File(sys.argv[1], 'r').attrs
+        print(zlib.crc32(a['config'].encode()) == a['config_crc32'], a['config_crc32'].dtype.name)
+        """, [path])
+        XCTAssertEqual(py, "True int64\n")
+
+        var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+        let pattern = Array("1234".utf8)
+        let at = (0...(bytes.count - 4)).filter { Array(bytes[$0..<$0 + 4]) == pattern }
+        XCTAssertEqual(at.count, 1)
+        bytes[at[0] + 3] = UInt8(ascii: "5")
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        let f = try H5File.open(path: path, readOnly: false)
+        XCTAssertEqual(try f.stringAttribute("config"), value.replacingOccurrences(of: "1234", with: "1235"), "HDF5 itself reads it")
+        XCTAssertThrowsError(try f.checkedStringAttribute("config")) {
+            XCTAssertTrue("\($0)".contains(path) && "\($0)".contains("@config") && "\($0)".contains("CRC-32"), "\($0)")
+        }
+        try f.removeCheckedAttribute("config")
+        XCTAssertEqual(Set(try f.attributeNames()), ["plain"])
+    }
+
     func testStringAttributesWrittenByH5pyAreRead() throws {
         let path = try temporaryDirectory(self) + "/py.h5"
         _ = try Python.run("""

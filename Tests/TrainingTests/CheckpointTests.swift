@@ -88,6 +88,28 @@ final class CheckpointTests: XCTestCase {
         XCTAssertThrowsError(try Checkpoint.verify(dir + "/missing.h5")) { XCTAssertTrue("\($0)".contains("missing.h5")) }
     }
 
+    /// The stored configuration and loader position are variable-length strings in HDF5's global heap,
+    /// which no checksum covers: a changed byte there must fail their CRC-32, not load another config.
+    func testAChangedConfigOrLoaderByteIsRefused() throws {
+        let (c, data) = try tinyRun()
+        let path = dir + "/s.h5"
+        _ = try segment(c, data, W: 1, steps: 1, from: nil, to: path)
+        let intact = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+        for (text, attribute) in [(#""rope_base":"#, "@config"), (#""cursor":"#, "@loader")] {
+            let pattern = Array(text.utf8)
+            let at = (0...(intact.count - pattern.count)).filter { Array(intact[$0..<$0 + pattern.count]) == pattern }
+            XCTAssertEqual(at.count, 1, "\(text) is stored once")
+            var bytes = intact
+            let digit = at[0] + pattern.count + (bytes[at[0] + pattern.count] == UInt8(ascii: " ") ? 1 : 0)
+            bytes[digit] = bytes[digit] == UInt8(ascii: "1") ? UInt8(ascii: "2") : UInt8(ascii: "1")  // another number
+            let damaged = dir + "/damaged.h5"
+            try Data(bytes).write(to: URL(fileURLWithPath: damaged))
+            XCTAssertThrowsError(try Checkpoint.verify(damaged)) {
+                XCTAssertTrue("\($0)".contains(damaged) && "\($0)".contains(attribute) && "\($0)".contains("CRC-32"), "\($0)")
+            }
+        }
+    }
+
     /// h5py reads a checkpoint written by a 2-rank run: every name, shape, dtype and attribute of SPEC section 6.
     func testLayoutReadByH5py() throws {
         let (c, data) = try tinyRun(["moe.activation=swiglu", "model.tie_embeddings=false"])

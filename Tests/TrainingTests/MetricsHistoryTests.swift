@@ -54,6 +54,7 @@ final class MetricsHistoryTests: XCTestCase {
         XCTAssertEqual(attrs["version"] as? Int, 1)
         XCTAssertEqual(attrs["config"] as? String, config)
         XCTAssertEqual((d["attr_types"] as! [String: String])["config"], "str")
+        XCTAssertEqual(attrs["config_crc32"] as? Int, Int(CRC32.checksum(config.utf8)))
         var expected: [String: [Any]] = [:]
         for n in ["step", "tokens", "nan_events"] { expected["/train/" + n] = [[3], "int64"] }
         for n in ["epoch", "loss", "ce", "aux", "z", "lr", "grad_norm", "tokens_per_sec", "step_time"] {
@@ -122,6 +123,46 @@ final class MetricsHistoryTests: XCTestCase {
             print('refused')
         """, [path])
         XCTAssertEqual(h5py.trimmingCharacters(in: .whitespacesAndNewlines), "refused")
+    }
+
+    /// The config attribute (what `compare` and notebooks read when config.yaml is gone) is a variable-length
+    /// string in HDF5's global heap, which no HDF5 format checksums (fuzz seed metrics 568 changed two of its
+    /// bytes, and the other value was read). Its CRC-32 in `config_crc32` catches that. HDF5 may leave a
+    /// stale copy of a rewritten value in the file, so each copy is changed in turn: the changed value is
+    /// never read, and changing the live copy is refused, by moe-dist and by a CRC check in Python.
+    func testAChangedConfigByteIsRefusedNotRead() throws {
+        let path = try tempPath()
+        let json = #"{"train": {"eval_interval": 3}}"#
+        let h = try MetricsHistory(path: path, configJSON: json, iterations: R, numExperts: E)
+        try h.append(trainRow(10))
+        h.close()
+        XCTAssertEqual(try RunMetrics.read(path).configJSON, json)
+
+        let intact = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+        let pattern = Array(#""eval_interval": 3"#.utf8)
+        let copies = (0...(intact.count - pattern.count)).filter { Array(intact[$0..<$0 + pattern.count]) == pattern }
+        XCTAssertFalse(copies.isEmpty, "the config is stored uncompressed")
+        var refusedByMoeDist = 0, refusedInPython = 0
+        for at in copies {
+            var bytes = intact
+            bytes[at + pattern.count - 1] = UInt8(ascii: "7")     // eval_interval 3 -> 7, still valid JSON
+            try Data(bytes).write(to: URL(fileURLWithPath: path))
+            do {
+                let read = try RunMetrics.read(path).configJSON
+                XCTAssertEqual(read, json, "a changed config was read (byte \(at))")
+            } catch {
+                XCTAssertTrue("\(error)".contains(path) && "\(error)".contains("CRC-32"), "names the file and why: \(error)")
+                refusedByMoeDist += 1
+            }
+            let python = try Python.run("""
+            import h5py, sys, zlib
+            a = h5py.File(sys.argv[1], 'r').attrs
+            print('read' if zlib.crc32(a['config'].encode()) == a['config_crc32'] else 'refused', a['config'])
+            """, [path]).trimmingCharacters(in: .whitespacesAndNewlines)
+            if python.hasPrefix("refused") { refusedInPython += 1 } else { XCTAssertEqual(python, "read \(json)", "byte \(at)") }
+        }
+        XCTAssertEqual(refusedByMoeDist, 1, "the live copy, changed, is refused")
+        XCTAssertEqual(refusedInPython, 1, "Python's CRC check refuses the live copy, changed")
     }
 
     func testDenseRunHasNoExpertsGroup() throws {

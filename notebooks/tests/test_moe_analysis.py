@@ -7,9 +7,11 @@ as scripts/test_notebooks.sh makes them) or are trained here with the moe-dist b
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
+import zlib
 
 import h5py
 import numpy as np
@@ -246,6 +248,25 @@ def test_checkpoint_readers(run):
     assert np.allclose(n1, np.sqrt((w1 ** 2).sum(axis=(1, 2))))
     tot = wn[(wn.pool == 0) & (wn.tensor == "total")].norm.to_numpy()
     assert np.allclose(tot ** 2, (w1 ** 2).sum(axis=(1, 2)) + (w2 ** 2).sum(axis=(1, 2)))
+
+
+def test_a_damaged_json_attribute_is_refused(run, tmp_path):
+    # moe-dist writes config (and loader) with a CRC-32 beside it; a changed value, as damage leaves it,
+    # keeps the old CRC: the readers refuse it instead of returning another configuration.
+    ck = tmp_path / "damaged.h5"
+    shutil.copy(ma.newest_checkpoint(run.run_dir), ck)
+    hist = tmp_path / "metrics.h5"
+    _copy_history(run.run_dir, hist)
+    for path in (ck, hist):
+        with h5py.File(path, "a") as f:
+            assert zlib.crc32(f.attrs["config"].encode()) == f.attrs["config_crc32"]
+            changed = f.attrs["config"].replace('"lr": ', '"lr": 1', 1)
+            assert changed != f.attrs["config"]
+            f.attrs["config"] = changed
+    with pytest.raises(ValueError, match="CRC-32"):
+        ma.read_checkpoint_info(str(ck))
+    with pytest.raises(OSError, match="CRC-32"):
+        ma.read_metrics(str(hist), tries=1)
 
 
 # ---------------------------------------------------------------- deduplication and live files
