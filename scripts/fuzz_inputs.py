@@ -11,8 +11,9 @@ checks the outcome against an independent oracle:
   checkpoint  eval --checkpoint MUT / ckpt inspect MUT: exit 3, or exit 0 with exactly the output of the
               intact checkpoint (anything else is a silently wrong result).
   metrics     curves RUN / compare RUN: exit 3 if h5py cannot read the history's datasets; exit 0 with the
-              intact output if h5py reads the same values. Every chunk has a Fletcher-32 checksum, so a
-              flipped byte in a value is refused by both; what still reads with other values is a valid
+              intact output if h5py reads the same values. Every chunk has a Fletcher-32 checksum, every
+              string attribute a CRC-32 (checked here as moe-dist does) and the object headers HDF5
+              1.8's checksums, so a flipped byte in a value is refused by both; what still reads with other values is a valid
               HDF5 edit (a dataset replaced, resized or retyped through h5py, which writes it afresh):
               it may give 0 with other numbers and is listed, with its seed, as undetectable.
   tokenizer   data encode --tokenizer MUT: exit 3 if the file is not JSON; else 0 or 3.
@@ -41,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -403,6 +405,10 @@ def h5_compare(a, b):
                 out["@" + name] = {k: obj.attrs[k] for k in obj.attrs}
             f.visititems(visit)
             out["@/"] = {k: f.attrs[k] for k in f.attrs}
+        for attrs in (v for k, v in out.items() if k.startswith("@")):   # a string must match its <name>_crc32
+            for k, v in attrs.items():
+                if isinstance(v, str) and k + "_crc32" in attrs and zlib.crc32(v.encode()) != attrs[k + "_crc32"]:
+                    raise ValueError(f"@{k} fails its CRC-32")
         return out
     try:
         mb = load(b)
