@@ -295,6 +295,7 @@ public enum Checkpoint {
             throw DataError("checkpoint \(path): /\(name) is stored as \(type.map { "\($0)" } ?? "an unsupported type"), not float32")
         }
         guard try ds.hasFletcher32() else { throw DataError("checkpoint \(path): /\(name) has no Fletcher-32 checksum") }
+        try ds.verifyChunkIndex()
         return ds
     }
 
@@ -322,6 +323,7 @@ public enum Checkpoint {
         let f = try openCheckpoint(path)
         defer { f.close() }
         let ds = try f.openDataset("params/" + tensor)
+        try ds.verifyChunkIndex()
         return (try ds.shape(), try ds.read())
     }
 

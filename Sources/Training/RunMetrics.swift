@@ -81,6 +81,7 @@ public struct RunMetrics: Sendable {
 
     /// The first n rows of a column of `width` values per row; a shorter column is damage, not fewer rows.
     private static func col<T: H5Element>(_ f: H5File, _ path: String, _ name: String, _ n: Int, width: Int = 1) throws -> [T] {
+        try f.openDataset(name).verifyChunkIndex(rows: n)
         let all = try f.read(name) as [T]
         guard all.count >= n * width else {
             throw MetricsHistoryError(path: path, message: "/\(name) holds \(all.count) values, \(n) rows need \(n * width)")

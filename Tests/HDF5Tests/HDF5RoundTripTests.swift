@@ -252,6 +252,39 @@ final class HDF5RoundTripTests: XCTestCase {
         XCTAssertEqual(out, "True False True\n")
     }
 
+    /// The chunk index has no checksum. Fuzz seed checkpoint 252 changed one byte of a chunk's coordinates
+    /// ([3, 0, 0] -> [3, 65280, 0]): HDF5 then read that expert's weights as zeros, with no error. A changed
+    /// filter mask would skip the chunk's Fletcher-32. `verifyChunkIndex` refuses both.
+    func testADamagedChunkIndexIsRefused() throws {
+        let path = try temporaryDirectory(self) + "/index.h5"
+        let weights = values(8 * 4 * 4) { Float($0 + 1) }
+        do {
+            let f = try H5File.create(path: path, metadataChecksums: true)
+            try f.createDataset("w1", values: weights, shape: [8, 4, 4], chunks: [1, 4, 4], fletcher32: true)
+        }
+        XCTAssertNoThrow(try H5File.open(path: path).openDataset("w1").verifyChunkIndex())
+        let intact = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+        // The B-tree key of chunk [3, 0, 0]: its size (16 floats + the checksum), filter mask 0, offsets 3, 0, 0, 0.
+        func le32(_ v: UInt32) -> [UInt8] { withUnsafeBytes(of: v.littleEndian, Array.init) }
+        func le64(_ v: UInt64) -> [UInt8] { withUnsafeBytes(of: v.littleEndian, Array.init) }
+        let key = le32(68) + le32(0) + le64(3) + le64(0) + le64(0) + le64(0)
+        let at = (0...(intact.count - key.count)).filter { Array(intact[$0..<$0 + key.count]) == key }
+        XCTAssertEqual(at.count, 1, "one B-tree key for chunk [3, 0, 0]")
+        for (offset, byte, why) in [(17, 0xFF as UInt8, "outside the grid"), (4, 0x01, "skip its filters")] {
+            var bytes = intact
+            bytes[at[0] + offset] = byte
+            try Data(bytes).write(to: URL(fileURLWithPath: path))
+            let ds = try H5File.open(path: path).openDataset("w1")
+            if offset == 17 {    // what HDF5 alone reads: expert 3 as zeros
+                let read: [Float] = try ds.read()
+                XCTAssertEqual(Array(read[48 ..< 64]), [Float](repeating: 0, count: 16))
+            }
+            XCTAssertThrowsError(try ds.verifyChunkIndex()) {
+                XCTAssertTrue("\($0)".contains(path) && "\($0)".contains("chunk index is damaged") && "\($0)".contains(why), "\($0)")
+            }
+        }
+    }
+
     func testClosedFileMakesObjectsThrow() throws {
         let path = try temporaryDirectory(self) + "/closed.h5"
         let f = try H5File.create(path: path)
