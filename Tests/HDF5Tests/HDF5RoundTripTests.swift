@@ -270,7 +270,7 @@ final class HDF5RoundTripTests: XCTestCase {
         let key = le32(68) + le32(0) + le64(3) + le64(0) + le64(0) + le64(0)
         let at = (0...(intact.count - key.count)).filter { Array(intact[$0..<$0 + key.count]) == key }
         XCTAssertEqual(at.count, 1, "one B-tree key for chunk [3, 0, 0]")
-        for (offset, byte, why) in [(17, 0xFF as UInt8, "outside the grid"), (4, 0x01, "skip its filters")] {
+        for (offset, byte, why) in [(17, 0xFF as UInt8, "no chunk at [3, 0, 0]"), (4, 0x01, "skip its filters")] {
             var bytes = intact
             bytes[at[0] + offset] = byte
             try Data(bytes).write(to: URL(fileURLWithPath: path))
