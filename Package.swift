@@ -3,7 +3,7 @@
 //
 // Dependencies run one way:
 //   C shims (CMPI, COpenBLAS, CHDF5, CCPUFeatures) and C kernels (CVectorKernels, CPackedGemm)
-//     -> Kernels, Collectives, Configuration, DataPipeline, HDF5
+//     -> Threads (one joinable POSIX thread) -> Kernels, Collectives; Configuration, DataPipeline, HDF5
 //     -> Model (parameters, recurrent block, router, dispatcher, experts)
 //     -> Training (optimizer, schedule, loop, checkpoints, metrics)
 //     -> Experiments (what runs wrote, read back: gates, replicates, comparisons, sweeps, benchmark)
@@ -42,10 +42,12 @@ let package = Package(
         .target(name: "CPackedGemm", path: "Sources/CPackedGemm", cSettings: [.unsafeFlags(["-O3"])]),
         // A non-escaping Swift closure called from another thread (Blas.parallel's worker pool).
         .target(name: "CSwiftClosure", path: "Sources/CSwiftClosure"),
+        // One joinable POSIX thread (no C of its own): the worker pool's threads and ThreadWorld's ranks.
+        .target(name: "Threads"),
 
         // MARK: Foundations: numeric kernels, communication, config, data, HDF5 files
-        .target(name: "Kernels", dependencies: ["COpenBLAS", "CCPUFeatures", "CVectorKernels", "CPackedGemm", "CSwiftClosure"], swiftSettings: fast),
-        .target(name: "Collectives", dependencies: ["CMPI"], swiftSettings: fast),
+        .target(name: "Kernels", dependencies: ["COpenBLAS", "CCPUFeatures", "CVectorKernels", "CPackedGemm", "CSwiftClosure", "Threads"], swiftSettings: fast),
+        .target(name: "Collectives", dependencies: ["CMPI", "Threads"], swiftSettings: fast),
         .target(name: "Configuration", dependencies: [.product(name: "Yams", package: "Yams")]),
         .target(name: "DataPipeline", swiftSettings: fast),
         .target(name: "HDF5", dependencies: ["CHDF5"]),

@@ -20,6 +20,7 @@
 // `CommunicatorError` that names the rank. Collectives must be called from the
 // rank's own thread (the one that runs its body).
 import Foundation
+import Threads
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -37,7 +38,7 @@ public enum ThreadWorld {
         var threads: [PThread] = []
         for r in 0 ..< size {
             let comm = ThreadCommunicator(world: world, group: root, rank: r)
-            threads.append(PThread.start {
+            threads.append(PThread.start(stackBytes: 16 << 20, owner: "ThreadWorld") {   // as deep as a main thread
                 do {
                     try body(comm)
                     world.rankFinished(r, error: nil)
@@ -345,45 +346,5 @@ final class ThreadCommunicator: Communicator {
         world.recordFailure(CommunicatorError("rank \(worldRank) aborted (code \(code)): \(message)"))
         world.cond.unlock()
         pthread_exit(nil)
-    }
-}
-
-// MARK: - Threads
-
-/// A joinable POSIX thread: `pthread_exit` (used when the world fails) ends
-/// it cleanly, which a Foundation `Thread` or a dispatch queue would not survive.
-struct PThread {
-    #if canImport(Darwin)
-    private var id: pthread_t?
-    #else
-    private var id = pthread_t()
-    #endif
-
-    private final class Box { let body: () -> Void; init(_ b: @escaping () -> Void) { body = b } }
-
-    static func start(_ body: @escaping () -> Void) -> PThread {
-        var t = PThread()
-        var attr = pthread_attr_t()
-        pthread_attr_init(&attr)
-        defer { pthread_attr_destroy(&attr) }
-        pthread_attr_setstacksize(&attr, 16 << 20)   // as deep as a main thread
-        let box = Unmanaged.passRetained(Box(body)).toOpaque()
-        let rc = pthread_create(&t.id, &attr, { arg in
-            let box = Unmanaged<Box>.fromOpaque(arg!)
-            let body = box.takeUnretainedValue().body
-            box.release()
-            body()
-            return nil
-        }, box)
-        precondition(rc == 0, "ThreadWorld: pthread_create failed (\(rc))")
-        return t
-    }
-
-    func join() {
-        #if canImport(Darwin)
-        pthread_join(id!, nil)
-        #else
-        pthread_join(id, nil)
-        #endif
     }
 }

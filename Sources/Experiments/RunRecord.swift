@@ -12,6 +12,10 @@ public struct RunRecord: Sendable {
     public var config: RunConfig
     public var metrics: RunMetrics
 
+    public init(directory: String, config: RunConfig, metrics: RunMetrics) {
+        self.directory = directory; self.config = config; self.metrics = metrics
+    }
+
     /// Reads RUN_DIR/metrics.h5 and the run's configuration: RUN_DIR/config.yaml (the configuration the
     /// run last used) if present, otherwise metrics.h5's `config` with its `config_changes` applied.
     public static func load(_ directory: String) throws -> RunRecord {

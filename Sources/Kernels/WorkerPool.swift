@@ -9,6 +9,7 @@
 // spinning worker would take the core another rank's thread is computing on. The calling thread claims parts
 // of its region too, so a short region does not wait for a worker to wake.
 import CSwiftClosure
+import Threads
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -24,6 +25,8 @@ import Darwin
 /// concurrentPerform), and a long one on all the threads.
 final class WorkerPool: @unchecked Sendable {
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    /// A worker's stack: as a Linux main thread's (Darwin's default is 512 KiB).
+    private let stackBytes = 8 << 20
     /// Workers sleep on it between regions.
     private let wake = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
     /// The owner sleeps on it until every part has finished.
@@ -33,7 +36,7 @@ final class WorkerPool: @unchecked Sendable {
     private var body = csc_int_closure(function: nil, context: nil)
     private var parts = 0, next = 0, finished = 0, generation = 0
     private var stopping = false
-    private var threads: [PoolThread] = []   // the owner's alone
+    private var threads: [PThread] = []   // the owner's alone
     /// A region is open on the owner (a body that opens another region on the same thread finds it so).
     private(set) var isBusy = false
 
@@ -59,7 +62,7 @@ final class WorkerPool: @unchecked Sendable {
     /// pool's, and returns when all have returned.
     func run(workers: Int, _ body: (Int) -> Void) {
         precondition(!isBusy, "WorkerPool.run: a region is already open on this thread")
-        while threads.count < workers - 1 { threads.append(PoolThread.start { [self] in workerLoop() }) }
+        while threads.count < workers - 1 { threads.append(PThread.start(stackBytes: stackBytes, owner: "WorkerPool") { [self] in workerLoop() }) }
         isBusy = true
         var words = csc_int_closure(function: nil, context: nil)
         captureClosure(body, &words)
@@ -132,43 +135,6 @@ final class WorkerPool: @unchecked Sendable {
     private static func threadEnded(_ p: UnsafeMutableRawPointer?) {
         guard let p else { return }
         Unmanaged<WorkerPool>.fromOpaque(p).takeRetainedValue().stop()
-    }
-}
-
-/// A joinable POSIX thread running a closure.
-private struct PoolThread {
-    #if canImport(Darwin)
-    private var id: pthread_t?
-    #else
-    private var id = pthread_t()
-    #endif
-
-    private final class Box { let body: () -> Void; init(_ b: @escaping () -> Void) { body = b } }
-
-    static func start(_ body: @escaping () -> Void) -> PoolThread {
-        var t = PoolThread()
-        var attr = pthread_attr_t()
-        pthread_attr_init(&attr)
-        defer { pthread_attr_destroy(&attr) }
-        pthread_attr_setstacksize(&attr, 8 << 20)   // as a Linux main thread (Darwin's default is 512 KiB)
-        let box = Unmanaged.passRetained(Box(body)).toOpaque()
-        let rc = pthread_create(&t.id, &attr, { arg in
-            let box = Unmanaged<Box>.fromOpaque(arg!)
-            let body = box.takeUnretainedValue().body
-            box.release()
-            body()
-            return nil
-        }, box)
-        precondition(rc == 0, "WorkerPool: pthread_create failed (\(rc))")
-        return t
-    }
-
-    func join() {
-        #if canImport(Darwin)
-        pthread_join(id!, nil)
-        #else
-        pthread_join(id, nil)
-        #endif
     }
 }
 

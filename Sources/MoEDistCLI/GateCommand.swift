@@ -2,7 +2,6 @@
 import Foundation
 import ArgumentParser
 import Configuration
-import Model
 import Experiments
 import Training
 
@@ -57,85 +56,11 @@ struct GateCommand: ParsableCommand {
         if reference.isEmpty { throw ValidationError("give --reference (the reference run directory)") }
     }
 
-    struct Row {
-        var dir: String, name: String, decision: String, reason: String
-        var step: Int?, tokens: Int?, evalLoss: Double?, referenceEvalLoss: Double?
-        var lastEvalStep: Int?, lastEvalLoss: Double?, stoppedStep: Int?
-        var stopClauses: [GateClause], promoteClauses: [GateClause]
-        /// The arm (replicates) the run belongs to, its size, and the noise figure of the decision.
-        var arm: String, replicates: Int, referenceReplicates: Int
-        var noise: ReplicateDifference?
-        var noiseSigmas: Double
-        var decidedBy: String
-    }
-
-    /// One decision for an arm of replicates (one or more runs) against the reference arm.
-    static func decide(arm: [RunRecord], reference refs: [RunRecord]) -> [Row] {
-        if arm.count == 1 && refs.count == 1 { return [decide(arm[0], reference: refs[0])] }
-        let g = arm[0].config.gate
-        func history(_ r: RunRecord) -> GateHistory {
-            var h = r.metrics.gateHistory
-            h.flopsPerToken = ModelCost(r.config).flopsPerToken
-            return h
-        }
-        let hs = arm.map(history), rhs = refs.map(history)
-        let p = StageGate.promote(replicates: hs, reference: rhs, g)
-        // A run its trainer stopped votes for stopping.
-        var s = StageGate.stop(replicates: hs, g)
-        let trainerStops = arm.filter { $0.metrics.stoppedStep != nil }.count
-        if trainerStops > 0 {
-            let votes = zip(arm, hs).filter { $0.0.metrics.stoppedStep != nil || StageGate.stop($0.1, g).stop }.count
-            s.stop = 2 * votes > arm.count
-            s.clauses[0] = GateClause(name: "vote", holds: s.stop,
-                                      detail: "\(votes) of \(arm.count) replicates stopped by their trainer or meeting the stop rule")
-        }
-        let decision = p.promote ? "promote" : s.stop ? "stop" : "continue"
-        let reason = p.promote ? p.reason : s.stop ? s.reason : s.reason + "; " + p.reason
-        let betterLoss = p.clauses.first { $0.name == "better loss" }
-        let decidedBy = p.promote ? p.clauses.filter(\.holds).map(\.name).joined(separator: ", ")
-            : (betterLoss?.detail.contains("decided by the noise floor") == true ? "noise floor" : s.stop ? "stop vote" : "none held")
-        let armName = Replicates.armName(arm.map(\.config.name))
-        return arm.map { run in
-            let last = run.metrics.gateHistory.evals.last
-            let at = p.step.flatMap { st in run.metrics.gateHistory.evals.last { $0.step == st } } ?? last
-            return Row(dir: run.directory, name: run.config.name, decision: decision, reason: reason,
-                       step: at?.step, tokens: at?.tokens, evalLoss: at?.loss, referenceEvalLoss: p.referenceEvalLoss,
-                       lastEvalStep: last?.step, lastEvalLoss: last?.loss, stoppedStep: run.metrics.stoppedStep,
-                       stopClauses: s.clauses, promoteClauses: p.clauses, arm: armName, replicates: arm.count,
-                       referenceReplicates: refs.count, noise: p.noise, noiseSigmas: g.noiseSigmas, decidedBy: decidedBy)
-        }
-    }
-
-    static func decide(_ run: RunRecord, reference: RunRecord) -> Row {
-        let g = run.config.gate
-        var h = run.metrics.gateHistory, rh = reference.metrics.gateHistory
-        // Speed counts only between configurations of different compute per token (StageGate.fasterClause).
-        h.flopsPerToken = ModelCost(run.config).flopsPerToken
-        rh.flopsPerToken = ModelCost(reference.config).flopsPerToken
-        let p = StageGate.promote(h, reference: rh, g)
-        let s = StageGate.stop(h, g)
-        let decision: String, reason: String
-        if p.promote { decision = "promote"; reason = p.reason }
-        else if let st = run.metrics.stoppedStep {
-            decision = "stop"; reason = "stopped by the trainer after step \(st): " + (run.metrics.stoppedReason ?? "")
-        } else if s.stop { decision = "stop"; reason = s.reason }
-        else { decision = "continue"; reason = s.reason + "; " + p.reason }
-        let last = h.evals.last
-        let at = p.step.flatMap { st in h.evals.last { $0.step == st } } ?? last
-        return Row(dir: run.directory, name: run.config.name, decision: decision, reason: reason,
-                   step: at?.step, tokens: at?.tokens, evalLoss: at?.loss, referenceEvalLoss: p.referenceEvalLoss,
-                   lastEvalStep: last?.step, lastEvalLoss: last?.loss, stoppedStep: run.metrics.stoppedStep,
-                   stopClauses: s.clauses, promoteClauses: p.clauses, arm: run.config.name, replicates: 1,
-                   referenceReplicates: 1, noise: nil, noiseSigmas: g.noiseSigmas,
-                   decidedBy: p.promote ? p.clauses.filter(\.holds).map(\.name).joined(separator: ", ")
-                       : decision == "stop" ? (run.metrics.stoppedStep != nil ? "trainer stop" : "stop rule") : "none held")
-    }
-
     func run() throws {
         try failingCleanly {
             let refs = try reference.map { try RunRecord.load($0) }
             let records = try runs.map { try RunRecord.load($0) }
-            let rows = Replicates.arms(records) { $0.config }.flatMap { Self.decide(arm: $0, reference: refs) }
+            let rows = Replicates.arms(records) { $0.config }.flatMap { StageGate.decide(arm: $0, reference: refs) }
             let promoted = rows.filter { $0.decision == "promote" }.map(\.dir)
             let best = rows.filter { $0.evalLoss != nil }.min { $0.evalLoss! < $1.evalLoss! }?.dir
             if json {

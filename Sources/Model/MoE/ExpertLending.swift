@@ -14,14 +14,19 @@
 //           restarts from zero); the helper adds this use's gradient into it with the same products the
 //           owner would run, and sends it back; the owner adds it into its slice.
 //
-// Lending is one step of the MoE layer's plan (ExpertSlots): after the count exchange it moves experts
-// between ranks and points the slots of the guests (experts lent to this rank) at the copies that travelled.
+// Lending is an ExpertPlacement, the step of the MoE layer's plan (ExpertSlots) that places experts: after the
+// count exchange it places every expert on its owner, then moves experts between ranks and points the slots of
+// the guests (experts lent to this rank) at the copies that travelled.
 //
 // So lending changes no bit of any result when each expert's products run on one thread (a rank has at
 // least as many experts with rows as threads, the usual case): a token's rows are combined in expert order
 // whoever ran them, and the gradient accumulates in the same order with the same kernels. FasterMoE's
 // "shadowing" (PPoPP '22) replicates a hot expert's weights on every worker and reduces its gradient; this
 // is the one-helper form of it, which keeps the gradient exact.
+//
+// Removing lending: this file, the `ExpertLending.make(...) ??` of MoELayer.init, MicroBatchShape's
+// `bufferTerms` line (0 guests, 0 bytes), ParallelContext's policy and counter, bench's lending figures and
+// the `parallel.balance_experts` key.
 import Collectives
 import Configuration
 
@@ -36,7 +41,7 @@ public struct ExpertLendingPolicy: Equatable, Sendable {
     /// through the expert forward and backward, whatever d and F are. Measured on the seed shape at -np 2 (one
     /// thread per rank): ~10 ms per loan against ~115 µs per row, so 96 rows per thread of the rank.
     public var transferRows: Int
-    /// Loans per MoE use in an expert group (bounds the helpers' buffers: see `ExpertLending.scratchBytes`).
+    /// Loans per MoE use in an expert group (bounds the helpers' buffers: see `ExpertLending.bufferTerms`).
     public var maxLoans: Int
     /// The most BLAS threads a rank of the group runs experts on. With more than one, a rank that holds fewer
     /// experts with rows than threads splits each product over its threads, which can round differently; so
@@ -129,7 +134,7 @@ public final class LendingPlanner {
 /// One MoE layer's lending: plans each use's loans and moves the lent experts' weights (backward: and
 /// gradients) between the ranks of the expert group. Scratch, one use at a time. Layout of a loan's block:
 /// w1 [d,F], w3 [d,F] (swiglu), w2 [F,d]; backward, the expert's gradient follows its weights.
-final class ExpertLending {
+final class ExpertLending: ExpertPlacement {
     let d: Int, F: Int, mats: Int
     let ctx: ParallelContext
     private let planner: LendingPlanner
@@ -149,15 +154,18 @@ final class ExpertLending {
     private var lentOut: [Int] = [], sendCounts: [Int], recvCounts: [Int]
 
     /// The lending of an MoE layer on `ctx`, nil where nothing can be lent (off, or one rank per group).
-    static func make(experts E: Int, dModel: Int, dFF: Int, activation: Activation,
-                     ctx: ParallelContext) -> ExpertLending? {
+    static func make(_ cfg: MoELayerConfig, dModel: Int, ctx: ParallelContext) -> ExpertPlacement? {
         ctx.expertLending.loanSlots(groupSize: ctx.expertGroup.size) == 0 ? nil
-            : ExpertLending(experts: E, dModel: dModel, dFF: dFF, activation: activation, ctx: ctx)
+            : ExpertLending(experts: cfg.numExperts, dModel: dModel, dFF: cfg.dFF, activation: cfg.activation, ctx: ctx)
     }
 
-    /// Bytes of the buffers at the most loans a use can make (buffer table, see MicroBatchShape): an inbox and
-    /// an outbox of up to `maxLoans` weights-and-gradient blocks each (d·F·mats floats per matrix set).
-    static func scratchBytes(_ s: MicroBatchShape) -> Int { 4 * 2 * (2 * s.maxLoans * s.d * s.F * s.mats) }
+    /// Lending's terms of the buffer tables (MicroBatchShape) for `c` with expert groups of `G`: the guest
+    /// slots (the most loans a use makes: Experts keeps a pack for each), and the bytes of the buffers at that
+    /// many loans, an inbox and an outbox of weights-and-gradient blocks each (d·F·mats floats per matrix set).
+    static func bufferTerms(_ c: RunConfig, groupSize G: Int, d: Int, F: Int, mats: Int) -> (guestSlots: Int, scratchBytes: Int) {
+        let loans = ExpertLendingPolicy(config: c, threads: 1).loanSlots(groupSize: G)
+        return (loans, 4 * 2 * (2 * loans * d * F * mats))
+    }
 
     private init(experts E: Int, dModel: Int, dFF: Int, activation: Activation, ctx: ParallelContext) {
         d = dModel; F = dFF; mats = activation == .swiglu ? 3 : 2; self.ctx = ctx
@@ -167,9 +175,11 @@ final class ExpertLending {
         guests.reserveCapacity(ctx.expertLending.maxLoans); lentOut.reserveCapacity(ctx.expertLending.maxLoans)
     }
 
-    /// Forward: plans this use's loans from the group's rows per expert (`rows` [E]), counts them, and sends
-    /// the lent experts' weights to their helpers; `plan` then runs them there (collective over the group).
-    func lend(_ plan: ExpertSlots, rows: [Int], weights pool: PoolTensors) {
+    /// Forward: places every expert on its owner, plans this use's loans from the group's rows per expert
+    /// (`rows` [E]), counts them, and sends the lent experts' weights to their helpers; `plan` then runs them
+    /// there (collective over the group).
+    func place(_ plan: ExpertSlots, rows: [Int], weights pool: PoolTensors) {
+        plan.placeOnOwners(weights: pool)
         planner.plan(rows: rows, policy: ctx.expertLending, into: &planned)
         count(rows: rows)
         guard anyLoan(planned) else { return }
@@ -177,9 +187,11 @@ final class ExpertLending {
         plan.move(to: planned, guest: { block(inbox.pointer + $0 * guestBlock) }, pool: pool)
     }
 
-    /// Backward, before the experts run: owners move their lent experts' weights and gradients so far to the
-    /// helpers (the owner's slice restarts from zero), and the guests' slots take the copies (collective).
-    func lendGradients(_ plan: ExpertSlots, weights pool: PoolTensors, grads: PoolTensors) {
+    /// Backward, before the experts run: held experts' slots take their slices of `grads`; owners move their
+    /// lent experts' weights and gradients so far to the helpers (the owner's slice restarts from zero), and
+    /// the guests' slots take the copies (collective).
+    func attachGradients(_ plan: ExpertSlots, weights pool: PoolTensors, grads: PoolTensors) {
+        plan.attachGradients(grads)
         guard anyLoan(plan.runner) else { return }
         exchange(runner: plan.runner, withGradients: true, pool: pool, grads: grads)
         for j in 0 ..< lentOut.count { zero(grads.expert(lentOut[j] - ctx.localExperts.lowerBound, d: d, F: F)) }
@@ -192,7 +204,7 @@ final class ExpertLending {
 
     /// Backward, after the experts ran: helpers send the guests' gradients back; owners add them into their
     /// slices (collective over the group).
-    func returnGradients(_ plan: ExpertSlots, grads: PoolTensors) {
+    func finishBackward(_ plan: ExpertSlots, grads: PoolTensors) {
         let runner = plan.runner
         guard anyLoan(runner) else { return }
         let G = ctx.expertGroup.size, n = expertFloats

@@ -175,7 +175,7 @@ final class Experts {
     /// group) and per guest slot, in the layout of the shape's kernel; none where the experts keep the BLAS products.
     static func packBytes(_ s: MicroBatchShape) -> Int {
         guard let kernel = s.packKernel else { return 0 }
-        return 4 * ((s.L + s.maxLoans) * packFloats(d: s.d, F: s.F, mats: s.mats, kernel: kernel) + 16)
+        return 4 * ((s.L + s.guestSlots) * packFloats(d: s.d, F: s.F, mats: s.mats, kernel: kernel) + 16)
     }
 
     /// Starts a model pass: the weights may have changed since the last one, so no pack is reused.

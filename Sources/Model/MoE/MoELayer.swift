@@ -1,8 +1,8 @@
 // The MoE feed-forward layer (SPEC section 3), Megatron-Core's layout: the layer only orchestrates
 //
 //   route     Router           scores, top-k, gates, global statistics, aux/z losses, capacity  (all-reduce)
-//   plan      ExpertSlots      which rank runs each expert: its owner, unless lending moves it
-//                              (the count exchange first: TokenDispatcher.countRows)            (all-to-all)
+//   plan      ExpertSlots      which rank runs each expert (ExpertPlacement: its owner, unless
+//                              lending moves it; the count exchange first: countRows)           (all-to-all)
 //   dispatch  TokenDispatcher  kept token rows -> the ranks running their experts, expert-major (all-to-all)
 //   experts   Experts          one FFN per slot of the plan, on its contiguous rows             (local)
 //   combine   TokenDispatcher  outputs back, out[t] = Σ_j g_j · y_j                              (all-to-all)
@@ -38,15 +38,15 @@ final class MoELayer {
     let router: Router
     let dispatcher: TokenDispatcher
     let experts: Experts
-    /// Moves experts from busy ranks to idle ones in the plan (nil: every expert runs on its owner).
-    let lending: ExpertLending?
+    /// Places the plan's experts: on their owners, or lending moves some from busy ranks to idle ones.
+    let placement: ExpertPlacement
     // Backward scratch, expert-major [recvRows, d] each, and [N, k].
     private let dExpertOutputs = FloatBuffer(), dExpertInputs = FloatBuffer(), dGates = FloatBuffer()
 
     /// Bytes of the layer's scratch, its parts' included (buffer table, see MicroBatchShape).
     static func scratchBytes(_ s: MicroBatchShape) -> Int {
         4 * (2 * s.expertRows * s.d + s.N * s.k) + Router.scratchBytes(s) + TokenDispatcher.scratchBytes(s)
-            + FFNBackwardScratch.bufferBytes(rows: s.expertRows, s) + ExpertLending.scratchBytes(s)
+            + FFNBackwardScratch.bufferBytes(rows: s.expertRows, s) + s.placementBytes
             + Experts.packBytes(s)
     }
 
@@ -54,9 +54,8 @@ final class MoELayer {
         d = dModel
         router = Router(cfg: cfg, dModel: dModel, ctx: ctx)
         dispatcher = TokenDispatcher(ctx: ctx, width: dModel, experts: cfg.numExperts, topK: cfg.topK)
-        lending = ExpertLending.make(experts: cfg.numExperts, dModel: dModel, dFF: cfg.dFF, activation: cfg.activation,
-                                     ctx: ctx)
-        experts = Experts(cfg: cfg, dModel: dModel, guestSlots: lending?.guestSlots ?? 0, ctx: ctx)
+        placement = ExpertLending.make(cfg, dModel: dModel, ctx: ctx) ?? OwnerPlacement()   // lending, or owners only
+        experts = Experts(cfg: cfg, dModel: dModel, guestSlots: placement.guestSlots, ctx: ctx)
     }
 
     /// out[N,d] (overwritten) = MoE(u[N,d]) with the pool's weights. `capacityFactor` 0 = dropless.
@@ -69,8 +68,7 @@ final class MoELayer {
                        auxScale: auxScale, zScale: zScale, replay: replayRouting)
         let selected = s.router.selected.pointer, keep = s.router.keep.pointer
         dispatcher.countRows(s.dispatch, selected: selected, keep: keep, N: N)
-        s.plan.placeOnOwners(weights: pool)
-        lending?.lend(s.plan, rows: dispatcher.expertRows, weights: pool)
+        placement.place(s.plan, rows: dispatcher.expertRows, weights: pool)
         dispatcher.plan(s.dispatch, s.plan, selected: selected, keep: keep)
         let x = s.expertInput.ensure(s.dispatch.recvRows * d)
         dispatcher.dispatch(s.dispatch, tokens: u, into: x)
@@ -85,10 +83,9 @@ final class MoELayer {
         let dy = dExpertOutputs.ensure(rows * d), dg = dGates.ensure(N * router.k)
         dispatcher.combineBackward(s.dispatch, dOut: dout, gates: s.router.gates.pointer, dGates: dg, dExpertOutputs: dy, N: N)
         let dx = dExpertInputs.zeroed(rows * d)
-        s.plan.attachGradients(grads)
-        lending?.lendGradients(s.plan, weights: pool, grads: grads)
+        placement.attachGradients(s.plan, weights: pool, grads: grads)
         experts.backward(dx, dy, s.expertInput.pointer, rows: s.dispatch.rowsPerSlot, plan: s.plan, saved: s.ffn)
-        lending?.returnGradients(s.plan, grads: grads)
+        placement.finishBackward(s.plan, grads: grads)
         dispatcher.dispatchBackward(s.dispatch, dExpertInputs: dx, into: du)
         router.backward(s.router, dInput: du, dGates: dg, input: u, use: use, N: N)
     }

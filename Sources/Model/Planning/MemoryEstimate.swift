@@ -7,7 +7,7 @@
 //                (RecurrentMoEModel.savedOnceBytes)
 //   scratch      working buffers reused by every iteration (RecurrentMoEModel.scratchBytes and the parts'
 //                scratch tables it sums), with the experts' packed weights where PackedMatmul runs (AVX-512):
-//                one copy of the weights of every expert a rank runs (held ones and up to 4 loans)
+//                one copy of the weights of every expert a rank runs (held ones and the placement's guest slots)
 //
 // The activation and scratch terms are the buffer tables that sit next to each part of the model
 // (AttentionActivations, MoEUseState, Router, TokenDispatcher, ...), evaluated at MicroBatchShape; a test

@@ -13,9 +13,9 @@ struct MicroBatchShape {
     let auxScope: AuxScope
     /// World size, expert-group size, experts held here, threads of a parallel region.
     let W: Int, G: Int, L: Int, workers: Int
-    /// The most experts a rank runs beyond the ones it holds in one MoE use (lent to it: `parallel.balance_experts`;
-    /// 0 when off or G = 1).
-    let maxLoans: Int
+    /// The expert placement's terms (ExpertPlacement): the most experts a rank runs beyond the ones it holds
+    /// in one MoE use, and the bytes of the placement's scratch per MoE layer (both 0 without lending).
+    let guestSlots: Int, placementBytes: Int
     /// The kernel of the experts' packed products (PackedMatmul: AVX2 or AVX-512, shared experts), whose packs
     /// count; nil where they run on BLAS.
     let packKernel: PackedMatmul.Kernel?
@@ -35,7 +35,7 @@ struct MicroBatchShape {
         auxScope = f.auxScope
         self.W = W; self.G = max(G, 1); L = f.isDense ? 0 : (f.numExperts + max(G, 1) - 1) / max(G, 1)
         self.workers = max(workers, 1)
-        maxLoans = ExpertLendingPolicy(config: c, threads: 1).loanSlots(groupSize: self.G)
+        (guestSlots, placementBytes) = ExpertLending.bufferTerms(c, groupSize: self.G, d: d, F: F, mats: mats)
         packKernel = f.isDense ? nil : Experts.packedKernel(f.experts, packedProducts)
     }
 }
